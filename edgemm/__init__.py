@@ -1,0 +1,30 @@
+"""edgemm: trained multimodal PyTorch models to the edge (ONNX, OpenVINO, TensorRT) with proof."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import EdgemmError  # noqa: E402
+from .iospec import IOSpec, TensorSpec  # noqa: E402
+
+__all__ = ["EdgemmError", "IOSpec", "TensorSpec", "export", "verify", "load", "Bundle", "Runtime", "__version__"]
+
+
+def __getattr__(name: str):
+    # Keep `import edgemm` light: torch/onnx are imported only when a function needs them.
+    if name == "export":
+        from .stages.export import export
+
+        return export
+    if name == "verify":
+        from .stages.verify import verify
+
+        return verify
+    if name in ("load", "Runtime"):
+        from .runtime import runtime
+
+        return getattr(runtime, name)
+    if name == "Bundle":
+        from .bundle import Bundle
+
+        return Bundle
+    raise AttributeError(f"module 'edgemm' has no attribute {name!r}")

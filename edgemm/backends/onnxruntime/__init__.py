@@ -1,0 +1,4 @@
+"""ONNX Runtime backend (CPU execution provider; CUDA/TensorRT providers when installed)."""
+from .backend import OnnxRuntimeBackend
+
+BACKEND = OnnxRuntimeBackend()

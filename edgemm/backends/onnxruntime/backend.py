@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..._lazy import INSTALL_HINTS, lazy_import
+from ...errors import BundleError, SpecError
+from ...iospec import IOSpec
+from ..base import Availability, Backend, Runner, RunnerOptions, version_of
+
+
+class OrtRunner(Runner):
+    backend = "onnxruntime"
+
+    def __init__(self, path: Path, spec: IOSpec, options: RunnerOptions):
+        super().__init__(spec)
+        ort = lazy_import("onnxruntime")
+        so = ort.SessionOptions()
+        if options.threads:
+            so.intra_op_num_threads = options.threads
+            so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise BundleError(f"onnxruntime cannot load {path} ({str(exc).splitlines()[0]}); re-export the bundle") from None
+        names = [o.name for o in self.session.get_outputs()]
+        if names != spec.output_names:
+            raise SpecError(f"{path} has outputs {names}, the bundle's IOSpec says {spec.output_names}; re-export the bundle")
+
+    def _infer(self, feeds):
+        return self.session.run(self.spec.output_names, feeds)
+
+    def close(self):
+        self.session = None
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    formats = ("onnx",)
+    precisions = ("fp32", "fp16", "int8")
+    description = "ONNX Runtime, CPU execution provider"
+
+    def availability(self) -> Availability:
+        v = version_of("onnxruntime")
+        if v is None:
+            return Availability(False, reason="onnxruntime is not installed", install=INSTALL_HINTS["onnxruntime"])
+        ort = lazy_import("onnxruntime")
+        return Availability(True, version=v, devices=tuple(ort.get_available_providers()))
+
+    def create_runner(self, path: Path, spec: IOSpec, options: RunnerOptions = RunnerOptions()) -> Runner:
+        self.require()
+        return OrtRunner(path, spec, options)

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..._lazy import INSTALL_HINTS, lazy_import
+from ...errors import BundleError, SpecError
+from ...iospec import IOSpec
+from ..base import Availability, Backend, Runner, RunnerOptions, version_of
+
+
+class OpenVinoRunner(Runner):
+    backend = "openvino"
+
+    def __init__(self, path: Path, spec: IOSpec, options: RunnerOptions):
+        super().__init__(spec)
+        ov = lazy_import("openvino", "the openvino backend")
+        core = ov.Core()
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if options.threads:
+            config["INFERENCE_NUM_THREADS"] = int(options.threads)
+        try:
+            self.compiled = core.compile_model(str(path), options.device.upper(), config)
+        except Exception as exc:  # openvino raises RuntimeError with multi-line text
+            raise BundleError(f"openvino cannot load {path} ({str(exc).splitlines()[0]}); re-export the bundle") from None
+        self.request = self.compiled.create_infer_request()
+        names = [o.get_any_name() for o in self.compiled.outputs]
+        if names != spec.output_names:
+            raise SpecError(f"{path} has outputs {names}, the bundle's IOSpec says {spec.output_names}; re-export the bundle")
+        self._outputs = list(self.compiled.outputs)
+
+    def _infer(self, feeds):
+        res = self.request.infer(feeds)
+        return [res[o].copy() for o in self._outputs]
+
+    def close(self):
+        self.request = None
+        self.compiled = None
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+    formats = ("openvino-ir",)
+    precisions = ("fp32", "fp16", "int8")
+    description = "OpenVINO, CPU plugin (Intel/x86)"
+
+    def availability(self) -> Availability:
+        v = version_of("openvino")
+        if v is None:
+            return Availability(False, reason="openvino is not installed", install=INSTALL_HINTS["openvino"])
+        ov = lazy_import("openvino")
+        return Availability(True, version=v, devices=tuple(ov.Core().available_devices))
+
+    def create_runner(self, path: Path, spec: IOSpec, options: RunnerOptions = RunnerOptions()) -> Runner:
+        self.require()
+        return OpenVinoRunner(path, spec, options)
+
+    def compile(self, onnx_path: Path, out_dir: Path, spec: IOSpec, precision: str):
+        """ONNX -> IR. ``fp16`` stores fp16-compressed weights (half the size; computed in the plugin's precision)."""
+        self.require()
+        ov = lazy_import("openvino")
+        if precision not in ("fp32", "fp16"):
+            raise SpecError(f"openvino compile from fp32 ONNX takes precision fp32 or fp16, not {precision!r}")
+        model = ov.convert_model(str(onnx_path))
+        stem = f"model.{precision}"
+        ov.save_model(model, str(out_dir / f"{stem}.xml"), compress_to_fp16=(precision == "fp16"))
+        return [(f"{stem}.xml", [f"{stem}.xml", f"{stem}.bin"], {"openvino": self.availability().version or "?"})]

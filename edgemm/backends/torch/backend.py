@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..._lazy import INSTALL_HINTS, lazy_import
+from ...errors import BundleError
+from ...iospec import IOSpec
+from ..base import Availability, Backend, Runner, RunnerOptions, version_of
+
+
+class TorchRunner(Runner):
+    backend = "torch"
+
+    def __init__(self, module, spec: IOSpec, options: RunnerOptions):
+        super().__init__(spec)
+        self._torch = lazy_import("torch")
+        if options.threads:
+            self._torch.set_num_threads(options.threads)
+        self.module = module
+
+    def _infer(self, feeds):
+        torch = self._torch
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.spec.input_names]
+        with torch.no_grad():
+            out = self.module(*args)
+        if isinstance(out, torch.Tensor):
+            out = (out,)
+        if isinstance(out, dict):
+            out = [out[n] for n in self.spec.output_names]
+        return [o.detach().cpu().numpy() for o in out]
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    formats = ("torch-export",)
+    precisions = ("fp32",)
+    description = "PyTorch eager (the fp32 reference and baseline)"
+
+    def availability(self) -> Availability:
+        v = version_of("torch")
+        if v is None:
+            return Availability(False, reason="torch is not installed", install=INSTALL_HINTS["torch"])
+        return Availability(True, version=v, devices=("cpu",))
+
+    def create_runner(self, path: Path, spec: IOSpec, options: RunnerOptions = RunnerOptions()) -> Runner:
+        self.require()
+        return TorchRunner(load_program(path).module(), spec, options)
+
+    @staticmethod
+    def runner_for_module(module, spec: IOSpec, options: RunnerOptions = RunnerOptions()) -> Runner:
+        """Run a live nn.Module (the user's original model) under the same contract."""
+        return TorchRunner(module.eval(), spec, options)
+
+
+def load_program(path: Path):
+    torch = lazy_import("torch")
+    try:
+        return torch.export.load(str(path))
+    except Exception as exc:  # torch raises many types for a bad archive
+        raise BundleError(f"cannot load torch program {path} ({type(exc).__name__}: {exc}); re-export it") from None

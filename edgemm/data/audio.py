@@ -1,0 +1,100 @@
+"""The audio frontend: mono waveform -> log-mel spectrogram.
+
+This is the one implementation used at training time (``edgemm.zoo``), at export/verify time and
+by the runtime, so the model always sees the features it was trained on. Windows are not
+centred: the features describe exactly the ``window_s`` seconds that end at the last sample.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from ..errors import SpecError
+from ..iospec import AudioPreprocess
+
+
+def _hz_to_mel(f):
+    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+
+def _mel_to_hz(m):
+    return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
+
+
+@lru_cache(maxsize=16)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """Triangular HTK-mel filters, shape ``[n_mels, n_fft // 2 + 1]``, float32."""
+    freqs = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
+    mel_points = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    lower, centre, upper = mel_points[:-2, None], mel_points[1:-1, None], mel_points[2:, None]
+    up = (freqs[None, :] - lower) / (centre - lower)
+    down = (upper - freqs[None, :]) / (upper - centre)
+    fb = np.maximum(0.0, np.minimum(up, down))
+    fb.setflags(write=False)
+    return fb.astype(np.float32)
+
+
+@lru_cache(maxsize=16)
+def hann_window(win_length: int) -> np.ndarray:
+    n = np.arange(win_length)
+    w = (0.5 - 0.5 * np.cos(2.0 * np.pi * n / win_length)).astype(np.float32)  # periodic Hann
+    w.setflags(write=False)
+    return w
+
+
+def resample(waveform: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
+    """Polyphase resampling along the last axis (anti-aliased)."""
+    if orig_rate == target_rate:
+        return waveform
+    if orig_rate <= 0 or target_rate <= 0:
+        raise SpecError(f"sample rates must be positive, got {orig_rate} -> {target_rate}")
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    g = gcd(int(orig_rate), int(target_rate))
+    return resample_poly(waveform, target_rate // g, orig_rate // g, axis=-1).astype(np.float32)
+
+
+def to_float_waveform(waveform: np.ndarray) -> np.ndarray:
+    """int16 PCM or float audio -> float32 in [-1, 1]."""
+    waveform = np.asarray(waveform)
+    if waveform.dtype == np.int16:
+        return waveform.astype(np.float32) / 32768.0
+    if np.issubdtype(waveform.dtype, np.floating):
+        return waveform.astype(np.float32, copy=False)
+    raise SpecError(f"audio must be int16 PCM or float samples, got dtype {waveform.dtype}")
+
+
+def fit_window(waveform: np.ndarray, n_samples: int) -> np.ndarray:
+    """The last ``n_samples`` along the last axis, left-padded with silence when shorter."""
+    n = waveform.shape[-1]
+    if n >= n_samples:
+        return waveform[..., n - n_samples:]
+    pad = [(0, 0)] * (waveform.ndim - 1) + [(n_samples - n, 0)]
+    return np.pad(waveform, pad)
+
+
+def log_mel(waveform: np.ndarray, cfg: AudioPreprocess) -> np.ndarray:
+    """``[..., n_samples]`` float waveform at ``cfg.sample_rate`` -> ``[..., n_mels, n_frames]`` float32."""
+    x = fit_window(np.asarray(waveform, dtype=np.float32), cfg.n_samples)
+    n_frames = cfg.n_frames
+    idx = np.arange(cfg.win_length)[None, :] + cfg.hop * np.arange(n_frames)[:, None]
+    frames = x[..., idx] * hann_window(cfg.win_length)  # [..., frames, win]
+    spec = np.fft.rfft(frames, n=cfg.n_fft, axis=-1)
+    power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
+    mel = power @ mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax).T  # [..., frames, mels]
+    return np.log(np.maximum(mel, cfg.log_floor)).swapaxes(-1, -2).astype(np.float32)
+
+
+def preprocess_audio(waveform: np.ndarray, sample_rate: int, cfg: AudioPreprocess) -> np.ndarray:
+    """Raw mono waveform(s) ``[n]`` / ``[N, n]`` (any rate, int16 or float) -> ``[N, 1, n_mels, n_frames]``."""
+    w = to_float_waveform(waveform)
+    if w.ndim not in (1, 2):
+        raise SpecError(f"audio must be a mono 1-D waveform (or a stack of them), got shape {list(w.shape)}; mix channels down first")
+    if int(sample_rate) != cfg.sample_rate:
+        w = fit_window(w, int(np.ceil(cfg.window_s * sample_rate)) + 64)  # keep only what the window needs
+        w = resample(w, int(sample_rate), cfg.sample_rate)
+    feats = log_mel(w, cfg)
+    return (feats[None] if feats.ndim == 2 else feats)[:, None]

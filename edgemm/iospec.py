@@ -1,0 +1,270 @@
+"""IOSpec: the named inputs and outputs of a model, their modality and pre-processing.
+
+The spec travels inside every bundle (``manifest.json`` keys ``inputs`` / ``outputs``) and is
+what ``Runtime`` validates feeds against. Shapes are lists whose entries are ints (fixed) or
+strings (a named dynamic axis, e.g. ``"batch"``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence, Union
+
+import numpy as np
+
+from .errors import SpecError, close_match_hint
+
+MODALITIES = ("image", "audio", "text", "tensor")
+Dim = Union[int, str]
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """Camera frame (HxWx3 uint8) -> model tensor."""
+
+    size: tuple[int, int] = (64, 64)  # (height, width) of the model input
+    channel_order: str = "RGB"  # order the model expects; frames are given as RGB
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # after scaling to [0, 1]
+    std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    layout: str = "NCHW"
+    resize: str = "bilinear"
+
+    def __post_init__(self):
+        if self.channel_order not in ("RGB", "BGR"):
+            raise SpecError(f"image channel_order must be 'RGB' or 'BGR', not {self.channel_order!r}")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise SpecError(f"image layout must be 'NCHW' or 'NHWC', not {self.layout!r}")
+        if self.resize != "bilinear":
+            raise SpecError(f"image resize must be 'bilinear', not {self.resize!r}")
+
+
+@dataclass(frozen=True)
+class AudioPreprocess:
+    """Mono waveform -> log-mel spectrogram of the window that ends at the frame."""
+
+    sample_rate: int = 16000
+    window_s: float = 1.0
+    n_fft: int = 512
+    win_length: int = 400
+    hop: int = 160
+    n_mels: int = 64
+    fmin: float = 20.0
+    fmax: float = 8000.0
+    log_floor: float = 1e-6
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.sample_rate * self.window_s))
+
+    @property
+    def n_frames(self) -> int:
+        return 1 + (self.n_samples - self.win_length) // self.hop
+
+    def __post_init__(self):
+        if self.win_length > self.n_fft:
+            raise SpecError(f"audio win_length ({self.win_length}) must be <= n_fft ({self.n_fft})")
+        if self.fmax > self.sample_rate / 2:
+            raise SpecError(f"audio fmax ({self.fmax}) must be <= sample_rate/2 ({self.sample_rate / 2})")
+
+
+@dataclass(frozen=True)
+class TextPreprocess:
+    """String -> int64 token ids (whitespace tokenizer over a vocabulary file)."""
+
+    tokenizer: str = "vocab.txt"  # path relative to the bundle (or recipe) directory
+    max_length: int = 16
+    lowercase: bool = True
+    pad_id: int = 0
+    unk_id: int = 1
+
+
+_PREPROCESS = {"image": ImagePreprocess, "audio": AudioPreprocess, "text": TextPreprocess}
+Preprocess = Union[ImagePreprocess, AudioPreprocess, TextPreprocess]
+
+
+def preprocess_from_dict(modality: str, data: Mapping[str, Any] | None) -> Preprocess | None:
+    if modality not in _PREPROCESS or data is None:
+        return None
+    cls = _PREPROCESS[modality]
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            raise SpecError(
+                f"unknown {modality} preprocessing key {key!r}{close_match_hint(key, known)}; "
+                f"known keys: {', '.join(sorted(known))}"
+            )
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def preprocess_to_dict(pre: Preprocess | None) -> dict | None:
+    if pre is None:
+        return None
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(pre).items()}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str = "float32"
+    shape: tuple[Dim, ...] = ()
+    modality: str = "tensor"  # inputs only
+    preprocessing: Preprocess | None = None  # inputs only
+    labels: tuple[str, ...] | None = None  # outputs only (classification heads)
+
+    def __post_init__(self):
+        if not self.name or not isinstance(self.name, str):
+            raise SpecError("every input/output needs a non-empty string 'name'")
+        try:
+            np.dtype(self.dtype)
+        except TypeError:
+            raise SpecError(f"{self.name}: unknown dtype {self.dtype!r}; use a numpy name like 'float32' or 'int64'") from None
+        if self.modality not in MODALITIES:
+            raise SpecError(
+                f"{self.name}: unknown modality {self.modality!r}{close_match_hint(self.modality, MODALITIES)}; "
+                f"use one of {', '.join(MODALITIES)}"
+            )
+        for d in self.shape:
+            if not (isinstance(d, str) or (isinstance(d, int) and d > 0)):
+                raise SpecError(f"{self.name}: shape entries must be positive ints or axis names, got {d!r}")
+
+    @property
+    def dynamic_axes(self) -> dict[int, str]:
+        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+    def concrete_shape(self, batch: int = 1) -> tuple[int, ...]:
+        """Shape with every named axis set to ``batch`` (the only dynamic axis we bind by default)."""
+        return tuple(d if isinstance(d, int) else batch for d in self.shape)
+
+    def check(self, array: Any, where: str = "") -> np.ndarray:
+        """Return ``array`` as an ndarray if it matches this spec, else raise a one-line SpecError."""
+        if not isinstance(array, np.ndarray):
+            raise SpecError(f"{where}input {self.name!r} must be a numpy array, got {type(array).__name__}")
+        if array.dtype != np.dtype(self.dtype):
+            raise SpecError(
+                f"{where}input {self.name!r} has dtype {array.dtype}, expected {self.dtype}; "
+                f"convert it with .astype(np.{self.dtype})"
+            )
+        if array.ndim != len(self.shape) or any(
+            isinstance(want, int) and got != want for got, want in zip(array.shape, self.shape)
+        ):
+            raise SpecError(
+                f"{where}input {self.name!r} has shape {list(array.shape)}, expected {list(self.shape)} "
+                f"(named axes are free)"
+            )
+        return array
+
+    def to_dict(self, kind: str) -> dict:
+        d: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        if kind == "input":
+            d["modality"] = self.modality
+            d["preprocessing"] = preprocess_to_dict(self.preprocessing)
+        else:
+            d["labels"] = list(self.labels) if self.labels is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], kind: str) -> "TensorSpec":
+        known = {"name", "dtype", "shape"} | ({"modality", "preprocessing"} if kind == "input" else {"labels"})
+        for key in data:
+            if key not in known:
+                raise SpecError(
+                    f"unknown {kind} key {key!r}{close_match_hint(key, known)}; known keys: {', '.join(sorted(known))}"
+                )
+        if "name" not in data:
+            raise SpecError(f"an {kind} entry has no 'name'")
+        modality = data.get("modality", "tensor")
+        labels = data.get("labels")
+        return cls(
+            name=data["name"],
+            dtype=data.get("dtype", "float32"),
+            shape=tuple(data.get("shape", ())),
+            modality=modality,
+            preprocessing=preprocess_from_dict(modality, data.get("preprocessing")),
+            labels=tuple(str(x) for x in labels) if labels is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    inputs: tuple[TensorSpec, ...] = field(default_factory=tuple)
+    outputs: tuple[TensorSpec, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        names = [t.name for t in self.inputs] + [t.name for t in self.outputs]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise SpecError(f"input/output names must be unique, repeated: {', '.join(sorted(dup))}")
+        if not self.inputs:
+            raise SpecError("the IOSpec has no inputs; name at least one")
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def input(self, name: str) -> TensorSpec:
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        raise SpecError(f"no input named {name!r}{close_match_hint(name, self.input_names)}; inputs: {', '.join(self.input_names)}")
+
+    def output(self, name: str) -> TensorSpec:
+        for t in self.outputs:
+            if t.name == name:
+                return t
+        raise SpecError(f"no output named {name!r}{close_match_hint(name, self.output_names)}; outputs: {', '.join(self.output_names)}")
+
+    def check_feeds(self, feeds: Mapping[str, Any], where: str = "") -> dict[str, np.ndarray]:
+        """Validate a feed dict (names, dtypes, shapes, one batch size); return it in input order."""
+        if not isinstance(feeds, Mapping):
+            raise SpecError(f"{where}feeds must be a dict of input name -> numpy array, got {type(feeds).__name__}")
+        for name in feeds:
+            if name not in self.input_names:
+                raise SpecError(
+                    f"{where}unknown input {name!r}{close_match_hint(name, self.input_names)}; "
+                    f"the model takes: {', '.join(self.input_names)}"
+                )
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise SpecError(f"{where}missing input(s) {', '.join(map(repr, missing))}; the model takes: {', '.join(self.input_names)}")
+        out = {t.name: t.check(feeds[t.name], where) for t in self.inputs}
+        bound: dict[str, tuple[str, int]] = {}
+        for t in self.inputs:
+            for axis, axis_name in t.dynamic_axes.items():
+                size = out[t.name].shape[axis]
+                if axis_name in bound and bound[axis_name][1] != size:
+                    other, other_size = bound[axis_name]
+                    raise SpecError(
+                        f"{where}axis {axis_name!r} is {size} in input {t.name!r} but {other_size} in {other!r}; "
+                        "all inputs must share it"
+                    )
+                bound.setdefault(axis_name, (t.name, size))
+        return out
+
+    def to_manifest(self) -> dict:
+        return {"inputs": [t.to_dict("input") for t in self.inputs], "outputs": [t.to_dict("output") for t in self.outputs]}
+
+    @classmethod
+    def from_manifest(cls, data: Mapping[str, Any]) -> "IOSpec":
+        try:
+            inputs = tuple(TensorSpec.from_dict(d, "input") for d in data["inputs"])
+            outputs = tuple(TensorSpec.from_dict(d, "output") for d in data.get("outputs", []))
+        except (KeyError, TypeError) as exc:
+            raise SpecError(f"malformed inputs/outputs ({exc}); each entry must be a table with name, dtype, shape") from None
+        return cls(inputs=inputs, outputs=outputs)
+
+    def example_feeds(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+        """Random feeds of the right names/dtypes/shapes (shape checks, synthetic benchmarks)."""
+        rng = np.random.default_rng(seed)
+        feeds = {}
+        for t in self.inputs:
+            shape = t.concrete_shape(batch)
+            if np.issubdtype(np.dtype(t.dtype), np.integer):
+                feeds[t.name] = rng.integers(0, 2, size=shape).astype(t.dtype)
+            else:
+                feeds[t.name] = rng.standard_normal(shape).astype(t.dtype)
+        return feeds

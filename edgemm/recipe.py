@@ -1,0 +1,195 @@
+"""Deployment recipes (``export/*.toml``) -> typed configs.
+
+```toml
+[model]
+name = "avnet"
+factory = "edgemm.zoo.avnet:build"        # importable callable returning an nn.Module ...
+checkpoint = "../edgemm/zoo/checkpoints/avnet.pt"  # ... called as factory(checkpoint=...)
+# path = "model.pt2"                       # ... or a torch.export program instead of a factory
+
+[[inputs]]                                  # the IOSpec (see edgemm.iospec)
+name = "image"
+modality = "image"
+dtype = "float32"
+shape = ["batch", 3, 64, 64]
+[inputs.preprocessing]
+size = [64, 64]
+
+[[outputs]]
+name = "digit"
+labels = ["0", "1", ...]
+
+[data]
+calibration = "../calibration_data/avmnist/calib.npz"
+evaluation = "../calibration_data/avmnist/eval.npz"
+
+[export]
+targets = ["onnxruntime", "openvino"]
+opset = 18
+
+[verify]
+parity_samples = 32
+```
+Relative paths are relative to the recipe file. Unknown keys are errors with a close-match hint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import RecipeError, close_match_hint
+from .iospec import IOSpec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+TARGETS = ("onnxruntime", "openvino", "tensorrt")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "model"
+    factory: str | None = None  # "package.module:callable"
+    checkpoint: str | None = None
+    path: str | None = None  # a .pt2 torch.export program
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    calibration: str | None = None
+    evaluation: str | None = None
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    targets: tuple[str, ...] = ("onnxruntime", "openvino")
+    opset: int = 18
+    exporter: str = "dynamo"  # dynamo (falls back to legacy with a warning) | legacy
+    slim: bool = True
+    fp16: bool = True  # also write fp16-compressed artifacts where the target supports it
+
+    def __post_init__(self):
+        for t in self.targets:
+            if t not in TARGETS:
+                raise RecipeError(f"unknown target {t!r}{close_match_hint(t, TARGETS)}; use one of {', '.join(TARGETS)}")
+        if self.opset < 18:
+            raise RecipeError(f"opset {self.opset} is too old: the dynamo exporter needs opset >= 18")
+        if self.exporter not in ("dynamo", "legacy"):
+            raise RecipeError(f"exporter must be 'dynamo' or 'legacy', not {self.exporter!r}")
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    parity_samples: int = 32  # held-out samples compared output by output
+    batch: int = 16
+    cosine_min: float = 0.9999  # fp32 artifacts
+    cosine_min_fp16: float = 0.999
+    max_abs: float | None = None  # optional absolute bound for fp32 artifacts
+    eval_limit: int | None = None  # evaluate accuracy on the first N samples only
+
+
+@dataclass(frozen=True)
+class Recipe:
+    model: ModelConfig
+    spec: IOSpec
+    data: DataConfig = field(default_factory=DataConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    base_dir: Path = Path(".")
+    source: str = ""
+
+    def resolve(self, rel: str | None) -> Path | None:
+        if rel is None:
+            return None
+        p = Path(rel).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def build_model(self):
+        """The user's nn.Module (factory + checkpoint) or the loaded .pt2 program's module."""
+        if self.model.path:
+            from .stages.export import load_pt2
+
+            return load_pt2(self.resolve(self.model.path))
+        if not self.model.factory:
+            raise RecipeError(f"{self.source}: [model] needs 'factory' (\"module:callable\") or 'path' (a .pt2 file)")
+        fn = import_callable(self.model.factory)
+        kwargs = {}
+        if self.model.checkpoint:
+            ckpt = self.resolve(self.model.checkpoint)
+            if not ckpt.is_file():
+                raise RecipeError(f"checkpoint {ckpt} not found (recipe {self.source}); fix [model] checkpoint or train it first")
+            kwargs["checkpoint"] = ckpt
+        return fn(**kwargs)
+
+
+def import_callable(ref: str):
+    if ":" not in ref:
+        raise RecipeError(f"factory {ref!r} must look like 'package.module:function'")
+    mod_name, attr = ref.split(":", 1)
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise RecipeError(f"cannot import {mod_name!r} for factory {ref!r} ({exc}); is the package installed?") from None
+    fn = getattr(mod, attr, None)
+    if fn is None:
+        names = [n for n in dir(mod) if not n.startswith("_")]
+        raise RecipeError(f"{mod_name} has no {attr!r}{close_match_hint(attr, names)}")
+    return fn
+
+
+def _typed(cls, table: Any, section: str, source: str):
+    if not isinstance(table, dict):
+        raise RecipeError(f"{source}: [{section}] must be a table")
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in known:
+            raise RecipeError(
+                f"{source}: unknown key {key!r} in [{section}]{close_match_hint(key, known)}; known keys: {', '.join(sorted(known))}"
+            )
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise RecipeError(f"{source}: bad [{section}] ({exc})") from None
+
+
+SECTIONS = ("model", "inputs", "outputs", "data", "export", "verify")
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe {path} not found; see export/avnet.toml for an example")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path} is not valid TOML: {exc}") from None
+    src = str(path)
+    for key in raw:
+        if key not in SECTIONS:
+            raise RecipeError(f"{src}: unknown section [{key}]{close_match_hint(key, SECTIONS)}; sections: {', '.join(SECTIONS)}")
+    if "model" not in raw:
+        raise RecipeError(f"{src}: missing [model] section (name + factory/checkpoint or path)")
+    if "inputs" not in raw:
+        raise RecipeError(f"{src}: missing [[inputs]] (the model's named inputs)")
+    from .errors import SpecError
+
+    try:
+        spec = IOSpec.from_manifest({"inputs": raw["inputs"], "outputs": raw.get("outputs", [])})
+    except SpecError as exc:
+        raise RecipeError(f"{src}: {exc}") from None
+    return Recipe(
+        model=_typed(ModelConfig, raw["model"], "model", src),
+        spec=spec,
+        data=_typed(DataConfig, raw.get("data", {}), "data", src),
+        export=_typed(ExportConfig, raw.get("export", {}), "export", src),
+        verify=_typed(VerifyConfig, raw.get("verify", {}), "verify", src),
+        base_dir=path.parent.resolve(),
+        source=src,
+    )

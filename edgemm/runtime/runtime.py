@@ -1,0 +1,117 @@
+"""Runtime: a bundle's artifact loaded on one backend, with the bundle's own pre-processing."""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..backends.base import RunnerOptions
+from ..backends.registry import get_backend
+from ..bundle import Artifact, Bundle
+from ..data.preprocess import preprocess_input
+from ..errors import BackendUnavailable, BundleError, SpecError
+from ..iospec import AudioPreprocess, TensorSpec
+
+# Without a latency report: the order we expect to be fastest on a CPU/GPU edge box.
+PREFERENCE = ("tensorrt", "onnxruntime", "openvino", "torch")
+
+
+class Runtime:
+    """``Runtime.run(feeds) -> {output: array}``; ``Runtime.preprocess(**raw) -> feeds``."""
+
+    def __init__(self, bundle: Bundle, artifact: Artifact, threads: int | None = None):
+        self.bundle = bundle
+        self.artifact = artifact
+        self.spec = bundle.spec
+        self.backend = artifact.backend
+        self.precision = artifact.precision
+        self._runner = get_backend(artifact.backend).create_runner(bundle.root / artifact.path, self.spec, RunnerOptions(threads=threads))
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.spec.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.spec.outputs
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Model-level tensors in (validated against ``inputs``), raw outputs out, in graph order."""
+        if self._runner is None:
+            raise SpecError("this Runtime is closed; load the bundle again")
+        return self._runner.infer(feeds)
+
+    def preprocess(self, sample_rate: int | None = None, **raw: Any) -> dict[str, np.ndarray]:
+        """Raw modality data -> feeds. Images: HxWx3 uint8 RGB; audio: a mono waveform (or
+        ``(waveform, sample_rate)``; ``sample_rate=`` applies to every audio input, default the
+        model's rate); text: a string. Inputs without pre-processing pass through as tensors."""
+        feeds = {}
+        for name, value in raw.items():
+            t = self.spec.input(name)
+            if t.preprocessing is None:
+                feeds[name] = np.asarray(value)
+                continue
+            rate = sample_rate
+            if isinstance(t.preprocessing, AudioPreprocess) and isinstance(value, tuple):
+                value, rate = value
+            feeds[name] = preprocess_input(t, value, base_dir=self.bundle.root, sample_rate=rate)
+        return feeds
+
+    def labels(self, outputs: Mapping[str, np.ndarray]) -> dict[str, list[tuple[str, float]]]:
+        """Top label and softmax score per sample for every classification head."""
+        out = {}
+        for t in self.spec.outputs:
+            if t.labels is None or t.name not in outputs:
+                continue
+            logits = np.asarray(outputs[t.name], dtype=np.float64)
+            p = np.exp(logits - logits.max(-1, keepdims=True))
+            p /= p.sum(-1, keepdims=True)
+            idx = p.argmax(-1)
+            out[t.name] = [(t.labels[i], float(p[k, i])) for k, i in enumerate(idx)]
+        return out
+
+    def close(self) -> None:
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Runtime({self.bundle.root}, backend={self.backend!r}, precision={self.precision!r}, artifact={self.artifact.path!r})"
+
+
+def _rank(bundle: Bundle, candidates: list[Artifact]) -> list[Artifact]:
+    """Fastest first by the bundle's latency report (batch 1), else by backend preference."""
+    lat = bundle.report("latency") or {}
+    p50 = {r["artifact"]: r["p50_ms"] for r in lat.get("runs", [])}
+
+    def key(a: Artifact):
+        measured = p50.get(bundle.artifact_id(a))
+        pref = PREFERENCE.index(a.backend) if a.backend in PREFERENCE else len(PREFERENCE)
+        return (measured is None, measured or 0.0, pref, ("fp32", "fp16", "int8").index(a.precision) if a.precision in ("fp32", "fp16", "int8") else 9)
+
+    return sorted(candidates, key=key)
+
+
+def load(bundle_dir: str | os.PathLike | Bundle, backend: str | None = None, precision: str | None = None,
+         graph: str | None = None, threads: int | None = None) -> Runtime:
+    """Open a bundle and pick an artifact (the fastest available one unless ``backend``/``precision`` say)."""
+    bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.open(bundle_dir)
+    candidates = bundle.select(backend=backend, precision=precision, graph=graph)
+    if not candidates:
+        have = ", ".join(sorted({f"{a.backend}/{a.precision}" for a in bundle.artifacts}))
+        want = "/".join(x for x in (backend, precision) if x)
+        raise BundleError(f"bundle {bundle.root} has no {want} artifact; it has: {have}")
+    reasons = []
+    for art in _rank(bundle, candidates):
+        av = get_backend(art.backend).availability()
+        if av.available:
+            return Runtime(bundle, art, threads=threads)
+        reasons.append(f"{art.backend}: {av.reason}" + (f" (install: {av.install})" if av.install else ""))
+    raise BackendUnavailable(f"no backend on this machine can run {bundle.root}: " + "; ".join(reasons))

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Rebuild calibration_data/avmnist/{calib,eval}.npz from the original FSDD and MNIST files.
+
+    python scripts/build_avmnist.py --data ../shared/data --out calibration_data/avmnist
+
+Deterministic (fixed seeds). eval: all 600 FSDD evaluation takes (40-49), each paired with a
+distinct MNIST evaluation image (index 8000-9999) of the same digit. calib: 300 pairs from the
+training material (takes 0-39, MNIST 0-7999), 5 per speaker and digit.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from edgemm.zoo import avmnist
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder with fsdd/ and mnist/")
+    ap.add_argument("--out", type=Path, default=Path("calibration_data/avmnist"))
+    ap.add_argument("--calib-per-class", type=int, default=5, help="calibration pairs per (speaker, digit)")
+    args = ap.parse_args()
+
+    images, labels = avmnist.read_mnist(args.data / "mnist")
+    clips = avmnist.list_fsdd(args.data / "fsdd" / "recordings")
+    if len(clips) != 3000:
+        raise SystemExit(f"expected 3000 FSDD recordings under {args.data}/fsdd/recordings, found {len(clips)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    eval_clips = [c for c in clips if c.take in avmnist.EVAL_TAKES]
+    rng = np.random.default_rng(2026_11_22)
+    calib_clips = []
+    for spk in range(len(avmnist.SPEAKERS)):
+        for d in range(10):
+            pool = [c for c in clips if c.take in avmnist.TRAIN_TAKES and c.speaker == spk and c.digit == d]
+            calib_clips += [pool[i] for i in rng.choice(len(pool), args.calib_per_class, replace=False)]
+
+    for name, subset, indices, seed in (
+        ("eval", eval_clips, avmnist.MNIST_EVAL, 40),
+        ("calib", calib_clips, avmnist.MNIST_TRAIN, 41),
+    ):
+        data = avmnist.make_pairs(subset, images, labels, list(indices), np.random.default_rng(seed))
+        path = args.out / f"{name}.npz"
+        np.savez_compressed(path, **data)
+        print(f"{path}: {len(subset)} pairs, {path.stat().st_size / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
