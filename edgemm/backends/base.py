@@ -32,6 +32,7 @@ class Availability:
 class RunnerOptions:
     threads: int | None = None  # intra-op threads; None: the library's default
     device: str = "cpu"
+    precision: str = "fp32"  # the artifact's precision: fp32 artifacts must compute in fp32
 
 
 class Runner(ABC):

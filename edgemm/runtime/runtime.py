@@ -26,7 +26,7 @@ class Runtime:
         self.spec = bundle.spec
         self.backend = artifact.backend
         self.precision = artifact.precision
-        self._runner = get_backend(artifact.backend).create_runner(bundle.root / artifact.path, self.spec, RunnerOptions(threads=threads))
+        self._runner = get_backend(artifact.backend).create_runner(bundle.root / artifact.path, self.spec, RunnerOptions(threads=threads, precision=artifact.precision))
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:

@@ -119,10 +119,18 @@ def _example_args(spec: IOSpec, feeds: Mapping[str, np.ndarray]):
 @contextlib.contextmanager
 def _quiet():
     """The exporters print progress banners and tracer warnings; keep them for --verbose only."""
+    import logging
+
     buf = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-        warnings.simplefilter("ignore")
-        yield buf
+    torch_log = logging.getLogger("torch")
+    level = torch_log.level
+    torch_log.setLevel(logging.ERROR)  # e.g. "torchvision is not installed. Skipping torchvision::nms"
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            warnings.simplefilter("ignore")
+            yield buf
+    finally:
+        torch_log.setLevel(level)
 
 
 def export_reference(model, args, spec: IOSpec, path: Path):

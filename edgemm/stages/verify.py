@@ -9,7 +9,7 @@ Latency: a short batch-1 timing per artifact (the full matrix is ``edgemm bench`
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +201,7 @@ def verify(
             parity["artifacts"][aid] = {"backend": art.backend, "precision": art.precision, "skipped": f"backend unavailable: {av.reason}"}
             continue
         with step(f"verifying {aid} on {art.backend} ({art.precision})"):
-            runner = backend.create_runner(bundle.root / art.path, spec, options)
+            runner = backend.create_runner(bundle.root / art.path, spec, replace(options, precision=art.precision))
             out = run_batched(runner, parity_feeds, cfg.batch)
             per_output = {name: compare(ref_parity[name], out[name]) for name in spec.output_names}
             parity["artifacts"][aid] = {"backend": art.backend, "precision": art.precision, "outputs": per_output}

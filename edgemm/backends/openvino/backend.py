@@ -16,6 +16,9 @@ class OpenVinoRunner(Runner):
         ov = lazy_import("openvino", "the openvino backend")
         core = ov.Core()
         config = {"PERFORMANCE_HINT": "LATENCY"}
+        if options.precision == "fp32":
+            # The CPU plugin silently computes in bf16 where the CPU has it; an fp32 artifact must not.
+            config["INFERENCE_PRECISION_HINT"] = "f32"
         if options.threads:
             config["INFERENCE_NUM_THREADS"] = int(options.threads)
         try:
@@ -23,6 +26,7 @@ class OpenVinoRunner(Runner):
         except Exception as exc:  # openvino raises RuntimeError with multi-line text
             raise BundleError(f"openvino cannot load {path} ({str(exc).splitlines()[0]}); re-export the bundle") from None
         self.request = self.compiled.create_infer_request()
+        self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         names = [o.get_any_name() for o in self.compiled.outputs]
         if names != spec.output_names:
             raise SpecError(f"{path} has outputs {names}, the bundle's IOSpec says {spec.output_names}; re-export the bundle")

@@ -1,0 +1,42 @@
+"""`edgemm export`: model/recipe -> verified bundle."""
+from __future__ import annotations
+
+from ..options import targets as _targets
+
+ORDER = 10
+
+
+def cmd_export(args) -> int:
+    from ...stages.export import export
+
+    bundle = export(
+        args.model, output=args.output, int8=args.int8, qat=args.qat, prune=args.prune,
+        targets=args.target, calibration=args.calib, evaluation=args.eval, opset=args.opset,
+        exporter=args.exporter, verify=not args.no_verify, threads=args.threads,
+    )
+    result = getattr(bundle, "last_verify", None)
+    print(f"bundle: {bundle.root}  ({len(bundle.artifacts)} artifacts; `edgemm info {args.output}` for details)")
+    if result is not None:
+        print(result.summary())
+    return 0
+
+
+def register(sub) -> None:
+    e = sub.add_parser("export", help="export a model to a verified bundle",
+                       description="Export a recipe (.toml) or torch.export program (.pt2) to a bundle: torch reference, fp32 ONNX, "
+                                   "per-target artifacts (OpenVINO IR fp32/fp16), parity + accuracy + latency reports.",
+                       epilog="example: edgemm export export/avnet.toml -o build/avnet")
+    e.add_argument("model", metavar="RECIPE_OR_MODEL", help="recipe .toml or torch.export .pt2 file")
+    e.add_argument("-o", "--output", required=True, metavar="BUNDLE_DIR", help="bundle directory (replaced if it is a bundle)")
+    e.add_argument("--target", type=_targets, default=None, metavar="T1,T2", help="onnxruntime,openvino,tensorrt (default: the recipe's)")
+    e.add_argument("--eval", default=None, metavar="NPZ", help="labelled evaluation data (default: the recipe's [data] evaluation)")
+    e.add_argument("--calib", default=None, metavar="DIR", help="calibration data for --int8")
+    e.add_argument("--int8", action="store_true", help="INT8 post-training quantization")
+    e.add_argument("--qat", action="store_true", help="quantization-aware training")
+    e.add_argument("--prune", type=float, default=None, metavar="RATIO", help="structured channel pruning ratio")
+    e.add_argument("--max-drop", default=None, metavar="DROP", help="accuracy budget for --int8, e.g. 0.01 or 2%%")
+    e.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    e.add_argument("--exporter", choices=("dynamo", "legacy"), default=None, help="ONNX exporter (default dynamo, legacy on failure)")
+    e.add_argument("--threads", type=int, default=None, help="threads for verification and timing (default min(4, cores))")
+    e.add_argument("--no-verify", action="store_true", help="skip parity/accuracy checks (not recommended)")
+    e.set_defaults(func=cmd_export)

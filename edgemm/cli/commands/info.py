@@ -1,0 +1,48 @@
+"""`edgemm info`: human summary of a bundle."""
+from __future__ import annotations
+
+import json
+
+ORDER = 30
+
+
+def cmd_info(args) -> int:
+    from ...bundle import Bundle
+
+    b = Bundle.open(args.bundle, verify_hashes=not args.no_hash_check)
+    if args.json:
+        print(json.dumps(b.manifest, indent=2))
+        return 0
+    m = b.manifest
+    print(f"bundle     {b.root}  (format {m['format_version']}, edgemm {m['edgemm_version']})")
+    print(f"model      {m['model']['name']}  from {m['model']['source']}  sha256 {m['model']['sha256'][:16]}")
+    print("inputs")
+    for t in b.spec.inputs:
+        pre = f"  preprocessing {json.dumps(t.to_dict('input')['preprocessing'])}" if t.preprocessing else ""
+        print(f"  {t.name:<10} {t.modality:<7} {t.dtype:<8} {list(t.shape)}{pre}")
+    print("outputs")
+    for t in b.spec.outputs:
+        labels = f"  labels {', '.join(t.labels)}" if t.labels else ""
+        print(f"  {t.name:<10} {t.dtype:<8} {list(t.shape)}{labels}")
+    print("artifacts")
+    for a in b.artifacts:
+        size = a.size_bytes(b.root) / 1e6
+        print(f"  {a.path:<28} {a.format:<13} {a.precision:<5} backend {a.backend:<12} {size:6.2f} MB  graph {a.graph}")
+    cal = m["calibration"]
+    print(f"calibration {cal['source'] or 'none'} ({cal['samples']} samples, method {cal['method']})")
+    print("reports    " + (", ".join(f"{k}: {v}" for k, v in m["reports"].items()) or "none (run `edgemm verify`)"))
+    acc = b.report("accuracy")
+    if acc:
+        ref = acc["reference"]["metrics"]
+        print("accuracy   reference " + "  ".join(f"{h} {v:.4f}" for h, v in ref.items()) + f"  ({acc['samples']} eval samples)")
+        for aid, a in acc["artifacts"].items():
+            print(f"           {aid}: " + "  ".join(f"{h} {v:.4f}" for h, v in a["metrics"].items()))
+    return 0
+
+
+def register(sub) -> None:
+    i = sub.add_parser("info", help="human summary of a bundle's manifest")
+    i.add_argument("bundle", metavar="BUNDLE_DIR")
+    i.add_argument("--json", action="store_true", help="print manifest.json")
+    i.add_argument("--no-hash-check", action="store_true", help="skip the sha256 check of artifact files")
+    i.set_defaults(func=cmd_info)
