@@ -1,0 +1,111 @@
+"""Shared fixtures: the shipped avnet bundle (exported once per session), a tiny two-input model,
+and auto-skips for tests that need an optional backend or device."""
+from __future__ import annotations
+
+import functools
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "export" / "avnet.toml"
+EVAL_NPZ = ROOT / "calibration_data" / "avmnist" / "eval.npz"
+CALIB_NPZ = ROOT / "calibration_data" / "avmnist" / "calib.npz"
+
+
+# --------------------------------------------------------------------------- auto-skips
+
+
+@functools.lru_cache(maxsize=None)
+def _availability(name: str):
+    from edgemm.backends.registry import get_backend
+
+    return get_backend(name).availability()
+
+
+def _skip_reason(marker: str) -> str | None:
+    if marker == "openvino":
+        av = _availability("openvino")
+        return None if av.available else f"openvino backend unavailable: {av.reason} (install: {av.install})"
+    if marker == "tensorrt":
+        av = _availability("tensorrt")
+        return None if av.available else f"tensorrt backend unavailable: {av.reason} (install: {av.install})"
+    if marker == "gpu":
+        av = _availability("tensorrt")  # the only backend that probes CUDA devices
+        if av.available and av.devices:
+            return None
+        return f"no CUDA device visible: {av.reason}"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for marker in ("openvino", "tensorrt", "gpu"):
+            if item.get_closest_marker(marker) is not None:
+                reason = _skip_reason(marker)
+                if reason:
+                    item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# --------------------------------------------------------------------------- data
+
+
+@pytest.fixture(scope="session")
+def eval_arrays() -> dict[str, np.ndarray]:
+    """The raw evaluation split (frames, 8 kHz int16 waveforms, labels)."""
+    with np.load(EVAL_NPZ) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="session")
+def avnet_recipe_path() -> Path:
+    return RECIPE
+
+
+# --------------------------------------------------------------------------- bundles
+
+
+@pytest.fixture(scope="session")
+def avnet_bundle_dir(tmp_path_factory) -> Path:
+    """The shipped avnet recipe exported once (about 25 s). Read-only: copy it before tampering."""
+    import edgemm
+
+    out = tmp_path_factory.mktemp("avnet") / "bundle"
+    edgemm.export(str(RECIPE), output=out)
+    return out
+
+
+@pytest.fixture
+def avnet_bundle_copy(avnet_bundle_dir, tmp_path) -> Path:
+    """A private copy of the session bundle, free to tamper with."""
+    dst = tmp_path / "bundle"
+    shutil.copytree(avnet_bundle_dir, dst)
+    return dst
+
+
+@pytest.fixture
+def tiny_model():
+    """Factory: ``tiny_model(seed=0)`` -> a fresh TinyAV (image [B,3,8,8] + audio [B,1,8,10] -> two heads)."""
+    from models.tiny import TinyAV
+
+    return lambda seed=0: TinyAV(seed)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_dir(tmp_path_factory) -> Path:
+    """The tiny model exported once with an explicit IOSpec (named heads, labels), no evaluation data."""
+    import edgemm
+    from models.tiny import TinyAV, tiny_feeds, tiny_spec
+
+    out = tmp_path_factory.mktemp("tiny") / "bundle"
+    edgemm.export(TinyAV(0), example_inputs=tiny_feeds(2), spec=tiny_spec(), output=out)
+    return out
+
+
+@pytest.fixture
+def tiny_bundle_copy(tiny_bundle_dir, tmp_path) -> Path:
+    dst = tmp_path / "tiny"
+    shutil.copytree(tiny_bundle_dir, dst)
+    return dst

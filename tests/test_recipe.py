@@ -1,0 +1,142 @@
+"""Recipes: export/avnet.toml loads into typed configs; mistakes are RecipeErrors with hints."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgemm.errors import RecipeError
+from edgemm.recipe import ExportConfig, VerifyConfig, load_recipe
+
+from conftest import RECIPE, ROOT
+
+BASE = RECIPE.read_text()
+
+
+def _write(tmp_path: Path, text: str, name: str = "r.toml") -> Path:
+    """A recipe in tmp with paths rewritten to absolute ones (relative paths are relative to the file)."""
+    text = text.replace('"../', f'"{ROOT}/')
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_loads_shipped_recipe():
+    r = load_recipe(RECIPE)
+    assert r.model.name == "avnet"
+    assert r.model.factory == "edgemm.zoo.avnet:build"
+    assert r.spec.input_names == ["image", "audio"]
+    assert r.spec.output_names == ["digit", "speaker"]
+    assert r.spec.input("image").preprocessing.size == (64, 64)
+    assert r.spec.input("audio").preprocessing.sample_rate == 16000
+    assert r.spec.output("speaker").labels[0] == "george"
+    assert r.export.targets == ("onnxruntime", "openvino")
+    assert r.export.opset == 18
+    assert r.verify.parity_samples == 32
+    assert r.verify.cosine_min == pytest.approx(0.9999)
+    # relative paths resolve against the recipe file, not the cwd
+    assert r.resolve(r.model.checkpoint) == (ROOT / "edgemm/zoo/checkpoints/avnet.pt").resolve()
+    assert r.resolve(r.data.evaluation).is_file()
+    assert r.resolve(r.data.calibration).is_file()
+
+
+def test_shipped_recipe_spec_equals_zoo_spec():
+    from edgemm.zoo.avnet import iospec
+
+    assert load_recipe(RECIPE).spec == iospec()
+
+
+def test_build_model_from_recipe(tmp_path):
+    import torch
+
+    model = load_recipe(RECIPE).build_model()
+    assert isinstance(model, torch.nn.Module) and not model.training
+
+
+def test_unknown_section_with_hint(tmp_path):
+    p = _write(tmp_path, BASE.replace("[export]", "[exprot]"))
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(p)
+    assert "[exprot]" in str(exc.value) and "did you mean 'export'" in str(exc.value)
+
+
+def test_unknown_key_with_hint(tmp_path):
+    p = _write(tmp_path, BASE.replace("parity_samples = 32", "parity_sample = 32"))
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(p)
+    msg = str(exc.value)
+    assert "'parity_sample'" in msg and "[verify]" in msg and "did you mean 'parity_samples'" in msg
+    assert "\n" not in msg
+
+
+def test_unknown_input_key_with_hint(tmp_path):
+    p = _write(tmp_path, BASE.replace('modality = "audio"', 'modalty = "audio"'))
+    with pytest.raises(RecipeError, match="did you mean 'modality'"):
+        load_recipe(p)
+
+
+def test_unknown_preprocessing_key_with_hint(tmp_path):
+    p = _write(tmp_path, BASE.replace("n_mels = 64", "n_mel = 64"))
+    with pytest.raises(RecipeError, match="did you mean 'n_mels'"):
+        load_recipe(p)
+
+
+def test_bad_target_with_hint(tmp_path):
+    p = _write(tmp_path, BASE.replace('targets = ["onnxruntime", "openvino"]', 'targets = ["onnxruntime", "openvnio"]'))
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(p)
+    assert "'openvnio'" in str(exc.value) and "did you mean 'openvino'" in str(exc.value)
+
+
+def test_bad_opset_type_and_value(tmp_path):
+    with pytest.raises(RecipeError, match="opset"):
+        load_recipe(_write(tmp_path, BASE.replace("opset = 18", "opset = 13")))
+    with pytest.raises(RecipeError):
+        load_recipe(_write(tmp_path, BASE.replace("opset = 18", 'opset = "18"'), "r2.toml"))
+
+
+def test_missing_model_section(tmp_path):
+    text = BASE.split("[[inputs]]", 1)
+    text = "[[inputs]]" + text[1]  # drop everything before the inputs: the [model] table
+    with pytest.raises(RecipeError, match=r"missing \[model\]"):
+        load_recipe(_write(tmp_path, text))
+
+
+def test_missing_inputs(tmp_path):
+    head = BASE.split("[[inputs]]", 1)[0]
+    with pytest.raises(RecipeError, match="inputs"):
+        load_recipe(_write(tmp_path, head))
+
+
+def test_missing_checkpoint(tmp_path):
+    p = _write(tmp_path, BASE.replace("checkpoints/avnet.pt", "checkpoints/nope.pt"))
+    r = load_recipe(p)  # a path is data, checked when the model is built
+    with pytest.raises(RecipeError) as exc:
+        r.build_model()
+    assert "nope.pt" in str(exc.value) and "not found" in str(exc.value)
+
+
+def test_bad_factory(tmp_path):
+    r = load_recipe(_write(tmp_path, BASE.replace("edgemm.zoo.avnet:build", "edgemm.zoo.avnet:biuld")))
+    with pytest.raises(RecipeError, match="did you mean 'build'"):
+        r.build_model()
+    r = load_recipe(_write(tmp_path, BASE.replace("edgemm.zoo.avnet:build", "edgemm.zoo.nosuch:build"), "r2.toml"))
+    with pytest.raises(RecipeError, match="cannot import"):
+        r.build_model()
+
+
+def test_not_found_and_invalid_toml(tmp_path):
+    with pytest.raises(RecipeError, match="not found"):
+        load_recipe(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model\nname = 1\n")
+    with pytest.raises(RecipeError, match="not valid TOML"):
+        load_recipe(bad)
+
+
+def test_config_dataclasses_validate():
+    with pytest.raises(RecipeError, match="did you mean 'tensorrt'"):
+        ExportConfig(targets=("tensorrtt",))
+    with pytest.raises(RecipeError, match="exporter"):
+        ExportConfig(exporter="script")
+    assert VerifyConfig().cosine_min == pytest.approx(0.9999)
