@@ -1,0 +1,103 @@
+"""Backend registry and availability reporting."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgemm.backends.base import Availability, Backend, RunnerOptions
+from edgemm.backends.registry import all_backends, get_backend
+from edgemm.bundle import Bundle
+from edgemm.errors import BackendUnavailable, BundleError, EdgemmError
+
+from models.tiny import TinyAV, tiny_feeds, torch_outputs
+
+
+def test_all_four_backends_are_listed_in_order():
+    names = list(all_backends())
+    assert names[:4] == ["torch", "onnxruntime", "openvino", "tensorrt"]
+    for name, b in all_backends().items():
+        assert isinstance(b, Backend) and b.name == name
+        assert b.formats and b.precisions and b.description
+
+
+def test_get_backend_unknown_with_hint():
+    with pytest.raises(EdgemmError) as exc:
+        get_backend("openvnio")
+    assert "did you mean 'openvino'" in str(exc.value)
+
+
+@pytest.mark.parametrize("name", ["torch", "onnxruntime"])
+def test_core_backends_are_available(name):
+    av = get_backend(name).availability()
+    assert isinstance(av, Availability)
+    assert av.available and av.version and av.reason is None
+
+
+def test_tensorrt_availability_is_explained():
+    av = get_backend("tensorrt").availability()
+    try:
+        import tensorrt  # noqa: F401
+
+        has_trt = True
+    except ImportError:
+        has_trt = False
+    if has_trt and av.available:
+        pytest.skip("TensorRT and a GPU are present on this machine")
+    assert not av.available
+    assert av.reason and av.install and "pip install" in av.install
+    with pytest.raises(BackendUnavailable) as exc:
+        get_backend("tensorrt").require()
+    assert "tensorrt" in str(exc.value) and "install it with" in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.openvino
+def test_openvino_is_available():
+    av = get_backend("openvino").availability()
+    assert av.available and "CPU" in av.devices
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_tensorrt_lists_a_device():
+    av = get_backend("tensorrt").availability()
+    assert av.available and av.devices
+
+
+def test_torch_runner_for_a_live_module():
+    model = TinyAV(0)
+    from models.tiny import tiny_spec
+
+    runner = get_backend("torch").runner_for_module(model, tiny_spec(), RunnerOptions(threads=1))
+    feeds = tiny_feeds(3)
+    out = runner.infer(feeds)
+    assert list(out) == ["cls", "spk"]
+    for got, want in zip(out.values(), torch_outputs(model, feeds)):
+        np.testing.assert_array_equal(got, want)
+    assert runner.last_latency_ms is not None and runner.last_latency_ms >= 0
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", pytest.param("openvino", marks=pytest.mark.openvino)])
+def test_runner_matches_torch_and_checks_feeds(tiny_bundle_dir, backend):
+    from edgemm.errors import SpecError
+
+    b = Bundle.open(tiny_bundle_dir)
+    art = b.select(backend=backend, precision="fp32")[0]
+    feeds = tiny_feeds(3, seed=7)
+    with get_backend(backend).create_runner(tiny_bundle_dir / art.path, b.spec, RunnerOptions(threads=1)) as r:
+        out = r.infer(feeds)
+        for got, want in zip(out.values(), torch_outputs(TinyAV(0), feeds)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        with pytest.raises(SpecError, match="float32"):
+            r.infer({k: v.astype(np.float64) for k, v in feeds.items()})
+
+
+def test_unloadable_artifact_is_a_bundle_error(tmp_path, tiny_bundle_dir):
+    from edgemm.backends.torch.backend import load_program
+
+    junk = tmp_path / "model.onnx"
+    junk.write_bytes(b"\x00not onnx")
+    spec = Bundle.open(tiny_bundle_dir).spec
+    with pytest.raises(BundleError, match="onnxruntime cannot load"):
+        get_backend("onnxruntime").create_runner(junk, spec)
+    with pytest.raises(BundleError, match="cannot load torch program"):
+        load_program(junk)
