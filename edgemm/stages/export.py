@@ -75,7 +75,8 @@ def spec_from_examples(model, example_inputs: Mapping[str, np.ndarray]) -> IOSpe
     unknown = [n for n in example_inputs if n not in params]
     if unknown:
         raise SpecError(f"example input(s) {unknown} are not parameters of {type(model).__name__}.forward{tuple(params)}")
-    inputs = tuple(TensorSpec(n, str(a.dtype), ("batch", *a.shape[1:])) for n, a in example_inputs.items())
+    ordered = sorted(example_inputs, key=params.index)  # positional call order = forward() order, not dict order
+    inputs = tuple(TensorSpec(n, str(example_inputs[n].dtype), ("batch", *example_inputs[n].shape[1:])) for n in ordered)
     outs = _run_module(model, example_inputs, [t.name for t in inputs])
     outputs = tuple(TensorSpec(f"output_{i}", str(o.dtype), ("batch", *o.shape[1:])) for i, o in enumerate(outs))
     return IOSpec(inputs, outputs)

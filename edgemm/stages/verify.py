@@ -227,4 +227,5 @@ def verify(
     if write:
         for key, data in result.reports().items():
             bundle.write_report(key, data)
+    result.raise_on_breach()  # reports are written first, so a breach is on record
     return result
