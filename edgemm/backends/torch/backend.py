@@ -51,7 +51,11 @@ class TorchBackend(Backend):
     @staticmethod
     def runner_for_module(module, spec: IOSpec, options: RunnerOptions = RunnerOptions()) -> Runner:
         """Run a live nn.Module (the user's original model) under the same contract."""
-        return TorchRunner(module.eval(), spec, options)
+        try:
+            module = module.eval()
+        except NotImplementedError:  # ExportedProgram.module() refuses .eval(); its train/eval mode is fixed at export
+            pass
+        return TorchRunner(module, spec, options)
 
 
 def load_program(path: Path):
