@@ -88,13 +88,16 @@ def log_mel(waveform: np.ndarray, cfg: AudioPreprocess) -> np.ndarray:
     return np.log(np.maximum(mel, cfg.log_floor)).swapaxes(-1, -2).astype(np.float32)
 
 
-def preprocess_audio(waveform: np.ndarray, sample_rate: int, cfg: AudioPreprocess) -> np.ndarray:
-    """Raw mono waveform(s) ``[n]`` / ``[N, n]`` (any rate, int16 or float) -> ``[N, 1, n_mels, n_frames]``."""
+def preprocess_audio(waveform: np.ndarray, sample_rate: int, cfg: AudioPreprocess, *, frontend=None) -> np.ndarray:
+    """Raw mono waveform(s) ``[n]`` / ``[N, n]`` (any rate, int16 or float) -> ``[N, 1, n_mels, n_frames]``.
+
+    ``frontend`` replaces the numpy ``log_mel`` (same signature), e.g. with the C kernel
+    ``edgemm.runtime.native.log_mel`` that the runtime dispatches to; default: this module's reference."""
     w = to_float_waveform(waveform)
     if w.ndim not in (1, 2):
         raise SpecError(f"audio must be a mono 1-D waveform (or a stack of them), got shape {list(w.shape)}; mix channels down first")
     if int(sample_rate) != cfg.sample_rate:
         w = fit_window(w, int(np.ceil(cfg.window_s * sample_rate)) + 64)  # keep only what the window needs
         w = resample(w, int(sample_rate), cfg.sample_rate)
-    feats = log_mel(w, cfg)
+    feats = (frontend or log_mel)(w, cfg)
     return (feats[None] if feats.ndim == 2 else feats)[:, None]
