@@ -90,8 +90,62 @@ class VerifyConfig:
     batch: int = 16
     cosine_min: float = 0.9999  # fp32 artifacts
     cosine_min_fp16: float = 0.999
+    cosine_min_int8: float = 0.95  # a sanity floor: INT8 is judged by the task metric and its budget
     max_abs: float | None = None  # optional absolute bound for fp32 artifacts
     eval_limit: int | None = None  # evaluate accuracy on the first N samples only
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    method: str = "minmax"  # calibration method: minmax | percentile | entropy
+    max_drop: float | str | None = 0.01  # absolute top-1 drop (0.01 = 1 point) or "2%" relative
+    quantizer: dict = field(default_factory=dict)  # target -> ort | trt | nncf
+    speed_guard: bool = True  # CPU targets: INT8 not slower than fp32 at batch 1 (5 %)
+    calibration_limit: int | None = None  # use only the first N calibration samples
+
+    def __post_init__(self):
+        from .stages.quantize.qdq import METHODS
+
+        if self.method not in METHODS:
+            raise RecipeError(f"unknown calibration method {self.method!r}{close_match_hint(self.method, METHODS)}; use one of {', '.join(METHODS)}")
+        for target, q in dict(self.quantizer).items():
+            if target not in TARGETS:
+                raise RecipeError(f"[quantize] quantizer names unknown target {target!r}{close_match_hint(target, TARGETS)}")
+            if q not in ("ort", "trt", "nncf"):
+                raise RecipeError(f"unknown quantizer {q!r} for {target}{close_match_hint(q, ('ort', 'trt', 'nncf'))}; use ort, trt or nncf")
+
+
+def parse_max_drop(value) -> tuple[float | None, bool]:
+    """``0.01`` -> (0.01, absolute); ``"2%"`` -> (0.02, relative); ``"none"`` -> (None, False)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "off")):
+        return None, False
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            return float(text[:-1]) / 100.0, True
+        v = float(text)
+    except ValueError:
+        raise RecipeError(f"--max-drop {value!r} is not a number; write 0.01 (1 point absolute) or 2% (relative)") from None
+    if not 0 <= v <= 1:
+        raise RecipeError(f"--max-drop {v} is outside [0, 1]; top-1 drops are fractions (0.01 = 1 point)")
+    return v, False
+
+
+def parse_precision(table: dict, source: str):
+    """[precision] part = "fp32" | "int8", exclude_ops = [...], exclude_nodes = [...] -> PrecisionPolicy."""
+    from .stages.quantize.ptq import PrecisionPolicy
+
+    float_parts, ops, nodes = [], (), ()
+    for key, value in table.items():
+        if key == "exclude_ops":
+            ops = tuple(value)
+        elif key == "exclude_nodes":
+            nodes = tuple(value)
+        elif value in ("fp32", "fp16"):
+            float_parts.append(key)
+        elif value != "int8":
+            raise RecipeError(f"{source}: [precision] {key} = {value!r}; use \"fp32\" (keep float) or \"int8\"")
+    return PrecisionPolicy(tuple(float_parts), ops, nodes)
 
 
 @dataclass(frozen=True)
@@ -101,6 +155,8 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    precision: Any = None  # PrecisionPolicy
     base_dir: Path = Path(".")
     source: str = ""
 
@@ -153,13 +209,15 @@ def _typed(cls, table: Any, section: str, source: str):
                 f"{source}: unknown key {key!r} in [{section}]{close_match_hint(key, known)}; known keys: {', '.join(sorted(known))}"
             )
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+    if cls.__name__ == "QuantizeConfig" and "max_drop" in kwargs:
+        parse_max_drop(kwargs["max_drop"])  # validate early
     try:
         return cls(**kwargs)
     except TypeError as exc:
         raise RecipeError(f"{source}: bad [{section}] ({exc})") from None
 
 
-SECTIONS = ("model", "inputs", "outputs", "data", "export", "verify")
+SECTIONS = ("model", "inputs", "outputs", "data", "export", "verify", "quantize", "precision")
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -190,6 +248,8 @@ def load_recipe(path: str | Path) -> Recipe:
         data=_typed(DataConfig, raw.get("data", {}), "data", src),
         export=_typed(ExportConfig, raw.get("export", {}), "export", src),
         verify=_typed(VerifyConfig, raw.get("verify", {}), "verify", src),
+        quantize=_typed(QuantizeConfig, raw.get("quantize", {}), "quantize", src),
+        precision=parse_precision(raw.get("precision", {}), src),
         base_dir=path.parent.resolve(),
         source=src,
     )

@@ -25,7 +25,7 @@ from ..data.datasets import Samples, load_samples
 from ..errors import EdgemmError, RecipeError, SpecError, UnsupportedFeature
 from ..iospec import IOSpec, TensorSpec
 from ..log import logger, step
-from ..recipe import DataConfig, ExportConfig, ModelConfig, Recipe, VerifyConfig, load_recipe
+from ..recipe import DataConfig, ExportConfig, ModelConfig, QuantizeConfig, Recipe, VerifyConfig, load_recipe, parse_max_drop
 
 REFERENCE_PATH = "reference/model.pt2"
 ONNX_PATH = "onnx/model.fp32.onnx"
@@ -213,6 +213,8 @@ class _Job:
     verify: VerifyConfig
     source: str
     model_sha256: str
+    quantize: QuantizeConfig
+    policy: Any
 
 
 def _resolve(model_or_path, example_inputs, spec, targets, calibration, evaluation, opset, exporter) -> _Job:
@@ -265,7 +267,7 @@ def _resolve(model_or_path, example_inputs, spec, targets, calibration, evaluati
         if ref and base.resolve(ref).is_file():
             model_sha = sha256_file(base.resolve(ref))
             break
-    return _Job(model, spec, base.model, data, export_cfg, base.verify, source, model_sha)
+    return _Job(model, spec, base.model, data, export_cfg, base.verify, source, model_sha, base.quantize, base.precision)
 
 
 def export(
@@ -286,21 +288,51 @@ def export(
     verify_config: VerifyConfig | None = None,
     threads: int | None = None,
     name: str | None = None,
+    max_drop: float | str | None = "recipe",
+    quantizer: Mapping[str, str] | str | None = None,
+    calibration_method: str | None = None,
+    speed_guard: bool | None = None,
+    policy=None,
 ) -> Bundle:
-    """Export a model to a verified bundle at ``output`` (written to a temp dir, renamed when complete)."""
-    for flag, value, issue in (("int8", int8, "INT8 quantization"), ("qat", qat, "quantization-aware training"), ("prune", prune, "pruning")):
+    """Export a model to a verified bundle at ``output`` (written to a temp dir, renamed when complete).
+
+    ``int8=True`` adds INT8 artifacts for every target (``calibration``: an .npz file/dir, an
+    iterable of feeds, or "synthetic"); ``max_drop`` is the accuracy budget on the evaluation split
+    (0.01 = 1 point absolute, "2%" relative, None = no budget). If the budget cannot be met, the
+    bundle is written with the best model found and ``BudgetNotMet`` is raised.
+    """
+    for flag, value, issue in (("qat", qat, "quantization-aware training"), ("prune", prune, "pruning")):
         if value:
             raise UnsupportedFeature(
-                f"--{flag} ({issue}) is not part of this edgemm version yet; export without it to get the fp32/fp16 bundle"
+                f"--{flag} ({issue}) is not part of this edgemm version yet; export without it (--int8 works)"
             )
-    job = _resolve(model_or_path, example_inputs, spec, targets, calibration, evaluation, opset, exporter)
-    if "tensorrt" in job.export.targets:
-        raise UnsupportedFeature(
-            "target 'tensorrt' needs `edgemm compile --target tensorrt` on the GPU machine, which this edgemm version "
-            "does not have yet; export with --target onnxruntime,openvino"
-        )
+    job = _resolve(model_or_path, example_inputs, spec, targets, calibration if not int8 or isinstance(calibration, (str, os.PathLike, type(None))) else None,
+                   evaluation, opset, exporter)
     for t in job.export.targets:
-        get_backend(t).require()
+        if t != "tensorrt":  # TensorRT engines are built on the target GPU from the ONNX written here
+            get_backend(t).require()
+    ptq_cfg = None
+    calib_src = None
+    if int8:
+        from ..data.calibration import calibration_source
+        from .quantize import PTQConfig, PrecisionPolicy
+
+        qc = job.quantize
+        if isinstance(quantizer, str):
+            quantizer = {t: quantizer for t in job.export.targets}
+        drop, relative = parse_max_drop(qc.max_drop if max_drop == "recipe" else max_drop)
+        ptq_cfg = PTQConfig(
+            method=calibration_method or qc.method, quantizers={**dict(qc.quantizer), **dict(quantizer or {})},
+            max_drop=drop, relative=relative, speed_guard=qc.speed_guard if speed_guard is None else speed_guard,
+            policy=policy or job.policy or PrecisionPolicy(), threads=threads or 2,
+        )
+        from .quantize.ptq import QUANTIZERS
+
+        for t, q in ptq_cfg.quantizers.items():
+            if q not in QUANTIZERS:
+                raise EdgemmError(f"unknown quantizer {q!r} for {t}; use one of {', '.join(QUANTIZERS)}")
+        calib_input = calibration if calibration is not None and not isinstance(calibration, (str, os.PathLike)) else job.data.calibration
+        calib_src = calibration_source(calib_input, job.spec, limit=qc.calibration_limit)
     vcfg = verify_config or job.verify
     spec = job.spec
     name = name or job.model_cfg.name
@@ -330,6 +362,9 @@ def export(
                                 extra={"exporter": info["exporter"], "opset": info["opset"], "nodes": info["nodes"]}))
         for target in job.export.targets:
             backend = get_backend(target)
+            if target == "tensorrt":  # the engine source; `edgemm compile --target tensorrt` builds on the GPU
+                w.add_artifact(Artifact(ONNX_PATH, "onnx", "fp32", "tensorrt", "tensorrt", toolchain=w.artifacts[-1].toolchain))
+                continue
             if target == "onnxruntime":
                 continue
             precisions = ["fp32"] + (["fp16"] if job.export.fp16 and "fp16" in backend.precisions else [])
@@ -341,6 +376,11 @@ def export(
                     fmt = backend.formats[0]
                     w.add_artifact(Artifact(f"{rel_dir}/{main}", fmt, precision, target, target, toolchain=toolchain),
                                    files=[f"{rel_dir}/{f}" for f in files])
+        int8_results = []
+        if int8:
+            from .quantize import add_int8_artifacts
+
+            int8_results = add_int8_artifacts(w, ONNX_PATH, spec, calib_src, eval_samples, job.export.targets, ptq_cfg)
         parity_source = eval_samples if eval_samples is not None else None
         if parity_source is not None:
             parity = parity_source.take(slice(0, vcfg.parity_samples)).feeds
@@ -352,7 +392,8 @@ def export(
         manifest = {
             "model": {"name": name, "source": job.source, "sha256": job.model_sha256 or sha256_file(w.path(REFERENCE_PATH))},
             **spec.to_manifest(),
-            "calibration": {"source": None, "sha256": None, "samples": 0, "method": None},
+            "calibration": calib_src.manifest_entry(ptq_cfg.method) if calib_src is not None
+            else {"source": None, "sha256": None, "samples": 0, "method": None},
             "evaluation": {
                 "source": job.data.evaluation,
                 "sha256": sha256_file(Path(job.data.evaluation)) if job.data.evaluation and Path(job.data.evaluation).is_file() else None,
@@ -360,7 +401,8 @@ def export(
             },
             "parity_samples": {"path": PARITY_SAMPLES, "source": parity_kind},
             "export": info,
-            "verify": {"cosine_min": vcfg.cosine_min, "cosine_min_fp16": vcfg.cosine_min_fp16, "max_abs": vcfg.max_abs, "batch": vcfg.batch},
+            "verify": {"cosine_min": vcfg.cosine_min, "cosine_min_fp16": vcfg.cosine_min_fp16,
+                       "cosine_min_int8": vcfg.cosine_min_int8, "max_abs": vcfg.max_abs, "batch": vcfg.batch},
             "reports": {},
         }
         if verify:
@@ -380,4 +422,15 @@ def export(
     logger.info("bundle written to %s", bundle.root)
     if verify:
         bundle.last_verify = result  # type: ignore[attr-defined]
+    missed = [r for r in int8_results if r.budget_met is False]
+    if missed:
+        from .quantize import BudgetNotMet
+
+        r = min(missed, key=lambda r: r.candidate.drop)
+        raise BudgetNotMet(
+            f"INT8 accuracy budget {ptq_cfg.max_drop}{' relative' if ptq_cfg.relative else ''} not met for "
+            f"{', '.join(x.target for x in missed)}: best drop {max(x.candidate.drop for x in missed):.4f} with "
+            f"{sum(k['nodes'] for k in r.kept_float)} nodes kept float; the bundle at {bundle.root} holds that best model "
+            f"(see reports/accuracy.json); raise --max-drop or use --qat"
+        )
     return bundle

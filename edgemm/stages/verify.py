@@ -114,7 +114,7 @@ class VerifyResult:
 
 
 def _tolerance(art: Artifact, cfg: VerifyConfig) -> float:
-    return {"fp32": cfg.cosine_min, "fp16": cfg.cosine_min_fp16}.get(art.precision, 0.98)
+    return {"fp32": cfg.cosine_min, "fp16": cfg.cosine_min_fp16}.get(art.precision, cfg.cosine_min_int8)
 
 
 def verify(
@@ -133,7 +133,7 @@ def verify(
         bundle = Bundle.open(bundle)
     m = bundle.manifest
     stored = m.get("verify", {})
-    cfg = config or VerifyConfig(**{k: v for k, v in stored.items() if k in ("cosine_min", "cosine_min_fp16", "max_abs", "batch")})
+    cfg = config or VerifyConfig(**{k: v for k, v in stored.items() if k in ("cosine_min", "cosine_min_fp16", "cosine_min_int8", "max_abs", "batch")})
     threads = threads or default_threads()
     options = RunnerOptions(threads=threads)
     spec = bundle.spec
@@ -217,7 +217,13 @@ def verify(
                     "path": art.path, "backend": art.backend, "precision": art.precision, "target": art.target,
                     "method": art.method, "kept_float": art.extra.get("kept_float", []), "metrics": metrics,
                     "drop": {h: accuracy["reference"]["metrics"][h] - v for h, v in metrics.items()},
+                    "size_mb": round(art.size_bytes(bundle.root) / 1e6, 4),
                 }
+                for key in ("quantizer", "calibration_method", "budget", "speed", "tensorrt_qdq_check"):
+                    if key in art.extra:
+                        accuracy["artifacts"][aid][key] = art.extra[key]
+                for entry in art.extra.get("sensitivity", []):
+                    accuracy["sensitivity"].append({"target": art.target, **entry})
             if latency:
                 stats = measure_latency(lambda: runner.infer(one, check=False), min_time_s=0.5)
                 runs.append({"artifact": aid, "backend": art.backend, "precision": art.precision, "baseline": False, **stats.to_dict()})

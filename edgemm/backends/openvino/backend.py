@@ -16,8 +16,8 @@ class OpenVinoRunner(Runner):
         ov = lazy_import("openvino", "the openvino backend")
         core = ov.Core()
         config = {"PERFORMANCE_HINT": "LATENCY"}
-        if options.precision == "fp32":
-            # The CPU plugin silently computes in bf16 where the CPU has it; an fp32 artifact must not.
+        if options.precision in ("fp32", "int8"):
+            # The CPU plugin silently computes in bf16 where the CPU has it; fp32 and the float parts of int8 artifacts must not.
             config["INFERENCE_PRECISION_HINT"] = "f32"
         if options.threads:
             config["INFERENCE_NUM_THREADS"] = int(options.threads)
@@ -43,7 +43,7 @@ class OpenVinoRunner(Runner):
 
 class OpenVinoBackend(Backend):
     name = "openvino"
-    formats = ("openvino-ir",)
+    formats = ("openvino-ir", "onnx")
     precisions = ("fp32", "fp16", "int8")
     description = "OpenVINO, CPU plugin (Intel/x86)"
 

@@ -1,0 +1,30 @@
+"""NNCF post-training quantization of the OpenVINO model (the `nncf` quantizer for the openvino target)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..._lazy import lazy_import
+from ...data.calibration import CalibrationSource
+
+ONNX_TO_OV_TYPES = {
+    "Conv": ["Convolution", "GroupConvolution"], "MatMul": ["MatMul"], "Gemm": ["MatMul"], "Add": ["Add"],
+    "Mul": ["Multiply"], "Softmax": ["SoftMax"], "LayerNormalization": ["MVN"], "ConvTranspose": ["ConvolutionBackpropData"],
+}
+
+
+def nncf_quantize(onnx_path: Path, out_xml: Path, calib: CalibrationSource, exclude_nodes: list[str], exclude_ops: list[str],
+                  transformer: bool) -> Path:
+    """fp32 ONNX -> INT8 IR. ``exclude_nodes`` are ONNX node names (OpenVINO keeps them as friendly-name prefixes)."""
+    ov = lazy_import("openvino", "the nncf quantizer")
+    nncf = lazy_import("nncf", "the nncf quantizer (pip install nncf)")
+    model = ov.convert_model(str(onnx_path))
+    wanted = set(exclude_nodes)
+    names = [op.get_friendly_name() for op in model.get_ops()
+             if op.get_friendly_name() in wanted or op.get_friendly_name().split("/")[0] in wanted]
+    types = sorted({t for op in exclude_ops for t in ONNX_TO_OV_TYPES.get(op, [op])})
+    scope = nncf.IgnoredScope(names=names, types=types, validate=False)
+    dataset = nncf.Dataset(list(calib.iter_batches(1)))
+    kwargs = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {"preset": nncf.QuantizationPreset.MIXED}
+    q = nncf.quantize(model, dataset, subset_size=len(calib), ignored_scope=scope, **kwargs)
+    ov.save_model(q, str(out_xml))
+    return out_xml

@@ -1,0 +1,293 @@
+"""INT8 post-training quantization for every target, guarded by speed and an accuracy budget.
+
+One algorithm, per-target adapters (the NNCF shape): for each target we build a candidate with
+the target's quantizer, measure it on the target's own backend (accuracy on the evaluation
+split; batch-1 latency against the fp32 model for CPU targets) and, when it breaks a guard, keep
+parts in float:
+- speed (CPU targets): an INT8 model must not be slower than fp32 at batch 1 (tolerance 5 %);
+  op groups that run slower quantized on this CPU are kept float, one group at a time;
+- accuracy (``max_drop``): parts (whole modality branches and single layers) are ranked by the
+  drop they cause when quantized alone; the fewest of them are kept float until the budget
+  holds. If it cannot hold, the best model found is kept and ``BudgetNotMet`` says so.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..._lazy import lazy_import
+from ...backends.base import RunnerOptions
+from ...backends.registry import get_backend
+from ...data.calibration import CalibrationSource
+from ...data.datasets import Samples
+from ...errors import EdgemmError
+from ...iospec import IOSpec
+from ...log import logger
+from . import graph as G
+from .qdq import SCHEMES, calibrate, check_trt_qdq, preprocess_for_quantization, quantize_qdq
+
+QUANTIZERS = ("ort", "trt", "nncf")
+DEFAULT_QUANTIZER = {"onnxruntime": "ort", "openvino": "trt", "tensorrt": "trt"}
+CPU_TARGETS = ("onnxruntime", "openvino")
+# Op groups tried, in order, when an INT8 model is slower than fp32 on a CPU backend.
+SPEED_GROUPS = (("MatMul",), ("Gemm",), ("Add", "Mul"), ("Conv",))
+
+
+class BudgetNotMet(EdgemmError):
+    """The accuracy budget could not be met; the best model found was kept."""
+
+
+@dataclass(frozen=True)
+class PrecisionPolicy:
+    """Parts pinned in float: branches (input names or "fusion"), op types, node names."""
+
+    float_parts: tuple[str, ...] = ()
+    exclude_ops: tuple[str, ...] = ()
+    exclude_nodes: tuple[str, ...] = ()
+
+    def nodes(self, model) -> set[str]:
+        branches = G.node_branches(model)
+        unknown = [p for p in self.float_parts if p not in set(branches.values()) | {G.FUSION}]
+        if unknown:
+            have = sorted(set(branches.values()))
+            raise EdgemmError(f"[precision] names unknown part(s) {unknown}; parts of this model: {', '.join(have)}")
+        return ({n for n, b in branches.items() if b in self.float_parts}
+                | {n.name for n in model.graph.node if n.op_type in self.exclude_ops}
+                | set(self.exclude_nodes))
+
+
+@dataclass(frozen=True)
+class PTQConfig:
+    method: str = "minmax"  # calibration: minmax | percentile | entropy
+    quantizers: dict = field(default_factory=dict)  # target -> ort | trt | nncf (default per target)
+    max_drop: float | None = 0.01  # absolute top-1 drop per head on the evaluation split
+    relative: bool = False  # max_drop is a fraction of the reference top-1
+    speed_guard: bool = True
+    speed_tolerance: float = 0.05
+    policy: PrecisionPolicy = PrecisionPolicy()
+    threads: int = 2
+    max_search_steps: int = 12
+
+
+@dataclass
+class Candidate:
+    path: Path
+    files: list[Path]
+    excluded: dict[str, str]  # node -> reason kept float
+    metrics: dict[str, float] = field(default_factory=dict)
+    drop: float | None = None
+    latency_ms: float | None = None
+
+
+@dataclass
+class TargetResult:
+    target: str
+    backend: str
+    quantizer: str
+    candidate: Candidate
+    fp32_latency_ms: float | None
+    kept_float: list[dict]
+    sensitivity: list[dict]
+    budget_met: bool | None
+    speed_met: bool | None
+    validity: list[str] | None = None  # TensorRT Q/DQ check problems (None: not checked)
+
+
+def _median_latency(runner, feeds, rounds: int = 1, iters: int = 150) -> float:
+    for _ in range(10):
+        runner.infer(feeds, check=False)
+    ts = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        runner.infer(feeds, check=False)
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts) * 1e3)
+
+
+def compare_latency(backend: str, spec: IOSpec, a: Path, a_precision: str, b: Path, b_precision: str,
+                    feeds, threads: int, rounds: int = 5) -> tuple[float, float]:
+    """Interleaved batch-1 medians of two artifacts on one backend (this machine is noisy: ±25 % between rounds)."""
+    be = get_backend(backend)
+    ra = be.create_runner(a, spec, RunnerOptions(threads=threads, precision=a_precision))
+    rb = be.create_runner(b, spec, RunnerOptions(threads=threads, precision=b_precision))
+    ma, mb = [], []
+    for _ in range(rounds):
+        ma.append(_median_latency(ra, feeds))
+        mb.append(_median_latency(rb, feeds))
+    ra.close()
+    rb.close()
+    return float(np.median(ma)), float(np.median(mb))
+
+
+def _drop(ref: dict[str, float], got: dict[str, float], relative: bool) -> float:
+    drops = [(ref[h] - got[h]) / (ref[h] if relative and ref[h] > 0 else 1.0) for h in ref if h in got]
+    return max(drops) if drops else 0.0
+
+
+class _Quantizer:
+    """Builds one candidate file for a target from a set of float-kept nodes."""
+
+    def __init__(self, name: str, pre: Path, model, calib: CalibrationSource, method: str, workdir: Path, transformer: bool):
+        self.name, self.pre, self.model, self.calib, self.workdir = name, pre, model, calib, workdir
+        self.transformer = transformer
+        self.count = 0
+        self._ranges = None
+        if name in SCHEMES:
+            self._ranges = calibrate(pre, calib, method, symmetric=SCHEMES[name].symmetric_activations)
+
+    def build(self, excluded: set[str], only: set[str] | None = None) -> tuple[Path, list[Path]]:
+        self.count += 1
+        if self.name == "nncf":
+            from ...backends.openvino.quant import nncf_quantize
+
+            xml = self.workdir / f"cand{self.count}.xml"
+            skip = set(excluded) | ({n.name for n in self.model.graph.node} - only if only is not None else set())
+            nncf_quantize(self.pre, xml, self.calib, sorted(skip), [], self.transformer)
+            return xml, [xml, xml.with_suffix(".bin")]
+        out = self.workdir / f"cand{self.count}.onnx"
+        quantize_qdq(self.pre, out, self.calib, SCHEMES[self.name], self._ranges, nodes_to_exclude=sorted(excluded),
+                     nodes_to_quantize=sorted(only) if only is not None else None)
+        return out, [out]
+
+
+def quantize_target(
+    target: str, fp32_onnx: Path, spec: IOSpec, calib: CalibrationSource, samples: Samples | None,
+    reference: dict[str, float] | None, cfg: PTQConfig, workdir: Path, progress: Callable[[str], None] = logger.info,
+) -> TargetResult:
+    onnx = lazy_import("onnx")
+    quantizer = cfg.quantizers.get(target, DEFAULT_QUANTIZER[target])
+    if quantizer not in QUANTIZERS:
+        raise EdgemmError(f"unknown quantizer {quantizer!r} for {target}; use one of {', '.join(QUANTIZERS)}")
+    if quantizer == "nncf" and target != "openvino":
+        raise EdgemmError(f"the nncf quantizer makes OpenVINO IR; it serves --target openvino, not {target}")
+    backend = "onnxruntime" if target == "tensorrt" else target  # TensorRT Q/DQ is checked in ORT on CPU
+    workdir.mkdir(parents=True, exist_ok=True)
+    pre = preprocess_for_quantization(fp32_onnx, workdir / "pre.onnx")
+    model = G.name_nodes(onnx.load(str(pre)))
+    onnx.save(model, str(pre))
+    transformer = any(n.op_type in ("Softmax",) for n in model.graph.node)
+    q = _Quantizer(quantizer, pre, model, calib, cfg.method, workdir, transformer)
+    be = get_backend(backend)
+    opts = RunnerOptions(threads=cfg.threads, precision="int8")
+
+    def evaluate(path: Path) -> dict[str, float]:
+        from ..verify import run_batched, top1
+
+        r = be.create_runner(path, spec, opts)
+        out = top1(run_batched(r, samples.feeds, 32), samples.labels)
+        r.close()
+        return out
+
+    has_budget = samples is not None and bool(samples.labels) and reference is not None and cfg.max_drop is not None
+    excluded: dict[str, str] = {n: "policy" for n in cfg.policy.nodes(model)}
+
+    def make(excl: dict[str, str]) -> Candidate:
+        path, files = q.build(set(excl))
+        c = Candidate(path, files, dict(excl))
+        if samples is not None and samples.labels:
+            c.metrics = evaluate(path)
+            if reference:
+                c.drop = _drop(reference, c.metrics, cfg.relative)
+        return c
+
+    progress(f"  {target}: quantizing with {quantizer} (calibration {cfg.method}, {len(calib)} samples)")
+    cand = make(excluded)
+    one = {k: v[:1] for k, v in calib.feeds.items()}
+    fp32_ms = None
+    speed_met = None
+    if cfg.speed_guard and target in CPU_TARGETS:
+        fp32_ms, cand.latency_ms = compare_latency(backend, spec, fp32_onnx, "fp32", cand.path, "int8", one, cfg.threads)
+        progress(f"  {target}: int8 {cand.latency_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms at batch 1")
+        for group in SPEED_GROUPS:
+            if cand.latency_ms <= fp32_ms * (1 + cfg.speed_tolerance):
+                break
+            nodes = {n.name for n in model.graph.node if n.op_type in group} - set(excluded)
+            if not nodes:
+                continue
+            trial_excl = {**excluded, **{n: f"speed: {'/'.join(group)} runs slower in int8 on {backend} here" for n in nodes}}
+            trial = make(trial_excl)
+            fp32_ms, trial.latency_ms = compare_latency(backend, spec, fp32_onnx, "fp32", trial.path, "int8", one, cfg.threads)
+            progress(f"  {target}: keeping {'/'.join(group)} float: int8 {trial.latency_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms")
+            if trial.latency_ms < cand.latency_ms:
+                cand, excluded = trial, trial_excl
+        speed_met = cand.latency_ms <= fp32_ms * (1 + cfg.speed_tolerance)
+
+    sensitivity: list[dict] = []
+    budget_met = None
+    if has_budget:
+        progress(f"  {target}: drop {cand.drop:+.4f} (budget {cfg.max_drop}{' relative' if cfg.relative else ''})")
+        budget_met = cand.drop <= cfg.max_drop + 1e-12
+        if not budget_met:
+            sensitivity = _sensitivity(q, model, excluded, evaluate, reference, cfg, progress, target)
+            best = cand
+            trial_excl = dict(excluded)
+            for entry in sensitivity[: cfg.max_search_steps]:
+                for n in entry["nodes"]:
+                    trial_excl[n] = f"accuracy: {entry['part']} costs {entry['drop']:+.4f} top-1 quantized alone"
+                trial = make(trial_excl)
+                progress(f"  {target}: + {entry['part']} float -> drop {trial.drop:+.4f}")
+                if trial.drop < best.drop:
+                    best = trial
+                if trial.drop <= cfg.max_drop + 1e-12:
+                    break
+            cand, excluded = best, best.excluded
+            budget_met = cand.drop <= cfg.max_drop + 1e-12
+            if cfg.speed_guard and target in CPU_TARGETS:
+                fp32_ms, cand.latency_ms = compare_latency(backend, spec, fp32_onnx, "fp32", cand.path, "int8", one, cfg.threads)
+                speed_met = cand.latency_ms <= fp32_ms * (1 + cfg.speed_tolerance)
+
+    validity = None
+    if quantizer == "trt":
+        validity = check_trt_qdq(onnx.load(str(cand.path)))
+    if quantizer in SCHEMES:
+        compacted = G.compact(onnx.load(str(cand.path)))
+        onnx.save(compacted, str(cand.path))
+    kept = _kept_float_summary(model, excluded)
+    return TargetResult(target, backend, quantizer, cand, fp32_ms, kept, [
+        {k: v for k, v in s.items() if k != "nodes"} for s in sensitivity], budget_met, speed_met, validity)
+
+
+def _sensitivity(q: _Quantizer, model, excluded, evaluate, reference, cfg: PTQConfig, progress, target) -> list[dict]:
+    """Drop of each part quantized alone (everything else float): branches, then single weighted layers."""
+    progress(f"  {target}: ranking parts by sensitivity (each quantized alone)")
+    parts: list[tuple[str, set[str]]] = []
+    for branch, nodes in G.branch_nodes(model).items():
+        parts.append((f"branch:{branch}", set(nodes)))
+    for n in G.weighted_nodes(model):
+        parts.append((f"layer:{n.name} ({n.op_type}, {G.node_branches(model)[n.name]})", {n.name}))
+    out = []
+    for part, nodes in parts:
+        if nodes <= set(excluded):
+            continue
+        path, _ = q.build(set(excluded), only=nodes - set(excluded))
+        drop = _drop(reference, evaluate(path), cfg.relative)
+        out.append({"part": part, "drop": float(drop), "nodes": sorted(nodes)})
+    # Layers first (fewest nodes kept float), most harmful first; branches after them.
+    out.sort(key=lambda e: (e["part"].startswith("branch:"), -e["drop"]))
+    return out
+
+
+def _kept_float_summary(model, excluded: dict[str, str]) -> list[dict]:
+    """Group float-kept nodes by reason; weighted layers named one by one."""
+    weighted = {n.name: n.op_type for n in G.weighted_nodes(model)}
+    by_reason: dict[str, list[str]] = {}
+    for node, reason in excluded.items():
+        by_reason.setdefault(reason, []).append(node)
+    return [{"reason": reason, "nodes": len(nodes), "layers": sorted(n for n in nodes if n in weighted)}
+            for reason, nodes in sorted(by_reason.items())]
+
+
+def install(result: TargetResult, dest_dir: Path, stem: str) -> list[Path]:
+    """Move the chosen candidate's files into the bundle as ``dest_dir/stem.<ext>``."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in result.candidate.files:  # an IR's .bin is found by the .xml's stem: both get the same stem
+        target = dest_dir / (stem + f.suffix)
+        shutil.copyfile(f, target)
+        out.append(target)
+    return out
