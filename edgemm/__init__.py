@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 from .errors import EdgemmError  # noqa: E402
 from .iospec import IOSpec, TensorSpec  # noqa: E402
 
-__all__ = ["EdgemmError", "IOSpec", "TensorSpec", "export", "verify", "load", "Bundle", "Runtime", "__version__"]
+__all__ = ["EdgemmError", "IOSpec", "TensorSpec", "export", "verify", "load", "Bundle", "Runtime", "Stream", "__version__"]
 
 
 def __getattr__(name: str):
@@ -23,6 +23,10 @@ def __getattr__(name: str):
         from .runtime import runtime
 
         return getattr(runtime, name)
+    if name == "Stream":
+        from .runtime.stream import Stream
+
+        return Stream
     if name == "Bundle":
         from .bundle import Bundle
 

@@ -1,0 +1,585 @@
+"""Capture sources chosen by URI: cameras, video files, network cameras, microphones, audio files,
+synthetic streams.
+
+Every item carries its capture time ``t`` in seconds. Live sources stamp it on one monotonic clock
+(``time.monotonic`` unless a ``clock`` is given), file sources stamp the media time from the start of
+the file. ``t_wall`` is the clock time at which the source handed the item over (the origin of the
+capture-to-result latency). File sources read as fast as possible, or paced like a live source
+(``pace=True``: item ``t`` is released at ``epoch + t``).
+
+Video URIs: ``camera:0`` / ``/dev/video0`` (OpenCV/V4L2), ``rtsp://...`` (OpenCV/FFmpeg),
+``http(s)://...`` (MJPEG over HTTP, as IP cameras serve it; other HTTP streams go to OpenCV),
+a video file path (``file:`` prefix optional), ``synthetic:video?fps=30&size=640x480&frames=300&live=1``.
+Audio URIs: ``mic:default`` / ``mic:N`` / ``mic:NAME`` (PortAudio via sounddevice), a wav/flac/ogg
+path, ``synthetic:audio?rate=16000&freq=440&seconds=10&block=320&live=1``.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+
+from ..errors import EdgemmError
+
+Clock = Callable[[], float]
+
+VIDEO_URI_HELP = "camera:N, /dev/videoN, a video file, rtsp://..., http://....mjpg or synthetic:video?fps=30"
+AUDIO_URI_HELP = "mic:default, mic:N, a wav/flac file or synthetic:audio?rate=16000"
+
+
+class SourceError(EdgemmError):
+    """A capture source that cannot be opened or that failed while streaming."""
+
+
+@dataclass
+class Frame:
+    """One video frame. ``image`` is HxWx3 uint8 in channel order ``order`` (OpenCV decodes BGR;
+    the pre-processing fuses the swap to the model's order)."""
+
+    image: np.ndarray
+    t: float
+    index: int
+    t_wall: float
+    order: str = "RGB"
+
+    def rgb(self) -> np.ndarray:
+        return self.image if self.order == "RGB" else np.ascontiguousarray(self.image[..., ::-1])
+
+
+@dataclass
+class AudioBlock:
+    """Consecutive mono float32 samples; ``t`` is the capture time of the first sample."""
+
+    samples: np.ndarray
+    t: float
+    rate: int
+    t_wall: float
+
+
+class Source:
+    """Base class: ``open()``, ``read()`` -> item, or None at the end of a finite source, ``close()``."""
+
+    kind = "video"
+    live = True
+
+    def __init__(self, uri: str, *, clock: Clock | None = None, pace: bool = False):
+        self.uri = uri
+        self.clock: Clock = clock or time.monotonic
+        self.pace = pace and not self.live
+        self.epoch: float | None = None  # wall time of media time 0 when paced
+        self.count = 0  # items delivered
+        self._closed = threading.Event()
+
+    # -- lifecycle
+    def open(self) -> "Source":
+        return self
+
+    def read(self):
+        raise SourceError(f"{type(self).__name__} cannot read")
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def set_epoch(self, epoch: float) -> None:
+        """Paced file sources release media time ``t`` at ``epoch + t`` (shared by a Stream's sources)."""
+        self.epoch = epoch
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- helpers
+    def _wait_until_media_time(self, t: float) -> None:
+        if not self.pace:
+            return
+        if self.epoch is None:
+            self.epoch = self.clock() - t
+        delay = self.epoch + t - self.clock()
+        if delay > 0:
+            self._closed.wait(delay)
+
+    def _fail(self, what: str, fix: str = "") -> SourceError:
+        return SourceError(f"{self.kind} source {self.uri!r}: {what}" + (f"; {fix}" if fix else ""))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r})"
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as exc:
+        raise SourceError(f"video sources need OpenCV ({exc}); install it with: pip install opencv-python-headless") from None
+    return cv2
+
+
+# ----------------------------------------------------------------------------------------- video
+
+class OpenCVVideoSource(Source):
+    """Cameras, video files and RTSP/other network streams through ``cv2.VideoCapture``."""
+
+    def __init__(self, uri: str, target, *, live: bool, clock: Clock | None = None, pace: bool = False,
+                 timeout_s: float = 10.0):
+        self.live = live
+        super().__init__(uri, clock=clock, pace=pace)
+        self.target = target
+        self.timeout_s = timeout_s
+        self.cap = None
+        self.fps = 0.0
+        self.frame_count = 0
+
+    def open(self) -> "OpenCVVideoSource":
+        cv2 = _cv2()
+        if isinstance(self.target, str) and not self.live and not Path(self.target).is_file():
+            raise self._fail("no such video file", "check the path")
+        params = []
+        if isinstance(self.target, str) and "://" in self.target:
+            ms = int(self.timeout_s * 1000)
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+        cap = cv2.VideoCapture(self.target, cv2.CAP_ANY, params) if params else cv2.VideoCapture(self.target)
+        if not cap.isOpened():
+            cap.release()
+            if isinstance(self.target, int):
+                raise self._fail(f"cannot open camera {self.target}",
+                                 "is a camera connected and readable by this user? (ls -l /dev/video*)")
+            if self.live:
+                raise self._fail("cannot open the network stream", "check the URL, credentials and that the camera is reachable")
+            raise self._fail("OpenCV cannot decode this file", "is it a video file? (try: ffprobe FILE)")
+        if self.live:
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a backlog
+        self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.frame_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if not self.live and not self.fps > 0:
+            cap.release()
+            raise self._fail("the file reports no frame rate", "re-mux it with a constant frame rate (ffmpeg -i IN -r 30 OUT)")
+        self.cap = cap
+        return self
+
+    def read(self) -> Optional[Frame]:
+        if self.cap is None:
+            raise self._fail("read before open")
+        if self.pace:
+            self._wait_until_media_time(self.count / self.fps)
+        if self._closed.is_set():
+            return None
+        ok, image = self.cap.read()
+        now = self.clock()
+        if not ok or image is None:
+            if self._closed.is_set():
+                return None
+            if self.live:
+                raise self._fail(f"stopped delivering frames after {self.count}", "check the camera / network connection")
+            return None  # end of file
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        t = now if self.live else self.count / self.fps
+        frame = Frame(np.ascontiguousarray(image[:, :, :3]), t, self.count, now, "BGR")
+        self.count += 1
+        return frame
+
+    def close(self) -> None:
+        super().close()
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+class MjpegHttpSource(Source):
+    """An IP camera's MJPEG stream (``multipart/x-mixed-replace`` over HTTP), parsed here so it
+    needs nothing but OpenCV's JPEG decoder. A server that is not MJPEG goes to OpenCV."""
+
+    def __init__(self, uri: str, *, clock: Clock | None = None, timeout_s: float = 10.0):
+        super().__init__(uri, clock=clock)
+        self.timeout_s = timeout_s
+        self._resp = None
+        self._boundary = b""
+        self._fallback: OpenCVVideoSource | None = None
+
+    def open(self) -> Source:
+        import urllib.error
+        import urllib.request
+
+        try:
+            resp = urllib.request.urlopen(self.uri, timeout=self.timeout_s)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise self._fail(f"cannot connect ({reason})", "check the URL and that the camera is reachable") from None
+        ctype = resp.headers.get("Content-Type", "")
+        m = re.search(r"boundary=\"?([^\";]+)\"?", ctype)
+        if "multipart" not in ctype or not m:
+            resp.close()
+            self._fallback = OpenCVVideoSource(self.uri, self.uri, live=True, clock=self.clock, timeout_s=self.timeout_s).open()
+            return self
+        b = m.group(1).encode()
+        self._boundary = b if b.startswith(b"--") else b"--" + b
+        self._resp = resp
+        return self
+
+    def _readline(self) -> bytes:
+        line = self._resp.readline(65536)
+        if not line:
+            raise EOFError
+        return line
+
+    def read(self) -> Optional[Frame]:
+        if self._fallback is not None:
+            frame = self._fallback.read()
+            self.count = self._fallback.count
+            return frame
+        if self._resp is None:
+            raise self._fail("read before open")
+        cv2 = _cv2()
+        try:
+            # Skip to the next boundary, read the part headers, then the JPEG.
+            while True:
+                line = self._readline().strip()
+                if line.startswith(self._boundary):
+                    if line.endswith(b"--") and line != self._boundary:
+                        raise EOFError
+                    break
+            length = None
+            while True:
+                line = self._readline().strip()
+                if not line:
+                    break
+                k, _, v = line.partition(b":")
+                if k.strip().lower() == b"content-length":
+                    length = int(v.strip())
+            if length is not None:
+                data = self._resp.read(length)
+                if len(data) < length:
+                    raise EOFError
+            else:  # no length: read up to the JPEG end marker
+                chunks = bytearray()
+                while not chunks.endswith(b"\xff\xd9"):
+                    part = self._resp.read(1)
+                    if not part:
+                        raise EOFError
+                    chunks += part
+                data = bytes(chunks)
+        except (EOFError, OSError, ValueError) as exc:
+            if self._closed.is_set():
+                return None
+            why = "closed the connection" if isinstance(exc, EOFError) else f"failed ({exc})"
+            raise self._fail(f"the camera {why} after {self.count} frames", "check the camera / network connection") from None
+        now = self.clock()
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise self._fail(f"frame {self.count} is not a decodable JPEG", "is this an MJPEG stream?")
+        frame = Frame(image, now, self.count, now, "BGR")
+        self.count += 1
+        return frame
+
+    def close(self) -> None:
+        super().close()
+        if self._resp is not None:
+            try:
+                self._resp.close()
+            except OSError:
+                pass
+            self._resp = None
+        if self._fallback is not None:
+            self._fallback.close()
+
+
+class SyntheticVideoSource(Source):
+    """Generated frames: a moving bar over a gradient with the frame index encoded in pixel values.
+    ``live=1``: paced at ``fps`` and stamped on the clock like a camera; else a file of ``frames``."""
+
+    def __init__(self, uri: str, *, fps: float = 30.0, size: tuple[int, int] = (480, 640), frames: int | None = 300,
+                 live: bool = False, clock: Clock | None = None, pace: bool = False, fail_after: int | None = None):
+        self.live = live
+        super().__init__(uri, clock=clock, pace=pace)
+        if fps <= 0:
+            raise self._fail(f"fps must be positive, got {fps}")
+        self.fps, self.size, self.frames, self.fail_after = fps, size, frames, fail_after
+        h, w = size
+        base = (np.linspace(0, 200, w, dtype=np.float32)[None, :, None] + np.linspace(0, 55, h, dtype=np.float32)[:, None, None])
+        self._base = np.repeat(base, 3, axis=2).astype(np.uint8)
+        self._next_t: float | None = None
+
+    def read(self) -> Optional[Frame]:
+        if self.frames is not None and self.count >= self.frames:
+            return None
+        if self.fail_after is not None and self.count >= self.fail_after:
+            raise self._fail(f"synthetic failure after {self.count} frames (fail_after={self.fail_after})")
+        if self.live:
+            now = self.clock()
+            if self._next_t is None:
+                self._next_t = now
+            delay = self._next_t - now
+            if delay > 0:
+                self._closed.wait(delay)
+            self._next_t += 1.0 / self.fps
+        else:
+            self._wait_until_media_time(self.count / self.fps)
+        if self._closed.is_set():
+            return None
+        img = self._base.copy()
+        h, w = self.size
+        x = int(self.count * 7) % max(1, w - 8)
+        img[:, x:x + 8] = 255
+        img[0, 0] = (self.count & 0xFF, (self.count >> 8) & 0xFF, (self.count >> 16) & 0xFF)
+        now = self.clock()
+        t = now if self.live else self.count / self.fps
+        frame = Frame(img, t, self.count, now, "RGB")
+        self.count += 1
+        return frame
+
+
+# ----------------------------------------------------------------------------------------- audio
+
+class SoundFileSource(Source):
+    """wav / flac / ogg through soundfile; mixed down to mono float32; blocks of ``block`` samples."""
+
+    kind = "audio"
+    live = False
+
+    def __init__(self, uri: str, path: str, *, block: int | None = None, clock: Clock | None = None, pace: bool = False):
+        super().__init__(uri, clock=clock, pace=pace)
+        self.path = path
+        self.block = block
+        self.rate = 0
+        self._f = None
+        self._pos = 0
+
+    def open(self) -> "SoundFileSource":
+        if not Path(self.path).is_file():
+            raise self._fail("no such audio file", "check the path")
+        import soundfile as sf
+
+        try:
+            self._f = sf.SoundFile(self.path)
+        except (RuntimeError, sf.LibsndfileError if hasattr(sf, "LibsndfileError") else RuntimeError) as exc:
+            raise self._fail(f"cannot decode ({exc})", "use a wav/flac/ogg file") from None
+        self.rate = int(self._f.samplerate)
+        self.block = self.block or max(1, self.rate // 50)  # 20 ms
+        return self
+
+    def read(self) -> Optional[AudioBlock]:
+        if self._f is None:
+            raise self._fail("read before open")
+        t = self._pos / self.rate
+        self._wait_until_media_time(t + self.block / self.rate)  # a block exists once its last sample was "recorded"
+        if self._closed.is_set():
+            return None
+        data = self._f.read(self.block, dtype="float32", always_2d=True)
+        if len(data) == 0:
+            return None
+        mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+        self._pos += len(mono)
+        self.count += 1
+        return AudioBlock(np.ascontiguousarray(mono, dtype=np.float32), t, self.rate, self.clock())
+
+    def close(self) -> None:
+        super().close()
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+class MicSource(Source):
+    """A microphone through PortAudio (sounddevice); blocks are stamped with PortAudio's ADC time
+    mapped onto the monotonic clock."""
+
+    kind = "audio"
+    live = True
+
+    def __init__(self, uri: str, device, *, rate: int | None = None, block: int | None = None, clock: Clock | None = None):
+        super().__init__(uri, clock=clock)
+        self.device = device
+        self.rate = rate or 0
+        self.block = block
+        self._q: queue.Queue = queue.Queue(maxsize=500)
+        self._stream = None
+        self._offset: float | None = None
+        self.overflows = 0
+
+    def open(self) -> "MicSource":
+        try:
+            import sounddevice as sd
+        except OSError as exc:  # the wheel is there, libportaudio is not
+            raise self._fail(f"PortAudio is not available ({exc})",
+                             "install it with: apt-get install libportaudio2 (Debian/Ubuntu) or brew install portaudio") from None
+        except ImportError:
+            raise self._fail("the sounddevice package is not installed", "install it with: pip install sounddevice") from None
+        try:
+            info = sd.query_devices(self.device, "input")
+            rate = self.rate or int(info["default_samplerate"])
+            self.block = self.block or max(1, rate // 100)
+            self._stream = sd.InputStream(device=self.device, channels=1, samplerate=rate, blocksize=self.block,
+                                          dtype="float32", callback=self._callback)
+            self._stream.start()
+        except (ValueError, sd.PortAudioError) as exc:
+            raise self._fail(f"cannot open the microphone ({exc})",
+                             "list input devices with: python -m sounddevice") from None
+        self.rate = rate
+        return self
+
+    def _callback(self, indata, frames, time_info, status) -> None:  # PortAudio's thread
+        now = self.clock()
+        if status and status.input_overflow:
+            self.overflows += 1
+        adc = getattr(time_info, "inputBufferAdcTime", 0.0) or 0.0
+        cur = getattr(time_info, "currentTime", 0.0) or 0.0
+        t = now - (cur - adc) if adc and cur else now - frames / float(self.rate or 1)
+        try:
+            self._q.put_nowait(AudioBlock(indata[:, 0].copy(), t, self.rate, now))
+        except queue.Full:
+            self.overflows += 1
+
+    def read(self) -> Optional[AudioBlock]:
+        while not self._closed.is_set():
+            try:
+                block = self._q.get(timeout=0.1)
+            except queue.Empty:
+                if self._stream is not None and not self._stream.active:
+                    raise self._fail(f"the input stream stopped after {self.count} blocks", "check the audio device")
+                continue
+            self.count += 1
+            return block
+        return None
+
+    def close(self) -> None:
+        super().close()
+        if self._stream is not None:
+            try:
+                self._stream.stop()
+                self._stream.close()
+            except Exception:  # noqa: BLE001 - closing a broken device must not mask the original error
+                pass
+            self._stream = None
+
+
+class SyntheticAudioSource(Source):
+    """A sine tone (``freq``) plus a little noise. ``live=1``: blocks released in real time and
+    stamped on the clock like a microphone; else a file of ``seconds``."""
+
+    kind = "audio"
+
+    def __init__(self, uri: str, *, rate: int = 16000, freq: float = 440.0, seconds: float | None = 10.0,
+                 block: int | None = None, live: bool = False, clock: Clock | None = None, pace: bool = False,
+                 fail_after: int | None = None):
+        self.live = live
+        super().__init__(uri, clock=clock, pace=pace)
+        if rate <= 0:
+            raise self._fail(f"rate must be positive, got {rate}")
+        self.rate, self.freq, self.seconds = int(rate), float(freq), seconds
+        self.block = block or max(1, self.rate // 100)
+        self.fail_after = fail_after
+        self._pos = 0
+        self._t0: float | None = None
+        self._rng = np.random.default_rng(0)
+
+    def read(self) -> Optional[AudioBlock]:
+        total = None if self.seconds is None else int(round(self.seconds * self.rate))
+        if total is not None and self._pos >= total:
+            return None
+        if self.fail_after is not None and self.count >= self.fail_after:
+            raise self._fail(f"synthetic failure after {self.count} blocks (fail_after={self.fail_after})")
+        n = self.block if total is None else min(self.block, total - self._pos)
+        if self.live:
+            if self._t0 is None:
+                self._t0 = self.clock()
+            delay = self._t0 + (self._pos + n) / self.rate - self.clock()
+            if delay > 0:
+                self._closed.wait(delay)
+        else:
+            self._wait_until_media_time((self._pos + n) / self.rate)
+        if self._closed.is_set():
+            return None
+        k = np.arange(self._pos, self._pos + n)
+        x = (0.3 * np.sin(2 * np.pi * self.freq * k / self.rate) + 0.01 * self._rng.standard_normal(n)).astype(np.float32)
+        t = self._t0 + self._pos / self.rate if self.live else self._pos / self.rate
+        self._pos += n
+        self.count += 1
+        return AudioBlock(x, t, self.rate, self.clock())
+
+
+# ----------------------------------------------------------------------------------------- URIs
+
+def _query(uri: str) -> tuple[str, dict[str, str]]:
+    parsed = urlparse(uri)
+    return parsed.path, {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+
+
+def _flag(q: dict[str, str], key: str, default: bool = False) -> bool:
+    return q.get(key, "1" if default else "0").lower() in ("1", "true", "yes", "on")
+
+
+def _num(q: dict, key: str, default, cast, uri: str):
+    try:
+        return cast(q[key]) if key in q else default
+    except ValueError:
+        raise SourceError(f"source {uri!r}: {key}={q[key]!r} is not a number") from None
+
+
+def open_video(uri: str, *, clock: Clock | None = None, pace: bool = False, timeout_s: float = 10.0) -> Source:
+    """Open a video source by URI (see the module docstring); a failure is a one-line SourceError."""
+    uri = str(uri)
+    if uri.startswith("camera:") or re.fullmatch(r"/dev/video\d+", uri):
+        tail = uri.split(":", 1)[1] if uri.startswith("camera:") else uri
+        if uri.startswith("camera:") and not re.fullmatch(r"\d*", tail):
+            raise SourceError(f"video source {uri!r}: camera index must be a number, like camera:0")
+        target = int(tail or 0) if uri.startswith("camera:") else uri
+        return OpenCVVideoSource(uri, target, live=True, clock=clock, timeout_s=timeout_s).open()
+    scheme = urlparse(uri).scheme.lower()
+    if scheme in ("http", "https"):
+        return MjpegHttpSource(uri, clock=clock, timeout_s=timeout_s).open()
+    if scheme in ("rtsp", "rtsps", "rtmp", "udp", "tcp", "srt"):
+        return OpenCVVideoSource(uri, uri, live=True, clock=clock, timeout_s=timeout_s).open()
+    if scheme == "synthetic":
+        path, q = _query(uri)
+        if path not in ("", "video"):
+            raise SourceError(f"video source {uri!r}: use synthetic:video?fps=30&size=640x480&frames=300&live=0")
+        size = q.get("size", "640x480")
+        m = re.fullmatch(r"(\d+)x(\d+)", size)
+        if not m:
+            raise SourceError(f"video source {uri!r}: size must be WIDTHxHEIGHT, like 640x480")
+        frames = _num(q, "frames", 300, int, uri)
+        return SyntheticVideoSource(uri, fps=_num(q, "fps", 30.0, float, uri), size=(int(m.group(2)), int(m.group(1))),
+                                    frames=None if frames <= 0 else frames, live=_flag(q, "live"), clock=clock, pace=pace,
+                                    fail_after=_num(q, "fail_after", None, int, uri)).open()
+    if scheme == "file":
+        path = urlparse(uri).path
+    elif scheme and len(scheme) > 1:
+        raise SourceError(f"video source {uri!r}: unknown scheme {scheme!r}; use {VIDEO_URI_HELP}")
+    else:
+        path = uri
+    return OpenCVVideoSource(uri, os.fspath(path), live=False, clock=clock, pace=pace).open()
+
+
+def open_audio(uri: str, *, clock: Clock | None = None, pace: bool = False, block: int | None = None) -> Source:
+    """Open an audio source by URI (see the module docstring); a failure is a one-line SourceError."""
+    uri = str(uri)
+    if uri.startswith("mic:") or uri == "mic":
+        tail = uri.split(":", 1)[1] if ":" in uri else "default"
+        device = None if tail in ("", "default") else int(tail) if tail.isdigit() else tail
+        return MicSource(uri, device, block=block, clock=clock).open()
+    scheme = urlparse(uri).scheme.lower()
+    if scheme == "synthetic":
+        path, q = _query(uri)
+        if path not in ("", "audio"):
+            raise SourceError(f"audio source {uri!r}: use synthetic:audio?rate=16000&freq=440&seconds=10&live=0")
+        seconds = _num(q, "seconds", 10.0, float, uri)
+        return SyntheticAudioSource(uri, rate=_num(q, "rate", 16000, int, uri), freq=_num(q, "freq", 440.0, float, uri),
+                                    seconds=None if seconds <= 0 else seconds, block=_num(q, "block", block, int, uri),
+                                    live=_flag(q, "live"), clock=clock, pace=pace,
+                                    fail_after=_num(q, "fail_after", None, int, uri)).open()
+    if scheme == "file":
+        path = urlparse(uri).path
+    elif scheme and len(scheme) > 1:
+        raise SourceError(f"audio source {uri!r}: unknown scheme {scheme!r}; use {AUDIO_URI_HELP}")
+    else:
+        path = uri
+    return SoundFileSource(uri, os.fspath(path), block=block, clock=clock, pace=pace).open()

@@ -1,0 +1,526 @@
+"""Streaming: capture threads -> sync + pre-processing -> inference + post-processing -> you.
+
+    for r in edgemm.Stream("bundle/", video="camera:0", audio="mic:default"):
+        print(r.t_capture, r.outputs, r.latency_ms["capture_to_result"])
+
+Stages run in their own threads joined by bounded queues. Drop policy ``latest`` (default when a
+source is live) keeps only the newest item in each queue, so results never lag behind live; ``all``
+(default for files) blocks instead, so every frame yields a result. Each result carries its capture
+time, per-stage times, capture-to-result latency and the drop counters. A source that fails while
+streaming stops the stream: results already in flight are delivered, then the error is raised.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+
+from ..errors import EdgemmError, SpecError
+from ..iospec import AudioPreprocess, ImagePreprocess
+from . import native
+from .sources import Frame, Source, SourceError, open_audio, open_video
+from .sync import ENDED, STALL_POLICIES, STALLED, AudioRing
+
+POLICIES = ("latest", "all")
+_END = object()
+
+
+class StreamError(EdgemmError):
+    """A stream that stopped because a stage failed."""
+
+
+@dataclass
+class Result:
+    """One frame's outcome. ``outputs``: top ``(label, score)`` per classification head; ``raw``: the
+    model's outputs; ``latency_ms``: ``capture_to_result`` and one key per stage; ``flags``: what was
+    not normal about the inputs (e.g. ``audio_before_start``: zero-filled audio)."""
+
+    index: int
+    t_capture: float
+    outputs: dict[str, tuple[str, float]]
+    raw: dict[str, np.ndarray]
+    latency_ms: dict[str, float]
+    dropped_frames: int
+    flags: tuple[str, ...] = ()
+    sync: dict[str, float] = field(default_factory=dict)
+    frame: Optional[Frame] = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``edgemm run --json-lines`` object (DESIGN.md)."""
+        return {
+            "index": self.index,
+            "t_capture": round(self.t_capture, 6),
+            "outputs": {h: {"label": lab, "score": round(float(s), 6)} for h, (lab, s) in self.outputs.items()},
+            "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
+            "dropped_frames": self.dropped_frames,
+            "flags": list(self.flags),
+            "sync": {k: (round(v, 3) if math.isfinite(v) else None) for k, v in self.sync.items()},
+        }
+
+
+class _Job:
+    __slots__ = ("frame", "feeds", "lat", "flags", "sync", "t_stage")
+
+    def __init__(self, frame: Frame):
+        self.frame = frame
+        self.feeds: dict[str, np.ndarray] = {}
+        self.lat: dict[str, float] = {}
+        self.flags: list[str] = []
+        self.sync: dict[str, float] = {}
+        self.t_stage = frame.t_wall
+
+
+class _Channel:
+    """Bounded queue between two stages. ``latest``: a full queue drops its oldest item (counted);
+    ``all``: the producer waits. The end marker is never dropped."""
+
+    def __init__(self, capacity: int, latest: bool, on_drop: Callable[[Any], None] | None = None):
+        self.capacity = max(1, capacity)
+        self.latest = latest
+        self.on_drop = on_drop
+        self.items: deque = deque()
+        self.cond = threading.Condition()
+        self.closed = False
+
+    def put(self, item) -> bool:
+        with self.cond:
+            if item is not _END:
+                if self.latest:
+                    while len(self.items) >= self.capacity and self.items and self.items[0] is not _END:
+                        old = self.items.popleft()
+                        if self.on_drop:
+                            self.on_drop(old)
+                else:
+                    while len(self.items) >= self.capacity and not self.closed:
+                        self.cond.wait(0.1)
+            if self.closed:
+                return False
+            self.items.append(item)
+            self.cond.notify_all()
+            return True
+
+    def get(self, timeout: float | None = None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.cond:
+            while not self.items:
+                if self.closed:
+                    return _END
+                remaining = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+                if remaining <= 0:
+                    raise TimeoutError
+                self.cond.wait(remaining)
+            item = self.items.popleft()
+            self.cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+
+def _is_runtime(obj) -> bool:
+    return hasattr(obj, "run") and hasattr(obj, "inputs")
+
+
+class Stream:
+    """Stream ``video`` (and ``audio``) sources through a bundle's engine.
+
+    ``runtime_or_bundle``: a ``Runtime`` (from ``edgemm.load``) or a bundle directory (loaded with
+    ``backend`` / ``precision``, closed with the stream). ``policy``: ``latest`` or ``all`` (default:
+    ``latest`` when a source is live, else ``all``). ``realtime``: pace file sources like live ones.
+    ``stall``: when audio has not reached a frame's time: ``wait`` up to ``stall_ms`` then zero-fill
+    and flag, ``zero`` at once, or ``skip`` the frame after ``stall_ms`` (default ``stall_ms``: 50 ms
+    live, no limit for files). ``sync_tolerance_ms``: audio this close to the frame time counts as
+    aligned (the skew is reported; default 20 ms live, 0 for files). ``callback``: called with each
+    result from a delivery thread (``start()`` / ``wait()`` / ``run()``), else iterate the stream.
+    """
+
+    def __init__(self, runtime_or_bundle, video: str | Source | None = None, audio: str | Source | None = None, *,
+                 policy: str | None = None, backend: str | None = None, precision: str | None = None,
+                 realtime: bool = False, stall: str = "wait", stall_ms: float | None = None,
+                 sync_tolerance_ms: float | None = None, queue_size: int = 4, callback: Callable[[Result], Any] | None = None,
+                 max_frames: int | None = None, keep_frames: bool = False, clock: Callable[[], float] | None = None,
+                 audio_capacity_s: float | None = None, threads: int | None = None):
+        if policy is not None and policy not in POLICIES:
+            raise EdgemmError(f"unknown drop policy {policy!r}; use one of: {', '.join(POLICIES)}")
+        if stall not in STALL_POLICIES:
+            raise EdgemmError(f"unknown stall policy {stall!r}; use one of: {', '.join(STALL_POLICIES)}")
+        self.clock = clock or time.monotonic
+        self.callback = callback
+        self.max_frames = max_frames
+        self.keep_frames = keep_frames
+        self._owns_runtime = not _is_runtime(runtime_or_bundle)
+        self.video: Source | None = None
+        self.audio: Source | None = None
+        self.runtime = None
+        try:
+            if self._owns_runtime:
+                from .runtime import load
+
+                self.runtime = load(runtime_or_bundle, backend=backend, precision=precision, threads=threads)
+            else:
+                self.runtime = runtime_or_bundle
+            self._bind_inputs(video, audio)
+            self.video = video if isinstance(video, Source) else open_video(video, clock=self.clock, pace=realtime)
+            if self.audio_input is not None:
+                self.audio = audio if isinstance(audio, Source) else open_audio(audio, clock=self.clock, pace=realtime)
+        except BaseException:
+            self._close_resources()
+            raise
+        live = self.video.live or (self.audio is not None and self.audio.live)
+        self.policy = policy or ("latest" if live else "all")
+        self.live = live
+        self.stall = stall
+        self.stall_s = (stall_ms / 1000.0 if stall_ms is not None else (0.05 if live else None))
+        if stall == "zero":
+            self.stall_s = 0.0
+        tol = sync_tolerance_ms if sync_tolerance_ms is not None else (20.0 if live else 0.0)
+        self.ring: AudioRing | None = None
+        if self.audio is not None:
+            pre: AudioPreprocess = self.audio_input.preprocessing
+            rate = int(self.audio.rate)
+            self._audio_n = pre.n_samples if rate == pre.sample_rate else int(math.ceil(pre.window_s * rate)) + 64
+            self._audio_core = int(round(pre.window_s * rate))
+            cap = audio_capacity_s or max(4.0, 2 * pre.window_s + 1.0)
+            self.ring = AudioRing(rate, cap, live=self.audio.live, clock=self.clock,
+                                  backpressure=not self.audio.live and not realtime, tolerance_s=tol / 1000.0)
+            self._logmel = native.LogMelKernel(pre) if rate == pre.sample_rate else None
+            if self._logmel is None:
+                import scipy.signal  # noqa: F401 - resampling: import now, not inside the first frame's latency
+        latest = self.policy == "latest"
+        size = 1 if latest else max(1, queue_size)
+        self._drops = {"capture": 0, "preprocess": 0, "sync_skip": 0}
+        self.dropped_results = 0
+        self._ch_frames = _Channel(size, latest, lambda j: self._count_drop("capture"))
+        self._ch_pre = _Channel(size, latest, lambda j: self._count_drop("preprocess"))
+        self._ch_out = _Channel(size if latest else max(8, queue_size), latest, self._count_result_drop)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._halt = threading.Event()  # a source failed or the frame budget is spent: stop capturing, drain
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._closed = False
+        self._done = threading.Event()
+        self.error: BaseException | None = None
+        self._error_raised = False
+        self.frames_captured = 0
+        self.results = 0
+        self._last: Result | None = None
+        self._lat: deque = deque(maxlen=100_000)
+        self._sync_lag: deque = deque(maxlen=100_000)
+
+    # ------------------------------------------------------------------ set-up
+    def _bind_inputs(self, video, audio) -> None:
+        self.image_input = next((t for t in self.runtime.inputs if isinstance(t.preprocessing, ImagePreprocess)), None)
+        self.audio_input = next((t for t in self.runtime.inputs if isinstance(t.preprocessing, AudioPreprocess)), None)
+        names = [t.name for t in self.runtime.inputs]
+        other = [t.name for t in self.runtime.inputs if t not in (self.image_input, self.audio_input)]
+        if other:
+            raise SpecError(f"Stream feeds image and audio inputs; this model also takes {', '.join(other)} "
+                            "(run it with Runtime.run instead)")
+        if self.image_input is None:
+            raise SpecError(f"Stream needs a model with an image input (frames set the pace); this one takes {', '.join(names)}")
+        if video is None:
+            raise SpecError(f"the model's input {self.image_input.name!r} needs a video source: pass video=URI "
+                            "(camera:0, a video file, rtsp://..., http://....mjpg)")
+        if self.audio_input is not None and audio is None:
+            raise SpecError(f"the model's input {self.audio_input.name!r} needs an audio source: pass audio=URI "
+                            "(mic:default, a wav/flac file)")
+        pre: ImagePreprocess = self.image_input.preprocessing
+        # Frames come as RGB or BGR (OpenCV): fuse the channel swap into the kernel.
+        swap = {"RGB": "BGR", "BGR": "RGB"}
+        self._image_kernels = {
+            "RGB": native.ImageKernel(pre),
+            "BGR": native.ImageKernel(dataclasses.replace(pre, channel_order=swap[pre.channel_order])),
+        }
+
+    def _count_drop(self, where: str) -> None:
+        with self._lock:
+            self._drops[where] += 1
+
+    def _count_result_drop(self, _r) -> None:
+        with self._lock:
+            self.dropped_results += 1
+
+    @property
+    def dropped_frames(self) -> int:
+        with self._lock:
+            return sum(self._drops.values())
+
+    # ------------------------------------------------------------------ threads
+    def start(self) -> "Stream":
+        """Start capturing (iteration and ``run`` call it for you)."""
+        if self._started:
+            return self
+        if self._closed:
+            raise StreamError("this Stream is closed; create a new one")
+        self._started = True
+        if self.video.pace or (self.audio is not None and self.audio.pace):
+            epoch = self.clock() + 0.02
+            self.video.set_epoch(epoch)
+            if self.audio is not None:
+                self.audio.set_epoch(epoch)
+        targets = [("video", self._video_loop), ("pre", self._pre_loop), ("infer", self._infer_loop)]
+        if self.audio is not None:
+            targets.insert(1, ("audio", self._audio_loop))
+        if self.callback is not None:
+            targets.append(("deliver", self._deliver_loop))
+        for name, fn in targets:
+            th = threading.Thread(target=fn, name=f"edgemm-{name}", daemon=True)
+            self._threads.append(th)
+            th.start()
+        return self
+
+    def _fail(self, exc: BaseException, stage: str, *, drain: bool = False) -> None:
+        if isinstance(exc, EdgemmError):
+            err: BaseException = exc
+        else:
+            err = StreamError(f"{stage} stage failed: {type(exc).__name__}: {exc}")
+            err.__cause__ = exc
+        with self._lock:
+            if self.error is None:
+                self.error = err
+        self._halt.set()
+        if self.ring is not None:
+            self.ring.end()
+        if not drain:
+            self._stop.set()
+            for ch in (self._ch_frames, self._ch_pre, self._ch_out):
+                ch.close()
+
+    def _video_loop(self) -> None:
+        try:
+            while not self._stop.is_set() and not self._halt.is_set():
+                frame = self.video.read()
+                if frame is None:
+                    break
+                self.frames_captured += 1
+                self._ch_frames.put(_Job(frame))
+                if self.max_frames is not None and self.frames_captured >= self.max_frames:
+                    break
+        except BaseException as exc:  # noqa: BLE001 - reported to the consumer
+            if not self._stop.is_set():
+                self._fail(exc if isinstance(exc, EdgemmError) else SourceError(
+                    f"video source {self.video.uri!r} failed after {self.frames_captured} frames: {type(exc).__name__}: {exc}"),
+                    "video", drain=True)
+        finally:
+            self._halt.set()
+            self._ch_frames.put(_END)
+
+    def _audio_loop(self) -> None:
+        blocks = 0
+        try:
+            while not self._stop.is_set() and not self._halt.is_set():
+                block = self.audio.read()
+                if block is None:
+                    break
+                blocks += 1
+                self.ring.write(block.samples, block.t)
+        except BaseException as exc:  # noqa: BLE001
+            if not self._stop.is_set():
+                self._fail(exc if isinstance(exc, EdgemmError) else SourceError(
+                    f"audio source {self.audio.uri!r} failed after {blocks} blocks: {type(exc).__name__}: {exc}"),
+                    "audio", drain=True)
+        finally:
+            self.ring.end()
+
+    def _pre_loop(self) -> None:
+        try:
+            while True:
+                job = self._ch_frames.get()
+                if job is _END:
+                    break
+                t0 = self.clock()
+                job.lat["queue"] = (t0 - job.frame.t_wall) * 1e3
+                feeds = job.feeds
+                if self.ring is not None:
+                    window, info = self.ring.window(job.frame.t, self._audio_n, wait_s=self.stall_s, core=self._audio_core)
+                    if self.stall == "skip" and (STALLED in info.flags or ENDED in info.flags):
+                        self._count_drop("sync_skip")
+                        continue
+                    self.ring.release_before(self.ring.index_at(job.frame.t) - self._audio_n)
+                    job.flags.extend(info.flags)
+                    job.sync = {"audio_lag_ms": info.lag_s * 1e3, "skew_ms": info.skew_s * 1e3,
+                                "wait_ms": info.waited_s * 1e3, "drift_ppm": self.ring.drift_ppm() if self.ring.live else 0.0}
+                    if math.isfinite(info.lag_s):
+                        self._sync_lag.append(info.lag_s * 1e3)
+                    t1 = self.clock()
+                    job.lat["sync"] = (t1 - t0) * 1e3
+                    pre = self.audio_input.preprocessing
+                    if self._logmel is not None:
+                        feeds[self.audio_input.name] = self._logmel(window)
+                    else:
+                        from ..data.audio import preprocess_audio
+
+                        feeds[self.audio_input.name] = preprocess_audio(window, self.ring.rate, pre, frontend=native.log_mel)
+                    t0 = t1
+                kernel = self._image_kernels[job.frame.order]
+                feeds[self.image_input.name] = kernel(job.frame.image)
+                t2 = self.clock()
+                job.lat["preprocess"] = (t2 - t0) * 1e3
+                job.t_stage = t2
+                if not self._ch_pre.put(job):
+                    break
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(exc, "pre-processing")
+        finally:
+            self._ch_pre.put(_END)
+
+    def _infer_loop(self) -> None:
+        labels = getattr(self.runtime, "labels", None)
+        try:
+            while True:
+                job = self._ch_pre.get()
+                if job is _END:
+                    break
+                t0 = self.clock()
+                job.lat["infer_queue"] = (t0 - job.t_stage) * 1e3
+                raw = self.runtime.run(job.feeds)
+                t1 = self.clock()
+                outputs = {h: v[0] for h, v in labels(raw).items()} if labels else {}
+                t2 = self.clock()
+                job.lat["infer"] = (t1 - t0) * 1e3
+                job.lat["postprocess"] = (t2 - t1) * 1e3
+                job.lat["capture_to_result"] = (t2 - job.frame.t_wall) * 1e3
+                r = Result(job.frame.index, job.frame.t, outputs, raw, job.lat, self.dropped_frames, tuple(job.flags),
+                           job.sync, job.frame if self.keep_frames else None)
+                self.results += 1
+                self._last = r
+                self._lat.append(job.lat["capture_to_result"])
+                if not self._ch_out.put(r):
+                    break
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(exc, "inference")
+        finally:
+            self._ch_out.put(_END)
+
+    def _deliver_loop(self) -> None:
+        try:
+            while True:
+                r = self._ch_out.get()
+                if r is _END:
+                    break
+                self.callback(r)
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(exc, "callback")
+        finally:
+            self._done.set()
+
+    # ------------------------------------------------------------------ consumer API
+    def __iter__(self) -> Iterator[Result]:
+        if self.callback is not None:
+            raise StreamError("this Stream delivers to its callback; iterate a Stream created without callback=")
+        self.start()
+        try:
+            while True:
+                r = self._ch_out.get()
+                if r is _END:
+                    break
+                yield r
+        finally:
+            self.close()
+        self._raise_error()
+
+    def latest(self) -> Result | None:
+        """The newest result so far (None before the first): a control loop's non-blocking read."""
+        self.start()
+        if self.error is not None and self._stop.is_set():
+            self._raise_error()
+        return self._last
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Callback form: block until the stream ends (True) or ``timeout`` passes (False); raises
+        the stream's error, if any, once it has ended."""
+        self.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done.wait(0.1):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        self.close()
+        self._raise_error()
+        return True
+
+    def run(self) -> None:
+        """Callback form, blocking: start, deliver every result, return at the end of the sources."""
+        if self.callback is None:
+            raise StreamError("run() needs a callback: Stream(..., callback=fn)")
+        try:
+            self.wait()
+        finally:
+            self.close()
+
+    def _raise_error(self) -> None:
+        if self.error is not None and not self._error_raised:
+            self._error_raised = True
+            raise self.error
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and latency percentiles so far."""
+        lat = np.asarray(self._lat, dtype=np.float64)
+        lag = np.asarray(self._sync_lag, dtype=np.float64)
+        pct = (lambda a, q: round(float(np.percentile(a, q)), 3) if len(a) else None)
+        with self._lock:
+            drops = dict(self._drops)
+        return {
+            "frames_captured": self.frames_captured, "results": self.results, "dropped_frames": sum(drops.values()),
+            "dropped_by_stage": drops, "dropped_results": self.dropped_results, "policy": self.policy,
+            "capture_to_result_ms": {"p50": pct(lat, 50), "p90": pct(lat, 90), "p99": pct(lat, 99), "max": pct(lat, 100)},
+            "audio_lag_ms": {"p50": pct(lag, 50), "p99": pct(lag, 99)} if self.ring is not None else None,
+            "drift_ppm": self.ring.drift_ppm() if self.ring is not None and self.ring.live else None,
+            "audio_discontinuities": self.ring.discontinuities if self.ring is not None else None,
+            "native_preprocessing": native.available(),
+        }
+
+    # ------------------------------------------------------------------ shutdown
+    def _close_resources(self) -> None:
+        for src in (self.video, self.audio):
+            if src is not None:
+                try:
+                    src.close()
+                except Exception:  # noqa: BLE001 - a broken device must not hide the real error
+                    pass
+        if self._owns_runtime and self.runtime is not None:
+            self.runtime.close()
+
+    def close(self) -> None:
+        """Stop capturing, stop every thread, release the sources (and the runtime if the stream loaded it)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._halt.set()
+        if self.ring is not None:
+            self.ring.close()
+        for ch in (self._ch_frames, self._ch_pre, self._ch_out):
+            ch.close()
+        for src in (self.video, self.audio):
+            if src is not None:
+                src._closed.set()
+        for th in self._threads:
+            if th is not threading.current_thread():
+                th.join(timeout=5.0)
+        self._close_resources()
+        self._done.set()
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def __repr__(self) -> str:
+        return (f"Stream(video={getattr(self.video, 'uri', None)!r}, audio={getattr(self.audio, 'uri', None)!r}, "
+                f"policy={self.policy!r})")
