@@ -146,7 +146,15 @@ class OpenCVVideoSource(Source):
         if isinstance(self.target, str) and "://" in self.target:
             ms = int(self.timeout_s * 1000)
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-        cap = cv2.VideoCapture(self.target, cv2.CAP_ANY, params) if params else cv2.VideoCapture(self.target)
+        quiet = getattr(getattr(cv2, "utils", None), "logging", None)
+        level = quiet.getLogLevel() if quiet else None
+        if quiet:  # OpenCV's own warnings on a failed open would repeat our one-line error
+            quiet.setLogLevel(quiet.LOG_LEVEL_ERROR)
+        try:
+            cap = cv2.VideoCapture(self.target, cv2.CAP_ANY, params) if params else cv2.VideoCapture(self.target)
+        finally:
+            if quiet:
+                quiet.setLogLevel(level)
         if not cap.isOpened():
             cap.release()
             if isinstance(self.target, int):

@@ -1,0 +1,101 @@
+"""`edgemm run`: stream a camera/video + microphone/audio through a bundle's engine."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+ORDER = 60
+
+
+def _check_display() -> None:
+    from ...errors import EdgemmError
+
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) and sys.platform.startswith("linux"):
+        raise EdgemmError("--show needs a display, and $DISPLAY / $WAYLAND_DISPLAY is not set; "
+                          "drop --show (use --json-lines F) or run it on a desktop session")
+    import cv2
+
+    try:
+        cv2.namedWindow("edgemm run", cv2.WINDOW_NORMAL)
+    except cv2.error:
+        raise EdgemmError("--show needs OpenCV with GUI support, this one is headless; "
+                          "pip uninstall opencv-python-headless && pip install opencv-python, or drop --show") from None
+
+
+def _draw(result) -> bool:
+    """Overlay the top labels and latency on the frame; False when the user closed the window (q/Esc)."""
+    import cv2
+
+    img = result.frame.image if result.frame.order == "BGR" else result.frame.image[..., ::-1]
+    img = img.copy()
+    if img.shape[0] < 240:
+        scale = 240 / img.shape[0]
+        img = cv2.resize(img, (int(img.shape[1] * scale), 240), interpolation=cv2.INTER_NEAREST)
+    y = 20
+    for head, (label, score) in result.outputs.items():
+        cv2.putText(img, f"{head}: {label} {score:.2f}", (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1, cv2.LINE_AA)
+        y += 20
+    cv2.putText(img, f"{result.latency_ms['capture_to_result']:.1f} ms", (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 255), 1, cv2.LINE_AA)
+    cv2.imshow("edgemm run", img)
+    return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
+
+
+def _line(r) -> str:
+    heads = "  ".join(f"{h} {lab} ({s:.2f})" for h, (lab, s) in r.outputs.items())
+    flags = f"  [{', '.join(r.flags)}]" if r.flags else ""
+    return (f"t={r.t_capture:9.3f}s  #{r.index:<6d} {heads}  latency {r.latency_ms['capture_to_result']:7.1f} ms"
+            f" (infer {r.latency_ms['infer']:.1f})  dropped {r.dropped_frames}{flags}")
+
+
+def cmd_run(args) -> int:
+    from ...runtime.stream import Stream
+
+    if args.show:
+        _check_display()
+    out = None
+    stream = Stream(args.bundle, video=args.video, audio=args.audio, backend=args.backend, precision=args.precision,
+                    policy=args.policy, realtime=args.realtime, stall=args.stall, stall_ms=args.stall_ms,
+                    max_frames=args.max_frames, keep_frames=args.show, threads=args.threads)
+    try:
+        if args.json_lines:
+            out = sys.stdout if args.json_lines == "-" else open(args.json_lines, "w", encoding="utf-8")
+        for r in stream:
+            if out is not None:
+                out.write(json.dumps(r.to_json()) + "\n")
+                out.flush()
+            if not args.quiet and out is not sys.stdout:
+                print(_line(r), flush=True)
+            if args.show and not _draw(r):
+                break
+    finally:
+        stream.close()
+        if out is not None and out is not sys.stdout:
+            out.close()
+    st = stream.stats()
+    lat = st["capture_to_result_ms"]
+    if not args.quiet:
+        print(f"edgemm run: {st['results']} results from {st['frames_captured']} frames, dropped {st['dropped_frames']} "
+              f"(policy {st['policy']}), capture-to-result p50 {lat['p50']} ms p99 {lat['p99']} ms", file=sys.stderr)
+    return 0
+
+
+def register(sub) -> None:
+    r = sub.add_parser("run", help="run a bundle on live camera + microphone streams (or files)",
+                       description="Stream video (+ audio) through a bundle's engine; print results as they come.")
+    r.add_argument("bundle", metavar="BUNDLE_DIR")
+    r.add_argument("--video", required=True, metavar="SRC",
+                   help="camera:0, /dev/video0, a video file, rtsp://..., http://....mjpg, synthetic:video?fps=30")
+    r.add_argument("--audio", metavar="SRC", help="mic:default, mic:N, a wav/flac file, synthetic:audio?rate=16000")
+    r.add_argument("--backend", choices=["onnxruntime", "openvino", "tensorrt", "torch"], help="default: the bundle's fastest available")
+    r.add_argument("--precision", choices=["fp32", "fp16", "int8"])
+    r.add_argument("--json-lines", metavar="F", help="write one JSON object per result to F ('-': stdout)")
+    r.add_argument("--show", action="store_true", help="draw the results over the video in a window (needs a display)")
+    r.add_argument("--policy", choices=["latest", "all"], help="drop policy (default: latest for live sources, all for files)")
+    r.add_argument("--realtime", action="store_true", help="pace file sources like live ones")
+    r.add_argument("--stall", choices=["wait", "zero", "skip"], default="wait",
+                   help="when audio lags a frame: wait up to --stall-ms then zero-fill (default), zero-fill at once, or skip the frame")
+    r.add_argument("--stall-ms", type=float, help="how long to wait for late audio (default: 50 live, no limit for files)")
+    r.add_argument("--max-frames", type=int, metavar="N", help="stop after N captured frames")
+    r.add_argument("--threads", type=int, help="inference threads")
+    r.set_defaults(func=cmd_run)
