@@ -64,6 +64,7 @@ class ModelConfig:
 class DataConfig:
     calibration: str | None = None
     evaluation: str | None = None
+    training: str | None = None  # QAT fine-tuning data (default: the calibration data)
 
 
 @dataclass(frozen=True)

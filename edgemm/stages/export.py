@@ -261,6 +261,7 @@ def _resolve(model_or_path, example_inputs, spec, targets, calibration, evaluati
     data = DataConfig(
         calibration=str(calibration) if calibration else (str(base.resolve(base.data.calibration)) if base.data.calibration else None),
         evaluation=str(evaluation) if evaluation else (str(base.resolve(base.data.evaluation)) if base.data.evaluation else None),
+        training=str(base.resolve(base.data.training)) if base.data.training else None,
     )
     model_sha = ""
     for ref in (base.model.checkpoint, base.model.path):
@@ -268,6 +269,43 @@ def _resolve(model_or_path, example_inputs, spec, targets, calibration, evaluati
             model_sha = sha256_file(base.resolve(ref))
             break
     return _Job(model, spec, base.model, data, export_cfg, base.verify, source, model_sha, base.quantize, base.precision)
+
+
+def _add_qat_artifacts(w: BundleWriter, job: _Job, args, calib_src, eval_samples, ptq_cfg, ptq_results, threads):
+    """Fine-tune with fake-quant (distilled from the original model), export, quantize like PTQ, compare."""
+    import tempfile
+
+    from .qat import QATConfig, qat_finetune
+    from .quantize import add_int8_artifacts
+    from .quantize.ptq import DEFAULT_QUANTIZER
+
+    if _is_program(job.model):
+        raise EdgemmError("--qat needs the model as an nn.Module (a recipe factory or the Python API), not a .pt2 program")
+    source = job.data.training or job.data.calibration
+    if source is None:
+        raise EdgemmError("--qat needs training data: set [data] training (or calibration) in the recipe, or pass --calib")
+    train = load_samples(source, job.spec)
+    schemes = {ptq_cfg.quantizers.get(t, DEFAULT_QUANTIZER[t]) for t in job.export.targets}
+    cfg = QATConfig(symmetric_activations=schemes <= {"trt", "nncf"}, threads=threads or 2)
+    with step(f"QAT: fine-tuning with fake-quant on {len(train)} samples of {source} ({cfg.epochs} epochs, distilled from fp32)"):
+        student = qat_finetune(job.model, job.spec, train.feeds, train.labels, cfg)
+    with tempfile.TemporaryDirectory(prefix="edgemm-qat-") as tmp:
+        qat_onnx = Path(tmp) / "qat.fp32.onnx"
+        with step("exporting the QAT model to ONNX"):
+            export_onnx(student, args, job.spec, qat_onnx, job.export)
+        ptq_drop = {r.target: r.candidate.drop for r in ptq_results}
+        qat_results = add_int8_artifacts(
+            w, qat_onnx, job.spec, calib_src, eval_samples, job.export.targets, ptq_cfg, method_name="qat",
+            reference_onnx=w.path(ONNX_PATH), stem="model.int8.qat",
+            extra_info={"qat": {"data": source, "samples": len(train), "epochs": cfg.epochs, "lr": cfg.lr,
+                                "distillation_temperature": cfg.temperature, "symmetric_activations": cfg.symmetric_activations,
+                                "ptq_drop_on_target": ptq_drop}},
+        )
+    for r in qat_results:
+        before = ptq_drop.get(r.target)
+        if before is not None and r.candidate.drop is not None:
+            logger.info("  QAT %s: drop %+.4f vs PTQ %+.4f (recovered %+.4f)", r.target, r.candidate.drop, before, before - r.candidate.drop)
+    return qat_results
 
 
 def export(
@@ -301,7 +339,9 @@ def export(
     (0.01 = 1 point absolute, "2%" relative, None = no budget). If the budget cannot be met, the
     bundle is written with the best model found and ``BudgetNotMet`` is raised.
     """
-    for flag, value, issue in (("qat", qat, "quantization-aware training"), ("prune", prune, "pruning")):
+    if qat:
+        int8 = True  # QAT produces INT8 artifacts; PTQ ones are kept beside them for comparison
+    for flag, value, issue in (("prune", prune, "pruning"),):
         if value:
             raise UnsupportedFeature(
                 f"--{flag} ({issue}) is not part of this edgemm version yet; export without it (--int8 works)"
@@ -380,7 +420,10 @@ def export(
         if int8:
             from .quantize import add_int8_artifacts
 
-            int8_results = add_int8_artifacts(w, ONNX_PATH, spec, calib_src, eval_samples, job.export.targets, ptq_cfg)
+            int8_results = add_int8_artifacts(w, w.path(ONNX_PATH), spec, calib_src, eval_samples, job.export.targets, ptq_cfg)
+        if qat:
+            # With --qat the QAT artifacts answer to the budget; PTQ ones stay for comparison.
+            int8_results = _add_qat_artifacts(w, job, args, calib_src, eval_samples, ptq_cfg, int8_results, threads)
         parity_source = eval_samples if eval_samples is not None else None
         if parity_source is not None:
             parity = parity_source.take(slice(0, vcfg.parity_samples)).feeds
@@ -431,6 +474,6 @@ def export(
             f"INT8 accuracy budget {ptq_cfg.max_drop}{' relative' if ptq_cfg.relative else ''} not met for "
             f"{', '.join(x.target for x in missed)}: best drop {max(x.candidate.drop for x in missed):.4f} with "
             f"{sum(k['nodes'] for k in r.kept_float)} nodes kept float; the bundle at {bundle.root} holds that best model "
-            f"(see reports/accuracy.json); raise --max-drop or use --qat"
+            f"(see reports/accuracy.json); raise --max-drop{'' if qat else ' or use --qat'}"
         )
     return bundle

@@ -13,12 +13,25 @@ def cmd_export(args) -> int:
         args.model, output=args.output, int8=args.int8, qat=args.qat, prune=args.prune,
         targets=args.target, calibration=args.calib, evaluation=args.eval, opset=args.opset,
         exporter=args.exporter, verify=not args.no_verify, threads=args.threads,
+        max_drop=args.max_drop if args.max_drop is not None else "recipe",
+        quantizer=_quantizers(args.quantizer), calibration_method=args.calib_method,
+        speed_guard=False if args.no_speed_guard else None,
     )
     result = getattr(bundle, "last_verify", None)
     print(f"bundle: {bundle.root}  ({len(bundle.artifacts)} artifacts; `edgemm info {args.output}` for details)")
     if result is not None:
         print(result.summary())
     return 0
+
+
+def _quantizers(value: str | None):
+    """``nncf`` (every target) or ``openvino=nncf,onnxruntime=ort`` -> dict / str / None."""
+    if value is None:
+        return None
+    if "=" not in value:
+        return value.strip()
+    pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
+    return {k.strip(): v.strip() for k, v in pairs}
 
 
 def register(sub) -> None:
@@ -30,11 +43,21 @@ def register(sub) -> None:
     e.add_argument("-o", "--output", required=True, metavar="BUNDLE_DIR", help="bundle directory (replaced if it is a bundle)")
     e.add_argument("--target", type=_targets, default=None, metavar="T1,T2", help="onnxruntime,openvino,tensorrt (default: the recipe's)")
     e.add_argument("--eval", default=None, metavar="NPZ", help="labelled evaluation data (default: the recipe's [data] evaluation)")
-    e.add_argument("--calib", default=None, metavar="DIR", help="calibration data for --int8")
+    e.add_argument("--calib", default=None, metavar="DIR_OR_NPZ",
+                   help="calibration data for --int8: .npz file or directory (keys = input names), or 'synthetic' "
+                        "(speed only, no accuracy claim); default: the recipe's [data] calibration")
+    e.add_argument("--calib-method", choices=("minmax", "percentile", "entropy"), default=None,
+                   help="activation range calibration (default: the recipe's, else minmax)")
+    e.add_argument("--quantizer", default=None, metavar="Q|TARGET=Q,...",
+                   help="ort (ONNX Runtime Q/DQ, uint8 activations), trt (TensorRT-valid symmetric int8 Q/DQ), nncf "
+                        "(OpenVINO IR); default per target: onnxruntime=ort, openvino=trt, tensorrt=trt")
+    e.add_argument("--no-speed-guard", action="store_true",
+                   help="do not keep slow-in-int8 ops float on CPU targets (by default INT8 must not be slower than fp32)")
     e.add_argument("--int8", action="store_true", help="INT8 post-training quantization")
     e.add_argument("--qat", action="store_true", help="quantization-aware training")
     e.add_argument("--prune", type=float, default=None, metavar="RATIO", help="structured channel pruning ratio")
-    e.add_argument("--max-drop", default=None, metavar="DROP", help="accuracy budget for --int8, e.g. 0.01 or 2%%")
+    e.add_argument("--max-drop", default=None, metavar="DROP", help="accuracy budget for --int8 on the evaluation split: 0.01 = 1 point top-1 absolute (default), "
+                        "2%% relative, none = report only; sensitive parts stay float until it holds")
     e.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
     e.add_argument("--exporter", choices=("dynamo", "legacy"), default=None, help="ONNX exporter (default dynamo, legacy on failure)")
     e.add_argument("--threads", type=int, default=None, help="threads for verification and timing (default min(4, cores))")

@@ -31,18 +31,21 @@ def reference_metrics(fp32_onnx: Path, spec: IOSpec, samples: Samples | None, th
     return out
 
 
-def add_int8_artifacts(w: BundleWriter, fp32_rel: str, spec: IOSpec, calib: CalibrationSource, samples: Samples | None,
-                       targets, cfg: PTQConfig, method_name: str = "ptq") -> list[TargetResult]:
-    """Quantize for every target and add the INT8 artifacts to the bundle being written."""
-    fp32 = w.path(fp32_rel)
-    reference = reference_metrics(fp32, spec, samples, cfg.threads)
+def add_int8_artifacts(w: BundleWriter, fp32: Path, spec: IOSpec, calib: CalibrationSource, samples: Samples | None,
+                       targets, cfg: PTQConfig, method_name: str = "ptq", reference_onnx: Path | None = None,
+                       extra_info: dict | None = None, stem: str = "model.int8") -> list[TargetResult]:
+    """Quantize ``fp32`` (an ONNX file) for every target and add the INT8 artifacts to the bundle being written.
+
+    ``reference_onnx``: the user's original model in fp32 (the accuracy reference; default ``fp32``).
+    """
+    reference = reference_metrics(reference_onnx or fp32, spec, samples, cfg.threads)
     results = []
     with tempfile.TemporaryDirectory(prefix="edgemm-quant-") as tmp:
         for target in targets:
             with step(f"INT8 for {target}"):
                 res = quantize_target(target, fp32, spec, calib, samples, reference, cfg, Path(tmp) / target)
             rel_dir = DEST[target]
-            files = install(res, w.path(rel_dir + "/x").parent, "model.int8")
+            files = install(res, w.path(rel_dir + "/x").parent, stem)
             rels = [f"{rel_dir}/{f.name}" for f in files]
             fmt = "openvino-ir" if rels[0].endswith(".xml") else "onnx"
             extra = {
@@ -52,6 +55,7 @@ def add_int8_artifacts(w: BundleWriter, fp32_rel: str, spec: IOSpec, calib: Cali
                 "speed": {"guard": cfg.speed_guard and target in ("onnxruntime", "openvino"), "met": res.speed_met,
                           "int8_ms": res.candidate.latency_ms, "fp32_ms": res.fp32_latency_ms, "batch": 1, "threads": cfg.threads},
             }
+            extra.update(extra_info or {})
             if res.validity is not None:
                 extra["tensorrt_qdq_check"] = {"valid": not res.validity, "problems": res.validity}
             toolchain = {"onnxruntime": version_of("onnxruntime") or "?", "onnx": version_of("onnx") or "?"}

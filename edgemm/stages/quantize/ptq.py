@@ -226,15 +226,35 @@ def quantize_target(
             sensitivity = _sensitivity(q, model, excluded, evaluate, reference, cfg, progress, target)
             best = cand
             trial_excl = dict(excluded)
-            for entry in sensitivity[: cfg.max_search_steps]:
-                for n in entry["nodes"]:
-                    trial_excl[n] = f"accuracy: {entry['part']} costs {entry['drop']:+.4f} top-1 quantized alone"
+            weighted = {n.name for n in G.weighted_nodes(model)}
+
+            def still_int8(excl) -> bool:  # an "INT8" model with every weighted layer float is fp32 in disguise
+                return bool(weighted - set(excl))
+
+            for entry in [e for e in sensitivity if e["part"].startswith("layer:")][: cfg.max_search_steps]:
+                step_excl = {**trial_excl, **{n: f"accuracy: {entry['part']} costs {entry['drop']:+.4f} top-1 quantized alone"
+                                              for n in entry["nodes"]}}
+                if not still_int8(step_excl):
+                    break
+                trial_excl = step_excl
                 trial = make(trial_excl)
                 progress(f"  {target}: + {entry['part']} float -> drop {trial.drop:+.4f}")
                 if trial.drop < best.drop:
                     best = trial
                 if trial.drop <= cfg.max_drop + 1e-12:
                     break
+            if best.drop > cfg.max_drop + 1e-12:  # single layers were not enough: whole modality branches
+                for entry in [e for e in sensitivity if e["part"].startswith("branch:")]:
+                    trial_excl = {**excluded, **{n: f"accuracy: {entry['part']} costs {entry['drop']:+.4f} top-1 quantized alone"
+                                                 for n in entry["nodes"]}}
+                    if not still_int8(trial_excl):
+                        continue
+                    trial = make(trial_excl)
+                    progress(f"  {target}: {entry['part']} float -> drop {trial.drop:+.4f}")
+                    if trial.drop < best.drop:
+                        best = trial
+                    if trial.drop <= cfg.max_drop + 1e-12:
+                        break
             cand, excluded = best, best.excluded
             budget_met = cand.drop <= cfg.max_drop + 1e-12
             if cfg.speed_guard and target in CPU_TARGETS:

@@ -15,6 +15,9 @@ the one that takes effect.
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +43,18 @@ SCHEMES = {
     "ort": QdqScheme("ort", "uint8", False, None),
     "trt": QdqScheme("trt", "int8", True, ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")),
 }
+
+
+@contextlib.contextmanager
+def _ort_logs_quiet():
+    """ORT's quantizer logs harmless notes on the root logger (e.g. per-channel axis of LayerNorm weights)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 class _Reader:
@@ -77,7 +92,7 @@ def calibrate(model_path: Path, calib: CalibrationSource, method: str, symmetric
         options.update(num_bins=2048, num_quantized_bins=255 if not symmetric else 128)
     elif method == "percentile":
         options.update(num_bins=2048, percentile=percentile)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _ort_logs_quiet(), contextlib.redirect_stdout(io.StringIO()):  # "Collecting tensor data..." banners
         calibrator = cal.create_calibrator(model_path, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                            calibrate_method=kind, extra_options=options)
         calibrator.collect_data(_Reader(calib))
@@ -111,12 +126,17 @@ def quantize_qdq(model_path: Path, out_path: Path, calib: CalibrationSource, sch
         kwargs["op_types_to_quantize"] = list(scheme.op_types)
     if nodes_to_quantize is not None:
         kwargs["nodes_to_quantize"] = list(nodes_to_quantize)
+    with _ort_logs_quiet():
+        _quantize_static(q, model_path, out_path, calib, act, nodes_to_exclude, extra, kwargs)
+    return out_path
+
+
+def _quantize_static(q, model_path, out_path, calib, act, nodes_to_exclude, extra, kwargs):
     q.quantize_static(
         str(model_path), str(out_path), _OneSample(calib), quant_format=q.QuantFormat.QDQ, per_channel=True,
         activation_type=act, weight_type=q.QuantType.QInt8, nodes_to_exclude=list(nodes_to_exclude),
         calibrate_method=q.CalibrationMethod.MinMax, extra_options=extra, **kwargs,
     )
-    return out_path
 
 
 class _OneSample(_Reader):

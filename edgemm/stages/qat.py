@@ -1,0 +1,166 @@
+"""Quantization-aware training: fine-tune with fake-quant + distillation, then export Q/DQ.
+
+The student is a copy of the user's model whose Conv/Linear weights (and the attention input
+projection) pass through per-channel symmetric int8 fake-quant and whose Conv/Linear inputs pass
+through per-tensor fake-quant (uint8 asymmetric for the ``ort`` scheme, int8 symmetric for
+``trt``), with straight-through gradients. It learns from the fp32 teacher's soft outputs
+(temperature-scaled KL) plus the labels where given. BatchNorm statistics stay frozen. The
+fine-tuned float weights then go through the same Q/DQ quantizer as PTQ, so the placement and
+validity rules are identical; only the weights have learned to sit well on the int8 grid.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._lazy import lazy_import
+from ..errors import EdgemmError
+from ..iospec import IOSpec
+from ..log import logger
+
+
+@dataclass(frozen=True)
+class QATConfig:
+    epochs: int = 4
+    lr: float = 5e-5
+    batch: int = 32
+    temperature: float = 2.0
+    label_weight: float = 0.5  # weight of the hard-label loss when labels are present
+    symmetric_activations: bool = False  # True for TensorRT-style int8
+    seed: int = 0
+    threads: int = 2
+
+
+def _fake_quant_modules(torch):
+    nn = torch.nn
+
+    class WeightFakeQuant(nn.Module):
+        """Per-output-channel symmetric int8, straight-through estimator."""
+
+        def forward(self, w):
+            dims = tuple(range(1, w.dim()))
+            scale = w.detach().abs().amax(dim=dims, keepdim=True).clamp_min(1e-8) / 127.0
+            q = torch.clamp(torch.round(w / scale), -127, 127) * scale
+            return w + (q - w).detach()
+
+    class ActFakeQuant(nn.Module):
+        """Per-tensor activation fake-quant with EMA-observed ranges."""
+
+        def __init__(self, symmetric: bool, momentum: float = 0.05):
+            super().__init__()
+            self.symmetric, self.momentum = symmetric, momentum
+            self.register_buffer("lo", torch.tensor(0.0))
+            self.register_buffer("hi", torch.tensor(0.0))
+            self.register_buffer("seen", torch.tensor(False))
+            self.observe = True
+
+        def forward(self, x):
+            if self.observe:
+                lo, hi = x.detach().min(), x.detach().max()
+                if not bool(self.seen):
+                    self.lo.copy_(lo)
+                    self.hi.copy_(hi)
+                    self.seen.fill_(True)
+                else:
+                    self.lo.lerp_(lo, self.momentum)
+                    self.hi.lerp_(hi, self.momentum)
+            lo, hi = torch.minimum(self.lo, torch.zeros(())), torch.maximum(self.hi, torch.zeros(()))
+            if self.symmetric:
+                m = torch.maximum(-lo, hi).clamp_min(1e-8)
+                scale, zp, qmin, qmax = m / 127.0, 0.0, -127, 127
+            else:
+                scale = ((hi - lo) / 255.0).clamp_min(1e-8)
+                zp, qmin, qmax = torch.round(-lo / scale), 0, 255
+            q = (torch.clamp(torch.round(x / scale) + zp, qmin, qmax) - zp) * scale
+            return x + (q - x).detach()
+
+    return WeightFakeQuant, ActFakeQuant
+
+
+def attach_fake_quant(model, symmetric_activations: bool):
+    """Insert fake-quant into a copy's Conv/Linear/MultiheadAttention; returns (model, remove())."""
+    torch = lazy_import("torch", "QAT")
+    from torch.nn.utils import parametrize
+
+    WeightFakeQuant, ActFakeQuant = _fake_quant_modules(torch)
+    handles, params, observers = [], [], []
+    for module in model.modules():
+        targets = []
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv1d, torch.nn.Linear)):
+            targets.append("weight")
+        if isinstance(module, torch.nn.MultiheadAttention) and module.in_proj_weight is not None:
+            targets.append("in_proj_weight")
+        for name in targets:
+            parametrize.register_parametrization(module, name, WeightFakeQuant())
+            params.append((module, name))
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv1d, torch.nn.Linear)):
+            fq = ActFakeQuant(symmetric_activations)
+            module.add_module("input_fake_quant", fq)
+            observers.append(fq)
+            handles.append(module.register_forward_pre_hook(lambda m, args: (m.input_fake_quant(args[0]), *args[1:])))
+
+    def remove():
+        for h in handles:
+            h.remove()
+        for module, name in params:
+            parametrize.remove_parametrizations(module, name, leave_parametrized=False)  # keep the trained float weights
+        for module in model.modules():
+            if hasattr(module, "input_fake_quant"):
+                del module.input_fake_quant
+
+    return model, observers, remove
+
+
+def qat_finetune(model, spec: IOSpec, feeds: dict[str, np.ndarray], labels: dict[str, np.ndarray] | None,
+                 cfg: QATConfig = QATConfig()):
+    """Return a fine-tuned copy of ``model`` (plain fp32 module, fake-quant removed)."""
+    torch = lazy_import("torch", "QAT")
+    import torch.nn.functional as F
+
+    if not isinstance(model, torch.nn.Module):
+        raise EdgemmError("--qat needs the model as an nn.Module (a recipe factory or the Python API), not a .pt2 program")
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    teacher = model.eval()
+    student = copy.deepcopy(model).eval()  # eval: dropout off, BatchNorm statistics frozen
+    student, observers, remove = attach_fake_quant(student, cfg.symmetric_activations)
+    names = spec.input_names
+    x_all = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names]
+    n = len(x_all[0])
+    heads = spec.output_names
+    y_all = {h: torch.from_numpy(labels[h]) for h in heads if labels and h in labels}
+
+    def as_tuple(out):
+        return (out,) if isinstance(out, torch.Tensor) else tuple(out)
+
+    with torch.no_grad():  # observe ranges before training
+        for s in range(0, n, cfg.batch):
+            student(*[x[s:s + cfg.batch] for x in x_all])
+        teacher_out = [torch.cat(t) for t in zip(*[as_tuple(teacher(*[x[s:s + 256] for x in x_all])) for s in range(0, n, 256)])]
+    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    T = cfg.temperature
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(n, generator=gen)
+        total = 0.0
+        for s in range(0, n, cfg.batch):
+            idx = order[s:s + cfg.batch]
+            outs = as_tuple(student(*[x[idx] for x in x_all]))
+            loss = 0.0
+            for i, out in enumerate(outs):
+                soft = F.kl_div(F.log_softmax(out / T, -1), F.softmax(teacher_out[i][idx] / T, -1), reduction="batchmean") * T * T
+                loss = loss + soft
+                if i < len(heads) and heads[i] in y_all:
+                    loss = loss + cfg.label_weight * F.cross_entropy(out, y_all[heads[i]][idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        logger.info("  QAT epoch %d/%d: loss %.4f", epoch + 1, cfg.epochs, total / n)
+    for fq in observers:
+        fq.observe = False
+    remove()
+    return student.eval()
