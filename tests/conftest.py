@@ -9,10 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-RECIPE = ROOT / "export" / "avnet.toml"
-EVAL_NPZ = ROOT / "calibration_data" / "avmnist" / "eval.npz"
-CALIB_NPZ = ROOT / "calibration_data" / "avmnist" / "calib.npz"
+from models.paths import CALIB_NPZ, EVAL_NPZ, RECIPE, ROOT  # noqa: F401
 
 
 # --------------------------------------------------------------------------- auto-skips

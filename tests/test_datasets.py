@@ -9,7 +9,7 @@ from edgemm.data.preprocess import preprocess_input
 from edgemm.errors import SpecError
 from edgemm.zoo.avnet import iospec
 
-from conftest import CALIB_NPZ, EVAL_NPZ
+from models.paths import CALIB_NPZ, EVAL_NPZ
 
 SPEC = iospec()
 

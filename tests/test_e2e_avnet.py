@@ -9,7 +9,7 @@ import pytest
 import edgemm
 from edgemm.bundle import Bundle
 
-from conftest import ROOT
+from models.paths import ROOT
 
 OV = pytest.param("openvino", marks=pytest.mark.openvino)
 N_SAMPLES = 12

@@ -8,7 +8,7 @@ import pytest
 from edgemm.errors import RecipeError
 from edgemm.recipe import ExportConfig, VerifyConfig, load_recipe
 
-from conftest import RECIPE, ROOT
+from models.paths import RECIPE, ROOT
 
 BASE = RECIPE.read_text()
 
