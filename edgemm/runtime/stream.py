@@ -311,7 +311,6 @@ class Stream:
                     f"video source {self.video.uri!r} failed after {self.frames_captured} frames: {type(exc).__name__}: {exc}"),
                     "video", drain=True)
         finally:
-            self._halt.set()
             self._ch_frames.put(_END)
 
     def _audio_loop(self) -> None:
@@ -371,6 +370,9 @@ class Stream:
         except BaseException as exc:  # noqa: BLE001
             self._fail(exc, "pre-processing")
         finally:
+            self._halt.set()  # no frame needs audio any more: stop the audio capture
+            if self.ring is not None:
+                self.ring.close()
             self._ch_pre.put(_END)
 
     def _infer_loop(self) -> None:

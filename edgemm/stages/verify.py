@@ -206,8 +206,10 @@ def verify(
             per_output = {name: compare(ref_parity[name], out[name]) for name in spec.output_names}
             parity["artifacts"][aid] = {"backend": art.backend, "precision": art.precision, "outputs": per_output}
             floor = _tolerance(art, cfg)
+            # INT8 is judged by the task metric and its budget when labels exist; parity alone otherwise.
+            enforce = art.precision != "int8" or accuracy is None
             for name, st in per_output.items():
-                if st["cosine"] < floor:
+                if enforce and st["cosine"] < floor:
                     breaches.append(f"parity breach: {aid} ({art.backend} {art.precision}) output {name!r} cosine {st['cosine']:.6f} < {floor}")
                 if cfg.max_abs is not None and art.precision == "fp32" and st["max_abs"] > cfg.max_abs:
                     breaches.append(f"parity breach: {aid} ({art.backend} {art.precision}) output {name!r} max_abs {st['max_abs']:.3g} > {cfg.max_abs}")

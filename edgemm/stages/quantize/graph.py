@@ -70,3 +70,23 @@ def compact(model: onnx.ModelProto) -> onnx.ModelProto:
     model.doc_string = ""
     model.graph.doc_string = ""
     return model
+
+
+def layer_segments(model: onnx.ModelProto, op_types=WEIGHTED_OPS) -> dict[str, set[str]]:
+    """weighted node -> itself plus the non-weighted nodes that feed it back to the previous weighted
+    node or graph input (Relu, Concat, Add, Reshape...). Quantizers put Q/DQ on those too, so keeping
+    a "layer" float means keeping its segment float."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type not in op_types:
+            continue
+        seg, stack = {node.name}, [x for x in node.input if x in producers]
+        while stack:
+            p = producers[stack.pop()]
+            if p.op_type in op_types or p.name in seg:
+                continue
+            seg.add(p.name)
+            stack.extend(x for x in p.input if x in producers)
+        out[node.name] = seg
+    return out

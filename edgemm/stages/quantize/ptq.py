@@ -278,8 +278,10 @@ def _sensitivity(q: _Quantizer, model, excluded, evaluate, reference, cfg: PTQCo
     parts: list[tuple[str, set[str]]] = []
     for branch, nodes in G.branch_nodes(model).items():
         parts.append((f"branch:{branch}", set(nodes)))
+    segments = G.layer_segments(model)
+    branches = G.node_branches(model)
     for n in G.weighted_nodes(model):
-        parts.append((f"layer:{n.name} ({n.op_type}, {G.node_branches(model)[n.name]})", {n.name}))
+        parts.append((f"layer:{n.name} ({n.op_type}, {branches[n.name]})", segments[n.name]))
     out = []
     for part, nodes in parts:
         if nodes <= set(excluded):
