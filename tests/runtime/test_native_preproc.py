@@ -1,0 +1,117 @@
+"""C pre-processing kernels vs the numpy reference frontends (the features the model was trained on)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgemm.data.audio import log_mel, preprocess_audio, resample, to_float_waveform
+from edgemm.data.image import preprocess_image
+from edgemm.iospec import AudioPreprocess, ImagePreprocess
+from edgemm.runtime import native
+
+needs_ext = pytest.mark.skipif(not native.available(), reason=f"C extension not in use: {native.reason()}")
+
+
+def test_extension_is_built_where_it_can_be():
+    have_compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    have_headers = Path(sysconfig.get_paths()["include"], "Python.h").is_file()
+    if not (have_compiler and have_headers):
+        pytest.skip("no C compiler or Python headers: the numpy fallback is expected here")
+    assert native.available(), native.reason()
+
+
+@needs_ext
+@pytest.mark.parametrize("src", [(720, 1280), (480, 640), (64, 64), (33, 47), (7, 5), (1, 1)])
+@pytest.mark.parametrize("size", [(64, 64), (224, 224), (31, 100)])
+@pytest.mark.parametrize("order,layout", [("RGB", "NCHW"), ("BGR", "NCHW"), ("RGB", "NHWC"), ("BGR", "NHWC")])
+def test_image_kernel_matches_reference(src, size, order, layout):
+    rng = np.random.default_rng(src[0] * 7 + size[1])
+    frame = rng.integers(0, 256, (*src, 3), dtype=np.uint8)
+    cfg = ImagePreprocess(size=size, channel_order=order, layout=layout, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    ref = preprocess_image(frame, cfg)
+    out = native.preprocess_image(frame, cfg)
+    assert out.shape == ref.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
+
+
+@needs_ext
+def test_image_kernel_writes_the_preallocated_buffer_and_handles_batches(eval_data):
+    cfg = ImagePreprocess()
+    k = native.ImageKernel(cfg)
+    buf = k.new_output()
+    got = k(eval_data["image"][3], buf)
+    assert got is buf
+    np.testing.assert_allclose(buf, preprocess_image(eval_data["image"][3], cfg), atol=1e-4)
+    batch = eval_data["image"][:5]
+    np.testing.assert_allclose(native.preprocess_image(batch, cfg), preprocess_image(batch, cfg), atol=1e-4)
+    # a non-contiguous view (a crop) is accepted
+    crop = np.zeros((100, 120, 3), np.uint8)[10:90, 5:110]
+    np.testing.assert_allclose(k(crop), preprocess_image(crop, cfg), atol=1e-4)
+
+
+@needs_ext
+def test_log_mel_kernel_matches_reference(eval_data):
+    cfg = AudioPreprocess()
+    rng = np.random.default_rng(0)
+    speech = list(resample(to_float_waveform(eval_data["audio"][:8]), 8000, 16000))  # real speech at 16 kHz
+    cases = [rng.standard_normal(16000).astype(np.float32) * 0.1, np.zeros(16000, np.float32),
+             rng.standard_normal(5000).astype(np.float32), *speech]
+    for x in cases:
+        ref, got = log_mel(x, cfg), native.log_mel(x, cfg)
+        assert got.shape == ref.shape == (64, 98)
+        err = np.abs(got - ref)
+        assert err.max() < 5e-3 and err.mean() < 1e-4, (err.max(), err.mean())
+    batch = np.stack(speech)
+    np.testing.assert_allclose(native.log_mel(batch, cfg), log_mel(batch, cfg), atol=5e-3)
+
+
+@needs_ext
+@pytest.mark.parametrize("cfg", [AudioPreprocess(sample_rate=8000, fmax=4000.0, n_fft=256, win_length=200, hop=80, n_mels=40),
+                                 AudioPreprocess(window_s=0.5, n_fft=1024, win_length=1024, hop=256, n_mels=80)])
+def test_log_mel_kernel_other_geometries(cfg):
+    x = np.random.default_rng(1).standard_normal(cfg.n_samples).astype(np.float32) * 0.2
+    err = np.abs(native.log_mel(x, cfg) - log_mel(x, cfg))
+    assert err.max() < 5e-3 and err.mean() < 1e-4
+
+
+def test_runtime_preprocess_gives_the_training_features(avnet_runtime, eval_data):
+    """Runtime.preprocess (C when built) vs the training-time numpy frontends, and same predictions."""
+    img_cfg, aud_cfg = avnet_runtime.inputs[0].preprocessing, avnet_runtime.inputs[1].preprocessing
+    same = 0
+    for i in range(40):
+        feeds = avnet_runtime.preprocess(image=eval_data["image"][i], audio=(eval_data["audio"][i], 8000))
+        ref = {"image": preprocess_image(eval_data["image"][i], img_cfg), "audio": preprocess_audio(eval_data["audio"][i], 8000, aud_cfg)}
+        np.testing.assert_allclose(feeds["image"], ref["image"], atol=1e-4)
+        np.testing.assert_allclose(feeds["audio"], ref["audio"], atol=5e-3)
+        a, b = avnet_runtime.run(feeds), avnet_runtime.run(ref)
+        same += all(a[h].argmax() == b[h].argmax() for h in a)
+    assert same == 40
+
+
+def test_numpy_fallback_warns_once_and_matches(tmp_path):
+    code = (
+        "import warnings, numpy as np\n"
+        "from edgemm.runtime import native\n"
+        "from edgemm.iospec import ImagePreprocess, AudioPreprocess\n"
+        "from edgemm.data.image import preprocess_image\n"
+        "assert not native.available() and 'EDGEMM_NATIVE=0' in native.reason()\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    f = np.full((48, 40, 3), 7, np.uint8)\n"
+        "    a = native.preprocess_image(f, ImagePreprocess())\n"
+        "    native.log_mel(np.zeros(16000, np.float32), AudioPreprocess())\n"
+        "    native.preprocess_image(f, ImagePreprocess())\n"
+        "assert np.array_equal(a, preprocess_image(f, ImagePreprocess()))\n"
+        "assert sum(issubclass(x.category, native.NativeFallbackWarning) for x in w) == 1, [str(x.message) for x in w]\n"
+    )
+    env = dict(os.environ, EDGEMM_NATIVE="0")
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "using the numpy pre-processing" in p.stderr  # visible on the log too
