@@ -22,6 +22,23 @@ def _availability(name: str):
     return get_backend(name).availability()
 
 
+@functools.lru_cache(maxsize=None)
+def _cuda_visible() -> bool:
+    from edgemm.backends.tensorrt.backend import _cuda_devices
+
+    try:
+        if _cuda_devices():
+            return True
+    except Exception:  # a broken driver install counts as no device
+        pass
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
 def _skip_reason(marker: str) -> str | None:
     if marker == "openvino":
         av = _availability("openvino")
@@ -30,10 +47,7 @@ def _skip_reason(marker: str) -> str | None:
         av = _availability("tensorrt")
         return None if av.available else f"tensorrt backend unavailable: {av.reason} (install: {av.install})"
     if marker == "gpu":
-        av = _availability("tensorrt")  # the only backend that probes CUDA devices
-        if av.available and av.devices:
-            return None
-        return f"no CUDA device visible: {av.reason}"
+        return None if _cuda_visible() else "no CUDA device visible (cuda-python driver query and torch.cuda both found none)"
     return None
 
 

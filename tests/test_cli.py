@@ -190,3 +190,27 @@ def test_unknown_verb(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["exprot"])
     assert exc.value.code == 2
+
+
+def test_info_can_skip_the_hash_check(avnet_bundle_copy, capsys):
+    p = avnet_bundle_copy / "onnx" / "model.fp32.onnx"
+    data = bytearray(p.read_bytes())
+    data[-100] ^= 0x01
+    p.write_bytes(bytes(data))
+    assert main(["info", "--no-hash-check", str(avnet_bundle_copy)]) == 0
+    assert "avnet" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_export_verb_end_to_end(tmp_path):
+    """The real console command on the shipped recipe (a second full export: slow)."""
+    out = tmp_path / "avnet"
+    res = subprocess.run([sys.executable, "-m", "edgemm", "-q", "export", str(RECIPE), "-o", str(out)],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "bundle:" in res.stdout and "parity vs the fp32 reference" in res.stdout
+    m = json.loads((out / "manifest.json").read_text())
+    assert {"parity", "accuracy", "latency"} <= set(m["reports"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["avnet"]
+    res = subprocess.run([sys.executable, "-m", "edgemm", "-q", "verify", str(out)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
