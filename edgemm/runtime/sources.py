@@ -180,8 +180,9 @@ class OpenCVVideoSource(Source):
             self._wait_until_media_time(self.count / self.fps)
         if self._closed.is_set():
             return None
-        ok, image = self.cap.read()
+        ok = self.cap.grab()  # stamp at grab, before the decode
         now = self.clock()
+        image = self.cap.retrieve()[1] if ok else None
         if not ok or image is None:
             if self._closed.is_set():
                 return None
