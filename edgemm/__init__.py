@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 from .errors import EdgemmError  # noqa: E402
 from .iospec import IOSpec, TensorSpec  # noqa: E402
 
-__all__ = ["EdgemmError", "IOSpec", "TensorSpec", "export", "verify", "load", "Bundle", "Runtime", "Stream", "__version__"]
+__all__ = ["EdgemmError", "IOSpec", "TensorSpec", "export", "verify", "load", "Bundle", "Runtime", "Stream", "benchmark", "__version__"]
 
 
 def __getattr__(name: str):
@@ -27,6 +27,10 @@ def __getattr__(name: str):
         from .runtime.stream import Stream
 
         return Stream
+    if name == "benchmark":
+        from .bench.run import benchmark
+
+        return benchmark
     if name == "Bundle":
         from .bundle import Bundle
 

@@ -162,9 +162,16 @@ class Bundle:
         return self.root / rel
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a bundle is shared like any file
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2)
         f.write("\n")
@@ -185,8 +192,11 @@ class BundleWriter:
                 raise BundleError(
                     f"{self.output} exists and is not an edgemm bundle; choose another -o directory or remove it"
                 )
+        missing = [p for p in [self.output.parent, *self.output.parent.parents] if not p.exists()]
+        self._created_parents = missing  # removed again if the export fails
         self.output.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.output.name}.tmp-", dir=self.output.parent))
+        os.chmod(self.tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the renamed bundle must be readable as usual
         self.artifacts: list[Artifact] = []
         self.manifest: dict[str, Any] = {}
 
@@ -196,6 +206,12 @@ class BundleWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.tmp.exists():
             shutil.rmtree(self.tmp, ignore_errors=True)
+        if exc_type is not None:
+            for p in self._created_parents:  # deepest first
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
 
     def path(self, rel: str) -> Path:
         p = self.tmp / rel

@@ -209,6 +209,10 @@ def _typed(cls, table: Any, section: str, source: str):
             raise RecipeError(
                 f"{source}: unknown key {key!r} in [{section}]{close_match_hint(key, known)}; known keys: {', '.join(sorted(known))}"
             )
+    list_fields = {"targets"}
+    for key in list_fields & set(table):
+        if not isinstance(table[key], list):
+            raise RecipeError(f"{source}: [{section}] {key} must be a list, e.g. {key} = [{table[key]!r}]".replace("'", '"'))
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
     if cls.__name__ == "QuantizeConfig" and "max_drop" in kwargs:
         parse_max_drop(kwargs["max_drop"])  # validate early

@@ -199,9 +199,6 @@ def test_write_report_is_recorded(tiny_bundle_copy):
         Bundle.open(tiny_bundle_copy).report("latency")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: BundleWriter uses mkdtemp/mkstemp, so the bundle root is 0700 and manifest.json "
-                   "+ reports are 0600 whatever the umask (artifacts are 0644): another user (a service account on the "
-                   "edge box) cannot open a bundle exported by CI")
 def test_bundle_permissions_follow_the_umask(tiny_bundle_dir):
     import os
     import stat

@@ -142,8 +142,6 @@ def test_config_dataclasses_validate():
     assert VerifyConfig().cosine_min == pytest.approx(0.9999)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a string where a list is expected is iterated per character: "
-                   "targets = \"openvino\" reports \"unknown target 'o'\" instead of asking for a list")
 def test_targets_as_a_string_is_explained(tmp_path):
     p = _write(tmp_path, BASE.replace('targets = ["onnxruntime", "openvino"]', 'targets = "openvino"'))
     with pytest.raises(RecipeError) as exc:

@@ -20,13 +20,15 @@ PREFERENCE = ("tensorrt", "onnxruntime", "openvino", "torch")
 class Runtime:
     """``Runtime.run(feeds) -> {output: array}``; ``Runtime.preprocess(**raw) -> feeds``."""
 
-    def __init__(self, bundle: Bundle, artifact: Artifact, threads: int | None = None):
+    def __init__(self, bundle: Bundle, artifact: Artifact, threads: int | None = None, runner=None):
+        """``runner``: an already created Runner for ``artifact`` (e.g. the live original module)."""
         self.bundle = bundle
         self.artifact = artifact
         self.spec = bundle.spec
         self.backend = artifact.backend
         self.precision = artifact.precision
-        self._runner = get_backend(artifact.backend).create_runner(bundle.root / artifact.path, self.spec, RunnerOptions(threads=threads, precision=artifact.precision))
+        self._runner = runner or get_backend(artifact.backend).create_runner(
+            bundle.root / artifact.path, self.spec, RunnerOptions(threads=threads, precision=artifact.precision))
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:

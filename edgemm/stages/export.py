@@ -215,6 +215,7 @@ class _Job:
     model_sha256: str
     quantize: QuantizeConfig
     policy: Any
+    checkpoint_path: str | None = None
 
 
 def _resolve(model_or_path, example_inputs, spec, targets, calibration, evaluation, opset, exporter) -> _Job:
@@ -253,6 +254,8 @@ def _resolve(model_or_path, example_inputs, spec, targets, calibration, evaluati
     base = recipe or Recipe(ModelConfig(name=type(model).__name__.lower()), spec)
     export_cfg = base.export
     if targets is not None:
+        if isinstance(targets, str):  # "onnxruntime,openvino" from the API is a list of one or more targets
+            targets = [t.strip() for t in targets.split(",") if t.strip()]
         export_cfg = replace(export_cfg, targets=tuple(targets))
     if opset is not None:
         export_cfg = replace(export_cfg, opset=opset)
@@ -268,7 +271,8 @@ def _resolve(model_or_path, example_inputs, spec, targets, calibration, evaluati
         if ref and base.resolve(ref).is_file():
             model_sha = sha256_file(base.resolve(ref))
             break
-    return _Job(model, spec, base.model, data, export_cfg, base.verify, source, model_sha, base.quantize, base.precision)
+    ckpt = str(base.resolve(base.model.checkpoint)) if base.model.checkpoint else None
+    return _Job(model, spec, base.model, data, export_cfg, base.verify, source, model_sha, base.quantize, base.precision, ckpt)
 
 
 def _add_qat_artifacts(w: BundleWriter, job: _Job, args, calib_src, eval_samples, ptq_cfg, ptq_results, threads):
@@ -433,7 +437,9 @@ def export(
             parity_kind = "random feeds (no evaluation data given)"
         np.savez_compressed(w.path(PARITY_SAMPLES), **parity)
         manifest = {
-            "model": {"name": name, "source": job.source, "sha256": job.model_sha256 or sha256_file(w.path(REFERENCE_PATH))},
+            "model": {"name": name, "source": job.source, "sha256": job.model_sha256 or sha256_file(w.path(REFERENCE_PATH)),
+                      # how to rebuild the user's original nn.Module (the benchmark baseline), when it came from a factory
+                      "factory": job.model_cfg.factory, "checkpoint": job.checkpoint_path},
             **spec.to_manifest(),
             "calibration": calib_src.manifest_entry(ptq_cfg.method) if calib_src is not None
             else {"source": None, "sha256": None, "samples": 0, "method": None},

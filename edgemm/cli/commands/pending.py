@@ -9,7 +9,6 @@ from ...errors import UnsupportedFeature
 ORDER = 90
 PENDING = {
     "compile": ("engine compilation (TensorRT/OpenVINO INT8)", "compile a bundle for a target"),
-    "bench": ("the latency benchmark matrix", "benchmark a bundle"),
     "run": ("the camera + microphone streaming runtime", "run a bundle on live streams"),
 }
 
@@ -17,7 +16,7 @@ PENDING = {
 def _waiting(capability: str):
     def run(args) -> int:
         raise UnsupportedFeature(f"`edgemm {args.command}` ({capability}) is not in edgemm {__version__} yet; "
-                                 "today: export, verify, info, backends")
+                                 "today: export, verify, info, backends, bench, run")
     return run
 
 

@@ -1,0 +1,36 @@
+"""What machine a benchmark ran on (quoted with every number)."""
+from __future__ import annotations
+
+import os
+import platform
+from datetime import datetime, timezone
+
+
+def machine_info() -> dict:
+    cpu, flags = platform.processor() or "", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and not cpu.strip(" x86_64"):
+                    cpu = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    if cpu:
+                        break
+    except OSError:
+        pass
+    from ..backends.registry import all_backends
+
+    versions = {}
+    for name, b in all_backends().items():
+        av = b.availability()
+        versions[name] = av.version if av.available else None
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu or platform.machine(),
+        "cores": os.cpu_count(),
+        "isa": sorted(f for f in flags if f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16")),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "backends": versions,
+    }

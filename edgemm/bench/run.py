@@ -1,0 +1,155 @@
+"""``edgemm.benchmark``: latency / throughput / memory / size / accuracy per artifact x backend x batch.
+
+Every measurement runs in a fresh worker process (``edgemm.bench.worker``): no thread pool or
+allocator state leaks from one backend into the next, and peak RSS is per artifact. Rounds are
+interleaved (A B C, A B C, ...) and pooled because this kind of machine drifts by ±25 % between
+rounds. The baseline is the user's original model in PyTorch eager fp32 under no_grad, rebuilt
+from the recipe's factory + checkpoint when the bundle records them (else the torch.export
+program of it), measured in the same run; every other run carries its speedup over it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..backends.registry import get_backend
+from ..bundle import Bundle
+from ..errors import EdgemmError
+from ..log import logger
+from .machine import machine_info
+
+MODES = ("model", "end_to_end")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    backends: tuple[str, ...] | None = None  # None: every backend that has an artifact and is available
+    precisions: tuple[str, ...] | None = None
+    batches: tuple[int, ...] = (1, 8)
+    threads: int | None = None  # None: min(4, cores)
+    modes: tuple[str, ...] = MODES
+    seconds: float = 1.5  # timed seconds per worker and round
+    rounds: int = 2
+    warmup: int = 10
+    graph: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None):
+    model = bundle.manifest["model"]
+    factory, checkpoint = model.get("factory"), model.get("checkpoint")
+    if factory:
+        try:
+            from ..recipe import import_callable
+
+            import_callable(factory)
+        except EdgemmError:
+            factory = None
+    if checkpoint and not Path(checkpoint).is_file():
+        factory = None
+    jobs = []
+    for art in bundle.select(graph=cfg.graph):
+        if art.backend == "tensorrt" and art.format == "onnx":
+            continue  # an engine source, not an engine: `edgemm compile --target tensorrt` builds it
+        if cfg.backends and art.backend not in cfg.backends:
+            continue
+        if cfg.precisions and art.precision not in cfg.precisions:
+            continue
+        av = get_backend(art.backend).availability()
+        if not av.available:
+            logger.warning("skipping %s on %s: %s", art.path, art.backend, av.reason)
+            continue
+        baseline = art.backend == "torch" and art.precision == "fp32"
+        for mode in cfg.modes:
+            if mode == "end_to_end" and raw_path is None:
+                continue
+            for batch in (cfg.batches if mode == "model" else (1,)):
+                jobs.append({
+                    "bundle": str(bundle.root), "artifact": art.path, "backend": art.backend, "precision": art.precision,
+                    "mode": mode, "batch": batch, "threads": threads, "seconds": cfg.seconds, "warmup": cfg.warmup,
+                    "raw": str(raw_path) if raw_path else None, "baseline": baseline,
+                    "factory": factory if baseline else None, "checkpoint": checkpoint if baseline else None,
+                    "id": bundle.artifact_id(art), "size_mb": art.size_bytes(bundle.root) / 1e6,
+                })
+    if cfg.backends and "torch" not in cfg.backends:
+        logger.info("note: the torch baseline is not in --backends; speedups are not computed")
+    return jobs
+
+
+def _raw_samples(bundle: Bundle, tmp: Path) -> Path | None:
+    """A few raw (pre-pre-processing) evaluation samples for end-to-end timing, if the eval data is here."""
+    src = bundle.manifest.get("evaluation", {}).get("source")
+    if not src or not Path(src).is_file():
+        return None
+    with np.load(src) as z:
+        names = [t.name for t in bundle.spec.inputs]
+        if any(n not in z.files for n in names) or any(t.preprocessing is None for t in bundle.spec.inputs):
+            return None
+        arrays = {n: z[n][:32] for n in names}
+        arrays.update({k: z[k] for k in z.files if k.endswith(".sample_rate")})
+    path = tmp / "raw.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def _run_worker(job: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "edgemm.bench.worker", json.dumps(job)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": str(job["threads"])})
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EdgemmError(f"benchmark worker for {job['id']} on {job['backend']} failed: {tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
+    """Measure every (artifact, backend, batch, mode); returns ``{"machine", "config", "runs"}`` (DESIGN.md keys)."""
+    cfg = config or BenchConfig(**kwargs)
+    bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.open(bundle_dir)
+    for m in cfg.modes:
+        if m not in MODES:
+            raise EdgemmError(f"unknown mode {m!r}; use model or end_to_end")
+    if any(b < 1 for b in cfg.batches):
+        raise EdgemmError(f"batch sizes must be >= 1, got {list(cfg.batches)}")
+    threads = cfg.threads or max(1, min(4, os.cpu_count() or 1))
+    acc = bundle.report("accuracy") or {}
+    with tempfile.TemporaryDirectory(prefix="edgemm-bench-") as tmp:
+        jobs = _jobs(bundle, cfg, threads, _raw_samples(bundle, Path(tmp)) if "end_to_end" in cfg.modes else None)
+        if not jobs:
+            raise EdgemmError(f"nothing to benchmark in {bundle.root} with backends={cfg.backends} precisions={cfg.precisions}")
+        pooled: dict[int, list[float]] = {i: [] for i in range(len(jobs))}
+        rss: dict[int, float] = {}
+        for r in range(cfg.rounds):
+            for i, job in enumerate(jobs):
+                logger.info("round %d/%d: %s on %s, %s, batch %d", r + 1, cfg.rounds, job["id"], job["backend"], job["mode"], job["batch"])
+                out = _run_worker(job)
+                pooled[i].extend(out["latencies_ms"])
+                rss[i] = max(rss.get(i, 0.0), out["peak_rss_mb"])
+    runs = []
+    for i, job in enumerate(jobs):
+        a = np.asarray(pooled[i])
+        if job["baseline"]:
+            metrics = acc.get("reference", {}).get("metrics", {})
+        else:
+            metrics = acc.get("artifacts", {}).get(job["id"], {}).get("metrics", {})
+        runs.append({
+            "artifact": job["artifact"], "backend": job["backend"], "precision": job["precision"], "mode": job["mode"],
+            "baseline": job["baseline"], "baseline_source": ("original nn.Module (recipe factory + checkpoint)" if job["factory"]
+                                                             else "torch.export program of the original") if job["baseline"] else None,
+            "batch": job["batch"], "threads": threads,
+            "p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)), "p99_ms": float(np.percentile(a, 99)),
+            "mean_ms": float(a.mean()), "throughput": float(job["batch"] * 1000.0 / a.mean()), "iterations": int(a.size),
+            "peak_rss_mb": round(rss[i], 1), "size_mb": round(job["size_mb"], 4), "metrics": metrics,
+        })
+    for r in runs:
+        base = next((b for b in runs if b["baseline"] and b["mode"] == r["mode"] and b["batch"] == r["batch"]), None)
+        r["speedup_vs_baseline"] = round(base["p50_ms"] / r["p50_ms"], 3) if base else None
+    return {"machine": machine_info(), "config": {"batches": list(cfg.batches), "threads": threads, "modes": list(cfg.modes),
+                                                  "seconds_per_round": cfg.seconds, "rounds": cfg.rounds},
+            "bundle": str(bundle.root), "runs": runs}
