@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except EdgemmError as exc:
+        if args.verbose and exc.__cause__ is not None:
+            import traceback
+
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
         print(f"edgemm: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `edgemm info B | head`

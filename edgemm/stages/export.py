@@ -141,8 +141,16 @@ def export_reference(model, args, spec: IOSpec, path: Path):
     if _is_program(model):
         torch.export.save(model, str(path))
         return model
-    with _quiet():
-        ep = torch.export.export(model, args, dynamic_shapes=_dynamic_shapes(spec), strict=False)
+    try:
+        with _quiet():
+            ep = torch.export.export(model, args, dynamic_shapes=_dynamic_shapes(spec), strict=False)
+    except Exception as exc:  # the user's forward() raised or is not traceable: their input, one line
+        shapes = ", ".join(f"{t.name} {list(a.shape)} {str(a.dtype).replace('torch.', '')}" for t, a in zip(spec.inputs, args))
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise EdgemmError(
+            f"torch.export cannot trace {type(model).__name__}.forward on example inputs ({shapes}): "
+            f"{type(exc).__name__}: {first}; make forward() run on such inputs (see `edgemm -v export` for the traceback)"
+        ) from exc
     torch.export.save(ep, str(path))
     return ep
 
