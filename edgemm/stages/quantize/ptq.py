@@ -98,7 +98,7 @@ class TargetResult:
     validity: list[str] | None = None  # TensorRT Q/DQ check problems (None: not checked)
 
 
-def _median_latency(runner, feeds, rounds: int = 1, iters: int = 150) -> float:
+def _median_latency(runner, feeds, iters: int = 150) -> float:
     for _ in range(10):
         runner.infer(feeds, check=False)
     ts = []
@@ -224,37 +224,8 @@ def quantize_target(
         budget_met = cand.drop <= cfg.max_drop + 1e-12
         if not budget_met:
             sensitivity = _sensitivity(q, model, excluded, evaluate, reference, cfg, progress, target)
-            best = cand
-            trial_excl = dict(excluded)
-            weighted = {n.name for n in G.weighted_nodes(model)}
-
-            def still_int8(excl) -> bool:  # an "INT8" model with every weighted layer float is fp32 in disguise
-                return bool(weighted - set(excl))
-
-            for entry in [e for e in sensitivity if e["part"].startswith("layer:")][: cfg.max_search_steps]:
-                step_excl = {**trial_excl, **{n: f"accuracy: {entry['part']} costs {entry['drop']:+.4f} top-1 quantized alone"
-                                              for n in entry["nodes"]}}
-                if not still_int8(step_excl):
-                    break
-                trial_excl = step_excl
-                trial = make(trial_excl)
-                progress(f"  {target}: + {entry['part']} float -> drop {trial.drop:+.4f}")
-                if trial.drop < best.drop:
-                    best = trial
-                if trial.drop <= cfg.max_drop + 1e-12:
-                    break
-            if best.drop > cfg.max_drop + 1e-12:  # single layers were not enough: whole modality branches
-                for entry in [e for e in sensitivity if e["part"].startswith("branch:")]:
-                    trial_excl = {**excluded, **{n: f"accuracy: {entry['part']} costs {entry['drop']:+.4f} top-1 quantized alone"
-                                                 for n in entry["nodes"]}}
-                    if not still_int8(trial_excl):
-                        continue
-                    trial = make(trial_excl)
-                    progress(f"  {target}: {entry['part']} float -> drop {trial.drop:+.4f}")
-                    if trial.drop < best.drop:
-                        best = trial
-                    if trial.drop <= cfg.max_drop + 1e-12:
-                        break
+            best = _fallback_search(cand, excluded, sensitivity, make, {n.name for n in G.weighted_nodes(model)},
+                                    cfg, progress, target)
             cand, excluded = best, best.excluded
             budget_met = cand.drop <= cfg.max_drop + 1e-12
             if cfg.speed_guard and target in CPU_TARGETS:
@@ -270,6 +241,33 @@ def quantize_target(
     kept = _kept_float_summary(model, excluded)
     return TargetResult(target, backend, quantizer, cand, fp32_ms, kept, [
         {k: v for k, v in s.items() if k != "nodes"} for s in sensitivity], budget_met, speed_met, validity)
+
+
+def _fallback_search(cand: Candidate, excluded: dict[str, str], sensitivity: list[dict], make, weighted: set[str],
+                     cfg: PTQConfig, progress, target: str) -> Candidate:
+    """Keep parts float until the budget holds: single layers cumulatively (most harmful first, at most
+    ``max_search_steps``), then each whole modality branch on its own. Returns the best candidate seen.
+    Never keeps every weighted layer float: that would be the fp32 model under an INT8 name."""
+    def reason(e: dict) -> str:
+        return f"accuracy: {e['part']} costs {e['drop']:+.4f} top-1 quantized alone"
+
+    steps, acc = [], dict(excluded)
+    for e in [e for e in sensitivity if e["part"].startswith("layer:")][: cfg.max_search_steps]:
+        acc = {**acc, **{n: reason(e) for n in e["nodes"]}}
+        steps.append((f"+ {e['part']}", acc))
+    steps += [(e["part"], {**excluded, **{n: reason(e) for n in e["nodes"]}})
+              for e in sensitivity if e["part"].startswith("branch:")]
+    best = cand
+    for label, excl in steps:
+        if best.drop <= cfg.max_drop + 1e-12:
+            break
+        if not weighted - set(excl):
+            continue
+        trial = make(excl)
+        progress(f"  {target}: {label} float -> drop {trial.drop:+.4f}")
+        if trial.drop < best.drop:
+            best = trial
+    return best
 
 
 def _sensitivity(q: _Quantizer, model, excluded, evaluate, reference, cfg: PTQConfig, progress, target) -> list[dict]:
