@@ -358,8 +358,8 @@ def export(
             raise UnsupportedFeature(
                 f"--{flag} ({issue}) is not part of this edgemm version yet; export without it (--int8 works)"
             )
-    job = _resolve(model_or_path, example_inputs, spec, targets, calibration if not int8 or isinstance(calibration, (str, os.PathLike, type(None))) else None,
-                   evaluation, opset, exporter)
+    calib_path = calibration if isinstance(calibration, (str, os.PathLike)) else None  # else an iterable of feeds
+    job = _resolve(model_or_path, example_inputs, spec, targets, calib_path, evaluation, opset, exporter)
     for t in job.export.targets:
         if t != "tensorrt":  # TensorRT engines are built on the target GPU from the ONNX written here
             get_backend(t).require()
@@ -368,6 +368,7 @@ def export(
     if int8:
         from ..data.calibration import calibration_source
         from .quantize import PTQConfig, PrecisionPolicy
+        from .verify import default_threads
 
         qc = job.quantize
         if isinstance(quantizer, str):
@@ -376,14 +377,14 @@ def export(
         ptq_cfg = PTQConfig(
             method=calibration_method or qc.method, quantizers={**dict(qc.quantizer), **dict(quantizer or {})},
             max_drop=drop, relative=relative, speed_guard=qc.speed_guard if speed_guard is None else speed_guard,
-            policy=policy or job.policy or PrecisionPolicy(), threads=threads or 2,
+            policy=policy or job.policy or PrecisionPolicy(), threads=threads or default_threads(),
         )
         from .quantize.ptq import QUANTIZERS
 
         for t, q in ptq_cfg.quantizers.items():
             if q not in QUANTIZERS:
                 raise EdgemmError(f"unknown quantizer {q!r} for {t}; use one of {', '.join(QUANTIZERS)}")
-        calib_input = calibration if calibration is not None and not isinstance(calibration, (str, os.PathLike)) else job.data.calibration
+        calib_input = job.data.calibration if calib_path is not None or calibration is None else calibration
         calib_src = calibration_source(calib_input, job.spec, limit=qc.calibration_limit)
     vcfg = verify_config or job.verify
     spec = job.spec
