@@ -115,3 +115,42 @@ def test_numpy_fallback_warns_once_and_matches(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert "using the numpy pre-processing" in p.stderr  # visible on the log too
+
+
+@needs_ext
+def test_kernels_release_the_gil():
+    """A Python thread keeps running while one long C call is in progress (it could not if the call
+    held the GIL); its progress is compared with an equally long sleep under the same load. A long
+    switch interval keeps the interpreter from handing the GIL over on its own in between."""
+    import threading
+    import time
+
+    frame = np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+    cfg = ImagePreprocess(size=(2500, 2500))
+    kernel = native.ImageKernel(cfg)
+    out = kernel.new_output()
+    count, stop = [0], threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            count[0] += 1
+
+    th = threading.Thread(target=spin, daemon=True)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(0.2)
+    th.start()
+    try:
+        time.sleep(0.05)
+        ratios = []
+        for _ in range(3):
+            c0, t0 = count[0], time.perf_counter()
+            kernel(frame, out)
+            dt, c1 = time.perf_counter() - t0, count[0]
+            c2 = count[0]
+            time.sleep(dt)
+            ratios.append((c1 - c0) / max(1, count[0] - c2))
+    finally:
+        stop.set()
+        th.join()
+        sys.setswitchinterval(old)
+    assert max(ratios) > 0.25, ratios
