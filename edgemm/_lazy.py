@@ -11,6 +11,7 @@ INSTALL_HINTS = {
     "openvino": "pip install 'edgemm[openvino]'",
     "tensorrt": "pip install 'edgemm[tensorrt]' (TensorRT wheels come from NVIDIA's index: pip install tensorrt --extra-index-url https://pypi.nvidia.com)",
     "onnxruntime": "pip install onnxruntime",
+    "neural_compressor": "pip install 'neural-compressor[pt]' (or: pip install 'edgemm[inc]')",
 }
 
 

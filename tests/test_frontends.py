@@ -237,3 +237,13 @@ def test_preprocess_input_dispatch(vocab_dir):
         preprocess_input(aud, np.zeros((2, 16000), np.float32), base_dir=vocab_dir)
     with pytest.raises(SpecError, match="no pre-processing"):
         preprocess_input(TensorSpec("x", shape=(1,)), np.zeros(1), base_dir=vocab_dir)
+
+
+def test_runtime_preprocess_gives_real_strides(avnet_bundle_dir, eval_arrays):
+    """x[None] has stride 0 on the new axis; PyTorch's conv runs ~10x slower on such views."""
+    import edgemm
+
+    rt = edgemm.load(avnet_bundle_dir, backend="onnxruntime")
+    feeds = rt.preprocess(image=eval_arrays["image"][0], audio=(eval_arrays["audio"][0], 8000))
+    for name, a in feeds.items():
+        assert 0 not in a.strides, (name, a.strides)

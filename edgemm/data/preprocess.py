@@ -39,4 +39,6 @@ def preprocess_input(t: TensorSpec, raw, *, base_dir: Path, sample_rate: int | N
         out = np.concatenate([preprocess_text(s, pre, base_dir) for s in texts])
     else:
         raise SpecError(f"{prefix}input {t.name!r} ({t.modality}) has no pre-processing; pass the model-level tensor instead")
-    return out.astype(t.dtype, copy=False)
+    out = out.astype(t.dtype, copy=False)
+    # New axes (x[None]) get stride 0; some kernels (PyTorch's conv) take a slow path on such views.
+    return out.copy() if 0 in out.strides else out

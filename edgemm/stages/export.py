@@ -308,7 +308,7 @@ def _add_qat_artifacts(w: BundleWriter, job: _Job, args, calib_src, eval_samples
         ptq_drop = {r.target: r.candidate.drop for r in ptq_results}
         qat_results = add_int8_artifacts(
             w, qat_onnx, job.spec, calib_src, eval_samples, job.export.targets, ptq_cfg, method_name="qat",
-            reference_onnx=w.path(ONNX_PATH), stem="model.int8.qat",
+            reference_onnx=w.path(ONNX_PATH), stem="model.int8.qat", model=student,
             extra_info={"qat": {"data": source, "samples": len(train), "epochs": cfg.epochs, "lr": cfg.lr,
                                 "distillation_temperature": cfg.temperature, "symmetric_activations": cfg.symmetric_activations,
                                 "ptq_drop_on_target": ptq_drop}},
@@ -433,7 +433,8 @@ def export(
         if int8:
             from .quantize import add_int8_artifacts
 
-            int8_results = add_int8_artifacts(w, w.path(ONNX_PATH), spec, calib_src, eval_samples, job.export.targets, ptq_cfg)
+            int8_results = add_int8_artifacts(w, w.path(ONNX_PATH), spec, calib_src, eval_samples, job.export.targets, ptq_cfg,
+                                              model=job.model)
         if qat:
             # With --qat the QAT artifacts answer to the budget; PTQ ones stay for comparison.
             int8_results = _add_qat_artifacts(w, job, args, calib_src, eval_samples, ptq_cfg, int8_results, threads)

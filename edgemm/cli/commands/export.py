@@ -50,7 +50,8 @@ def register(sub) -> None:
                    help="activation range calibration (default: the recipe's, else minmax)")
     e.add_argument("--quantizer", default=None, metavar="Q|TARGET=Q,...",
                    help="ort (ONNX Runtime Q/DQ, uint8 activations), trt (TensorRT-valid symmetric int8 Q/DQ), nncf "
-                        "(OpenVINO IR); default per target: onnxruntime=ort, openvino=trt, tensorrt=trt")
+                        "(OpenVINO IR), inc (Intel Neural Compressor PT2E on the torch model -> Q/DQ ONNX, uint8 activations; "
+                        "onnxruntime/openvino only); default per target: onnxruntime=ort, openvino=trt, tensorrt=trt")
     e.add_argument("--no-speed-guard", action="store_true",
                    help="do not keep slow-in-int8 ops float on CPU targets (by default INT8 must not be slower than fp32)")
     e.add_argument("--int8", action="store_true", help="INT8 post-training quantization")

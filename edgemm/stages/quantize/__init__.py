@@ -33,17 +33,23 @@ def reference_metrics(fp32_onnx: Path, spec: IOSpec, samples: Samples | None, th
 
 def add_int8_artifacts(w: BundleWriter, fp32: Path, spec: IOSpec, calib: CalibrationSource, samples: Samples | None,
                        targets, cfg: PTQConfig, method_name: str = "ptq", reference_onnx: Path | None = None,
-                       extra_info: dict | None = None, stem: str = "model.int8") -> list[TargetResult]:
+                       extra_info: dict | None = None, stem: str = "model.int8", model=None) -> list[TargetResult]:
     """Quantize ``fp32`` (an ONNX file) for every target and add the INT8 artifacts to the bundle being written.
 
+    ``model``: the torch model ``fp32`` was exported from (the ``inc`` quantizer quantizes it, not the ONNX file).
     ``reference_onnx``: the user's original model in fp32 (the accuracy reference; default ``fp32``).
     """
+    from .inc import check_target
+
+    for target in targets:  # refuse before any work: inc cannot serve TensorRT
+        if cfg.quantizers.get(target, DEFAULT_QUANTIZER[target]) == "inc":
+            check_target(target)
     reference = reference_metrics(reference_onnx or fp32, spec, samples, cfg.threads)
     results = []
     with tempfile.TemporaryDirectory(prefix="edgemm-quant-") as tmp:
         for target in targets:
             with step(f"INT8 for {target}"):
-                res = quantize_target(target, fp32, spec, calib, samples, reference, cfg, Path(tmp) / target)
+                res = quantize_target(target, fp32, spec, calib, samples, reference, cfg, Path(tmp) / target, model=model)
             rel_dir = DEST[target]
             files = install(res, w.path(rel_dir + "/x").parent, stem)
             rels = [f"{rel_dir}/{f.name}" for f in files]
@@ -55,10 +61,14 @@ def add_int8_artifacts(w: BundleWriter, fp32: Path, spec: IOSpec, calib: Calibra
                 "speed": {"guard": cfg.speed_guard and target in ("onnxruntime", "openvino"), "met": res.speed_met,
                           "int8_ms": res.candidate.latency_ms, "fp32_ms": res.fp32_latency_ms, "batch": 1, "threads": cfg.threads},
             }
+            if res.quantizer == "inc":  # measured and reported; INC keeps ops float for accuracy only
+                extra["speed"].update(guard=False, note="inc: latency measured, no speed fallback")
             extra.update(extra_info or {})
             if res.validity is not None:
                 extra["tensorrt_qdq_check"] = {"valid": not res.validity, "problems": res.validity}
             toolchain = {"onnxruntime": version_of("onnxruntime") or "?", "onnx": version_of("onnx") or "?"}
+            if res.quantizer == "inc":
+                toolchain.update({"neural-compressor": version_of("neural-compressor") or "?", "torch": version_of("torch") or "?"})
             if res.quantizer == "nncf":
                 toolchain.update(nncf=version_of("nncf") or "?", openvino=version_of("openvino") or "?")
             backends = [target] if target != "tensorrt" else ["tensorrt", "onnxruntime"]

@@ -31,7 +31,7 @@ from ...log import logger
 from . import graph as G
 from .qdq import SCHEMES, calibrate, check_trt_qdq, preprocess_for_quantization, quantize_qdq
 
-QUANTIZERS = ("ort", "trt", "nncf")
+QUANTIZERS = ("ort", "trt", "nncf", "inc")
 DEFAULT_QUANTIZER = {"onnxruntime": "ort", "openvino": "trt", "tensorrt": "trt"}
 CPU_TARGETS = ("onnxruntime", "openvino")
 # Op groups tried, in order, when an INT8 model is slower than fp32 on a CPU backend.
@@ -158,13 +158,17 @@ class _Quantizer:
 def quantize_target(
     target: str, fp32_onnx: Path, spec: IOSpec, calib: CalibrationSource, samples: Samples | None,
     reference: dict[str, float] | None, cfg: PTQConfig, workdir: Path, progress: Callable[[str], None] = logger.info,
+    model=None,
 ) -> TargetResult:
+    """``model``: the user's torch model (the ``inc`` quantizer works on it; the others on ``fp32_onnx``)."""
     onnx = lazy_import("onnx")
     quantizer = cfg.quantizers.get(target, DEFAULT_QUANTIZER[target])
     if quantizer not in QUANTIZERS:
         raise EdgemmError(f"unknown quantizer {quantizer!r} for {target}; use one of {', '.join(QUANTIZERS)}")
     if quantizer == "nncf" and target != "openvino":
         raise EdgemmError(f"the nncf quantizer makes OpenVINO IR; it serves --target openvino, not {target}")
+    if quantizer == "inc":
+        return _quantize_inc(target, fp32_onnx, spec, calib, samples, reference, cfg, workdir, progress, model)
     backend = "onnxruntime" if target == "tensorrt" else target  # TensorRT Q/DQ is checked in ORT on CPU
     workdir.mkdir(parents=True, exist_ok=True)
     pre = preprocess_for_quantization(fp32_onnx, workdir / "pre.onnx")
@@ -241,6 +245,41 @@ def quantize_target(
     kept = _kept_float_summary(model, excluded)
     return TargetResult(target, backend, quantizer, cand, fp32_ms, kept, [
         {k: v for k, v in s.items() if k != "nodes"} for s in sensitivity], budget_met, speed_met, validity)
+
+
+def _quantize_inc(target: str, fp32_onnx: Path, spec: IOSpec, calib: CalibrationSource, samples: Samples | None,
+                  reference: dict[str, float] | None, cfg: PTQConfig, workdir: Path, progress, model) -> TargetResult:
+    """INC on the torch model (its own accuracy-aware autotune under a budget), measured on the target like the others.
+    The speed guard only measures: INC keeps ops float for accuracy, not for speed."""
+    from .inc import IncBudget, check_target, inc_quantize
+
+    check_target(target)
+    has_budget = samples is not None and bool(samples.labels) and reference is not None and cfg.max_drop is not None
+    budget = IncBudget(samples, reference, cfg.max_drop, cfg.relative, cfg.max_search_steps) if has_budget else None
+    progress(f"  {target}: quantizing with inc (PT2E static, calibration {cfg.method}, {len(calib)} samples"
+             f"{', autotune' if budget else ''})")
+    res = inc_quantize(model, spec, calib, workdir, method=cfg.method, threads=cfg.threads, budget=budget, progress=progress)
+    cand = Candidate(res.path, [res.path], {})
+    if samples is not None and samples.labels:
+        from ..verify import run_batched, top1
+
+        r = get_backend(target).create_runner(res.path, spec, RunnerOptions(threads=cfg.threads, precision="int8"))
+        cand.metrics = top1(run_batched(r, samples.feeds, 32), samples.labels)
+        r.close()
+        if reference:
+            cand.drop = _drop(reference, cand.metrics, cfg.relative)
+    fp32_ms = None
+    if cfg.speed_guard and target in CPU_TARGETS:
+        one = {k: v[:1] for k, v in calib.feeds.items()}
+        fp32_ms, cand.latency_ms = compare_latency(target, spec, fp32_onnx, "fp32", cand.path, "int8", one, cfg.threads)
+        progress(f"  {target}: int8 {cand.latency_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms at batch 1 (inc: measured, no speed fallback)")
+    budget_met = None
+    if has_budget:
+        budget_met = cand.drop <= cfg.max_drop + 1e-12
+        progress(f"  {target}: drop {cand.drop:+.4f} (budget {cfg.max_drop}{' relative' if cfg.relative else ''}; "
+                 f"{res.trials} inc trial(s))")
+    speed_met = cand.latency_ms <= fp32_ms * (1 + cfg.speed_tolerance) if fp32_ms is not None else None
+    return TargetResult(target, target, "inc", cand, fp32_ms, res.kept_float, [], budget_met, speed_met)
 
 
 def _fallback_search(cand: Candidate, excluded: dict[str, str], sensitivity: list[dict], make, weighted: set[str],
