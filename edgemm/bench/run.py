@@ -139,7 +139,7 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
         else:
             metrics = acc.get("artifacts", {}).get(job["id"], {}).get("metrics", {})
         runs.append({
-            "artifact": job["artifact"], "backend": job["backend"], "precision": job["precision"], "mode": job["mode"],
+            "id": job["id"], "artifact": job["artifact"], "backend": job["backend"], "precision": job["precision"], "mode": job["mode"],
             "baseline": job["baseline"], "baseline_source": ("original nn.Module (recipe factory + checkpoint)" if job["factory"]
                                                              else "torch.export program of the original") if job["baseline"] else None,
             "batch": job["batch"], "threads": threads,

@@ -20,7 +20,7 @@ from .. import __version__
 from .._lazy import lazy_import
 from ..backends.base import version_of
 from ..backends.registry import get_backend
-from ..bundle import Artifact, Bundle, BundleWriter, sha256_file
+from ..bundle import FORMAT_VERSION, MANIFEST, Artifact, Bundle, BundleWriter, sha256_file
 from ..data.datasets import Samples, load_samples
 from ..errors import EdgemmError, RecipeError, SpecError, UnsupportedFeature
 from ..iospec import IOSpec, TensorSpec
@@ -467,8 +467,10 @@ def export(
         if verify:
             from .verify import verify as run_verify
 
-            staged = Bundle(w.tmp, {"format_version": 0, "edgemm_version": __version__, **manifest,
+            # A provisional manifest, so that verify's timing workers can open the staged bundle; commit rewrites it.
+            w.write_json(MANIFEST, {"format_version": FORMAT_VERSION, "edgemm_version": __version__, **manifest,
                                     "artifacts": [a.to_dict() for a in w.artifacts]})
+            staged = Bundle.open(w.tmp, verify_hashes=False)
             reference = job.model.module() if _is_program(job.model) else job.model
             result = run_verify(staged, samples=eval_samples, config=vcfg, reference_module=reference, threads=threads, write=False)
             manifest["reports"] = {}

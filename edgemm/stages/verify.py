@@ -17,7 +17,6 @@ import numpy as np
 
 from ..backends.base import RunnerOptions
 from ..backends.registry import get_backend
-from ..bench.measure import measure_latency
 from ..bundle import Artifact, Bundle
 from ..data.datasets import Samples, load_samples
 from ..data.preprocess import preprocess_input
@@ -107,7 +106,7 @@ class VerifyResult:
             mabs = max(o["max_abs"] for o in a["outputs"].values())
             lines.append(f"  {aid + ' (' + a['backend'] + ' ' + a['precision'] + ')':<42} min cosine {worst:.7f}  max abs {mabs:.2e}")
         lat = self.latency
-        lines.append(f"latency, batch {lat['batch']}, {lat['threads']} threads (median / p90 ms; full matrix: edgemm bench):")
+        lines.append(f"latency, batch {lat['batch']}, {lat['threads']} threads, each artifact in its own process (median / p90 ms; full matrix: edgemm bench):")
         for r in lat["runs"]:
             lines.append(f"  {r['artifact'] + ' (' + r['backend'] + ' ' + r['precision'] + ')':<42} {r['p50_ms']:.2f} / {r['p90_ms']:.2f}")
         return "\n".join(lines)
@@ -183,12 +182,6 @@ def verify(
                     "reference": {"backend": "torch", "precision": "fp32", "metrics": ref_metrics},
                     "ablation": ablation, "artifacts": {}, "sensitivity": []}
 
-    runs = []
-    one = {k: v[:1] for k, v in parity_feeds.items()}
-    if latency:
-        with step("timing the reference (batch 1)"):
-            stats = measure_latency(lambda: reference.infer(one, check=False), min_time_s=0.5)
-        runs.append({"artifact": "reference", "backend": "torch", "precision": "fp32", "baseline": True, **stats.to_dict()})
 
     breaches = []
     for art in bundle.artifacts:
@@ -226,11 +219,20 @@ def verify(
                         accuracy["artifacts"][aid][key] = art.extra[key]
                 for entry in art.extra.get("sensitivity", []):
                     accuracy["sensitivity"].append({"target": art.target, **entry})
-            if latency:
-                stats = measure_latency(lambda: runner.infer(one, check=False), min_time_s=0.5)
-                runs.append({"artifact": aid, "backend": art.backend, "precision": art.precision, "baseline": False, **stats.to_dict()})
             runner.close()
     reference.close()
+    runs = []
+    if latency:
+        # Each artifact in its own process (the bench worker): thread pools of torch, ONNX Runtime and OpenVINO
+        # spinning in one process on a small CPU distort each other's timings by 10-100x.
+        from ..bench.run import BenchConfig, benchmark
+
+        with step("timing every artifact at batch 1, each in its own process"):
+            res = benchmark(bundle, BenchConfig(batches=(1,), modes=("model",), seconds=0.5, rounds=1, threads=threads))
+        for r in res["runs"]:
+            runs.append({"artifact": "reference" if r["baseline"] else r["id"], "backend": r["backend"], "precision": r["precision"],
+                         "baseline": r["baseline"], **{k: round(r[k], 4) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")},
+                         "iterations": r["iterations"], "peak_rss_mb": r["peak_rss_mb"]})
     result = VerifyResult(parity, accuracy, {"batch": 1, "threads": threads, "mode": "model", "runs": runs}, breaches)
     if write:
         for key, data in result.reports().items():
