@@ -30,6 +30,7 @@ from ...data.datasets import Samples
 from ...errors import EdgemmError
 from ...iospec import IOSpec
 from ...log import logger
+from .ptq import top1_drop
 
 # edgemm calibration method -> INC activation observer (INC 3.x offers min/max and KL histograms).
 ACT_ALGO = {"minmax": "minmax", "entropy": "kl"}
@@ -57,11 +58,6 @@ def check_target(target: str) -> None:
     if target == "tensorrt":
         raise EdgemmError("the inc quantizer makes asymmetric uint8 activations, which TensorRT rejects; "
                           "use --quantizer tensorrt=trt for tensorrt (inc serves onnxruntime and openvino)")
-
-
-def _drop(ref: dict[str, float], got: dict[str, float], relative: bool) -> float:
-    drops = [(ref[h] - got[h]) / (ref[h] if relative and ref[h] > 0 else 1.0) for h in ref if h in got]
-    return max(drops) if drops else 0.0
 
 
 @contextlib.contextmanager
@@ -215,7 +211,7 @@ def _autotune(torch, model, exported, config, calibrate, budget: IncBudget, tens
                     for name, o in zip(spec.output_names, out):
                         parts.setdefault(name, []).append(o.numpy())
             metrics = top1({k: np.concatenate(v) for k, v in parts.items()}, labels)
-            score = 1.0 - _drop(budget.reference, metrics, budget.relative)
+            score = 1.0 - top1_drop(budget.reference, metrics, budget.relative)
             if calls:  # the first call of a pass is INC's fp32 baseline
                 label, kept = trials[len(calls) - 1]
                 done.append((label, kept, score))

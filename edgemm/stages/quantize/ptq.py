@@ -124,7 +124,8 @@ def compare_latency(backend: str, spec: IOSpec, a: Path, a_precision: str, b: Pa
     return float(np.median(ma)), float(np.median(mb))
 
 
-def _drop(ref: dict[str, float], got: dict[str, float], relative: bool) -> float:
+def top1_drop(ref: dict[str, float], got: dict[str, float], relative: bool) -> float:
+    """The worst head's top-1 drop vs the reference (a fraction of it when ``relative``)."""
     drops = [(ref[h] - got[h]) / (ref[h] if relative and ref[h] > 0 else 1.0) for h in ref if h in got]
     return max(drops) if drops else 0.0
 
@@ -196,7 +197,7 @@ def quantize_target(
         if samples is not None and samples.labels:
             c.metrics = evaluate(path)
             if reference:
-                c.drop = _drop(reference, c.metrics, cfg.relative)
+                c.drop = top1_drop(reference, c.metrics, cfg.relative)
         return c
 
     progress(f"  {target}: quantizing with {quantizer} (calibration {cfg.method}, {len(calib)} samples)")
@@ -267,7 +268,7 @@ def _quantize_inc(target: str, fp32_onnx: Path, spec: IOSpec, calib: Calibration
         cand.metrics = top1(run_batched(r, samples.feeds, 32), samples.labels)
         r.close()
         if reference:
-            cand.drop = _drop(reference, cand.metrics, cfg.relative)
+            cand.drop = top1_drop(reference, cand.metrics, cfg.relative)
     fp32_ms = None
     if cfg.speed_guard and target in CPU_TARGETS:
         one = {k: v[:1] for k, v in calib.feeds.items()}
@@ -324,7 +325,7 @@ def _sensitivity(q: _Quantizer, model, excluded, evaluate, reference, cfg: PTQCo
         if nodes <= set(excluded):
             continue
         path, _ = q.build(set(excluded), only=nodes - set(excluded))
-        drop = _drop(reference, evaluate(path), cfg.relative)
+        drop = top1_drop(reference, evaluate(path), cfg.relative)
         out.append({"part": part, "drop": float(drop), "nodes": sorted(nodes)})
     # Layers first (fewest nodes kept float), most harmful first; branches after them.
     out.sort(key=lambda e: (e["part"].startswith("branch:"), -e["drop"]))
