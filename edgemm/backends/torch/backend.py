@@ -58,10 +58,10 @@ class TorchBackend(Backend):
     @staticmethod
     def runner_for_module(module, spec: IOSpec, options: RunnerOptions = RunnerOptions()) -> Runner:
         """Run a live nn.Module (the user's original model) under the same contract."""
-        try:
+        # ExportedProgram.module() (an unlifted _StatefulGraphModule) refuses .eval(): its mode was fixed at export.
+        unlifted = type(module).__mro__[1].__name__ == "_StatefulGraphModule" or type(module).__name__ == "_StatefulGraphModule"
+        if not unlifted:
             module = module.eval()
-        except NotImplementedError:  # ExportedProgram.module() refuses .eval(); its train/eval mode is fixed at export
-            pass
         return TorchRunner(module, spec, options)
 
 
