@@ -46,6 +46,10 @@ def _skip_reason(marker: str) -> str | None:
     if marker == "tensorrt":
         av = _availability("tensorrt")
         return None if av.available else f"tensorrt backend unavailable: {av.reason} (install: {av.install})"
+    if marker == "camera":
+        import glob
+
+        return None if glob.glob("/dev/video*") else "needs a camera device (/dev/video*); none on this machine"
     if marker == "gpu":
         return None if _cuda_visible() else "no CUDA device visible (cuda-python driver query and torch.cuda both found none)"
     return None
@@ -53,7 +57,7 @@ def _skip_reason(marker: str) -> str | None:
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        for marker in ("openvino", "tensorrt", "gpu"):
+        for marker in ("openvino", "tensorrt", "gpu", "camera"):
             if item.get_closest_marker(marker) is not None:
                 reason = _skip_reason(marker)
                 if reason:
