@@ -81,17 +81,21 @@ def image_out_shape(cfg: ImagePreprocess, batch: int = 1) -> tuple[int, ...]:
     return (batch, 3, h, w) if cfg.layout == "NCHW" else (batch, h, w, 3)
 
 
+def _reference_into(res: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """The numpy reference's result (extension not built), copied into ``out`` when given."""
+    warn_fallback()
+    if out is None:
+        return res
+    out[...] = res
+    return out
+
+
 def preprocess_image(frame: np.ndarray, cfg: ImagePreprocess, out: np.ndarray | None = None) -> np.ndarray:
     """HxWx3 (or NxHxWx3) uint8 RGB -> [N, 3, H, W] (or NHWC) float32, into ``out`` when given."""
     if _ext is None:
         from ...data.image import preprocess_image as reference
 
-        warn_fallback()
-        res = reference(frame, cfg)
-        if out is None:
-            return res
-        out[...] = res
-        return out
+        return _reference_into(reference(frame, cfg), out)
     frame = np.ascontiguousarray(frame)
     if frame.ndim not in (3, 4) or frame.shape[-1] != 3 or frame.dtype != np.uint8:
         from ...data.image import preprocess_image as reference
@@ -130,12 +134,7 @@ def log_mel(waveform: np.ndarray, cfg: AudioPreprocess, out: np.ndarray | None =
     if _ext is None:
         from ...data.audio import log_mel as reference
 
-        warn_fallback()
-        res = reference(waveform, cfg)
-        if out is None:
-            return res
-        out[...] = res
-        return out
+        return _reference_into(reference(waveform, cfg), out)
     from ...data.audio import fit_window
 
     x = fit_window(np.asarray(waveform, dtype=np.float32), cfg.n_samples)
