@@ -9,7 +9,9 @@ import numpy as np
 from ..backends.base import RunnerOptions
 from ..backends.registry import get_backend
 from ..bundle import Artifact, Bundle
+from ..cpu import saturation_warning
 from ..data.preprocess import preprocess_input
+from ..log import logger
 from ..errors import BackendUnavailable, BundleError, SpecError
 from ..iospec import AudioPreprocess, TensorSpec
 
@@ -27,6 +29,10 @@ class Runtime:
         self.spec = bundle.spec
         self.backend = artifact.backend
         self.precision = artifact.precision
+        if artifact.precision == "int8":
+            warning = saturation_warning(artifact.extra.get("cpu", {}).get("reduce_range"))
+            if warning:
+                logger.warning("warning: %s: %s", artifact.path, warning)
         self._runner = runner or get_backend(artifact.backend).create_runner(
             bundle.root / artifact.path, self.spec, RunnerOptions(threads=threads, precision=artifact.precision))
 

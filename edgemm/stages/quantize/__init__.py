@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ...bundle import Artifact, BundleWriter
 from ...backends.base import version_of
+from ...cpu import cpu_int8
 from ...data.calibration import CalibrationSource
 from ...data.datasets import Samples
 from ...iospec import IOSpec
@@ -61,6 +62,7 @@ def add_int8_artifacts(w: BundleWriter, fp32: Path, spec: IOSpec, calib: Calibra
                 "speed": {"guard": cfg.speed_guard and target in ("onnxruntime", "openvino"), "met": res.speed_met,
                           "int8_ms": res.candidate.latency_ms, "fp32_ms": res.fp32_latency_ms, "batch": 1, "threads": cfg.threads},
             }
+            extra["cpu"] = {**cpu_int8().to_dict(), "reduce_range": res.reduce_range}
             if res.quantizer == "inc":  # measured and reported; INC keeps ops float for accuracy only
                 extra["speed"].update(guard=False, note="inc: latency measured, no speed fallback")
             extra.update(extra_info or {})

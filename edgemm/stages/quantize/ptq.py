@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from ..._lazy import lazy_import
+from ...cpu import cpu_int8
 from ...backends.base import RunnerOptions
 from ...backends.registry import get_backend
 from ...data.calibration import CalibrationSource
@@ -97,6 +98,7 @@ class TargetResult:
     budget_met: bool | None
     speed_met: bool | None
     validity: list[str] | None = None  # TensorRT Q/DQ check problems (None: not checked)
+    reduce_range: bool | None = None  # 7-bit weights (U8S8 on x86 without VNNI); None: not a Q/DQ scheme of ours
 
 
 def _median_latency(runner, feeds, iters: int = 150) -> float:
@@ -139,6 +141,8 @@ class _Quantizer:
         self.transformer = transformer
         self.count = 0
         self._ranges = None
+        # ORT's U8S8 kernels saturate on x86 without VNNI: 7-bit weights there (the scheme for ONNX Runtime on CPU only).
+        self.reduce_range = name == "ort" and cpu_int8().u8s8_saturates
         if name in SCHEMES:
             self._ranges = calibrate(pre, calib, method, symmetric=SCHEMES[name].symmetric_activations)
 
@@ -153,7 +157,7 @@ class _Quantizer:
             return xml, [xml, xml.with_suffix(".bin")]
         out = self.workdir / f"cand{self.count}.onnx"
         quantize_qdq(self.pre, out, self.calib, SCHEMES[self.name], self._ranges, nodes_to_exclude=sorted(excluded),
-                     nodes_to_quantize=sorted(only) if only is not None else None)
+                     nodes_to_quantize=sorted(only) if only is not None else None, reduce_range=self.reduce_range)
         return out, [out]
 
 
@@ -260,7 +264,8 @@ def quantize_target(
         onnx.save(compacted, str(cand.path))
     kept = _kept_float_summary(model, excluded)
     return TargetResult(target, backend, quantizer, cand, fp32_ms, kept, [
-        {k: v for k, v in s.items() if k != "nodes"} for s in sensitivity], budget_met, speed_met, validity)
+        {k: v for k, v in s.items() if k != "nodes"} for s in sensitivity], budget_met, speed_met, validity,
+        q.reduce_range if quantizer in SCHEMES else None)
 
 
 def _quantize_inc(target: str, fp32_onnx: Path, spec: IOSpec, calib: CalibrationSource, samples: Samples | None,

@@ -106,7 +106,8 @@ def calibrate(model_path: Path, calib: CalibrationSource, method: str, symmetric
 
 def quantize_qdq(model_path: Path, out_path: Path, calib: CalibrationSource, scheme: QdqScheme,
                  ranges: dict[str, tuple[float, float]], nodes_to_exclude: list[str] = (),
-                 nodes_to_quantize: list[str] | None = None) -> Path:
+                 nodes_to_quantize: list[str] | None = None, reduce_range: bool = False) -> Path:
+    """``reduce_range``: 7-bit weights, for U8S8 kernels that saturate on x86 without VNNI (see edgemm.cpu)."""
     q = lazy_import("onnxruntime.quantization", "INT8 quantization")
     act = q.QuantType.QUInt8 if scheme.activation == "uint8" else q.QuantType.QInt8
     overrides = {}
@@ -127,7 +128,7 @@ def quantize_qdq(model_path: Path, out_path: Path, calib: CalibrationSource, sch
     if nodes_to_quantize is not None:
         kwargs["nodes_to_quantize"] = list(nodes_to_quantize)
     with _ort_logs_quiet():
-        _quantize_static(q, model_path, out_path, calib, act, nodes_to_exclude, extra, kwargs)
+        _quantize_static(q, model_path, out_path, calib, act, nodes_to_exclude, extra, dict(kwargs, reduce_range=reduce_range))
     return out_path
 
 
