@@ -1,20 +1,24 @@
 """edgemm: trained multimodal PyTorch models to the edge (ONNX, OpenVINO, TensorRT) with proof."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from .errors import EdgemmError  # noqa: E402
 from .iospec import IOSpec, TensorSpec  # noqa: E402
 
-__all__ = ["EdgemmError", "IOSpec", "TensorSpec", "export", "verify", "load", "Bundle", "Runtime", "Stream", "benchmark", "__version__"]
+__all__ = ["EdgemmError", "IOSpec", "TensorSpec", "export", "compile", "verify", "load", "Bundle", "Runtime", "Stream", "benchmark", "__version__"]
 
 
 def __getattr__(name: str):
     # Keep `import edgemm` light: torch/onnx are imported only when a function needs them.
     if name == "export":
-        from .stages.export import export
+        from .pipeline import export
 
         return export
+    if name == "compile":
+        from .stages.compile import compile_bundle
+
+        return compile_bundle
     if name == "verify":
         from .stages.verify import verify
 

@@ -22,4 +22,4 @@ def lazy_import(module: str, purpose: str = "") -> ModuleType:
         top = module.split(".")[0]
         hint = INSTALL_HINTS.get(top, f"pip install {top}")
         what = f" (needed for {purpose})" if purpose else ""
-        raise BackendUnavailable(f"python package {top!r} is not installed{what}: {exc}; install it with: {hint}") from None
+        raise BackendUnavailable(f"python package {top!r} is not installed{what}: {exc}; install it with: {hint}") from exc

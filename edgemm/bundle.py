@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .backends.registry import backend_names
+from .version import __version__
 from .errors import BundleError, close_match_hint
 from .iospec import IOSpec
 
@@ -23,7 +24,6 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 REQUIRED_KEYS = ("format_version", "edgemm_version", "model", "inputs", "outputs", "artifacts", "calibration", "reports")
 PRECISIONS = ("fp32", "fp16", "int8")
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 
 
 def sha256_file(path: Path) -> str:
@@ -122,7 +122,8 @@ class Bundle:
 
     def select(self, backend: str | None = None, precision: str | None = None, graph: str | None = None) -> list[Artifact]:
         """Artifacts matching the filters (unknown names are errors with a close-match hint)."""
-        for value, choices, what in ((backend, BACKENDS, "backend"), (precision, PRECISIONS, "precision")):
+        known = tuple(dict.fromkeys([*backend_names(), *(a.backend for a in self.artifacts)]))
+        for value, choices, what in ((backend, known, "backend"), (precision, PRECISIONS, "precision")):
             if value is not None and value not in choices:
                 raise BundleError(f"unknown {what} {value!r}{close_match_hint(value, choices)}; use one of {', '.join(choices)}")
         graphs = self.graphs()
@@ -151,6 +152,12 @@ class Bundle:
             return json.loads(p.read_text())
         except json.JSONDecodeError:
             raise BundleError(f"report {p} is corrupt; run `edgemm verify {self.root}` to rewrite it") from None
+
+    def replace_artifacts(self, artifacts: list[Artifact]) -> None:
+        """Rewrite the manifest's artifact list (the manifest is replaced atomically)."""
+        self.artifacts = list(artifacts)
+        self.manifest["artifacts"] = [a.to_dict() for a in self.artifacts]
+        _atomic_write_json(self.root / MANIFEST, self.manifest)
 
     def write_report(self, key: str, data: dict) -> Path:
         """Write ``reports/<key>.json`` atomically and record it in the manifest."""

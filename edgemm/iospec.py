@@ -117,8 +117,8 @@ class TensorSpec:
             raise SpecError("every input/output needs a non-empty string 'name'")
         try:
             np.dtype(self.dtype)
-        except TypeError:
-            raise SpecError(f"{self.name}: unknown dtype {self.dtype!r}; use a numpy name like 'float32' or 'int64'") from None
+        except TypeError as exc:
+            raise SpecError(f"{self.name}: unknown dtype {self.dtype!r}; use a numpy name like 'float32' or 'int64'") from exc
         if self.modality not in MODALITIES:
             raise SpecError(
                 f"{self.name}: unknown modality {self.modality!r}{close_match_hint(self.modality, MODALITIES)}; "
@@ -254,7 +254,7 @@ class IOSpec:
             inputs = tuple(TensorSpec.from_dict(d, "input") for d in data["inputs"])
             outputs = tuple(TensorSpec.from_dict(d, "output") for d in data.get("outputs", []))
         except (KeyError, TypeError) as exc:
-            raise SpecError(f"malformed inputs/outputs ({exc}); each entry must be a table with name, dtype, shape") from None
+            raise SpecError(f"malformed inputs/outputs ({exc}); each entry must be a table with name, dtype, shape") from exc
         return cls(inputs=inputs, outputs=outputs)
 
     def example_feeds(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:

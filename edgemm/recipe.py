@@ -49,8 +49,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-TARGETS = ("onnxruntime", "openvino", "tensorrt")
-
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -76,9 +74,12 @@ class ExportConfig:
     fp16: bool = True  # also write fp16-compressed artifacts where the target supports it
 
     def __post_init__(self):
+        from .backends.registry import target_names
+
+        targets = target_names()
         for t in self.targets:
-            if t not in TARGETS:
-                raise RecipeError(f"unknown target {t!r}{close_match_hint(t, TARGETS)}; use one of {', '.join(TARGETS)}")
+            if t not in targets:
+                raise RecipeError(f"unknown target {t!r}{close_match_hint(t, targets)}; use one of {', '.join(targets)}")
         if self.opset < 18:
             raise RecipeError(f"opset {self.opset} is too old: the dynamo exporter needs opset >= 18")
         if self.exporter not in ("dynamo", "legacy"):
@@ -100,20 +101,23 @@ class VerifyConfig:
 class QuantizeConfig:
     method: str = "minmax"  # calibration method: minmax | percentile | entropy
     max_drop: float | str | None = 0.01  # absolute top-1 drop (0.01 = 1 point) or "2%" relative
-    quantizer: dict = field(default_factory=dict)  # target -> ort | trt | nncf
+    quantizer: dict = field(default_factory=dict)  # target -> a quantizer name (edgemm.stages.quantize.registry)
     speed_guard: bool = True  # CPU targets: INT8 not slower than fp32 at batch 1 (5 %)
     calibration_limit: int | None = None  # use only the first N calibration samples
 
     def __post_init__(self):
+        from .backends.registry import target_names
         from .stages.quantize.qdq import METHODS
+        from .stages.quantize.registry import quantizer_names
 
         if self.method not in METHODS:
             raise RecipeError(f"unknown calibration method {self.method!r}{close_match_hint(self.method, METHODS)}; use one of {', '.join(METHODS)}")
+        targets, names = target_names(), quantizer_names()
         for target, q in dict(self.quantizer).items():
-            if target not in TARGETS:
-                raise RecipeError(f"[quantize] quantizer names unknown target {target!r}{close_match_hint(target, TARGETS)}")
-            if q not in ("ort", "trt", "nncf"):
-                raise RecipeError(f"unknown quantizer {q!r} for {target}{close_match_hint(q, ('ort', 'trt', 'nncf'))}; use ort, trt or nncf")
+            if target not in targets:
+                raise RecipeError(f"[quantize] quantizer names unknown target {target!r}{close_match_hint(target, targets)}")
+            if q not in names:
+                raise RecipeError(f"unknown quantizer {q!r} for {target}{close_match_hint(q, names)}; use one of {', '.join(names)}")
 
 
 def parse_max_drop(value) -> tuple[float | None, bool]:
@@ -125,8 +129,8 @@ def parse_max_drop(value) -> tuple[float | None, bool]:
         if text.endswith("%"):
             return float(text[:-1]) / 100.0, True
         v = float(text)
-    except ValueError:
-        raise RecipeError(f"--max-drop {value!r} is not a number; write 0.01 (1 point absolute) or 2% (relative)") from None
+    except ValueError as exc:
+        raise RecipeError(f"--max-drop {value!r} is not a number; write 0.01 (1 point absolute) or 2% (relative)") from exc
     if not 0 <= v <= 1:
         raise RecipeError(f"--max-drop {v} is outside [0, 1]; top-1 drops are fractions (0.01 = 1 point)")
     return v, False
@@ -170,7 +174,7 @@ class Recipe:
     def build_model(self):
         """The user's nn.Module (factory + checkpoint) or the loaded .pt2 program's module."""
         if self.model.path:
-            from .stages.export import load_pt2
+            from .torchutil import load_pt2
 
             return load_pt2(self.resolve(self.model.path))
         if not self.model.factory:
@@ -192,7 +196,7 @@ def import_callable(ref: str):
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as exc:
-        raise RecipeError(f"cannot import {mod_name!r} for factory {ref!r} ({exc}); is the package installed?") from None
+        raise RecipeError(f"cannot import {mod_name!r} for factory {ref!r} ({exc}); is the package installed?") from exc
     fn = getattr(mod, attr, None)
     if fn is None:
         names = [n for n in dir(mod) if not n.startswith("_")]
@@ -219,7 +223,7 @@ def _typed(cls, table: Any, section: str, source: str):
     try:
         return cls(**kwargs)
     except TypeError as exc:
-        raise RecipeError(f"{source}: bad [{section}] ({exc})") from None
+        raise RecipeError(f"{source}: bad [{section}] ({exc})") from exc
 
 
 SECTIONS = ("model", "inputs", "outputs", "data", "export", "verify", "quantize", "precision")
@@ -232,7 +236,7 @@ def load_recipe(path: str | Path) -> Recipe:
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{path} is not valid TOML: {exc}") from None
+        raise RecipeError(f"{path} is not valid TOML: {exc}") from exc
     src = str(path)
     for key in raw:
         if key not in SECTIONS:
@@ -246,7 +250,7 @@ def load_recipe(path: str | Path) -> Recipe:
     try:
         spec = IOSpec.from_manifest({"inputs": raw["inputs"], "outputs": raw.get("outputs", [])})
     except SpecError as exc:
-        raise RecipeError(f"{src}: {exc}") from None
+        raise RecipeError(f"{src}: {exc}") from exc
     return Recipe(
         model=_typed(ModelConfig, raw["model"], "model", src),
         spec=spec,

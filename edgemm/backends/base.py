@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Mapping
 
 import numpy as np
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, UnsupportedFeature
 from ..iospec import IOSpec
 
 
@@ -66,11 +66,60 @@ class Runner(ABC):
         self.close()
 
 
+@dataclass(frozen=True)
+class Compiled:
+    """What ``Backend.compile`` made: the main file and every file of the artifact (relative to its out_dir)."""
+
+    main: str
+    files: tuple[str, ...]
+    toolchain: dict
+    format: str
+    extra: dict = field(default_factory=dict)
+
+
 class Backend(ABC):
+    """What a backend is (declared) and what it does (availability, runners, compile).
+
+    Declarations the pipeline, the bundle loader and the benchmark read instead of backend names:
+    ``formats`` it runs; ``precisions``; ``device`` ("cpu" | "gpu"; the speed guard measures CPU
+    targets on this machine); ``artifact_dir`` (its folder in a bundle); ``default_quantizer``
+    (a name in the quantizer registry; None: no INT8); ``int8_symmetric_only`` (TensorRT: int8
+    activations with zero-point 0); ``export_precisions`` (precisions ``compile`` makes from the
+    fp32 ONNX at export; empty: the backend runs the ONNX file itself, or builds from it on its
+    device later); ``checked_by`` (a backend that can run this one's ONNX artifacts on this
+    machine when this one cannot, e.g. TensorRT's Q/DQ model in ONNX Runtime); ``reference``
+    (the PyTorch eager backend: the accuracy reference and benchmark baseline);
+    ``load_priority`` (lower is preferred by ``edgemm.load`` when no latency report says better);
+    ``order`` (display order in ``edgemm backends``).
+    """
+
     name: ClassVar[str]
     formats: ClassVar[tuple[str, ...]]  # artifact formats create_runner() accepts
     precisions: ClassVar[tuple[str, ...]]
     description: ClassVar[str] = ""
+    device: ClassVar[str] = "cpu"
+    artifact_dir: ClassVar[str] = ""  # default: the backend's name
+    default_quantizer: ClassVar[str | None] = None
+    int8_symmetric_only: ClassVar[bool] = False
+    export_precisions: ClassVar[tuple[str, ...]] = ()
+    checked_by: ClassVar[str | None] = None
+    reference: ClassVar[bool] = False
+    load_priority: ClassVar[int] = 50
+    order: ClassVar[int] = 50
+
+    @property
+    def folder(self) -> str:
+        return self.artifact_dir or self.name
+
+    def runs(self, fmt: str) -> bool:
+        return fmt in self.formats
+
+    def declaration(self) -> dict:
+        """The declarations as plain data (``edgemm backends --json``, docs)."""
+        return {"formats": list(self.formats), "precisions": list(self.precisions), "device": self.device,
+                "artifact_dir": self.folder, "default_quantizer": self.default_quantizer,
+                "int8_symmetric_only": self.int8_symmetric_only, "export_precisions": list(self.export_precisions),
+                "checked_by": self.checked_by, "reference": self.reference}
 
     @abstractmethod
     def availability(self) -> Availability:
@@ -87,13 +136,15 @@ class Backend(ABC):
     def create_runner(self, path: Path, spec: IOSpec, options: RunnerOptions = RunnerOptions()) -> Runner:
         """A runner for the artifact at ``path``."""
 
-    def compile(self, onnx_path: Path, out_dir: Path, spec: IOSpec, precision: str) -> list[tuple[str, list[str], dict]]:
-        """Turn an fp32 ONNX file into this backend's own artifact(s) inside ``out_dir``.
+    def runner_for_module(self, module, spec: IOSpec, options: RunnerOptions = RunnerOptions()) -> Runner:
+        """A runner for a live in-memory model (only the reference backend has one)."""
+        raise UnsupportedFeature(f"backend {self.name!r} runs artifact files, not live modules")
 
-        Returns ``[(main file, [all files], toolchain versions)]`` relative to ``out_dir``. The
-        default: the backend runs ONNX as it is (nothing to compile).
-        """
-        return []
+    def compile(self, source: Path, out_dir: Path, spec: IOSpec, precision: str, *,
+                source_precision: str = "fp32") -> list[Compiled]:
+        """Turn an ONNX file (fp32, or an int8 Q/DQ model when ``source_precision`` is int8) into this
+        backend's own artifact(s) of ``precision`` inside ``out_dir``. The default: nothing to compile."""
+        raise UnsupportedFeature(f"backend {self.name!r} has nothing to compile: it runs {', '.join(self.formats)} files as they are")
 
 
 def version_of(dist: str) -> str | None:

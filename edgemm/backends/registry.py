@@ -12,8 +12,6 @@ from functools import lru_cache
 from ..errors import EdgemmError, close_match_hint
 from .base import Backend
 
-ORDER = ("torch", "onnxruntime", "openvino", "tensorrt")  # display order; others follow alphabetically
-
 
 @lru_cache(maxsize=1)
 def _discover() -> dict[str, Backend]:
@@ -28,16 +26,37 @@ def _discover() -> dict[str, Backend]:
     from importlib.metadata import entry_points
 
     for ep in entry_points(group="edgemm.backends"):
-        backend = ep.load()
+        try:
+            backend = ep.load()
+        except Exception as exc:  # a broken third-party package: name it, keep its traceback for -v
+            raise EdgemmError(f"the backend plugin {ep.name} ({ep.value}) fails to import ({type(exc).__name__}: {exc}); "
+                              "fix or uninstall that package") from exc
         backend = backend() if isinstance(backend, type) else backend
         if not isinstance(backend, Backend):
             raise EdgemmError(f"entry point {ep.name} ({ep.value}) is not an edgemm Backend; fix or uninstall that package")
         found.setdefault(backend.name, backend)
-    return dict(sorted(found.items(), key=lambda kv: (ORDER.index(kv[0]) if kv[0] in ORDER else len(ORDER), kv[0])))
+    return dict(sorted(found.items(), key=lambda kv: (kv[1].order, kv[0])))
 
 
 def all_backends() -> dict[str, Backend]:
     return dict(_discover())
+
+
+def backend_names() -> tuple[str, ...]:
+    return tuple(_discover())
+
+
+def reference_backend() -> Backend:
+    """The backend that runs the user's original model (PyTorch eager): accuracy reference and baseline."""
+    refs = [b for b in _discover().values() if b.reference]
+    if not refs:
+        raise EdgemmError("no reference backend is registered (edgemm's torch backend folder is missing); reinstall edgemm")
+    return refs[0]
+
+
+def target_names() -> tuple[str, ...]:
+    """Backends an export can target (every backend but the reference)."""
+    return tuple(n for n, b in _discover().items() if not b.reference)
 
 
 def get_backend(name: str) -> Backend:

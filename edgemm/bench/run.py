@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends.registry import get_backend
+from ..backends.registry import get_backend, reference_backend
 from ..bundle import Bundle
 from ..errors import EdgemmError
 from ..log import logger
@@ -56,17 +56,18 @@ def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None)
         factory = None
     jobs = []
     for art in bundle.select(graph=cfg.graph):
-        if art.backend == "tensorrt" and art.format == "onnx":
-            continue  # an engine source, not an engine: `edgemm compile --target tensorrt` builds it
+        backend = get_backend(art.backend)
+        if not backend.runs(art.format):
+            continue  # e.g. an engine source, not an engine: `edgemm compile --target tensorrt` builds it
         if cfg.backends and art.backend not in cfg.backends:
             continue
         if cfg.precisions and art.precision not in cfg.precisions:
             continue
-        av = get_backend(art.backend).availability()
+        av = backend.availability()
         if not av.available:
             logger.warning("skipping %s on %s: %s", art.path, art.backend, av.reason)
             continue
-        baseline = art.backend == "torch" and art.precision == "fp32"
+        baseline = backend.reference and art.precision == "fp32"
         for mode in cfg.modes:
             if mode == "end_to_end" and raw_path is None:
                 continue
@@ -78,7 +79,7 @@ def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None)
                     "factory": factory if baseline else None, "checkpoint": checkpoint if baseline else None,
                     "id": bundle.artifact_id(art), "size_mb": art.size_bytes(bundle.root) / 1e6,
                 })
-    if cfg.backends and "torch" not in cfg.backends:
+    if cfg.backends and reference_backend().name not in cfg.backends:
         logger.info("note: the torch baseline is not in --backends; speedups are not computed")
     return jobs
 

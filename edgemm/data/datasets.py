@@ -67,7 +67,7 @@ def load_samples(path: str | Path, spec: IOSpec, base_dir: Path | None = None, l
         try:
             arrays = dict(np.load(f, allow_pickle=False))
         except (OSError, ValueError) as exc:
-            raise SpecError(f"cannot read {f} as .npz ({exc}); write it with numpy.savez") from None
+            raise SpecError(f"cannot read {f} as .npz ({exc}); write it with numpy.savez") from exc
         missing = [n for n in spec.input_names if n not in arrays]
         if missing:
             raise SpecError(f"{f} lacks input(s) {', '.join(missing)}; every sample file needs all inputs: {', '.join(spec.input_names)}")
@@ -82,5 +82,10 @@ def load_samples(path: str | Path, spec: IOSpec, base_dir: Path | None = None, l
         for o in spec.outputs:
             if o.name in arrays:
                 labels.setdefault(o.name, []).append(arrays[o.name].astype(np.int64))
-    out_labels = {k: np.concatenate(v) for k, v in labels.items() if len(v) == len(files)}
+    partial = {k: len(v) for k, v in labels.items() if len(v) != len(files)}
+    if partial:  # a head labelled in some files only would silently switch its accuracy budget off
+        head, have = next(iter(partial.items()))
+        raise SpecError(f"{path}: label {head!r} is in {have} of {len(files)} .npz files; label every file "
+                        f"(or none) so that {head!r} is evaluated on the whole split")
+    out_labels = {k: np.concatenate(v) for k, v in labels.items()}
     return Samples({k: np.concatenate(v) for k, v in feeds.items()}, out_labels, str(path))

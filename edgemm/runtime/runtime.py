@@ -15,8 +15,6 @@ from ..log import logger
 from ..errors import BackendUnavailable, BundleError, SpecError
 from ..iospec import AudioPreprocess, TensorSpec
 
-# Without a latency report: the order we expect to be fastest on a CPU/GPU edge box.
-PREFERENCE = ("tensorrt", "onnxruntime", "openvino", "torch")
 
 
 class Runtime:
@@ -101,7 +99,7 @@ def _rank(bundle: Bundle, candidates: list[Artifact]) -> list[Artifact]:
 
     def key(a: Artifact):
         measured = p50.get(bundle.artifact_id(a))
-        pref = PREFERENCE.index(a.backend) if a.backend in PREFERENCE else len(PREFERENCE)
+        pref = get_backend(a.backend).load_priority  # without a latency report: what each backend declares
         return (measured is None, measured or 0.0, pref, ("fp32", "fp16", "int8").index(a.precision) if a.precision in ("fp32", "fp16", "int8") else 9)
 
     return sorted(candidates, key=key)
@@ -118,7 +116,11 @@ def load(bundle_dir: str | os.PathLike | Bundle, backend: str | None = None, pre
         raise BundleError(f"bundle {bundle.root} has no {want} artifact; it has: {have}")
     reasons = []
     for art in _rank(bundle, candidates):
-        av = get_backend(art.backend).availability()
+        backend = get_backend(art.backend)
+        if not backend.runs(art.format):
+            reasons.append(f"{art.path} is a {art.format} file {art.backend} builds from (edgemm compile --target {art.backend})")
+            continue
+        av = backend.availability()
         if av.available:
             return Runtime(bundle, art, threads=threads)
         reasons.append(f"{art.backend}: {av.reason}" + (f" (install: {av.install})" if av.install else ""))

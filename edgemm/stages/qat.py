@@ -121,9 +121,14 @@ def qat_finetune(model, spec: IOSpec, feeds: dict[str, np.ndarray], labels: dict
 
     if not isinstance(model, torch.nn.Module):
         raise EdgemmError("--qat needs the model as an nn.Module (a recipe factory or the Python API), not a .pt2 program")
+    from ..torchutil import torch_threads
+
+    with torch_threads(cfg.threads):
+        return _finetune(torch, F, model, spec, feeds, labels, cfg)
+
+
+def _finetune(torch, F, model, spec: IOSpec, feeds, labels, cfg: QATConfig):
     torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     teacher = model.eval()
     student = copy.deepcopy(model).eval()  # eval: dropout off, BatchNorm statistics frozen
     student, observers, remove = attach_fake_quant(student, cfg.symmetric_activations)
@@ -164,3 +169,49 @@ def qat_finetune(model, spec: IOSpec, feeds: dict[str, np.ndarray], labels: dict
         fq.observe = False
     remove()
     return student.eval()
+
+
+def add_qat_artifacts(w, model, spec: IOSpec, args, cfg, calib_src, eval_samples, ptq_results, reference, recipe):
+    """The QAT stage: fine-tune with fake-quant (distilled from ``model``), export, quantize like PTQ, compare.
+
+    ``cfg`` is the pipeline's config (targets, PTQ config, data); returns the QAT INT8 results.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from ..backends.registry import get_backend
+    from ..data.datasets import load_samples
+    from ..log import step
+    from ..torchutil import is_program
+    from .export import export_onnx
+    from .quantize import add_int8_artifacts
+    from .quantize.registry import quantizer_for
+
+    if is_program(model):
+        raise EdgemmError("--qat needs the model as an nn.Module (a recipe factory or the Python API), not a .pt2 program")
+    source = cfg.data.training or cfg.data.calibration
+    if source is None:
+        raise EdgemmError("--qat needs training data: set [data] training (or calibration) in the recipe, or pass --calib")
+    train = load_samples(source, spec)
+    ptq = cfg.ptq
+    symmetric = all(quantizer_for(get_backend(t), ptq.quantizers.get(t)).symmetric_activations for t in cfg.export.targets)
+    qcfg = QATConfig(symmetric_activations=symmetric, threads=cfg.threads or 2)
+    with step(f"QAT: fine-tuning with fake-quant on {len(train)} samples of {source} ({qcfg.epochs} epochs, distilled from fp32)"):
+        student = qat_finetune(model, spec, train.feeds, train.labels, qcfg)
+    ptq_drop = {r.target: r.candidate.drop for r in ptq_results}
+    with tempfile.TemporaryDirectory(prefix="edgemm-qat-") as tmp:
+        qat_onnx = Path(tmp) / "qat.fp32.onnx"
+        with step("exporting the QAT model to ONNX"):
+            export_onnx(student, args, spec, qat_onnx, cfg.export)
+        results = add_int8_artifacts(
+            w, qat_onnx, spec, calib_src, eval_samples, cfg.export.targets, ptq, model=student, reference=reference,
+            method_name="qat", stem="model.int8.qat",
+            extra_info={"qat": {"data": source, "samples": len(train), "epochs": qcfg.epochs, "lr": qcfg.lr,
+                                "distillation_temperature": qcfg.temperature, "symmetric_activations": qcfg.symmetric_activations,
+                                "ptq_drop_on_target": ptq_drop}},
+        )
+    for r in results:
+        before = ptq_drop.get(r.target)
+        if before is not None and r.candidate.drop is not None:
+            logger.info("  QAT %s: drop %+.4f vs PTQ %+.4f (recovered %+.4f)", r.target, r.candidate.drop, before, before - r.candidate.drop)
+    return results

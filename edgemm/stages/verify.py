@@ -15,9 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from .. import metrics
 from ..backends.base import RunnerOptions
-from ..backends.registry import get_backend
+from ..backends.registry import get_backend, reference_backend
 from ..bundle import Artifact, Bundle
+from ..compare import Comparator
 from ..data.datasets import Samples, load_samples
 from ..data.preprocess import preprocess_input
 from ..errors import EdgemmError, ParityError
@@ -28,29 +30,6 @@ from ..recipe import VerifyConfig
 
 def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
-
-
-def compare(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
-    a = ref.astype(np.float64).ravel()
-    b = out.astype(np.float64).ravel()
-    denom = np.linalg.norm(a) * np.linalg.norm(b)
-    cosine = float(a @ b / denom) if denom > 0 else float(np.array_equal(a, b))
-    diff = np.abs(a - b)
-    return {"max_abs": float(diff.max(initial=0.0)), "mean_abs": float(diff.mean()) if diff.size else 0.0, "cosine": cosine}
-
-
-def run_batched(runner, feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-    n = len(next(iter(feeds.values())))
-    parts: dict[str, list] = {}
-    for s in range(0, n, batch):
-        out = runner.infer({k: v[s:s + batch] for k, v in feeds.items()})
-        for k, v in out.items():
-            parts.setdefault(k, []).append(v)
-    return {k: np.concatenate(v) for k, v in parts.items()}
-
-
-def top1(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, float]:
-    return {head: float((logits[head].argmax(-1) == y).mean()) for head, y in labels.items() if head in logits}
 
 
 def blank_feeds(spec: IOSpec, name: str, n: int) -> np.ndarray:
@@ -126,6 +105,7 @@ def verify(
     threads: int | None = None,
     write: bool = True,
     latency: bool = True,
+    trust_code: bool = False,
 ) -> VerifyResult:
     """Compare every artifact of ``bundle`` with the fp32 reference; write the reports; raise on a breach."""
     if not isinstance(bundle, Bundle):
@@ -136,22 +116,14 @@ def verify(
     threads = threads or default_threads()
     options = RunnerOptions(threads=threads)
     spec = bundle.spec
-    torch_backend = get_backend("torch")
+    ref_backend = reference_backend()
 
-    if reference_module is not None:
-        reference = torch_backend.runner_for_module(reference_module, spec, options)
-        ref_label = "the user's model (torch eager fp32)"
-    else:
-        refs = bundle.select(backend="torch", precision="fp32")
-        if not refs:
-            raise EdgemmError(f"bundle {bundle.root} has no torch fp32 reference artifact; re-export it")
-        reference = torch_backend.create_runner(bundle.root / refs[0].path, spec, options)
-        ref_label = f"{refs[0].path} (torch fp32)"
-
-    parity_path = bundle.root / m.get("parity_samples", {}).get("path", "data/parity_samples.npz")
+    parity_meta = m.get("parity_samples", {})
+    parity_path = bundle.root / parity_meta.get("path", "data/parity_samples.npz")
     if not parity_path.is_file():
         raise EdgemmError(f"{parity_path} is missing from the bundle; re-export it")
-    parity_feeds = spec.check_feeds(dict(np.load(parity_path)), f"{parity_path.name}: ")
+    parity_feeds = spec.check_feeds(dict(np.load(parity_path, allow_pickle=False)), f"{parity_path.name}: ")
+    parity_cmp = Comparator(spec, parity_feeds, batch=cfg.batch)
 
     if samples is None:
         src = evaluation or m.get("evaluation", {}).get("source")
@@ -162,56 +134,88 @@ def verify(
             raise EdgemmError(f"evaluation data {evaluation} not found; pass --eval PATH (an .npz with inputs + labels)")
         elif src:
             logger.warning("warning: evaluation data %s recorded at export is not on this machine; parity only (pass --eval PATH)", src)
-    has_labels = samples is not None and bool(samples.labels)
+    eval_cmp = Comparator(spec, samples.feeds, samples.labels, batch=cfg.batch, source=samples.source) if samples is not None else None
+    if evaluation and reference_module is None and not trust_code and stored and str(evaluation) != m.get("evaluation", {}).get("source"):
+        raise EdgemmError(f"evaluating on {evaluation} needs the reference model run on it: pass --trust-code (it loads the "
+                          "bundle's torch program, which unpickles), or verify on the evaluation data recorded at export")
 
-    ref_parity = run_batched(reference, parity_feeds, cfg.batch)
-    parity = {"samples": len(next(iter(parity_feeds.values()))), "reference": ref_label,
+    # The reference: the user's live module (at export), else the bundle's torch program when the user trusts it,
+    # else the reference outputs stored at export (a bundle is data: nothing in it is unpickled unless asked).
+    reference = None
+    stored = parity_meta.get("reference_outputs")
+    if reference_module is not None:
+        reference = ref_backend.runner_for_module(reference_module, spec, options)
+        ref_label = "the user's model (torch eager fp32)"
+    elif trust_code or not stored:
+        refs = bundle.select(backend=ref_backend.name, precision="fp32")
+        if not refs:
+            raise EdgemmError(f"bundle {bundle.root} has no {ref_backend.name} fp32 reference artifact; re-export it")
+        reference = ref_backend.create_runner(bundle.root / refs[0].path, spec, options)
+        ref_label = f"{refs[0].path} ({ref_backend.name} fp32)"
+    else:
+        ref_label = f"{stored} (outputs of the torch fp32 reference stored at export)"
+    try:
+        return _verify(bundle, spec, cfg, options, threads, reference, ref_label, parity_cmp, eval_cmp, stored,
+                       reference_module is not None, write, latency)
+    finally:
+        if reference is not None:
+            reference.close()
+
+
+def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOptions, threads: int, reference, ref_label: str,
+            parity_cmp: Comparator, eval_cmp: Comparator | None, stored: str | None, live_reference: bool, write: bool,
+            latency: bool) -> VerifyResult:
+    m = bundle.manifest
+    has_labels = eval_cmp is not None and eval_cmp.labelled
+    if reference is not None:
+        ref_parity = parity_cmp.run(reference)
+    else:
+        ref_parity = dict(np.load(bundle.root / stored, allow_pickle=False))
+    parity = {"samples": len(parity_cmp), "reference": ref_label,
               "source": m.get("parity_samples", {}).get("source"), "artifacts": {}}
     accuracy = None
     if has_labels:
-        with step(f"evaluating the reference on {len(samples)} samples"):
-            ref_logits = run_batched(reference, samples.feeds, cfg.batch)
-        ref_metrics = top1(ref_logits, samples.labels)
-        ablation = {}
-        for t in spec.inputs:
-            if isinstance(t.preprocessing, (ImagePreprocess, AudioPreprocess)):
-                feeds = dict(samples.feeds)
-                feeds[t.name] = blank_feeds(spec, t.name, len(samples))
-                ablation[f"without {t.name} (blank {t.modality})"] = top1(run_batched(reference, feeds, cfg.batch), samples.labels)
-        accuracy = {"split": "eval", "samples": len(samples), "source": samples.source,
-                    "reference": {"backend": "torch", "precision": "fp32", "metrics": ref_metrics},
+        ref_metrics, ablation = _reference_accuracy(bundle, spec, reference, eval_cmp)
+        accuracy = {"split": "eval", "samples": len(eval_cmp), "source": samples_source(eval_cmp, m),
+                    "reference": {"backend": reference_backend().name, "precision": "fp32", "metrics": ref_metrics},
                     "ablation": ablation, "artifacts": {}, "sensitivity": []}
-
 
     breaches = []
     for art in bundle.artifacts:
-        if art.backend == "torch" and reference_module is None:
-            continue  # the torch artifact *is* the reference here
+        if get_backend(art.backend).reference and not live_reference:
+            continue  # the reference artifact *is* the reference here
         aid = bundle.artifact_id(art)
         backend = get_backend(art.backend)
         av = backend.availability()
         if not av.available:
             parity["artifacts"][aid] = {"backend": art.backend, "precision": art.precision, "skipped": f"backend unavailable: {av.reason}"}
             continue
-        with step(f"verifying {aid} on {art.backend} ({art.precision})"):
-            runner = backend.create_runner(bundle.root / art.path, spec, replace(options, precision=art.precision))
-            out = run_batched(runner, parity_feeds, cfg.batch)
-            per_output = {name: compare(ref_parity[name], out[name]) for name in spec.output_names}
+        if not backend.runs(art.format):
+            parity["artifacts"][aid] = {"backend": art.backend, "precision": art.precision,
+                                        "skipped": f"{art.format} file: {art.backend} builds its own artifact from it (edgemm compile)"}
+            continue
+        with step(f"verifying {aid} on {art.backend} ({art.precision})"), \
+                backend.create_runner(bundle.root / art.path, spec, replace(options, precision=art.precision)) as runner:
+            out = parity_cmp.run(runner)
+            per_output = parity_cmp.parity(ref_parity, out)
             parity["artifacts"][aid] = {"backend": art.backend, "precision": art.precision, "outputs": per_output}
             floor = _tolerance(art, cfg)
             # INT8 is judged by the task metric and its budget when labels exist; parity alone otherwise.
             enforce = art.precision != "int8" or accuracy is None
             for name, st in per_output.items():
-                if enforce and st["cosine"] < floor:
+                if "non_finite" in st:
+                    breaches.append(f"parity breach: {aid} ({art.backend} {art.precision}) output {name!r} has "
+                                    f"{st['non_finite']} non-finite values (inf/NaN)")
+                elif enforce and metrics.below(st["cosine"], floor):
                     breaches.append(f"parity breach: {aid} ({art.backend} {art.precision}) output {name!r} cosine {st['cosine']:.6f} < {floor}")
                 if cfg.max_abs is not None and art.precision == "fp32" and st["max_abs"] > cfg.max_abs:
                     breaches.append(f"parity breach: {aid} ({art.backend} {art.precision}) output {name!r} max_abs {st['max_abs']:.3g} > {cfg.max_abs}")
             if accuracy is not None:
-                metrics = top1(run_batched(runner, samples.feeds, cfg.batch), samples.labels)
+                got = eval_cmp.top1(eval_cmp.run(runner))
                 accuracy["artifacts"][aid] = {
                     "path": art.path, "backend": art.backend, "precision": art.precision, "target": art.target,
-                    "method": art.method, "kept_float": art.extra.get("kept_float", []), "metrics": metrics,
-                    "drop": {h: accuracy["reference"]["metrics"][h] - v for h, v in metrics.items()},
+                    "method": art.method, "kept_float": art.extra.get("kept_float", []), "metrics": got,
+                    "drop": {h: accuracy["reference"]["metrics"][h] - v for h, v in got.items() if h in accuracy["reference"]["metrics"]},
                     "size_mb": round(art.size_bytes(bundle.root) / 1e6, 4),
                 }
                 for key in ("quantizer", "calibration_method", "budget", "speed", "tensorrt_qdq_check"):
@@ -219,8 +223,6 @@ def verify(
                         accuracy["artifacts"][aid][key] = art.extra[key]
                 for entry in art.extra.get("sensitivity", []):
                     accuracy["sensitivity"].append({"target": art.target, **entry})
-            runner.close()
-    reference.close()
     runs = []
     if latency:
         # Each artifact in its own process (the bench worker): thread pools of torch, ONNX Runtime and OpenVINO
@@ -239,3 +241,27 @@ def verify(
             bundle.write_report(key, data)
     result.raise_on_breach()  # reports are written first, so a breach is on record
     return result
+
+
+def samples_source(cmp: Comparator, manifest: dict) -> str | None:
+    return cmp.source or manifest.get("evaluation", {}).get("source")
+
+
+def _reference_accuracy(bundle: Bundle, spec: IOSpec, reference, eval_cmp: Comparator):
+    """Top-1 of the reference and its modality ablation; from the stored accuracy report when the reference is not run."""
+    if reference is None:
+        stored = (bundle.report("accuracy") or {}).get("reference", {}).get("metrics")
+        if not stored:
+            raise EdgemmError(f"bundle {bundle.root} records no reference accuracy; re-export it, or pass --trust-code to run "
+                              "its torch reference")
+        return stored, (bundle.report("accuracy") or {}).get("ablation", {})
+    with step(f"evaluating the reference on {len(eval_cmp)} samples"):
+        ref_metrics = eval_cmp.top1(eval_cmp.run(reference))
+    ablation = {}
+    for t in spec.inputs:
+        if isinstance(t.preprocessing, (ImagePreprocess, AudioPreprocess)):
+            feeds = dict(eval_cmp.feeds)
+            feeds[t.name] = blank_feeds(spec, t.name, len(eval_cmp))
+            blank = Comparator(spec, feeds, eval_cmp.labels, batch=eval_cmp.batch)
+            ablation[f"without {t.name} (blank {t.modality})"] = blank.top1(blank.run(reference))
+    return ref_metrics, ablation

@@ -5,7 +5,7 @@ from pathlib import Path
 from ..._lazy import INSTALL_HINTS, lazy_import
 from ...errors import BundleError, SpecError
 from ...iospec import IOSpec
-from ..base import Availability, Backend, Runner, RunnerOptions, version_of
+from ..base import Availability, Backend, Compiled, Runner, RunnerOptions, version_of
 
 
 class OrtRunner(Runner):
@@ -22,7 +22,7 @@ class OrtRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise BundleError(f"onnxruntime cannot load {path} ({str(exc).splitlines()[0]}); re-export the bundle") from None
+            raise BundleError(f"onnxruntime cannot load {path} ({str(exc).splitlines()[0]}); re-export the bundle") from exc
         names = [o.name for o in self.session.get_outputs()]
         if names != spec.output_names:
             raise SpecError(f"{path} has outputs {names}, the bundle's IOSpec says {spec.output_names}; re-export the bundle")
@@ -39,6 +39,12 @@ class OnnxRuntimeBackend(Backend):
     formats = ("onnx",)
     precisions = ("fp32", "fp16", "int8")
     description = "ONNX Runtime, CPU execution provider"
+    artifact_dir = "onnx"
+    default_quantizer = "ort"
+    load_priority = 10
+    order = 10
+    # Offline-optimized models keep to the extended level: the "all" level bakes in layout transforms for this CPU's ISA.
+    COMPILE_LEVEL = "extended"
 
     def availability(self) -> Availability:
         v = version_of("onnxruntime")
@@ -50,3 +56,22 @@ class OnnxRuntimeBackend(Backend):
     def create_runner(self, path: Path, spec: IOSpec, options: RunnerOptions = RunnerOptions()) -> Runner:
         self.require()
         return OrtRunner(path, spec, options)
+
+    def compile(self, source: Path, out_dir: Path, spec: IOSpec, precision: str, *, source_precision: str = "fp32") -> list[Compiled]:
+        """ONNX Runtime's offline-optimized model (graph fusions at the extended level: portable across x86 CPUs)."""
+        self.require()
+        if precision != source_precision:
+            raise SpecError(f"onnxruntime compiles a {source_precision} model as {source_precision}, not {precision}; "
+                            f"export with --int8 for an int8 model")
+        ort = lazy_import("onnxruntime")
+        stem = f"model.{precision}.ort-{self.COMPILE_LEVEL}"
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        so.optimized_model_filepath = str(out_dir / f"{stem}.onnx")
+        so.log_severity_level = 3
+        try:
+            ort.InferenceSession(str(source), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise BundleError(f"onnxruntime cannot optimize {source.name} ({str(exc).splitlines()[0]}); re-export the bundle") from exc
+        return [Compiled(f"{stem}.onnx", (f"{stem}.onnx",), {"onnxruntime": self.availability().version or "?"}, "onnx",
+                         {"optimization_level": self.COMPILE_LEVEL, "compiled_from": source_precision})]

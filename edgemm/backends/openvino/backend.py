@@ -5,7 +5,7 @@ from pathlib import Path
 from ..._lazy import INSTALL_HINTS, lazy_import
 from ...errors import BundleError, SpecError
 from ...iospec import IOSpec
-from ..base import Availability, Backend, Runner, RunnerOptions, version_of
+from ..base import Availability, Backend, Compiled, Runner, RunnerOptions, version_of
 
 
 class OpenVinoRunner(Runner):
@@ -24,7 +24,7 @@ class OpenVinoRunner(Runner):
         try:
             self.compiled = core.compile_model(str(path), options.device.upper(), config)
         except Exception as exc:  # openvino raises RuntimeError with multi-line text
-            raise BundleError(f"openvino cannot load {path} ({str(exc).splitlines()[0]}); re-export the bundle") from None
+            raise BundleError(f"openvino cannot load {path} ({str(exc).splitlines()[0]}); re-export the bundle") from exc
         self.request = self.compiled.create_infer_request()
         self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         names = [o.get_any_name() for o in self.compiled.outputs]
@@ -46,6 +46,11 @@ class OpenVinoBackend(Backend):
     formats = ("openvino-ir", "onnx")
     precisions = ("fp32", "fp16", "int8")
     description = "OpenVINO, CPU plugin (Intel/x86)"
+    artifact_dir = "openvino"
+    default_quantizer = "trt"  # symmetric int8 Q/DQ: fastest in OpenVINO's CPU plugin (benchmarks/results/quantizers-*)
+    export_precisions = ("fp32", "fp16")
+    load_priority = 20
+    order = 20
 
     def availability(self) -> Availability:
         v = version_of("openvino")
@@ -58,13 +63,19 @@ class OpenVinoBackend(Backend):
         self.require()
         return OpenVinoRunner(path, spec, options)
 
-    def compile(self, onnx_path: Path, out_dir: Path, spec: IOSpec, precision: str):
-        """ONNX -> IR. ``fp16`` stores fp16-compressed weights (half the size; computed in the plugin's precision)."""
+    def compile(self, source: Path, out_dir: Path, spec: IOSpec, precision: str, *, source_precision: str = "fp32") -> list[Compiled]:
+        """ONNX -> IR. ``fp16`` stores fp16-compressed weights (half the size; computed in the plugin's precision);
+        an int8 Q/DQ ONNX becomes an int8 IR (OpenVINO keeps the FakeQuantize ops it reads from Q/DQ)."""
         self.require()
         ov = lazy_import("openvino")
-        if precision not in ("fp32", "fp16"):
-            raise SpecError(f"openvino compile from fp32 ONNX takes precision fp32 or fp16, not {precision!r}")
-        model = ov.convert_model(str(onnx_path))
+        allowed = ("fp32", "fp16") if source_precision == "fp32" else ("int8",)
+        if precision not in allowed:
+            raise SpecError(f"openvino compiles a {source_precision} ONNX model to {' or '.join(allowed)}, not {precision!r}")
+        try:
+            model = ov.convert_model(str(source))
+        except Exception as exc:  # openvino raises RuntimeError/OpConversionFailure with multi-line text
+            raise BundleError(f"openvino cannot convert {source.name} ({str(exc).splitlines()[0]}); re-export the bundle") from exc
         stem = f"model.{precision}"
         ov.save_model(model, str(out_dir / f"{stem}.xml"), compress_to_fp16=(precision == "fp16"))
-        return [(f"{stem}.xml", [f"{stem}.xml", f"{stem}.bin"], {"openvino": self.availability().version or "?"})]
+        return [Compiled(f"{stem}.xml", (f"{stem}.xml", f"{stem}.bin"), {"openvino": self.availability().version or "?"},
+                         "openvino-ir", {"compiled_from": source_precision})]

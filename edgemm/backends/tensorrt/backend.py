@@ -36,6 +36,13 @@ class TensorRTBackend(Backend):
     formats = ("tensorrt-plan",)
     precisions = ("fp32", "fp16", "int8")
     description = "NVIDIA TensorRT engines (built on the target GPU)"
+    device = "gpu"
+    artifact_dir = "tensorrt"
+    default_quantizer = "trt"
+    int8_symmetric_only = True  # TensorRT 10/11 takes int8 Q/DQ with zero-point 0 only
+    checked_by = "onnxruntime"  # its Q/DQ ONNX (the engine source) runs in ONNX Runtime on any CPU
+    load_priority = 0
+    order = 30
 
     def availability(self) -> Availability:
         v = version_of("tensorrt") or version_of("tensorrt-cu12") or version_of("tensorrt-cu13")
@@ -52,4 +59,11 @@ class TensorRTBackend(Backend):
         raise UnsupportedFeature(
             "running TensorRT engines comes with the `edgemm compile --target tensorrt` capability, which this "
             "edgemm version does not have yet; use --backend onnxruntime or openvino"
+        )
+
+    def compile(self, source: Path, out_dir: Path, spec: IOSpec, precision: str, *, source_precision: str = "fp32"):
+        self.require()  # one line naming TensorRT and how to get it, where it is missing
+        raise UnsupportedFeature(
+            "building TensorRT engines is not in this edgemm version yet; the bundle's tensorrt/ ONNX files are the engine "
+            "sources (trtexec --onnx=FILE --int8 builds one on the target GPU)"
         )

@@ -44,6 +44,10 @@ class TorchBackend(Backend):
     formats = ("torch-export",)
     precisions = ("fp32",)
     description = "PyTorch eager (the fp32 reference and baseline)"
+    artifact_dir = "reference"
+    reference = True
+    load_priority = 90
+    order = 0
 
     def availability(self) -> Availability:
         v = version_of("torch")
@@ -55,8 +59,7 @@ class TorchBackend(Backend):
         self.require()
         return TorchRunner(load_program(path).module(), spec, options)
 
-    @staticmethod
-    def runner_for_module(module, spec: IOSpec, options: RunnerOptions = RunnerOptions()) -> Runner:
+    def runner_for_module(self, module, spec: IOSpec, options: RunnerOptions = RunnerOptions()) -> Runner:
         """Run a live nn.Module (the user's original model) under the same contract."""
         # ExportedProgram.module() (an unlifted _StatefulGraphModule) refuses .eval(): its mode was fixed at export.
         unlifted = type(module).__mro__[1].__name__ == "_StatefulGraphModule" or type(module).__name__ == "_StatefulGraphModule"

@@ -7,7 +7,7 @@ ORDER = 10
 
 
 def cmd_export(args) -> int:
-    from ...stages.export import export
+    from ...pipeline import export
 
     bundle = export(
         args.model, output=args.output, int8=args.int8, qat=args.qat, prune=args.prune,
@@ -34,6 +34,15 @@ def _quantizers(value: str | None):
     return {k.strip(): v.strip() for k, v in pairs}
 
 
+def _quantizer_help() -> str:
+    from ...backends.registry import all_backends
+    from ...stages.quantize.registry import all_quantizers
+
+    names = "; ".join(f"{q.name}: {q.description}" for q in all_quantizers().values())
+    defaults = ", ".join(f"{n}={b.default_quantizer}" for n, b in all_backends().items() if b.default_quantizer)
+    return f"{names}. Default per target: {defaults}"
+
+
 def register(sub) -> None:
     e = sub.add_parser("export", help="export a model to a verified bundle",
                        description="Export a recipe (.toml) or torch.export program (.pt2) to a bundle: torch reference, fp32 ONNX, "
@@ -41,22 +50,20 @@ def register(sub) -> None:
                        epilog="example: edgemm export export/avnet.toml -o build/avnet")
     e.add_argument("model", metavar="RECIPE_OR_MODEL", help="recipe .toml or torch.export .pt2 file")
     e.add_argument("-o", "--output", required=True, metavar="BUNDLE_DIR", help="bundle directory (replaced if it is a bundle)")
-    e.add_argument("--target", type=_targets, default=None, metavar="T1,T2", help="onnxruntime,openvino,tensorrt (default: the recipe's)")
+    e.add_argument("--target", type=_targets, default=None, metavar="T1,T2", help="comma-separated targets from `edgemm backends` "
+                   "(default: the recipe's)")
     e.add_argument("--eval", default=None, metavar="NPZ", help="labelled evaluation data (default: the recipe's [data] evaluation)")
     e.add_argument("--calib", default=None, metavar="DIR_OR_NPZ",
                    help="calibration data for --int8: .npz file or directory (keys = input names), or 'synthetic' "
                         "(speed only, no accuracy claim); default: the recipe's [data] calibration")
     e.add_argument("--calib-method", choices=("minmax", "percentile", "entropy"), default=None,
                    help="activation range calibration (default: the recipe's, else minmax)")
-    e.add_argument("--quantizer", default=None, metavar="Q|TARGET=Q,...",
-                   help="ort (ONNX Runtime Q/DQ, uint8 activations), trt (TensorRT-valid symmetric int8 Q/DQ), nncf "
-                        "(OpenVINO IR), inc (Intel Neural Compressor PT2E on the torch model -> Q/DQ ONNX, uint8 activations; "
-                        "onnxruntime/openvino only); default per target: onnxruntime=ort, openvino=trt, tensorrt=trt")
+    e.add_argument("--quantizer", default=None, metavar="Q|TARGET=Q,...", help=_quantizer_help())
     e.add_argument("--no-speed-guard", action="store_true",
                    help="do not keep slow-in-int8 ops float on CPU targets (by default INT8 must not be slower than fp32)")
     e.add_argument("--int8", action="store_true", help="INT8 post-training quantization")
     e.add_argument("--qat", action="store_true", help="quantization-aware training")
-    e.add_argument("--prune", type=float, default=None, metavar="RATIO", help="structured channel pruning ratio")
+    e.add_argument("--prune", default=None, metavar="RATIO", help="structured channel pruning ratio")
     e.add_argument("--max-drop", default=None, metavar="DROP", help="accuracy budget for --int8 on the evaluation split: 0.01 = 1 point top-1 absolute (default), "
                         "2%% relative, none = report only; sensitive parts stay float until it holds")
     e.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")

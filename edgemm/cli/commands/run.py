@@ -87,7 +87,7 @@ def register(sub) -> None:
     r.add_argument("--video", required=True, metavar="SRC",
                    help="camera:0, /dev/video0, a video file, rtsp://..., http://....mjpg, synthetic:video?fps=30")
     r.add_argument("--audio", metavar="SRC", help="mic:default, mic:N, a wav/flac file, synthetic:audio?rate=16000")
-    r.add_argument("--backend", choices=["onnxruntime", "openvino", "tensorrt", "torch"], help="default: the bundle's fastest available")
+    r.add_argument("--backend", default=None, help="a backend name from `edgemm backends` (default: the bundle's fastest available)")
     r.add_argument("--precision", choices=["fp32", "fp16", "int8"])
     r.add_argument("--json-lines", metavar="F", help="write one JSON object per result to F ('-': stdout)")
     r.add_argument("--show", action="store_true", help="draw the results over the video in a window (needs a display)")

@@ -30,7 +30,9 @@ from ...data.datasets import Samples
 from ...errors import EdgemmError
 from ...iospec import IOSpec
 from ...log import logger
-from .ptq import top1_drop
+from ...compare import Comparator
+from ...metrics import BUDGET_TOLERANCE, top1, top1_drop
+from ...torchutil import dynamic_shapes, example_args, is_program, quiet
 
 # edgemm calibration method -> INC activation observer (INC 3.x offers min/max and KL histograms).
 ACT_ALGO = {"minmax": "minmax", "entropy": "kl"}
@@ -52,12 +54,6 @@ class IncResult:
     kept_float: list[dict] = field(default_factory=list)  # [{"reason", "nodes", "layers"}]
     trials: int = 1
     torch_drop: float | None = None  # drop of the chosen trial measured on the torch Q/DQ model
-
-
-def check_target(target: str) -> None:
-    if target == "tensorrt":
-        raise EdgemmError("the inc quantizer makes asymmetric uint8 activations, which TensorRT rejects; "
-                          "use --quantizer tensorrt=trt for tensorrt (inc serves onnxruntime and openvino)")
 
 
 @contextlib.contextmanager
@@ -98,16 +94,14 @@ def inc_quantize(model, spec: IOSpec, calib: CalibrationSource, workdir: Path, *
     from neural_compressor.torch.export import export as inc_export
     from neural_compressor.torch.quantization import INT8StaticQuantConfig, TuningConfig, autotune, convert, prepare
 
-    from ..export import _dynamic_shapes, _example_args, _is_program, _quiet
-
-    if model is None or _is_program(model):
+    if model is None or is_program(model):
         raise EdgemmError("the inc quantizer needs the model as an nn.Module (a recipe factory or the Python API), "
                           "not a .pt2 program; use --quantizer ort (or trt/nncf) for a .pt2 input")
     if method not in ACT_ALGO:
         raise EdgemmError(f"the inc quantizer has no {method!r} calibration; use --calib-method minmax or entropy")
     workdir.mkdir(parents=True, exist_ok=True)
     names = spec.input_names
-    args = _example_args(spec, {k: v[:2] for k, v in calib.feeds.items()})
+    args = example_args(spec, {k: v[:2] for k, v in calib.feeds.items()})
 
     def tensors(feeds) -> list:
         return [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names]
@@ -123,16 +117,16 @@ def inc_quantize(model, spec: IOSpec, calib: CalibrationSource, workdir: Path, *
             c.set_local(name, INT8StaticQuantConfig(w_dtype="fp32", act_dtype="fp32"))
         return c
 
-    with _torch_state(torch, threads), _quiet():
-        exported = inc_export(model.eval(), args, dynamic_shapes=_dynamic_shapes(spec))
+    with _torch_state(torch, threads), quiet():
+        exported = inc_export(model.eval(), args, dynamic_shapes=dynamic_shapes(spec))
         result = IncResult(workdir / "inc.onnx")
         if budget is None:
             q = convert(_prepare_calibrated(prepare, exported, config(), calibrate))
         else:
-            q, result = _autotune(torch, model, exported, config, calibrate, budget, tensors, spec, result,
+            q, result = _autotune(torch, model, exported, config, calibrate, budget, spec, result,
                                   TuningConfig, autotune, progress)
         try:
-            torch.onnx.export(q, args, str(result.path), dynamic_shapes=_dynamic_shapes(spec), dynamo=True,
+            torch.onnx.export(q, args, str(result.path), dynamic_shapes=dynamic_shapes(spec), dynamo=True,
                               external_data=False, input_names=names, output_names=spec.output_names, opset_version=OPSET)
         except Exception as exc:  # the dynamo exporter fails with many error types
             first = (str(exc).strip().splitlines() or [""])[0][:200]
@@ -188,29 +182,19 @@ def _prepare_calibrated(prepare, exported, cfg, calibrate):
     return prepared
 
 
-def _autotune(torch, model, exported, config, calibrate, budget: IncBudget, tensors, spec: IOSpec, result: IncResult,
+def _autotune(torch, model, exported, config, calibrate, budget: IncBudget, spec: IOSpec, result: IncResult,
               TuningConfig, autotune, progress):
     """Two INC autotune passes (the INC 2.x op-wise fallback shape): every layer kept float alone, then the
     most helpful ones kept float cumulatively. INC stops a pass at its first trial within budget."""
-    from ..verify import top1
-
     layers = _weighted_layers(torch, model)
-    feeds, labels = budget.samples.feeds, budget.samples.labels
-    n = len(budget.samples)
+    comparator = Comparator(spec, budget.samples.feeds, budget.samples.labels)
     done: list[tuple[str, list[str], float]] = []  # (label, float layers, score) of every trial run
 
     def evaluate_with(trials):
         calls = []
 
         def evaluate(m) -> float:
-            parts: dict[str, list] = {}
-            with torch.no_grad():
-                for s in range(0, n, 32):
-                    out = m(*tensors({k: v[s:s + 32] for k, v in feeds.items()}))
-                    out = (out,) if isinstance(out, torch.Tensor) else out
-                    for name, o in zip(spec.output_names, out):
-                        parts.setdefault(name, []).append(o.numpy())
-            metrics = top1({k: np.concatenate(v) for k, v in parts.items()}, labels)
+            metrics = comparator.top1(comparator.run_module(m))
             score = 1.0 - top1_drop(budget.reference, metrics, budget.relative)
             if calls:  # the first call of a pass is INC's fp32 baseline
                 label, kept = trials[len(calls) - 1]
@@ -223,7 +207,7 @@ def _autotune(torch, model, exported, config, calibrate, budget: IncBudget, tens
 
     def run(trials):
         configs = [config(kept) for _, kept in trials]
-        tune = TuningConfig(config_set=configs, tolerable_loss=budget.max_drop + 1e-9, max_trials=len(configs))
+        tune = TuningConfig(config_set=configs, tolerable_loss=budget.max_drop + BUDGET_TOLERANCE, max_trials=len(configs))
         first = len(done)
         q = autotune(exported, tune, eval_fn=evaluate_with(trials), run_fn=calibrate)
         scores = [d[2] for d in done[first:]]
@@ -232,7 +216,7 @@ def _autotune(torch, model, exported, config, calibrate, budget: IncBudget, tens
     ordered = layers[:1] + layers[-1:] + layers[1:-1] if len(layers) > 1 else layers
     singles = [("all layers int8", [])] + [(name, [name]) for name in ordered[: budget.max_steps] if len(layers) > 1]
     q, chosen = run(singles)
-    if 1.0 - done[chosen][2] > budget.max_drop + 1e-9 and len(layers) > 2:
+    if 1.0 - done[chosen][2] > budget.max_drop + BUDGET_TOLERANCE and len(layers) > 2:
         ranked = [d[1][0] for d in sorted(done[1:], key=lambda d: -d[2])]
         cumulative, acc = [], []
         for name in ranked[: budget.max_steps]:
@@ -258,5 +242,5 @@ def _autotune(torch, model, exported, config, calibrate, budget: IncBudget, tens
 
 def _chosen_trial(scores: list[float], max_drop: float) -> int:
     """The trial INC keeps: the first within the tolerable loss (where it stops), else the best score (first of ties)."""
-    ok = [i for i, s in enumerate(scores) if 1.0 - s <= max_drop + 1e-9]
+    ok = [i for i, s in enumerate(scores) if 1.0 - s <= max_drop + BUDGET_TOLERANCE]
     return ok[0] if ok else int(np.argmax(scores))

@@ -21,20 +21,20 @@ from typing import Callable
 import numpy as np
 
 from ..._lazy import lazy_import
-from ...cpu import cpu_int8
-from ...backends.base import RunnerOptions
+from ...backends.base import Backend, RunnerOptions
 from ...backends.registry import get_backend
+from ...compare import Comparator
+from ...cpu import cpu_int8
 from ...data.calibration import CalibrationSource
 from ...data.datasets import Samples
-from ...errors import EdgemmError
+from ...errors import BackendUnavailable, EdgemmError
 from ...iospec import IOSpec
 from ...log import logger
+from ...metrics import top1_drop, within_budget
 from . import graph as G
-from .qdq import SCHEMES, calibrate, check_trt_qdq, preprocess_for_quantization, quantize_qdq
+from .qdq import calibrate, check_trt_qdq, preprocess_for_quantization, quantize_qdq
+from .registry import Quantizer, quantizer_for
 
-QUANTIZERS = ("ort", "trt", "nncf", "inc")
-DEFAULT_QUANTIZER = {"onnxruntime": "ort", "openvino": "trt", "tensorrt": "trt"}
-CPU_TARGETS = ("onnxruntime", "openvino")
 # Op groups tried, in order, when an INT8 model is slower than fp32 on a CPU backend.
 SPEED_GROUPS = (("MatMul",), ("Gemm",), ("Add", "Mul"), ("Conv",))
 
@@ -65,7 +65,7 @@ class PrecisionPolicy:
 @dataclass(frozen=True)
 class PTQConfig:
     method: str = "minmax"  # calibration: minmax | percentile | entropy
-    quantizers: dict = field(default_factory=dict)  # target -> ort | trt | nncf (default per target)
+    quantizers: dict = field(default_factory=dict)  # target -> quantizer name (default: the backend's own)
     max_drop: float | None = 0.01  # absolute top-1 drop per head on the evaluation split
     relative: bool = False  # max_drop is a fraction of the reference top-1
     speed_guard: bool = True
@@ -99,6 +99,7 @@ class TargetResult:
     speed_met: bool | None
     validity: list[str] | None = None  # TensorRT Q/DQ check problems (None: not checked)
     reduce_range: bool | None = None  # 7-bit weights (U8S8 on x86 without VNNI); None: not a Q/DQ scheme of ours
+    format: str = "onnx"  # what the quantizer produced
 
 
 def _median_latency(runner, feeds, iters: int = 150) -> float:
@@ -116,39 +117,46 @@ def compare_latency(backend: str, spec: IOSpec, a: Path, a_precision: str, b: Pa
                     feeds, threads: int, rounds: int = 5) -> tuple[float, float]:
     """Interleaved batch-1 medians of two artifacts on one backend (this machine is noisy: ±25 % between rounds)."""
     be = get_backend(backend)
-    ra = be.create_runner(a, spec, RunnerOptions(threads=threads, precision=a_precision))
-    rb = be.create_runner(b, spec, RunnerOptions(threads=threads, precision=b_precision))
     ma, mb = [], []
-    for _ in range(rounds):
-        ma.append(_median_latency(ra, feeds))
-        mb.append(_median_latency(rb, feeds))
-    ra.close()
-    rb.close()
+    with be.create_runner(a, spec, RunnerOptions(threads=threads, precision=a_precision)) as ra, \
+            be.create_runner(b, spec, RunnerOptions(threads=threads, precision=b_precision)) as rb:
+        for _ in range(rounds):
+            ma.append(_median_latency(ra, feeds))
+            mb.append(_median_latency(rb, feeds))
     return float(np.median(ma)), float(np.median(mb))
 
 
-def top1_drop(ref: dict[str, float], got: dict[str, float], relative: bool) -> float:
-    """The worst head's top-1 drop vs the reference (a fraction of it when ``relative``)."""
-    drops = [(ref[h] - got[h]) / (ref[h] if relative and ref[h] > 0 else 1.0) for h in ref if h in got]
-    return max(drops) if drops else 0.0
+def check_backend(target: Backend, quantizer: Quantizer) -> str:
+    """The backend that measures ``target``'s INT8 candidates here: the target itself when it runs them on this
+    machine, else the backend it declares as its checker (TensorRT's Q/DQ model in ONNX Runtime)."""
+    if target.runs(quantizer.produces) and target.availability().available:
+        return target.name
+    if target.checked_by is not None:
+        get_backend(target.checked_by).require()
+        return target.checked_by
+    why = target.availability().reason or f"it does not run {quantizer.produces} files"
+    raise BackendUnavailable(f"backend {target.name!r} cannot check its INT8 model on this machine ({why}) and declares no "
+                             "backend that can; install it or drop it from --target")
 
 
-class _Quantizer:
-    """Builds one candidate file for a target from a set of float-kept nodes."""
+class _CandidateBuilder:
+    """Builds one candidate file for a target from a set of float-kept nodes, with the registry's quantizer."""
 
-    def __init__(self, name: str, pre: Path, model, calib: CalibrationSource, method: str, workdir: Path, transformer: bool):
-        self.name, self.pre, self.model, self.calib, self.workdir = name, pre, model, calib, workdir
+    def __init__(self, quantizer: Quantizer, pre: Path, model, calib: CalibrationSource, method: str, workdir: Path,
+                 transformer: bool):
+        self.quantizer, self.pre, self.model, self.calib, self.workdir = quantizer, pre, model, calib, workdir
         self.transformer = transformer
         self.count = 0
         self._ranges = None
-        # ORT's U8S8 kernels saturate on x86 without VNNI: 7-bit weights there (the scheme for ONNX Runtime on CPU only).
-        self.reduce_range = name == "ort" and cpu_int8().u8s8_saturates
-        if name in SCHEMES:
-            self._ranges = calibrate(pre, calib, method, symmetric=SCHEMES[name].symmetric_activations)
+        scheme = quantizer.scheme
+        # U8S8 kernels saturate on x86 without VNNI: 7-bit weights there for asymmetric uint8 schemes (edgemm.cpu).
+        self.reduce_range = scheme is not None and scheme.activation == "uint8" and cpu_int8().u8s8_saturates
+        if quantizer.works_on == "onnx-qdq":
+            self._ranges = calibrate(pre, calib, method, symmetric=scheme.symmetric_activations)
 
     def build(self, excluded: set[str], only: set[str] | None = None) -> tuple[Path, list[Path]]:
         self.count += 1
-        if self.name == "nncf":
+        if self.quantizer.works_on == "openvino":
             from ...backends.openvino.quant import nncf_quantize
 
             xml = self.workdir / f"cand{self.count}.xml"
@@ -156,7 +164,7 @@ class _Quantizer:
             nncf_quantize(self.pre, xml, self.calib, sorted(skip), [], self.transformer)
             return xml, [xml, xml.with_suffix(".bin")]
         out = self.workdir / f"cand{self.count}.onnx"
-        quantize_qdq(self.pre, out, self.calib, SCHEMES[self.name], self._ranges, nodes_to_exclude=sorted(excluded),
+        quantize_qdq(self.pre, out, self.calib, self.quantizer.scheme, self._ranges, nodes_to_exclude=sorted(excluded),
                      nodes_to_quantize=sorted(only) if only is not None else None, reduce_range=self.reduce_range)
         return out, [out]
 
@@ -166,40 +174,34 @@ def quantize_target(
     reference: dict[str, float] | None, cfg: PTQConfig, workdir: Path, progress: Callable[[str], None] = logger.info,
     model=None,
 ) -> TargetResult:
-    """``model``: the user's torch model (the ``inc`` quantizer works on it; the others on ``fp32_onnx``)."""
+    """``model``: the user's torch model (a ``torch`` quantizer such as inc works on it; the others on ``fp32_onnx``)."""
     onnx = lazy_import("onnx")
-    quantizer = cfg.quantizers.get(target, DEFAULT_QUANTIZER[target])
-    if quantizer not in QUANTIZERS:
-        raise EdgemmError(f"unknown quantizer {quantizer!r} for {target}; use one of {', '.join(QUANTIZERS)}")
-    if quantizer == "nncf" and target != "openvino":
-        raise EdgemmError(f"the nncf quantizer makes OpenVINO IR; it serves --target openvino, not {target}")
-    if quantizer == "inc":
-        return _quantize_inc(target, fp32_onnx, spec, calib, samples, reference, cfg, workdir, progress, model)
-    backend = "onnxruntime" if target == "tensorrt" else target  # TensorRT Q/DQ is checked in ORT on CPU
+    target_backend = get_backend(target)
+    qz = quantizer_for(target_backend, cfg.quantizers.get(target))
+    quantizer = qz.name
+    backend = check_backend(target_backend, qz)
+    if qz.works_on == "torch":
+        return _quantize_inc(target, backend, fp32_onnx, spec, calib, samples, reference, cfg, workdir, progress, model)
     workdir.mkdir(parents=True, exist_ok=True)
     pre = preprocess_for_quantization(fp32_onnx, workdir / "pre.onnx")
     model = G.name_nodes(onnx.load(str(pre)))
     onnx.save(model, str(pre))
     transformer = any(n.op_type in ("Softmax",) for n in model.graph.node)
-    q = _Quantizer(quantizer, pre, model, calib, cfg.method, workdir, transformer)
-    be = get_backend(backend)
+    q = _CandidateBuilder(qz, pre, model, calib, cfg.method, workdir, transformer)
     opts = RunnerOptions(threads=cfg.threads, precision="int8")
+    comparator = Comparator(spec, samples.feeds, samples.labels) if samples is not None and samples.labels else None
 
     def evaluate(path: Path) -> dict[str, float]:
-        from ..verify import run_batched, top1
+        return comparator.evaluate(backend, path, opts)
 
-        r = be.create_runner(path, spec, opts)
-        out = top1(run_batched(r, samples.feeds, 32), samples.labels)
-        r.close()
-        return out
-
+    speed_guarded = cfg.speed_guard and backend == target and target_backend.device == "cpu"
     has_budget = samples is not None and bool(samples.labels) and reference is not None and cfg.max_drop is not None
     excluded: dict[str, str] = {n: "policy" for n in cfg.policy.nodes(model)}
 
     def make(excl: dict[str, str]) -> Candidate:
         path, files = q.build(set(excl))
         c = Candidate(path, files, dict(excl))
-        if samples is not None and samples.labels:
+        if comparator is not None:
             c.metrics = evaluate(path)
             if reference:
                 c.drop = top1_drop(reference, c.metrics, cfg.relative)
@@ -210,7 +212,7 @@ def quantize_target(
     one = {k: v[:1] for k, v in calib.feeds.items()}
     fp32_ms = None
     speed_met = None
-    if cfg.speed_guard and target in CPU_TARGETS:
+    if speed_guarded:
         def measure(c: Candidate) -> float:
             """int8/fp32 latency ratio at batch 1; a "slower" verdict is confirmed by a second measurement, since
             sub-millisecond timings here swing by more than the 5 % tolerance between measurements."""
@@ -244,37 +246,36 @@ def quantize_target(
     budget_met = None
     if has_budget:
         progress(f"  {target}: drop {cand.drop:+.4f} (budget {cfg.max_drop}{' relative' if cfg.relative else ''})")
-        budget_met = cand.drop <= cfg.max_drop + 1e-12
+        budget_met = within_budget(cand.drop, cfg.max_drop)
         if not budget_met:
             sensitivity = _sensitivity(q, model, excluded, evaluate, reference, cfg, progress, target)
             best = _fallback_search(cand, excluded, sensitivity, make, {n.name for n in G.weighted_nodes(model)},
                                     cfg, progress, target)
             cand, excluded = best, best.excluded
-            budget_met = cand.drop <= cfg.max_drop + 1e-12
-            if cfg.speed_guard and target in CPU_TARGETS:
+            budget_met = within_budget(cand.drop, cfg.max_drop)
+            if speed_guarded:
                 measure(cand)
                 fp32_ms = cand.fp32_ms
                 speed_met = cand.latency_ms <= fp32_ms * (1 + cfg.speed_tolerance)
 
     validity = None
-    if quantizer == "trt":
-        validity = check_trt_qdq(onnx.load(str(cand.path)))
-    if quantizer in SCHEMES:
+    if qz.produces == "onnx" and (target_backend.int8_symmetric_only or qz.symmetric_activations):
+        validity = check_trt_qdq(onnx.load(str(cand.path)))  # the symmetric int8 rules TensorRT enforces
+    if qz.works_on == "onnx-qdq":
         compacted = G.compact(onnx.load(str(cand.path)))
         onnx.save(compacted, str(cand.path))
     kept = _kept_float_summary(model, excluded)
     return TargetResult(target, backend, quantizer, cand, fp32_ms, kept, [
         {k: v for k, v in s.items() if k != "nodes"} for s in sensitivity], budget_met, speed_met, validity,
-        q.reduce_range if quantizer in SCHEMES else None)
+        q.reduce_range if qz.works_on == "onnx-qdq" else None, qz.produces)
 
 
-def _quantize_inc(target: str, fp32_onnx: Path, spec: IOSpec, calib: CalibrationSource, samples: Samples | None,
+def _quantize_inc(target: str, backend: str, fp32_onnx: Path, spec: IOSpec, calib: CalibrationSource, samples: Samples | None,
                   reference: dict[str, float] | None, cfg: PTQConfig, workdir: Path, progress, model) -> TargetResult:
     """INC on the torch model (its own accuracy-aware autotune under a budget), measured on the target like the others.
     The speed guard only measures: INC keeps ops float for accuracy, not for speed."""
-    from .inc import IncBudget, check_target, inc_quantize
+    from .inc import IncBudget, inc_quantize
 
-    check_target(target)
     has_budget = samples is not None and bool(samples.labels) and reference is not None and cfg.max_drop is not None
     budget = IncBudget(samples, reference, cfg.max_drop, cfg.relative, cfg.max_search_steps) if has_budget else None
     progress(f"  {target}: quantizing with inc (PT2E static, calibration {cfg.method}, {len(calib)} samples"
@@ -282,25 +283,22 @@ def _quantize_inc(target: str, fp32_onnx: Path, spec: IOSpec, calib: Calibration
     res = inc_quantize(model, spec, calib, workdir, method=cfg.method, threads=cfg.threads, budget=budget, progress=progress)
     cand = Candidate(res.path, [res.path], {})
     if samples is not None and samples.labels:
-        from ..verify import run_batched, top1
-
-        r = get_backend(target).create_runner(res.path, spec, RunnerOptions(threads=cfg.threads, precision="int8"))
-        cand.metrics = top1(run_batched(r, samples.feeds, 32), samples.labels)
-        r.close()
+        comparator = Comparator(spec, samples.feeds, samples.labels)
+        cand.metrics = comparator.evaluate(backend, res.path, RunnerOptions(threads=cfg.threads, precision="int8"))
         if reference:
             cand.drop = top1_drop(reference, cand.metrics, cfg.relative)
     fp32_ms = None
-    if cfg.speed_guard and target in CPU_TARGETS:
+    if cfg.speed_guard and backend == target and get_backend(target).device == "cpu":
         one = {k: v[:1] for k, v in calib.feeds.items()}
         fp32_ms, cand.latency_ms = compare_latency(target, spec, fp32_onnx, "fp32", cand.path, "int8", one, cfg.threads)
         progress(f"  {target}: int8 {cand.latency_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms at batch 1 (inc: measured, no speed fallback)")
     budget_met = None
     if has_budget:
-        budget_met = cand.drop <= cfg.max_drop + 1e-12
+        budget_met = within_budget(cand.drop, cfg.max_drop)
         progress(f"  {target}: drop {cand.drop:+.4f} (budget {cfg.max_drop}{' relative' if cfg.relative else ''}; "
                  f"{res.trials} inc trial(s))")
     speed_met = cand.latency_ms <= fp32_ms * (1 + cfg.speed_tolerance) if fp32_ms is not None else None
-    return TargetResult(target, target, "inc", cand, fp32_ms, res.kept_float, [], budget_met, speed_met)
+    return TargetResult(target, backend, "inc", cand, fp32_ms, res.kept_float, [], budget_met, speed_met)
 
 
 def _fallback_search(cand: Candidate, excluded: dict[str, str], sensitivity: list[dict], make, weighted: set[str],
@@ -319,7 +317,7 @@ def _fallback_search(cand: Candidate, excluded: dict[str, str], sensitivity: lis
               for e in sensitivity if e["part"].startswith("branch:")]
     best = cand
     for label, excl in steps:
-        if best.drop <= cfg.max_drop + 1e-12:
+        if within_budget(best.drop, cfg.max_drop):
             break
         if not weighted - set(excl):
             continue
@@ -330,7 +328,7 @@ def _fallback_search(cand: Candidate, excluded: dict[str, str], sensitivity: lis
     return best
 
 
-def _sensitivity(q: _Quantizer, model, excluded, evaluate, reference, cfg: PTQConfig, progress, target) -> list[dict]:
+def _sensitivity(q: _CandidateBuilder, model, excluded, evaluate, reference, cfg: PTQConfig, progress, target) -> list[dict]:
     """Drop of each part quantized alone (everything else float): branches, then single weighted layers."""
     progress(f"  {target}: ranking parts by sensitivity (each quantized alone)")
     parts: list[tuple[str, set[str]]] = []

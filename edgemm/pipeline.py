@@ -1,0 +1,359 @@
+"""The pipeline: resolve the model, then run the stages a config asks for into one bundle.
+
+    export (torch -> reference .pt2 + fp32 ONNX) -> prune -> compile (per target) -> quantize (PTQ)
+    -> QAT -> parity samples + manifest -> verify -> commit
+
+The pipeline owns the bundle (``BundleWriter``: a temp dir renamed into place when complete);
+each stage takes artifacts and returns artifacts. ``edgemm.export()`` and ``edgemm export`` are
+thin layers over ``run_pipeline``.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ._lazy import lazy_import
+from .backends.base import version_of
+from .backends.registry import get_backend
+from .bundle import FORMAT_VERSION, MANIFEST, Artifact, Bundle, BundleWriter, sha256_file
+from .data.datasets import Samples, load_samples
+from .errors import EdgemmError, SpecError, UnsupportedFeature
+from .iospec import IOSpec
+from .log import logger, step
+from .recipe import DataConfig, ExportConfig, ModelConfig, Recipe, VerifyConfig, load_recipe, parse_max_drop
+from .stages.export import ONNX_PATH, PARITY_SAMPLES, REFERENCE_PATH, export_onnx, export_reference, spec_from_examples, spec_from_program
+from .torchutil import example_args, is_program, load_pt2, run_module
+from .version import __version__
+
+PARITY_REFERENCE = "data/parity_reference.npz"
+
+
+@dataclass
+class ResolvedModel:
+    """The user's model and everything known about where it came from."""
+
+    model: Any  # nn.Module or torch.export.ExportedProgram
+    spec: IOSpec
+    recipe: Recipe
+    source: str
+    sha256: str
+
+    @property
+    def module(self):
+        """A callable torch module (a program's module for a .pt2)."""
+        return self.model.module() if is_program(self.model) else self.model
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    output: Path
+    name: str
+    export: ExportConfig
+    data: DataConfig
+    verify: VerifyConfig
+    run_verify: bool = True
+    int8: bool = False
+    qat: bool = False
+    prune: Any = None  # the pruning stage's config (None: no pruning)
+    ptq: Any = None  # PTQConfig when int8
+    calibration: Any = None  # a path/"synthetic" or an iterable of feeds (API)
+    threads: int | None = None
+    example_inputs: Mapping[str, np.ndarray] | None = field(default=None, hash=False)
+
+
+def resolve_model(model_or_path, example_inputs=None, spec: IOSpec | None = None) -> ResolvedModel:
+    """A recipe .toml, a .pt2 program or a live nn.Module/program -> the model, its IOSpec and its recipe."""
+    torch = lazy_import("torch", "export")
+    recipe: Recipe | None = None
+    if isinstance(model_or_path, (str, os.PathLike)):
+        p = Path(model_or_path)
+        if p.suffix == ".toml":
+            recipe = load_recipe(p)
+            model = recipe.build_model()
+            spec = spec or recipe.spec
+            source = f"recipe {p}"
+        elif p.suffix == ".pt2":
+            model = load_pt2(p)
+            source = f"torch.export program {p}"
+            recipe = Recipe(ModelConfig(name=p.stem, path=str(p)), spec or spec_from_program(model))
+            spec = spec or recipe.spec
+        elif not p.exists():
+            raise EdgemmError(f"{p} not found; pass a recipe (.toml), a torch.export program (.pt2) or an nn.Module")
+        else:
+            raise EdgemmError(f"cannot export {p}: expected a recipe (.toml) or a torch.export program (.pt2)")
+    elif isinstance(model_or_path, torch.nn.Module) or is_program(model_or_path):
+        model = model_or_path
+        source = f"python {type(model).__module__}.{type(model).__qualname__}"
+    else:
+        raise EdgemmError(f"cannot export a {type(model_or_path).__name__}: pass an nn.Module, a .pt2 path or a recipe .toml path")
+    if spec is None:
+        if is_program(model):
+            spec = spec_from_program(model)
+        elif example_inputs is None:
+            raise SpecError("an nn.Module needs spec=IOSpec(...) or example_inputs={name: array} to name its inputs")
+        else:
+            spec = spec_from_examples(model, {k: np.asarray(v) for k, v in example_inputs.items()})
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    recipe = recipe or Recipe(ModelConfig(name=type(model).__name__.lower()), spec)
+    sha = ""
+    for ref in (recipe.model.checkpoint, recipe.model.path):
+        if ref and recipe.resolve(ref).is_file():
+            sha = sha256_file(recipe.resolve(ref))
+            break
+    return ResolvedModel(model, spec, recipe, source, sha)
+
+
+def _split(value) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # "onnxruntime,openvino" from the API is a list of one or more targets
+        return tuple(t.strip() for t in value.split(",") if t.strip())
+    return tuple(value)
+
+
+def make_ptq_config(recipe: Recipe, targets, *, max_drop="recipe", quantizer=None, calibration_method=None,
+                    speed_guard=None, policy=None, threads=None):
+    """PTQConfig from the recipe's [quantize]/[precision] with the caller's overrides (None / "recipe": keep)."""
+    from .stages.quantize import PrecisionPolicy, PTQConfig, check_quantizers
+    from .stages.verify import default_threads
+
+    qc = recipe.quantize
+    if isinstance(quantizer, str):
+        quantizer = {t: quantizer for t in targets}
+    drop, relative = parse_max_drop(qc.max_drop if max_drop == "recipe" else max_drop)
+    cfg = PTQConfig(
+        method=calibration_method or qc.method, quantizers={**dict(qc.quantizer), **dict(quantizer or {})},
+        max_drop=drop, relative=relative, speed_guard=qc.speed_guard if speed_guard is None else speed_guard,
+        policy=policy or recipe.precision or PrecisionPolicy(), threads=threads or default_threads(),
+    )
+    unknown = [t for t in cfg.quantizers if t not in targets]
+    if unknown:
+        raise EdgemmError(f"--quantizer names target(s) {unknown} that are not exported; targets: {', '.join(targets)}")
+    check_quantizers(targets, cfg)
+    return cfg
+
+
+def export(
+    model_or_path,
+    example_inputs: Mapping[str, np.ndarray] | None = None,
+    spec: IOSpec | None = None,
+    *,
+    output: str | os.PathLike,
+    int8: bool = False,
+    qat: bool = False,
+    prune=None,
+    targets: Sequence[str] | None = None,
+    calibration: str | os.PathLike | None = None,
+    evaluation: str | os.PathLike | None = None,
+    opset: int | None = None,
+    exporter: str | None = None,
+    verify: bool = True,
+    verify_config: VerifyConfig | None = None,
+    threads: int | None = None,
+    name: str | None = None,
+    max_drop: float | str | None = "recipe",
+    quantizer: Mapping[str, str] | str | None = None,
+    calibration_method: str | None = None,
+    speed_guard: bool | None = None,
+    policy=None,
+) -> Bundle:
+    """Export a model to a verified bundle at ``output`` (written to a temp dir, renamed when complete).
+
+    ``model_or_path``: an ``nn.Module``, a ``torch.export`` ``.pt2`` file or a recipe ``.toml``.
+    ``int8=True`` adds INT8 artifacts for every target (``calibration``: an .npz file/dir, an
+    iterable of feeds, or "synthetic"); ``max_drop`` is the accuracy budget on the evaluation split
+    (0.01 = 1 point absolute, "2%" relative, None = no budget). If the budget cannot be met, the
+    bundle is written with the best model found and ``BudgetNotMet`` is raised. ``qat=True``
+    fine-tunes with fake-quant (PTQ artifacts are kept beside the QAT ones).
+    """
+    resolved = resolve_model(model_or_path, example_inputs, spec)
+    recipe = resolved.recipe
+    export_cfg = recipe.export
+    if targets is not None:
+        export_cfg = replace(export_cfg, targets=_split(targets))
+    if opset is not None:
+        export_cfg = replace(export_cfg, opset=opset)
+    if exporter is not None:
+        export_cfg = replace(export_cfg, exporter=exporter)
+    calib_path = calibration if isinstance(calibration, (str, os.PathLike)) else None  # else an iterable of feeds
+    data = DataConfig(
+        calibration=str(calib_path) if calib_path else (str(recipe.resolve(recipe.data.calibration)) if recipe.data.calibration else None),
+        evaluation=str(evaluation) if evaluation else (str(recipe.resolve(recipe.data.evaluation)) if recipe.data.evaluation else None),
+        training=str(recipe.resolve(recipe.data.training)) if recipe.data.training else None,
+    )
+    int8 = int8 or qat  # QAT produces INT8 artifacts; PTQ ones are kept beside them for comparison
+    ptq = None
+    if int8:
+        ptq = make_ptq_config(recipe, export_cfg.targets, max_drop=max_drop, quantizer=quantizer,
+                              calibration_method=calibration_method, speed_guard=speed_guard, policy=policy, threads=threads)
+    prune_cfg = None
+    if prune is not None and prune is not False:
+        prune_cfg = _prune_config(prune, recipe)
+    cfg = PipelineConfig(
+        output=Path(output), name=name or recipe.model.name, export=export_cfg, data=data, verify=verify_config or recipe.verify,
+        run_verify=verify, int8=int8, qat=qat, prune=prune_cfg, ptq=ptq,
+        calibration=calibration if calib_path is None and calibration is not None else data.calibration,
+        threads=threads, example_inputs=example_inputs,
+    )
+    return run_pipeline(resolved, cfg)
+
+
+def _prune_config(prune, recipe: Recipe):
+    raise UnsupportedFeature("--prune (structured pruning) is not part of this edgemm version yet; export without it (--int8 works)")
+
+
+def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
+    spec = resolved.spec
+    for t in cfg.export.targets:
+        backend = get_backend(t)
+        if backend.device == "cpu":  # GPU targets build on their device from the ONNX written here
+            backend.require()
+    calib_src = None
+    if cfg.int8:
+        from .data.calibration import calibration_source
+
+        calib_src = calibration_source(cfg.calibration, spec, limit=resolved.recipe.quantize.calibration_limit)
+    vcfg = cfg.verify
+    eval_samples: Samples | None = None
+    if cfg.data.evaluation:
+        with step(f"reading evaluation data {cfg.data.evaluation}"):
+            eval_samples = load_samples(cfg.data.evaluation, spec, limit=vcfg.eval_limit)
+    if cfg.example_inputs is not None:
+        examples = spec.check_feeds({k: np.asarray(v) for k, v in cfg.example_inputs.items()}, "example_inputs: ")
+    elif eval_samples is not None:
+        examples = {k: v[:2] for k, v in eval_samples.feeds.items()}
+    else:
+        examples = spec.example_feeds(batch=2)
+    args = example_args(spec, examples)
+    onnx_backend = _onnx_backend()
+
+    with BundleWriter(cfg.output) as w:
+        # export: the user's original model, kept as the fp32 reference
+        with step("saving the fp32 torch reference (torch.export)"):
+            program = export_reference(resolved.model, args, spec, w.path(REFERENCE_PATH))
+        w.add_artifact(Artifact(REFERENCE_PATH, "torch-export", "fp32", _reference_name(), _reference_name(), toolchain={"torch": version_of("torch") or "?"}))
+        deployed = resolved.model  # what the ONNX is exported from (the pruned model when pruning)
+        # prune: the seam; `_prune_config` refuses until the pruning stage lands
+        with step(f"exporting ONNX (opset {cfg.export.opset}, {cfg.export.exporter} exporter)"):
+            info = export_onnx(program if cfg.export.exporter == "dynamo" and deployed is resolved.model else deployed,
+                               args, spec, w.path(ONNX_PATH), cfg.export)
+        logger.info("  %s: %d nodes (%d before onnxslim), exporter %s", ONNX_PATH, info["nodes"], info["nodes_before_slim"], info["exporter"])
+        w.add_artifact(Artifact(ONNX_PATH, "onnx", "fp32", onnx_backend, onnx_backend,
+                                toolchain={"torch": version_of("torch") or "?", "onnx": version_of("onnx") or "?",
+                                           "onnxruntime": version_of("onnxruntime") or "?", "onnxslim": version_of("onnxslim") or "?"},
+                                extra={"exporter": info["exporter"], "opset": info["opset"], "nodes": info["nodes"]}))
+        # compile: every target's fp32 artifacts
+        from .stages.compile import compile_targets
+
+        compile_targets(w, ONNX_PATH, spec, cfg.export.targets, cfg.export.fp16, onnx_backend)
+        # quantize (PTQ), then QAT
+        int8_results = []
+        if cfg.int8:
+            from .stages.quantize import add_int8_artifacts, reference_metrics
+
+            reference = reference_metrics(_module(deployed), spec, eval_samples)
+            int8_results = add_int8_artifacts(w, w.path(ONNX_PATH), spec, calib_src, eval_samples, cfg.export.targets, cfg.ptq,
+                                              model=deployed, reference=reference)
+            if cfg.qat:
+                from .stages.qat import add_qat_artifacts
+
+                # With --qat the QAT artifacts answer to the budget; PTQ ones stay for comparison.
+                int8_results = add_qat_artifacts(w, deployed, spec, args, cfg, calib_src, eval_samples, int8_results, reference,
+                                                  resolved.recipe)
+        # parity samples + the reference's outputs on them (verify compares without running the reference's code)
+        if eval_samples is not None:
+            parity = eval_samples.take(slice(0, vcfg.parity_samples)).feeds
+            parity_kind = f"first {min(vcfg.parity_samples, len(eval_samples))} samples of {cfg.data.evaluation}"
+        else:
+            parity = spec.example_feeds(batch=vcfg.parity_samples, seed=1)
+            parity_kind = "random feeds (no evaluation data given)"
+        np.savez_compressed(w.path(PARITY_SAMPLES), **parity)
+        ref_out = run_module(_module(resolved.model), parity, spec.input_names)
+        np.savez_compressed(w.path(PARITY_REFERENCE), **dict(zip(spec.output_names, ref_out)))
+        manifest = _manifest(resolved, cfg, calib_src, eval_samples, parity_kind, info)
+        manifest["model"]["sha256"] = manifest["model"]["sha256"] or sha256_file(w.path(REFERENCE_PATH))
+        result = None
+        if cfg.run_verify:
+            from .stages.verify import verify as run_verify
+
+            # A provisional manifest, so that verify's timing workers can open the staged bundle; commit rewrites it.
+            w.write_json(MANIFEST, {"format_version": FORMAT_VERSION, "edgemm_version": __version__, **manifest,
+                                    "artifacts": [a.to_dict() for a in w.artifacts]})
+            staged = Bundle.open(w.tmp, verify_hashes=False)
+            result = run_verify(staged, samples=eval_samples, config=vcfg, reference_module=_module(resolved.model),
+                                threads=cfg.threads, write=False)
+            for key, data in result.reports().items():
+                rel = f"reports/{key}.json"
+                w.write_json(rel, data)
+                manifest["reports"][key] = rel
+            result.raise_on_breach()
+        bundle = w.commit(manifest)
+    logger.info("bundle written to %s", bundle.root)
+    bundle.last_verify = result  # type: ignore[attr-defined]
+    _raise_budget(bundle, int8_results, cfg)
+    return bundle
+
+
+def _module(model):
+    return model.module() if is_program(model) else model
+
+
+def _reference_name() -> str:
+    from .backends.registry import reference_backend
+
+    return reference_backend().name
+
+
+def _onnx_backend() -> str:
+    """The backend that runs the fp32 ONNX interchange file on this CPU (ONNX Runtime): the first CPU backend,
+    in the registry's order, whose artifact folder holds plain ONNX and that runs it."""
+    from .backends.registry import all_backends
+
+    for b in all_backends().values():
+        if not b.reference and b.device == "cpu" and b.formats[:1] == ("onnx",):
+            return b.name
+    raise EdgemmError("no installed backend runs ONNX on this CPU; pip install onnxruntime")
+
+
+def _manifest(resolved: ResolvedModel, cfg: PipelineConfig, calib_src, eval_samples, parity_kind: str, info: dict) -> dict:
+    vcfg = cfg.verify
+    mc = resolved.recipe.model
+    return {
+        "model": {"name": cfg.name, "source": resolved.source, "sha256": resolved.sha256 or "",
+                  # how to rebuild the user's original nn.Module (the benchmark baseline), when it came from a factory
+                  "factory": mc.factory,
+                  "checkpoint": str(resolved.recipe.resolve(mc.checkpoint)) if mc.checkpoint else None},
+        **resolved.spec.to_manifest(),
+        "calibration": calib_src.manifest_entry(cfg.ptq.method) if calib_src is not None
+        else {"source": None, "sha256": None, "samples": 0, "method": None},
+        "evaluation": {
+            "source": cfg.data.evaluation,
+            "sha256": sha256_file(Path(cfg.data.evaluation)) if cfg.data.evaluation and Path(cfg.data.evaluation).is_file() else None,
+            "samples": len(eval_samples) if eval_samples is not None else 0,
+        },
+        "parity_samples": {"path": PARITY_SAMPLES, "source": parity_kind, "reference_outputs": PARITY_REFERENCE},
+        "export": info,
+        "verify": {"cosine_min": vcfg.cosine_min, "cosine_min_fp16": vcfg.cosine_min_fp16,
+                   "cosine_min_int8": vcfg.cosine_min_int8, "max_abs": vcfg.max_abs, "batch": vcfg.batch},
+        "reports": {},
+    }
+
+
+def _raise_budget(bundle: Bundle, results, cfg: PipelineConfig) -> None:
+    missed = [r for r in results if r.budget_met is False]
+    if not missed:
+        return
+    from .stages.quantize import BudgetNotMet
+
+    r = min(missed, key=lambda r: r.candidate.drop)
+    raise BudgetNotMet(
+        f"INT8 accuracy budget {cfg.ptq.max_drop}{' relative' if cfg.ptq.relative else ''} not met for "
+        f"{', '.join(x.target for x in missed)}: best drop {max(x.candidate.drop for x in missed):.4f} with "
+        f"{sum(k['nodes'] for k in r.kept_float)} nodes kept float; the bundle at {bundle.root} holds that best model "
+        f"(see reports/accuracy.json); raise --max-drop{'' if cfg.qat else ' or use --qat'}"
+    )

@@ -1,0 +1,116 @@
+"""The compile stage: an ONNX artifact -> a target backend's own artifact (OpenVINO IR, ONNX Runtime's
+offline-optimized model, later TensorRT engines), at export time and on an existing bundle.
+
+At export (``compile_targets``) every target backend gets its fp32 artifacts: the ones it compiles
+from the fp32 ONNX (``Backend.export_precisions``), else the fp32 ONNX itself listed under its
+name (a backend that runs ONNX, or builds its engine from it on the target device).
+``compile_bundle`` is ``edgemm compile``: it adds the compiled artifact to an existing bundle
+(written beside it, then the manifest replaced atomically) and verifies it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..backends.base import Backend, Compiled, version_of
+from ..backends.registry import get_backend, target_names
+from ..bundle import Artifact, Bundle, BundleWriter
+from ..errors import BundleError, EdgemmError, close_match_hint
+from ..iospec import IOSpec
+from ..log import logger, step
+
+
+def compile_targets(w: BundleWriter, onnx_rel: str, spec: IOSpec, targets, fp16: bool, onnx_backend: str) -> None:
+    """fp32 artifacts of every target from the fp32 ONNX at ``onnx_rel`` (already listed under ``onnx_backend``)."""
+    onnx_art = next(a for a in w.artifacts if a.path == onnx_rel)
+    for target in targets:
+        backend = get_backend(target)
+        if target == onnx_backend:
+            continue
+        precisions = [p for p in backend.export_precisions if p == "fp32" or (fp16 and p == "fp16")]
+        if not precisions:  # runs the ONNX itself, or builds its engine from it on the target device
+            w.add_artifact(Artifact(onnx_rel, "onnx", "fp32", target, target, toolchain=dict(onnx_art.toolchain)))
+            continue
+        for precision in precisions:
+            with step(f"compiling for {target} ({precision})"):
+                made = backend.compile(w.path(onnx_rel), w.path(backend.folder + "/x").parent, spec, precision)
+            _add(w, backend, made, precision, target)
+
+
+def _add(w: BundleWriter, backend: Backend, made: list[Compiled], precision: str, target: str, method: str = "fp32",
+         extra: dict | None = None) -> list[Artifact]:
+    out = []
+    for c in made:
+        rel = f"{backend.folder}/{c.main}"
+        out.append(w.add_artifact(Artifact(rel, c.format, precision, backend.name, target, method=method, toolchain=c.toolchain,
+                                           extra={**(extra or {}), **c.extra}),
+                                  files=[f"{backend.folder}/{f}" for f in c.files]))
+    return out
+
+
+def _source_for(bundle: Bundle, backend: Backend, precision: str, graph: str | None) -> Artifact:
+    """The ONNX artifact ``backend`` compiles from: the fp32 ONNX, or the int8 Q/DQ model made for this target."""
+    onnx = [a for a in bundle.select(graph=graph) if a.format == "onnx"]
+    if precision != "int8":
+        fp32 = [a for a in onnx if a.precision == "fp32"]
+        if not fp32:
+            raise BundleError(f"bundle {bundle.root} has no fp32 ONNX artifact to compile from; re-export it")
+        return fp32[0]
+    int8 = [a for a in onnx if a.precision == "int8" and a.target == backend.name and a.extra.get("compiled_from") is None]
+    if not int8:
+        raise EdgemmError(f"bundle {bundle.root} has no int8 model for {backend.name}; run `edgemm export ... --int8 "
+                          f"--target {backend.name}` first, then compile")
+    return int8[0]
+
+
+def compile_bundle(bundle_dir: str | os.PathLike, target: str, *, precision: str = "fp32", graph: str | None = None,
+                   verify: bool = True, threads: int | None = None) -> Bundle:
+    """``edgemm compile``: add ``target``'s compiled artifact of ``precision`` to an existing bundle, then verify it."""
+    if target not in target_names():
+        raise EdgemmError(f"unknown target {target!r}{close_match_hint(target, target_names())}; use one of {', '.join(target_names())}")
+    backend = get_backend(target)
+    backend.require()  # one line naming the library and how to get it
+    bundle = Bundle.open(bundle_dir)
+    if precision not in backend.precisions:
+        raise EdgemmError(f"{target} has no {precision} precision; use one of {', '.join(backend.precisions)}")
+    source = _source_for(bundle, backend, precision, graph)
+    staging = Path(tempfile.mkdtemp(prefix=f".{bundle.root.name}.compile-", dir=bundle.root.parent))
+    try:
+        with step(f"compiling {source.path} for {target} ({precision})"):
+            made = backend.compile(bundle.root / source.path, staging, bundle.spec, precision, source_precision=source.precision)
+        added = _install(bundle, backend, made, staging, precision, target, source)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("added %s", ", ".join(a.path for a in added))
+    if verify:
+        from .verify import verify as run_verify
+
+        bundle = Bundle.open(bundle.root)
+        bundle.last_verify = run_verify(bundle, threads=threads)  # type: ignore[attr-defined]
+    return bundle
+
+
+def _install(bundle: Bundle, backend: Backend, made: list[Compiled], staging: Path, precision: str, target: str,
+             source: Artifact) -> list[Artifact]:
+    """Move compiled files into the bundle and list them; an artifact of the same path is replaced (it is ours)."""
+    from ..bundle import sha256_file
+
+    added = []
+    for c in made:
+        rels = [f"{backend.folder}/{f}" for f in c.files]
+        for rel, f in zip(rels, c.files):
+            dest = bundle.root / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / f, dest)
+        art = Artifact(rels[0] if c.main == c.files[0] else f"{backend.folder}/{c.main}", c.format, precision, backend.name,
+                       target, method=source.method, graph=source.graph,
+                       files={rel: sha256_file(bundle.root / rel) for rel in rels},
+                       toolchain={**c.toolchain, "edgemm-compile": version_of("edgemm") or "?"},
+                       extra={**c.extra, "source": source.path})
+        art.sha256 = art.files[art.path]
+        added.append(art)
+    paths = {a.path for a in added}
+    bundle.replace_artifacts([a for a in bundle.artifacts if not (a.path in paths and a.backend == backend.name)] + added)
+    return added
