@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ._lazy import lazy_import
+from .lazy import lazy_import
 from .backends.base import version_of
 from .backends.registry import get_backend
 from .bundle import FORMAT_VERSION, MANIFEST, Artifact, Bundle, BundleWriter, sha256_file

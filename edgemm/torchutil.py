@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ._lazy import lazy_import
+from .lazy import lazy_import
 from .errors import EdgemmError
 from .iospec import IOSpec
 

@@ -11,7 +11,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .._lazy import lazy_import
+from ..lazy import lazy_import
 from ..errors import EdgemmError, SpecError
 from ..iospec import IOSpec, TensorSpec
 from ..log import logger

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._lazy import lazy_import
+from ..lazy import lazy_import
 from ..errors import EdgemmError
 from ..iospec import IOSpec
 from ..log import logger

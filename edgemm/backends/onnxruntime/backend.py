@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..._lazy import INSTALL_HINTS, lazy_import
+from ...lazy import INSTALL_HINTS, lazy_import
 from ...errors import BundleError, SpecError
 from ...iospec import IOSpec
 from ..base import Availability, Backend, Compiled, Runner, RunnerOptions, version_of

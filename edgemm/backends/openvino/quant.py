@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..._lazy import lazy_import
+from ...lazy import lazy_import
 from ...data.calibration import CalibrationSource
 
 ONNX_TO_OV_TYPES = {

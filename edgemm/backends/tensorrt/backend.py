@@ -3,7 +3,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from ..._lazy import INSTALL_HINTS
+from ...lazy import INSTALL_HINTS
 from ...errors import UnsupportedFeature
 from ...iospec import IOSpec
 from ..base import Availability, Backend, Runner, RunnerOptions, version_of

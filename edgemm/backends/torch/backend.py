@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..._lazy import INSTALL_HINTS, lazy_import
+from ...lazy import INSTALL_HINTS, lazy_import
 from ...errors import BundleError
 from ...iospec import IOSpec
 from ..base import Availability, Backend, Runner, RunnerOptions, version_of

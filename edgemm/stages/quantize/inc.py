@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..._lazy import lazy_import
+from ...lazy import lazy_import
 from ...data.calibration import CalibrationSource
 from ...data.datasets import Samples
 from ...errors import EdgemmError

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..._lazy import lazy_import
+from ...lazy import lazy_import
 from ...backends.base import Backend, RunnerOptions
 from ...backends.registry import get_backend
 from ...compare import Comparator

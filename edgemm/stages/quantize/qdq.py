@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..._lazy import lazy_import
+from ...lazy import lazy_import
 from ...data.calibration import CalibrationSource
 from ...errors import EdgemmError
 
