@@ -69,6 +69,8 @@ def prune_model(model, spec: IOSpec, cfg: PruneConfig | float | str | dict, trai
     _check_model(model)
     cfg = cfg if isinstance(cfg, PruneConfig) else parse_prune(cfg)
     cfg.check_branches(spec.input_names)
+    if cfg.criterion == "taylor" and cfg.structured and (train is None or len(train) == 0):
+        raise EdgemmError("the taylor criterion needs a training split (gradients); give [data] training / --calib, or use --prune-criterion magnitude")
     torch.manual_seed(cfg.seed)
     teacher = model
     was_training = teacher.training
@@ -124,7 +126,7 @@ def _prune(teacher, spec, cfg: PruneConfig, train, evaluation, progress) -> Prun
             for h in trainer.run(per_step[s], deadline, evaluation, label, progress):
                 history.append({"step": s + 1, **h})
     if steps > 1 and pruner is not None:  # "after pruning" = the full ratio without fine-tuning, measured on a fresh copy
-        after_pruning = _one_shot(teacher, spec, cfg, args, branches, evaluation)
+        after_pruning = _one_shot(teacher, spec, cfg, args, branches, evaluation, trainer)
     student.eval()
     final = {**count(student, args), "top1": evaluate(student, spec, evaluation)}
     report = pruning_report(
@@ -142,10 +144,13 @@ def _prune(teacher, spec, cfg: PruneConfig, train, evaluation, progress) -> Prun
     return PruneResult(student, cfg, report, sorted(masks))
 
 
-def _one_shot(teacher, spec, cfg, args, branches, evaluation) -> dict:
+def _one_shot(teacher, spec, cfg, args, branches, evaluation, trainer) -> dict:
     from dataclasses import replace
 
     m = copy.deepcopy(teacher).eval()
     one = replace(cfg, iterative_steps=1)
-    StructuredPruner(m, spec, one, args, branches).step()
+    pruner = StructuredPruner(m, spec, one, args, branches)
+    if cfg.criterion == "taylor":
+        trainer.gradients(m)
+    pruner.step()
     return {"top1": evaluate(m, spec, evaluation)}

@@ -47,6 +47,7 @@ class PruneConfig:
     batch_size: int = 32
     distill_temperature: float = 4.0
     distill_weight: float = 0.7  # loss = w * T^2 * KL(teacher_T || student_T) + (1 - w) * CE(labels)
+    recombine: bool = True  # also distill on inputs re-paired across samples (teacher-labelled; training split only)
     seed: int = 0
 
     def __post_init__(self):

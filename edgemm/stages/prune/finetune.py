@@ -77,14 +77,15 @@ class Trainer:
             teacher.eval()
             self.teacher_outs = [torch.cat(c) for c in zip(*[_outs(teacher(*[x[s:s + 256] for x in self.xs])) for s in range(0, self.n, 256)])]
 
-    def gradients(self, batches: int = 4) -> None:
+    def gradients(self, model=None, batches: int = 4) -> None:
         """Accumulate loss gradients on a few batches (for Taylor importance): CE on labels, else teacher argmax."""
-        self.student.zero_grad()
-        self.student.eval()
+        model = self.student if model is None else model
+        model.zero_grad()
+        model.eval()
         for b, idx in enumerate(self._batches()):
             if b >= batches:
                 break
-            outs = _outs(self.student(*[x[idx] for x in self.xs]))
+            outs = _outs(model(*[x[idx] for x in self.xs]))
             loss = 0.0
             for o, t, y in zip(outs, self.teacher_outs, self.ys):
                 if o.dim() == 2:
@@ -99,6 +100,15 @@ class Trainer:
         for s in range(0, self.n - (bs // 2 if self.n > bs else 0), bs):  # drop a tiny last batch (BatchNorm)
             yield perm[s:s + bs]
 
+    def _recombined_loss(self, idx):
+        """Distillation on new input combinations (input k of sample i with input j of sample p(i)):
+        the teacher labels them, so the small training split yields many more distinct examples."""
+        torch = lazy_import("torch")
+        xs = [self.xs[0][idx]] + [x[idx[torch.randperm(len(idx), generator=self.gen)]] for x in self.xs[1:]]
+        with torch.no_grad():
+            t = _outs(self.teacher(*xs))
+        return distill_loss(_outs(self.student(*xs)), t, [None] * len(t), self.cfg)
+
     def epoch(self, optimizer, deadline: float | None) -> float:
         from .sparsity import reapply
 
@@ -109,6 +119,8 @@ class Trainer:
                 break
             outs = _outs(self.student(*[x[idx] for x in self.xs]))
             loss = distill_loss(outs, [t[idx] for t in self.teacher_outs], [y[idx] if y is not None else None for y in self.ys], self.cfg)
+            if self.cfg.recombine and len(self.xs) > 1:
+                loss = loss + self._recombined_loss(idx)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

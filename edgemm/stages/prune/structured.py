@@ -120,6 +120,16 @@ class StructuredPruner:
                 f"torch-pruning cannot trace {type(model).__name__} ({type(exc).__name__}: {_first_line(exc)}); "
                 f"make forward() a plain tensor computation (no .numpy(), no data-dependent Python control flow) or prune without it"
             ) from exc
+        inside_mha = {id(c) for h in heads for c in h.modules() if c is not h}  # out_proj: used functionally by MHA
+        for name, m in model.named_modules():
+            branch = branches.get(name, FUSION)
+            if (isinstance(m, tuple(roots)) and id(m) not in inside_mha and m not in dg.module2node
+                    and branch != FUSION and cfg.ratio_for(branch) > 0):
+                raise EdgemmError(
+                    f"torch-pruning cannot trace module {name!r} ({type(m).__name__}) of branch {branches.get(name, FUSION)!r}: "
+                    f"its output leaves autograd (.numpy(), .detach(), .item() or Python data in forward()); "
+                    f"keep that branch as plain tensor ops or leave it out of --prune"
+                )
         self.groups: list[GroupInfo] = []
         ratio_dict = {}
         fusion_ratio = cfg.ratio_for(FUSION)
