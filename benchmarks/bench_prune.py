@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Structured pruning on the shipped avnet: latency (batch 1, 2 threads) and accuracy, unpruned vs pruned.
+
+    python benchmarks/bench_prune.py [--prune 0.5] [--epochs 30] [--rounds 9] [--threads 2]
+
+Builds avnet from export/avnet.toml's factory, prunes it with edgemm's prune stage (fine-tuned with
+distillation on calibration_data/avmnist/calib.npz; evaluated on eval.npz, which fine-tuning never
+sees), exports the unpruned and the pruned module with ``edgemm.export`` (ONNX + OpenVINO IR), then
+times all four artifacts in this one process, interleaved (round r: ort-base, ort-pruned,
+ov-base, ov-pruned), batch 1, and reports medians and p90 over the rounds' medians.
+Top-1 of every head is measured on the eval split with the exported fp32 artifacts.
+Writes benchmarks/results/prune-<date>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+import edgemm
+from edgemm.bench.machine import machine_info
+from edgemm.data.datasets import load_samples
+from edgemm.stages.prune import parse_prune, prune_model, pruning_report
+from edgemm.zoo import avnet
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "calibration_data" / "avmnist"
+ARTIFACT = {"onnxruntime": "onnx/model.fp32.onnx", "openvino": "openvino/model.fp32.xml"}
+
+
+def _top1(rt, samples) -> dict[str, float]:
+    correct = {h: 0 for h in samples.labels}
+    for s in range(0, len(samples), 100):
+        out = rt.run({k: v[s:s + 100] for k, v in samples.feeds.items()})
+        for h in correct:
+            correct[h] += int((out[h].argmax(-1) == samples.labels[h][s:s + 100]).sum())
+    return {h: c / len(samples) for h, c in correct.items()}
+
+
+def _time(rt, feed, iters: int) -> float:
+    for _ in range(10):
+        rt.run(feed)
+    t = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        rt.run(feed)
+        t.append(time.perf_counter() - t0)
+    return float(np.median(t) * 1e3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prune", default="0.5", help="ratio, BRANCH=RATIO pairs (default 0.5: every modality branch)")
+    ap.add_argument("--epochs", type=int, default=30, help="fine-tune epochs in total (over all iterative steps)")
+    ap.add_argument("--steps", type=int, default=3, help="iterative prune -> fine-tune steps")
+    ap.add_argument("--criterion", default="magnitude")
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--iters", type=int, default=200, help="timed runs per artifact per round")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / f"prune-{date.today()}.json")
+    args = ap.parse_args()
+
+    spec = avnet.iospec()
+    model = avnet.build()
+    train = load_samples(DATA / "calib.npz", spec)
+    evaluation = load_samples(DATA / "eval.npz", spec)
+    cfg = parse_prune(args.prune, spec.input_names, epochs=args.epochs, iterative_steps=args.steps, criterion=args.criterion)
+    t0 = time.monotonic()
+    result = prune_model(model, spec, cfg, train, evaluation)
+    prune_s = time.monotonic() - t0
+
+    rows: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        bundles = {}
+        for kind, module in (("unpruned", model), ("pruned", result.module)):
+            bundles[kind] = edgemm.export(module, spec=spec, output=Path(tmp) / kind, targets=["onnxruntime", "openvino"],
+                                          evaluation=DATA / "eval.npz", name=f"avnet-{kind}")
+        runtimes = {(b, k): edgemm.load(bundles[k].root, backend=b, precision="fp32", threads=args.threads)
+                    for b in ARTIFACT for k in bundles}
+        feed = {k: v[:1] for k, v in evaluation.feeds.items()}
+        per_round = {key: [] for key in runtimes}
+        for r in range(args.rounds):
+            for key, rt in runtimes.items():
+                per_round[key].append(_time(rt, feed, args.iters))
+        for (backend, kind), rt in runtimes.items():
+            ms = per_round[(backend, kind)]
+            size = (bundles[kind].root / ARTIFACT[backend]).stat().st_size
+            if backend == "openvino":
+                size += (bundles[kind].root / ARTIFACT[backend]).with_suffix(".bin").stat().st_size
+            rows.setdefault(backend, {})[kind] = {
+                "artifact": ARTIFACT[backend], "median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)),
+                "rounds_ms": [round(x, 4) for x in ms], "size_bytes": size, "top1": _top1(rt, evaluation)}
+            rt.close()
+    latency = {b: {"before": v["unpruned"]["median_ms"], "after": v["pruned"]["median_ms"], "batch": 1, "threads": args.threads}
+               for b, v in rows.items()}
+    rep = result.report
+    report = pruning_report(
+        request=rep["request"], params=(rep["params"]["before"], rep["params"]["after"]),
+        flops=(rep["flops"]["before"], rep["flops"]["after"]),
+        size_bytes=(rows["onnxruntime"]["unpruned"]["size_bytes"], rows["onnxruntime"]["pruned"]["size_bytes"]),
+        latency_ms=latency, accuracy={k: v for k, v in rep["accuracy"].items()},
+        branches=rep["branches"], groups=rep["groups"], finetune=rep["finetune"])
+    out = {
+        "command": f"python benchmarks/bench_prune.py --prune {args.prune} --epochs {args.epochs} --steps {args.steps} "
+                   f"--criterion {args.criterion} --rounds {args.rounds} --threads {args.threads}",
+        "machine": machine_info(), "prune_seconds": round(prune_s, 1), "artifacts": rows, "pruning": report,
+        "target": {"speedup_min": 1.6, "digit_drop_max": 0.01},
+        "verdict": {b: {"speedup": latency[b]["before"] / latency[b]["after"],
+                        "digit_drop": rows[b]["unpruned"]["top1"]["digit"] - rows[b]["pruned"]["top1"]["digit"]} for b in rows},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\nparams {report['params']['before']:,} -> {report['params']['after']:,}, "
+          f"FLOPs {report['flops']['before'] / 1e6:.1f} -> {report['flops']['after'] / 1e6:.1f} M, prune+fine-tune {prune_s:.0f} s")
+    for b, v in rows.items():
+        u, p = v["unpruned"], v["pruned"]
+        print(f"{b:12s} unpruned {u['median_ms']:.3f} ms (p90 {u['p90_ms']:.3f})  pruned {p['median_ms']:.3f} ms (p90 {p['p90_ms']:.3f})  "
+              f"speedup {u['median_ms'] / p['median_ms']:.2f}x  top1 " + ", ".join(f"{h} {u['top1'][h]:.3f}->{p['top1'][h]:.3f}" for h in u["top1"]))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""``PruneConfig`` and ``parse_prune``: the CLI / recipe / API forms of a pruning request.
+
+Forms accepted by :func:`parse_prune`:
+
+- ``0.5`` / ``"0.5"``: remove 50 % of the channels of every modality branch (the fusion part,
+  where branches meet, stays intact);
+- ``"image=0.5,audio=0.3"`` / ``{"image": 0.5, "audio": 0.3}``: per branch (branch = model input
+  name); ``fusion=0.3`` also prunes the fusion part (MLP widths, attention dims/heads);
+- ``"2:4"``: 2:4 semi-structured sparsity (TensorRT sparse weights; no CPU speedup);
+- a recipe ``[prune]`` table: ``{"ratio": 0.5 | {...} | "2:4", "criterion": ..., "epochs": ...}``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Mapping, Sequence, Union
+
+from ...errors import EdgemmError, close_match_hint
+
+FUSION = "fusion"
+ALL = "*"  # key of a global ratio: every modality branch
+CRITERIA = ("magnitude", "taylor")
+SPARSITY = ("2:4",)
+Ratios = Union[float, Mapping[str, float]]
+
+
+def _check_ratio(name: str, value) -> float:
+    try:
+        r = float(value)
+    except (TypeError, ValueError):
+        raise EdgemmError(f"prune ratio for {name!r} is {value!r}, not a number; give a fraction in (0, 1) like 0.5") from None
+    if not 0.0 < r < 1.0:
+        raise EdgemmError(f"prune ratio for {name!r} is {r:g}, outside (0, 1); give the fraction of channels to remove, e.g. 0.5")
+    return r
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """A pruning request. ``ratios``: branch name -> fraction of channels removed (``"*"``: every branch)."""
+
+    ratios: Mapping[str, float] = field(default_factory=dict)
+    criterion: str = "magnitude"  # channel importance: L2 magnitude or first-order Taylor (needs labels)
+    sparsity: str | None = None  # "2:4": semi-structured sparsity for TensorRT (weights zeroed, shapes kept)
+    epochs: int | None = None  # fine-tune epochs in total (all iterative steps); None: finetune_minutes decides
+    finetune_minutes: float | None = None  # wall-clock budget of the whole fine-tune; None: epochs decide
+    iterative_steps: int = 3  # prune -> fine-tune rounds; the ratio is reached at the last one
+    lr: float = 1e-3
+    batch_size: int = 32
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.7  # loss = w * T^2 * KL(teacher_T || student_T) + (1 - w) * CE(labels)
+    recombine: bool = True  # also distill on inputs re-paired across samples (teacher-labelled; training split only)
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "ratios", {str(k): _check_ratio(k, v) for k, v in dict(self.ratios).items()})
+        if self.criterion not in CRITERIA:
+            raise EdgemmError(f"unknown prune criterion {self.criterion!r}{close_match_hint(self.criterion, CRITERIA)}; use one of: {', '.join(CRITERIA)}")
+        if self.sparsity is not None and self.sparsity not in SPARSITY:
+            raise EdgemmError(f"unknown sparsity pattern {self.sparsity!r}; the supported one is '2:4' (TensorRT sparse weights)")
+        if not self.ratios and self.sparsity is None:
+            raise EdgemmError("empty prune request; give a ratio (0.5), per-branch ratios (image=0.5,audio=0.3) or 2:4")
+        if self.iterative_steps < 1:
+            raise EdgemmError(f"iterative_steps is {self.iterative_steps}; it must be >= 1")
+        for name in ("epochs", "finetune_minutes"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise EdgemmError(f"{name} is {v}; it must be >= 0 (0: no fine-tuning)")
+        if self.lr <= 0 or self.batch_size < 1 or self.distill_temperature <= 0 or not 0 <= self.distill_weight <= 1:
+            raise EdgemmError("prune lr, batch_size and distill_temperature must be > 0 and distill_weight in [0, 1]; check the [prune] settings")
+
+    @property
+    def structured(self) -> bool:
+        return bool(self.ratios)
+
+    def ratio_for(self, branch: str) -> float:
+        """Fraction to remove from ``branch`` (an input name or ``"fusion"``); 0.0 = leave intact."""
+        if branch in self.ratios:
+            return self.ratios[branch]
+        return 0.0 if branch == FUSION else self.ratios.get(ALL, 0.0)
+
+    def check_branches(self, branches: Sequence[str]) -> None:
+        """Refuse ratio keys that name no branch of the model (with a close-match hint)."""
+        known = [*branches, FUSION]
+        for key in self.ratios:
+            if key != ALL and key not in known:
+                raise EdgemmError(
+                    f"unknown prune branch {key!r}{close_match_hint(key, known)}; this model's branches are: {', '.join(known)}"
+                )
+
+
+def _parse_ratios(text: str) -> dict[str, float]:
+    text = text.strip()
+    if "=" not in text:
+        return {ALL: _check_ratio("all branches", text)}
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise EdgemmError(f"cannot read prune ratio {part.strip()!r}; write BRANCH=RATIO pairs like image=0.5,audio=0.3")
+        key = key.strip()
+        if key in out:
+            raise EdgemmError(f"prune branch {key!r} given twice in {text!r}; give each branch once")
+        out[key] = _check_ratio(key, value.strip())
+    return out
+
+
+def parse_prune(value, branches: Sequence[str] | None = None, **overrides) -> PruneConfig:
+    """``0.5`` | ``"image=0.5,audio=0.3"`` | ``"2:4"`` | ``{"image": 0.5}`` | a recipe ``[prune]`` table -> PruneConfig.
+
+    ``branches`` (the model's input names) checks the branch keys; ``overrides`` set other fields
+    (``criterion="taylor"``, ``epochs=3``, ...).
+    """
+    known = {f.name for f in fields(PruneConfig)}
+    settings: dict = {}
+    if isinstance(value, PruneConfig):
+        cfg = value
+    else:
+        if isinstance(value, Mapping) and ("ratio" in value or "sparsity" in value or set(value) & (known - {"ratios"})):
+            table = dict(value)
+            ratio = table.pop("ratio", None)
+            for key in table:
+                if key not in known:
+                    raise EdgemmError(f"unknown [prune] key {key!r}{close_match_hint(key, known | {'ratio'})}; known keys: ratio, {', '.join(sorted(known - {'ratios'}))}")
+            settings.update(table)
+            value = ratio
+        if value is None:
+            ratios = {}
+        elif isinstance(value, bool):
+            raise EdgemmError(f"prune value {value!r} is not a ratio; give a fraction like 0.5, image=0.5,audio=0.3 or 2:4")
+        elif isinstance(value, (int, float)):
+            ratios = {ALL: _check_ratio("all branches", value)}
+        elif isinstance(value, str) and value.strip() in SPARSITY:
+            ratios, settings["sparsity"] = {}, value.strip()
+        elif isinstance(value, str):
+            ratios = _parse_ratios(value)
+        elif isinstance(value, Mapping):
+            ratios = {str(k): _check_ratio(str(k), v) for k, v in value.items()}
+        else:
+            raise EdgemmError(f"prune value of type {type(value).__name__} is not understood; give 0.5, 'image=0.5,audio=0.3', '2:4' or a dict")
+        settings["ratios"] = ratios
+        try:
+            cfg = PruneConfig(**settings)
+        except TypeError as exc:  # a wrong type in a recipe table, e.g. epochs = "three"
+            raise EdgemmError(f"bad [prune] setting ({exc}); check the types of the values") from None
+    if overrides:
+        cfg = replace(cfg, **overrides)
+    if branches is not None:
+        cfg.check_branches(branches)
+    return cfg

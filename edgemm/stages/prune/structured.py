@@ -1,0 +1,203 @@
+"""Structured pruning with torch-pruning's DepGraph: channels, MLP widths and attention heads removed
+for real (the module gets physically smaller), per branch, iteratively."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from ..._lazy import lazy_import
+from ...errors import EdgemmError
+from ...iospec import IOSpec
+from .branches import group_branch, group_members
+from .config import FUSION, PruneConfig
+
+INSTALL = "pip install 'edgemm[prune]' (torch-pruning)"
+
+
+def torch_pruning():
+    try:
+        import torch_pruning as tp
+    except ImportError:
+        raise EdgemmError(f"pruning needs torch-pruning, which is not installed; {INSTALL}") from None
+    return tp
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:200]
+
+
+def run_checked(model, args):
+    """Run ``model(*args)``; a failure -> EdgemmError naming the innermost module that raised."""
+    torch = lazy_import("torch")
+    stack: list[str] = []
+    failed: list[str] = []
+    hooks = []
+    def enter(name):
+        def pre(_m, _i):
+            stack.append(name)
+        return pre
+
+    def leave(_m, _i, _o):
+        if stack:
+            stack.pop()
+
+    for name, m in model.named_modules():
+        hooks.append(m.register_forward_pre_hook(enter(name)))
+        hooks.append(m.register_forward_hook(leave))
+    try:
+        with torch.no_grad():
+            return model(*args)
+    except Exception as exc:
+        failed.append(stack[-1] if stack else "")
+        where = f"module {failed[0]!r} ({type(model.get_submodule(failed[0])).__name__})" if failed[0] else f"{type(model).__name__}.forward"
+        raise EdgemmError(
+            f"after pruning, {where} fails ({type(exc).__name__}: {_first_line(exc)}): torch-pruning cannot trace "
+            f"how its channels connect; leave that branch out of --prune (or lower its ratio to 0) or make it traceable"
+        ) from exc
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def output_modules(model, args) -> list:
+    """Modules whose output tensor *is* a model output (classification heads): their widths stay."""
+    torch = lazy_import("torch")
+    nn = torch.nn
+    ptrs: dict[int, object] = {}
+    keep: list = []  # hold every output so that no freed buffer is reused (data_ptr stays unique)
+
+    def hook(m, _i, o):
+        if isinstance(o, torch.Tensor):
+            keep.append(o)
+            ptrs[o.data_ptr()] = m
+
+    kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
+    try:
+        with torch.no_grad():
+            out = model(*args)
+    finally:
+        for h in hooks:
+            h.remove()
+    outs = [out] if isinstance(out, torch.Tensor) else list(out)
+    return [ptrs[o.data_ptr()] for o in outs if isinstance(o, torch.Tensor) and o.data_ptr() in ptrs]
+
+
+def _importance(tp, criterion: str):
+    if criterion == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    return tp.importance.GroupMagnitudeImportance(p=2)
+
+
+@dataclass
+class GroupInfo:
+    branch: str
+    modules: list[str]  # modules whose output channels the group removes
+    channels: int
+    ratio: float
+
+
+class StructuredPruner:
+    """Wraps ``tp.pruner.MetaPruner``: the ratio of each group comes from the branch it belongs to."""
+
+    def __init__(self, model, spec: IOSpec, cfg: PruneConfig, args, branches: Mapping[str, str]):
+        tp = torch_pruning()
+        torch = lazy_import("torch")
+        nn = torch.nn
+        self.model = model
+        names = {m: n for n, m in model.named_modules() if n}
+        heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+        ignored = output_modules(model, args)
+        roots = [nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.LSTM, nn.MultiheadAttention]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "Unwrapped parameters detected ..." (handled: they follow their group)
+                dg = tp.DependencyGraph().build_dependency(model, example_inputs=list(args))
+                groups = list(dg.get_all_groups(ignored_layers=ignored, root_module_types=roots))
+        except Exception as exc:  # torch-pruning raises many types on graphs it cannot follow
+            raise EdgemmError(
+                f"torch-pruning cannot trace {type(model).__name__} ({type(exc).__name__}: {_first_line(exc)}); "
+                f"make forward() a plain tensor computation (no .numpy(), no data-dependent Python control flow) or prune without it"
+            ) from exc
+        inside_mha = {id(c) for h in heads for c in h.modules() if c is not h}  # out_proj: used functionally by MHA
+        for name, m in model.named_modules():
+            branch = branches.get(name, FUSION)
+            if (isinstance(m, tuple(roots)) and id(m) not in inside_mha and m not in dg.module2node
+                    and branch != FUSION and cfg.ratio_for(branch) > 0):
+                raise EdgemmError(
+                    f"torch-pruning cannot trace module {name!r} ({type(m).__name__}) of branch {branches.get(name, FUSION)!r}: "
+                    f"its output leaves autograd (.numpy(), .detach(), .item() or Python data in forward()); "
+                    f"keep that branch as plain tensor ops or leave it out of --prune"
+                )
+        self.groups: list[GroupInfo] = []
+        ratio_dict = {}
+        fusion_ratio = cfg.ratio_for(FUSION)
+        for g in groups:
+            branch = group_branch(g, names, branches)
+            members = group_members(g, names)
+            ratio = cfg.ratio_for(branch)
+            self.groups.append(GroupInfo(branch, members, len(g[0][1]), ratio))
+            for n in members:
+                ratio_dict[model.get_submodule(n)] = ratio
+        self.ignored = [names.get(m, "") for m in ignored]
+        kwargs = dict(
+            importance=_importance(tp, cfg.criterion), pruning_ratio=0.0, pruning_ratio_dict=ratio_dict or None,
+            ignored_layers=ignored, iterative_steps=cfg.iterative_steps, root_module_types=roots,
+            num_heads=heads, prune_num_heads=bool(heads) and fusion_ratio > 0, prune_head_dims=False,
+            head_pruning_ratio=fusion_ratio,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.pruner = tp.pruner.MetaPruner(model, list(args), **kwargs)
+        self.args = args
+
+    @property
+    def steps(self) -> int:
+        return self.pruner.iterative_steps
+
+    def step(self) -> None:
+        """One iterative step: remove the next share of channels (importance measured now)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.pruner.step()
+
+    def summary(self) -> list[dict]:
+        return [{"branch": g.branch, "modules": g.modules, "channels": g.channels, "ratio": g.ratio} for g in self.groups]
+
+
+def count(model, args) -> dict:
+    """Parameters and FLOPs (multiply-accumulates counted by torch-pruning's op counter x 2)."""
+    tp = torch_pruning()
+    torch = lazy_import("torch")
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            macs, _ = tp.utils.count_ops_and_params(model, list(args))
+    finally:
+        model.train(was)
+    return {"params": int(sum(p.numel() for p in model.parameters())), "flops": int(2 * macs)}
+
+
+def output_shapes(out) -> list[tuple]:
+    torch = lazy_import("torch")
+    outs = [out] if isinstance(out, torch.Tensor) else list(out)
+    return [tuple(o.shape) for o in outs]
+
+
+def check_same_io(model, spec: IOSpec, args, want: Sequence[tuple]) -> None:
+    """The pruned module still takes the spec's inputs and returns the same output shapes (any batch)."""
+    from .branches import example_args
+
+    got = output_shapes(run_checked(model, args))
+    if got != list(want):
+        raise EdgemmError(
+            f"pruning changed the output shapes of {type(model).__name__} from {list(want)} to {got}; "
+            f"a head is not a plain module output here, leave the fusion part intact (no fusion=)"
+        )
+    odd = example_args(spec, batch=3, seed=1)
+    got3 = output_shapes(run_checked(model, odd))
+    if [g[1:] for g in got3] != [w[1:] for w in want] or any(g[0] != 3 for g in got3):
+        raise EdgemmError(f"the pruned {type(model).__name__} does not keep a dynamic batch axis (batch 3 gave {got3}); report this as a bug")

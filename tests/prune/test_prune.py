@@ -1,0 +1,290 @@
+"""The pruning stage: config parsing, branch detection, structured pruning on avnet and a tiny
+attention model, 2:4 sparsity, refusals, export + ONNX Runtime parity of a pruned model."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgemm.errors import EdgemmError
+from edgemm.stages.prune import (ALL, STAGES, PruneConfig, is_2_4, model_branches, parse_prune, prune_model,
+                                 pruning_report)
+from prune_tiny import TinyAttnAV, run, tiny_samples, tiny_spec
+
+
+def _convs(module):
+    return {n: (m.in_channels, m.out_channels) for n, m in module.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def _params(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+# ------------------------------------------------------------------ parse_prune / PruneConfig
+
+
+def test_parse_forms():
+    assert parse_prune(0.5).ratios == {ALL: 0.5}
+    assert parse_prune("0.25").ratios == {ALL: 0.25}
+    assert parse_prune("image=0.5, audio=0.3", ["image", "audio"]).ratios == {"image": 0.5, "audio": 0.3}
+    assert parse_prune({"image": 0.5, "fusion": 0.3}, ["image", "audio"]).ratios == {"image": 0.5, "fusion": 0.3}
+    cfg = parse_prune("2:4")
+    assert cfg.sparsity == "2:4" and not cfg.ratios and not cfg.structured
+    table = parse_prune({"ratio": "image=0.4", "criterion": "taylor", "epochs": 2})
+    assert (table.ratios, table.criterion, table.epochs) == ({"image": 0.4}, "taylor", 2)
+    assert parse_prune(0.5, epochs=3, iterative_steps=2).iterative_steps == 2
+    c = PruneConfig(ratios={ALL: 0.5})
+    assert c.ratio_for("image") == 0.5 and c.ratio_for("fusion") == 0.0  # fusion stays unless named
+    assert PruneConfig(ratios={"image": 0.5}).ratio_for("audio") == 0.0
+
+
+@pytest.mark.parametrize("value,match", [
+    (0.0, "outside \\(0, 1\\)"), (1.0, "outside \\(0, 1\\)"), (1.5, "outside"), (-0.2, "outside"),
+    ("image=1.2", "'image' is 1.2, outside"), ("image=abc", "not a number"), ("image0.5,audio=0.3", "write BRANCH=RATIO pairs"),
+    ("image=0.5,image=0.3", "given twice"), (True, "not a ratio"), ([0.5], "not understood"),
+    ("3:4", "not a number"), ({"ratio": 0.5, "epoch": 3}, "did you mean 'epochs'"),
+])
+def test_parse_errors(value, match):
+    with pytest.raises(EdgemmError, match=match) as err:
+        parse_prune(value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_branch_hint():
+    with pytest.raises(EdgemmError, match="unknown prune branch 'imgae' \\(did you mean 'image'\\?\\); this model's branches are: image, audio, fusion"):
+        parse_prune("imgae=0.5", ["image", "audio"])
+    with pytest.raises(EdgemmError, match="unknown prune criterion 'tailor' \\(did you mean 'taylor'"):
+        parse_prune(0.5, criterion="tailor")
+
+
+def test_unknown_branch_checked_by_prune_model():
+    m, spec = TinyAttnAV(), tiny_spec()
+    with pytest.raises(EdgemmError, match="unknown prune branch 'video'"):
+        prune_model(m, spec, "video=0.5", progress=lambda s: None)
+
+
+# ------------------------------------------------------------------ branches
+
+
+def test_avnet_branches(avnet_parts):
+    model, spec = avnet_parts
+    br = model_branches(model, spec)
+    assert br["image"] == ["image"] and br["audio"] == ["audio"]
+    assert {"img_from_aud", "aud_from_img", "fuse", "digit", "speaker"} <= set(br["fusion"])
+
+
+def test_tiny_branches():
+    br = model_branches(TinyAttnAV(), tiny_spec())
+    assert set(br["image"]) == {"img", "img_proj"} and set(br["audio"]) == {"aud", "aud_proj"}
+    assert set(br["fusion"]) == {"attn", "mlp", "cls", "spk"}
+
+
+# ------------------------------------------------------------------ structured pruning on avnet
+
+
+@pytest.fixture(scope="module")
+def avnet_pruned(avnet_parts, avnet_data):
+    model, spec = avnet_parts
+    _, evaluation = avnet_data
+    before = copy.deepcopy(model.state_dict())
+    res = prune_model(model, spec, parse_prune(0.5, epochs=0, iterative_steps=2), None, evaluation.take(slice(0, 64)),
+                      progress=lambda s: None)
+    return model, spec, res, before
+
+
+def test_avnet_user_model_untouched(avnet_pruned):
+    model, _, res, before = avnet_pruned
+    assert res.module is not model
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and set(before) == set(after)
+    assert not model.training
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_avnet_shapes_through_branches_and_fusion(avnet_pruned, batch):
+    model, spec, res, _ = avnet_pruned
+    rng = np.random.default_rng(batch)
+    image = torch.from_numpy(rng.standard_normal((batch, 3, 64, 64)).astype(np.float32))
+    audio = torch.from_numpy(rng.standard_normal((batch, 1, 64, 98)).astype(np.float32))
+    with torch.no_grad():
+        digit, speaker = res.module(image, audio)
+    assert digit.shape == (batch, 10) and speaker.shape == (batch, 6)
+
+
+def test_avnet_channels_really_removed(avnet_pruned):
+    model, _, res, _ = avnet_pruned
+    old, new = _convs(model), _convs(res.module)
+    # every modality-internal width halves (image CNN and audio CNN) ...
+    for name in ("image.body.0.0", "image.body.1.1.0", "image.body.2.1.0", "image.body.3.1.0", "audio.body.0.0", "audio.body.1.0", "audio.body.2.0"):
+        assert new[name][1] == old[name][1] // 2, name
+    # ... inputs, the shared fusion width (attention, residual stream) and the heads stay
+    assert new["image.body.0.0"][0] == 3 and new["audio.body.0.0"][0] == 1
+    assert new["image.body.4.1.0"][1] == 96 and new["audio.body.3.0"][1] == 96
+    assert res.module.img_from_aud.attn.embed_dim == 96 and res.module.fuse[0].in_features == 384
+    assert res.module.digit.out_features == 10 and res.module.speaker.out_features == 6
+    rep = res.report
+    assert _params(res.module) == rep["params"]["after"] < 0.8 * rep["params"]["before"] == 0.8 * _params(model)
+    assert rep["flops"]["after"] < 0.6 * rep["flops"]["before"]
+    assert set(rep["accuracy"]) >= {"before", "after_pruning"} and rep["accuracy"]["before"]["digit"] > 0.9
+
+
+def test_avnet_per_branch_ratio_touches_only_that_branch(avnet_parts):
+    model, spec = avnet_parts
+    res = prune_model(model, spec, "image=0.5", progress=lambda s: None)
+    old, new = _convs(model), _convs(res.module)
+    changed = {n for n in old if old[n] != new[n]}
+    assert changed and all(n.startswith("image.") for n in changed)
+    assert all(new[n] == old[n] for n in old if n.startswith("audio."))
+    assert {g["branch"] for g in res.report["groups"] if g["ratio"] > 0} == {"image"}
+
+
+# ------------------------------------------------------------------ the tiny attention model
+
+
+def test_tiny_fusion_prunes_mlp_width():
+    m, spec = TinyAttnAV(), tiny_spec()
+    res = prune_model(m, spec, "image=0.5,audio=0.5,fusion=0.5", progress=lambda s: None)
+    p = res.module
+    # torch-pruning 1.6 leaves nn.MultiheadAttention's embed dim whole; it must stay consistent
+    assert p.attn.num_heads * p.attn.head_dim == p.attn.embed_dim == p.img_proj.out_features
+    assert p.mlp[0].out_features == 16 and p.cls.out_features == 4 and p.spk.out_features == 3
+    feeds = tiny_samples(m, 5, seed=3).feeds
+    assert [o.shape for o in run(p, feeds)] == [(5, 4), (5, 3)]
+
+
+def test_tiny_without_fusion_keeps_attention():
+    m, spec = TinyAttnAV(), tiny_spec()
+    p = prune_model(m, spec, 0.5, progress=lambda s: None).module
+    assert p.attn.embed_dim == 16 and p.attn.num_heads == 4 and p.mlp[0].out_features == 32
+    assert p.img_proj.in_features == 12 and p.aud_proj.in_features == 12
+
+
+@pytest.mark.parametrize("criterion", ["magnitude", "taylor"])
+def test_tiny_finetune_with_distillation(criterion, quiet):
+    m, spec = TinyAttnAV(), tiny_spec()
+    train, evaluation = tiny_samples(m, 128, seed=1), tiny_samples(m, 64, seed=2)
+    sink, lines = quiet
+    res = prune_model(m, spec, parse_prune(0.6, criterion=criterion, epochs=4, iterative_steps=2, lr=3e-3), train, evaluation, progress=sink)
+    acc = res.report["accuracy"]
+    assert acc["before"] == {"cls": 1.0, "spk": 1.0}
+    assert set(acc["after_finetune"]) == {"cls", "spk"}
+    assert sum(acc["after_finetune"].values()) >= sum(acc["after_pruning"].values())
+    assert any("epoch 2/2" in line and "loss" in line and "cls" in line for line in lines)
+    assert res.report["finetune"]["epochs"] == 4 and res.report["finetune"]["samples"] == 128
+    assert res.report["finetune"]["split"] == "random-1"
+
+
+def test_finetune_minutes_budget():
+    m, spec = TinyAttnAV(), tiny_spec()
+    train = tiny_samples(m, 64, seed=1)
+    res = prune_model(m, spec, parse_prune(0.5, finetune_minutes=0.001, iterative_steps=1), train, None, progress=lambda s: None)
+    assert res.report["finetune"]["seconds"] < 10  # 0.06 s budget: a few batches at most
+    assert res.report["finetune"]["epochs"] <= 1
+
+
+# ------------------------------------------------------------------ 2:4 sparsity
+
+
+def test_two_four_sparsity():
+    m, spec = TinyAttnAV(), tiny_spec()
+    train = tiny_samples(m, 64, seed=1)
+    res = prune_model(m, spec, parse_prune("2:4", epochs=2), train, None, progress=lambda s: None)
+    p = res.module
+    assert res.sparse_layers and "img.0.0" not in res.sparse_layers  # a 3-channel stem stays dense
+    assert {"img.1.0", "aud.1.0", "img_proj", "mlp.0", "attn.out_proj"} <= set(res.sparse_layers)
+    for name in res.sparse_layers:
+        w = p.get_submodule(name).weight
+        assert is_2_4(w), name  # the mask survived fine-tuning
+        assert float((w == 0).float().mean()) >= 0.5 - 1e-6
+    assert _params(p) == _params(m) and not is_2_4(m.get_submodule("mlp.0").weight)
+    assert res.report["sparsity"] == {"pattern": "2:4", "layers": res.sparse_layers, "cpu_speedup": False}
+
+
+# ------------------------------------------------------------------ refusals
+
+
+def test_pt2_program_refused(tmp_path):
+    m, spec = TinyAttnAV(), tiny_spec()
+    feeds = tiny_samples(m, 2, seed=0).feeds
+    ep = torch.export.export(m, (torch.from_numpy(feeds["image"]), torch.from_numpy(feeds["audio"])))
+    with pytest.raises(EdgemmError, match="torch.export program \\(.pt2\\) cannot be pruned.*pass the nn.Module") as err:
+        prune_model(ep, spec, 0.5, progress=lambda s: None)
+    assert "\n" not in str(err.value)
+
+
+class Untraceable(TinyAttnAV):
+    """The image branch leaves autograd (numpy round trip): its channels cannot be followed."""
+
+    def forward(self, image, audio):
+        x = self.img(image)
+        x = torch.from_numpy(x.detach().numpy().copy()).flatten(2).transpose(1, 2)
+        it = self.img_proj(x)
+        at = self.aud_proj(self.aud(audio).flatten(2).transpose(1, 2))
+        ctx, _ = self.attn(it, at, at, need_weights=False)
+        z = self.mlp((it + ctx).mean(1))
+        return self.cls(z), self.spk(z)
+
+
+def test_untraceable_model_names_the_module():
+    with pytest.raises(EdgemmError, match="cannot trace module 'img.0.0' \\(Conv2d\\) of branch 'image'") as err:
+        prune_model(Untraceable(), tiny_spec(), "image=0.5", progress=lambda s: None)
+    assert "\n" not in str(err.value) and "torch-pruning" in str(err.value)
+
+
+# ------------------------------------------------------------------ export + parity
+
+
+def test_pruned_exports_with_same_spec_and_parity(tmp_path):
+    import edgemm
+
+    m, spec = TinyAttnAV(), tiny_spec()
+    pruned = prune_model(m, spec, "image=0.5,audio=0.5,fusion=0.5", progress=lambda s: None).module
+    feeds = tiny_samples(m, 4, seed=5).feeds
+    sizes = {}
+    for kind, module in (("base", m), ("pruned", pruned)):
+        b = edgemm.export(module, example_inputs=feeds, spec=spec, output=tmp_path / kind, targets=["onnxruntime"])
+        assert b.spec.input_names == ["image", "audio"] and b.spec.output_names == ["cls", "spk"]
+        sizes[kind] = (b.root / "onnx/model.fp32.onnx").stat().st_size
+        for n in (1, 3):
+            f = {k: v[:n] for k, v in tiny_samples(m, 3, seed=6 + n).feeds.items()}
+            with edgemm.load(b.root, backend="onnxruntime", precision="fp32") as rt:
+                out = rt.run(f)
+            for got, want in zip(out.values(), run(module, f)):
+                assert got.shape[0] == n
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert sizes["pruned"] < 0.7 * sizes["base"]
+
+
+# ------------------------------------------------------------------ report helper
+
+
+def test_pruning_report_keys():
+    rep = pruning_report(request={"ratios": {"*": 0.5}}, params=(100, 60), flops=(1000, 400), size_bytes=(4000, 2500),
+                         latency_ms={"onnxruntime": {"before": 2.0, "after": 1.0, "batch": 1, "threads": 2}},
+                         accuracy={"before": {"digit": 0.96}, "after_pruning": {"digit": 0.6}, "after_finetune": {"digit": 0.955},
+                                   "after_int8": {"digit": 0.95}})
+    assert rep["params"] == {"before": 100, "after": 60, "ratio": 0.6} and rep["flops"]["ratio"] == 0.4
+    assert rep["latency_ms"]["onnxruntime"]["speedup"] == 2.0
+    assert set(rep["accuracy"]) == set(STAGES)
+    assert rep["drop"]["after_finetune"]["digit"] == pytest.approx(0.005) and "before" not in rep["drop"]
+    with pytest.raises(ValueError, match="unknown accuracy stage"):
+        pruning_report(accuracy={"after_qat": {"digit": 0.9}})
+
+
+# ------------------------------------------------------------------ avnet fine-tune (short)
+
+
+@pytest.mark.slow
+def test_avnet_finetune_recovers(avnet_parts, avnet_data, quiet):
+    model, spec = avnet_parts
+    train, evaluation = avnet_data
+    sink, lines = quiet
+    res = prune_model(model, spec, parse_prune(0.5, epochs=2, iterative_steps=1), train.take(slice(0, 160)),
+                      evaluation.take(slice(0, 200)), progress=sink)
+    acc = res.report["accuracy"]
+    assert acc["after_finetune"]["digit"] > acc["after_pruning"]["digit"] + 0.05
+    assert acc["after_finetune"]["speaker"] > acc["after_pruning"]["speaker"]
+    assert any("epoch 2/2" in line for line in lines)
