@@ -21,7 +21,7 @@ from .backends.base import version_of
 from .backends.registry import get_backend
 from .bundle import FORMAT_VERSION, MANIFEST, Artifact, Bundle, BundleWriter, sha256_file
 from .data.datasets import Samples, load_samples
-from .errors import EdgemmError, SpecError, UnsupportedFeature
+from .errors import EdgemmError, SpecError
 from .iospec import IOSpec
 from .log import logger, step
 from .recipe import DataConfig, ExportConfig, ModelConfig, Recipe, VerifyConfig, load_recipe, parse_max_drop
@@ -161,6 +161,7 @@ def export(
     calibration_method: str | None = None,
     speed_guard: bool | None = None,
     policy=None,
+    prune_options: Mapping[str, Any] | None = None,
 ) -> Bundle:
     """Export a model to a verified bundle at ``output`` (written to a temp dir, renamed when complete).
 
@@ -169,7 +170,10 @@ def export(
     iterable of feeds, or "synthetic"); ``max_drop`` is the accuracy budget on the evaluation split
     (0.01 = 1 point absolute, "2%" relative, None = no budget). If the budget cannot be met, the
     bundle is written with the best model found and ``BudgetNotMet`` is raised. ``qat=True``
-    fine-tunes with fake-quant (PTQ artifacts are kept beside the QAT ones).
+    fine-tunes with fake-quant (PTQ artifacts are kept beside the QAT ones). ``prune``: ``0.5``,
+    ``"image=0.5,audio=0.3"`` or ``"2:4"`` (structured pruning + distillation fine-tune on the training split;
+    ``prune_options``: ``criterion``, ``epochs``, ``finetune_minutes``, ... of ``edgemm.stages.prune.PruneConfig``);
+    the original model stays the accuracy reference.
     """
     resolved = resolve_model(model_or_path, example_inputs, spec)
     recipe = resolved.recipe
@@ -192,8 +196,8 @@ def export(
         ptq = make_ptq_config(recipe, export_cfg.targets, max_drop=max_drop, quantizer=quantizer,
                               calibration_method=calibration_method, speed_guard=speed_guard, policy=policy, threads=threads)
     prune_cfg = None
-    if prune is not None and prune is not False:
-        prune_cfg = _prune_config(prune, recipe)
+    if (prune is not None and prune is not False) or recipe.prune:
+        prune_cfg = _prune_config(prune, recipe, prune_options)
     cfg = PipelineConfig(
         output=Path(output), name=name or recipe.model.name, export=export_cfg, data=data, verify=verify_config or recipe.verify,
         run_verify=verify, int8=int8, qat=qat, prune=prune_cfg, ptq=ptq,
@@ -203,8 +207,68 @@ def export(
     return run_pipeline(resolved, cfg)
 
 
-def _prune_config(prune, recipe: Recipe):
-    raise UnsupportedFeature("--prune (structured pruning) is not part of this edgemm version yet; export without it (--int8 works)")
+def _prune_config(prune, recipe: Recipe, overrides: Mapping[str, Any] | None = None):
+    """``--prune`` / ``prune=`` (a ratio, ``image=0.5,audio=0.3``, ``2:4``) over the recipe's [prune] table."""
+    from .stages.prune import parse_prune
+
+    table = dict(recipe.prune or {})
+    if prune is not None and prune is not True:
+        table["ratio"] = prune
+    table.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return parse_prune(table, recipe.spec.input_names)
+
+
+def _prune(resolved: ResolvedModel, cfg: PipelineConfig, eval_samples: Samples | None):
+    """The prune stage: the user's module -> a physically smaller copy, fine-tuned on the training split."""
+    from .stages.prune import prune_model
+
+    if is_program(resolved.model):
+        raise EdgemmError("a torch.export program (.pt2) cannot be pruned: its graph is frozen; pass the nn.Module instead "
+                          "(a recipe [model] factory, or edgemm.export(module, ...) from Python)")
+    source = cfg.data.training or cfg.data.calibration
+    train = load_samples(source, resolved.spec) if source else None
+    if train is None and (cfg.prune.epochs or cfg.prune.finetune_minutes):
+        raise EdgemmError("--prune fine-tunes on training data: set [data] training (or calibration) in the recipe, or pass --calib")
+    with step(f"pruning ({', '.join(f'{k}={v}' for k, v in cfg.prune.ratios.items()) or cfg.prune.sparsity}; "
+              f"fine-tuning on {source or 'no data'})"):
+        return prune_model(resolved.model, resolved.spec, cfg.prune, train=train, evaluation=eval_samples,
+                           progress=lambda msg: logger.info("  %s", msg))
+
+
+def _pruning_report(w: BundleWriter, resolved: ResolvedModel, pruned, cfg: PipelineConfig, args, int8_results) -> dict:
+    """reports/pruning.json: the pruning stage's report + file size, latency per CPU target, accuracy after INT8."""
+    import tempfile
+
+    from .stages.prune import pruning_report
+    from .stages.quantize.ptq import compare_latency
+
+    report = dict(pruned.report)
+    with tempfile.TemporaryDirectory(prefix="edgemm-prune-") as tmp:
+        original = Path(tmp) / "original.onnx"
+        with step("exporting the unpruned model to ONNX for the pruning report"):
+            export_onnx(resolved.model, args, resolved.spec, original, cfg.export)
+        latency = {}
+        one = {k: v[:1].numpy() for k, v in zip(resolved.spec.input_names, args)}
+        threads = cfg.threads or 2
+        for target in cfg.export.targets:
+            backend = get_backend(target)
+            if backend.device != "cpu" or not backend.runs("onnx") or not backend.availability().available:
+                continue
+            with step(f"timing unpruned vs pruned fp32 on {target} (batch 1, {threads} threads, interleaved)"):
+                before, after = compare_latency(target, resolved.spec, original, "fp32", w.path(ONNX_PATH), "fp32", one, threads)
+            latency[target] = {"before": before, "after": after, "batch": 1, "threads": threads}
+        size = (original.stat().st_size, w.path(ONNX_PATH).stat().st_size)
+    accuracy = {k: v for k, v in report.get("accuracy", {}).items()}
+    int8 = {}
+    for r in int8_results:
+        for head, v in (r.candidate.metrics or {}).items():
+            int8[head] = min(v, int8.get(head, 1.0))  # the worst target
+    if int8:
+        accuracy["after_int8"] = int8
+    keep = {k: report[k] for k in ("request", "branches", "groups", "finetune", "sparsity") if k in report}
+    params, flops = report.get("params") or {}, report.get("flops") or {}
+    return pruning_report(**keep, params=(params.get("before"), params.get("after")), flops=(flops.get("before"), flops.get("after")),
+                          size_bytes=size, latency_ms=latency, accuracy=accuracy)
 
 
 def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
@@ -238,7 +302,10 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
             program = export_reference(resolved.model, args, spec, w.path(REFERENCE_PATH))
         w.add_artifact(Artifact(REFERENCE_PATH, "torch-export", "fp32", _reference_name(), _reference_name(), toolchain={"torch": version_of("torch") or "?"}))
         deployed = resolved.model  # what the ONNX is exported from (the pruned model when pruning)
-        # prune: the seam; `_prune_config` refuses until the pruning stage lands
+        pruned = None
+        if cfg.prune is not None:
+            pruned = _prune(resolved, cfg, eval_samples)
+            deployed = pruned.module
         with step(f"exporting ONNX (opset {cfg.export.opset}, {cfg.export.exporter} exporter)"):
             info = export_onnx(program if cfg.export.exporter == "dynamo" and deployed is resolved.model else deployed,
                                args, spec, w.path(ONNX_PATH), cfg.export)
@@ -265,6 +332,8 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
                 # With --qat the QAT artifacts answer to the budget; PTQ ones stay for comparison.
                 int8_results = add_qat_artifacts(w, deployed, spec, args, cfg, calib_src, eval_samples, int8_results, reference,
                                                   resolved.recipe)
+        if pruned is not None:
+            w.write_json("reports/pruning.json", _pruning_report(w, resolved, pruned, cfg, args, int8_results))
         # parity samples + the reference's outputs on them (verify compares without running the reference's code)
         if eval_samples is not None:
             parity = eval_samples.take(slice(0, vcfg.parity_samples)).feeds
@@ -277,6 +346,11 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
         np.savez_compressed(w.path(PARITY_REFERENCE), **dict(zip(spec.output_names, ref_out)))
         manifest = _manifest(resolved, cfg, calib_src, eval_samples, parity_kind, info)
         manifest["model"]["sha256"] = manifest["model"]["sha256"] or sha256_file(w.path(REFERENCE_PATH))
+        if pruned is not None:
+            manifest["pruning"] = {"ratios": dict(cfg.prune.ratios), "criterion": cfg.prune.criterion,
+                                   "sparsity": cfg.prune.sparsity, "sparse_layers": pruned.sparse_layers,
+                                   "reference": "the unpruned original model (reference/model.pt2)"}
+            manifest["reports"]["pruning"] = "reports/pruning.json"
         result = None
         if cfg.run_verify:
             from .stages.verify import verify as run_verify

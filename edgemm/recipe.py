@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import RecipeError, close_match_hint
+from .errors import EdgemmError, RecipeError, close_match_hint
 from .iospec import IOSpec
 
 if sys.version_info >= (3, 11):
@@ -162,6 +162,7 @@ class Recipe:
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     precision: Any = None  # PrecisionPolicy
+    prune: dict | None = None  # the [prune] table (checked by edgemm.stages.prune.parse_prune)
     base_dir: Path = Path(".")
     source: str = ""
 
@@ -226,7 +227,22 @@ def _typed(cls, table: Any, section: str, source: str):
         raise RecipeError(f"{source}: bad [{section}] ({exc})") from exc
 
 
-SECTIONS = ("model", "inputs", "outputs", "data", "export", "verify", "quantize", "precision")
+def _prune_table(table, spec: IOSpec, source: str) -> dict | None:
+    """[prune] ratio = 0.5 | "image=0.5,audio=0.3" | "2:4", criterion, epochs, finetune_minutes, ... (checked now)."""
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise RecipeError(f"{source}: [prune] must be a table, e.g. [prune] ratio = 0.5")
+    from .stages.prune.config import parse_prune
+
+    try:
+        parse_prune(table, spec.input_names)
+    except EdgemmError as exc:
+        raise RecipeError(f"{source}: {exc}") from exc
+    return dict(table)
+
+
+SECTIONS = ("model", "inputs", "outputs", "data", "export", "verify", "quantize", "precision", "prune")
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -259,6 +275,7 @@ def load_recipe(path: str | Path) -> Recipe:
         verify=_typed(VerifyConfig, raw.get("verify", {}), "verify", src),
         quantize=_typed(QuantizeConfig, raw.get("quantize", {}), "quantize", src),
         precision=parse_precision(raw.get("precision", {}), src),
+        prune=_prune_table(raw.get("prune"), spec, src),
         base_dir=path.parent.resolve(),
         source=src,
     )

@@ -101,3 +101,30 @@ def test_unloadable_artifact_is_a_bundle_error(tmp_path, tiny_bundle_dir):
         get_backend("onnxruntime").create_runner(junk, spec)
     with pytest.raises(BundleError, match="cannot load torch program"):
         load_program(junk)
+
+
+def test_torch_runner_restores_the_global_thread_count():
+    import torch
+
+    from edgemm.backends import RunnerOptions
+    from edgemm.backends.registry import reference_backend
+    from models.tiny import TinyAV, tiny_feeds, tiny_spec
+
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    with reference_backend().runner_for_module(TinyAV(0), tiny_spec(), RunnerOptions(threads=want)) as r:
+        r.infer(tiny_feeds(2))
+        assert torch.get_num_threads() == want
+    assert torch.get_num_threads() == before
+
+
+def test_every_backend_declares_a_folder_and_the_registry_knows_one_reference():
+    from edgemm.backends.registry import all_backends, reference_backend, target_names
+
+    backends = all_backends()
+    assert sum(b.reference for b in backends.values()) == 1 and reference_backend().name not in target_names()
+    folders = [b.folder for b in backends.values()]
+    assert len(folders) == len(set(folders))
+    for b in backends.values():
+        assert b.default_quantizer is None or not b.reference
+        assert b.checked_by is None or b.checked_by in backends

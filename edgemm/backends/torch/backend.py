@@ -23,6 +23,7 @@ class TorchRunner(Runner):
     def __init__(self, module, spec: IOSpec, options: RunnerOptions):
         super().__init__(spec)
         self._torch = lazy_import("torch")
+        self._threads_before = self._torch.get_num_threads()  # torch's thread count is process-global: restored on close()
         if options.threads:
             self._torch.set_num_threads(options.threads)
         self.module = module
@@ -37,6 +38,11 @@ class TorchRunner(Runner):
         if isinstance(out, dict):
             out = [out[n] for n in self.spec.output_names]
         return [o.detach().cpu().numpy() for o in out]
+
+    def close(self) -> None:
+        if self.module is not None:
+            self._torch.set_num_threads(self._threads_before)
+            self.module = None
 
 
 class TorchBackend(Backend):

@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from ..._lazy import lazy_import
+from ...lazy import lazy_import
 from ...data.datasets import Samples
 from ...errors import EdgemmError
 from ...iospec import IOSpec

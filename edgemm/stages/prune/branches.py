@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..._lazy import lazy_import
+from ...lazy import lazy_import
 from ...iospec import IOSpec
 from .config import FUSION
 

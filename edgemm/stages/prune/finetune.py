@@ -11,7 +11,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..._lazy import lazy_import
+from ...lazy import lazy_import
 from ...data.datasets import Samples
 from ...iospec import IOSpec
 from .config import PruneConfig

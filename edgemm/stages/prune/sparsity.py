@@ -2,7 +2,7 @@
 dimension of a Conv/Linear, the 2 smallest are zeroed. Shapes stay; no CPU speedup is claimed."""
 from __future__ import annotations
 
-from ..._lazy import lazy_import
+from ...lazy import lazy_import
 
 
 def _mask_2_4(weight):

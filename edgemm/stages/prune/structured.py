@@ -6,7 +6,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from ..._lazy import lazy_import
+from ...lazy import lazy_import
 from ...errors import EdgemmError
 from ...iospec import IOSpec
 from .branches import group_branch, group_members
