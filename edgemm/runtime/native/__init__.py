@@ -9,6 +9,7 @@ and a warning says so once per process.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 import warnings
@@ -266,7 +267,9 @@ class StreamingLogMel:
         if not self.same_rate:
             from ...data.audio import polyphase_bank
 
-            _, self._half, self._taps = polyphase_bank(self.up, self.down)
+            self._bank, self._half, self._taps = polyphase_bank(self.up, self.down)
+        self._hop, self._wl, self._ns, self._nf, self._nm = cfg.hop, cfg.win_length, cfg.n_samples, cfg.n_frames, cfg.n_mels
+        self._mel_args = (*_mel_consts(cfg), cfg.n_fft, cfg.hop)
         self.out_shape = (1, 1, cfg.n_mels, cfg.n_frames)
         self.native = _ext is not None
         hop, wl, nf = cfg.hop, cfg.win_length, cfg.n_frames
@@ -282,8 +285,8 @@ class StreamingLogMel:
     # --------------------------------------------------------------- geometry
     def hop_aligned_end(self, end: float) -> int:
         """The largest window end <= ``end`` whose frames sit on the hop grid of the stream."""
-        n, hop = self.cfg.n_samples, self.cfg.hop
-        return n + int(np.floor((end - n) / hop)) * hop
+        n, hop = self._ns, self._hop
+        return n + math.floor((end - n) / hop) * hop
 
     def resampled_index(self, source_index: float) -> float:
         """Model-rate stream position of source sample index ``source_index``."""
@@ -296,7 +299,7 @@ class StreamingLogMel:
         if not len(x):
             return
         if self.same_rate:
-            self.y.reserve(self.f_end * self.cfg.hop, len(x))
+            self.y.reserve(self.f_end * self._hop, len(x))
             self.y.view(self.y.end, self.y.end + len(x))[:] = x
             self.y.end += len(x)
         else:
@@ -320,19 +323,23 @@ class StreamingLogMel:
         """Resampled samples [m0, m1) into the y buffer (x treated as zero past what was pushed)."""
         if m1 <= m0:
             return
-        self.y.reserve(self.f_end * self.cfg.hop, m1 - self.y.end)
+        self.y.reserve(self.f_end * self._hop, m1 - self.y.end)
         lo = max(self.x.base, self._x_needed(m0))
-        resample_segment(self.x.view(lo, self.x.end), lo, self.up, self.down, m0, self.y.view(m0, m1))
+        xs, ys = self.x.view(lo, self.x.end), self.y.view(m0, m1)
+        if _ext is None:
+            resample_segment(xs, lo, self.up, self.down, m0, ys)
+        else:
+            _ext.resample(xs, lo, self._bank, self.up, self.down, self._half, self._taps, m0, ys)
 
     def _frames_into(self, f0: int, f1: int) -> None:
         """Mel frames [f0, f1) (their samples are in the y buffer) into the ring columns."""
-        cfg, hop = self.cfg, self.cfg.hop
+        hop, cfg = self._hop, self.cfg
         cap = self.mel.shape[1]
         while f0 < f1:
             if f0 - self.f_base >= cap:
                 raise RuntimeError("mel ring overflow")  # _make_room prevents it
             k = min(f1 - f0, cap - (f0 - self.f_base))
-            seg = self.y.view(f0 * hop, (f0 + k - 1) * hop + cfg.win_length)
+            seg = self.y.view(f0 * hop, (f0 + k - 1) * hop + self._wl)
             col = f0 - self.f_base
             if _ext is None:
                 from ...data.audio import log_mel_frames
@@ -340,8 +347,7 @@ class StreamingLogMel:
                 warn_fallback()
                 self.mel[:, col:col + k] = log_mel_frames(seg, k, cfg)
             else:
-                win, fb, start, end = _mel_consts(cfg)
-                _ext.log_mel(seg, self.mel, win, fb, start, end, cfg.n_fft, hop, k, cfg.n_mels, cfg.log_floor, cap, col)
+                _ext.log_mel(seg, self.mel, *self._mel_args, k, self._nm, cfg.log_floor, cap, col)
             f0 += k
 
     def _make_room(self, last: int, keep_from: int) -> None:
@@ -360,7 +366,7 @@ class StreamingLogMel:
         self.f_base = keep_from
 
     def _advance(self) -> None:
-        ready = (self.y.end - self.cfg.win_length) // self.cfg.hop + 1  # frames whose samples are all in
+        ready = (self.y.end - self._wl) // self._hop + 1  # frames whose samples are all in
         if ready > self.f_end:
             self._make_room(ready - 1, min(self.f_end, ready - self.keep))
             self._frames_into(self.f_end, ready)
@@ -371,16 +377,16 @@ class StreamingLogMel:
         """The log-mel of the window ending at resampled index ``end`` (hop-aligned, see
         ``hop_aligned_end``), into ``out``; None when that window is older than the frames kept
         (windows go forward in time; the caller falls back to the one-shot frontend)."""
-        cfg, hop = self.cfg, self.cfg.hop
-        if (end - cfg.n_samples) % hop:
+        hop, nf = self._hop, self._nf
+        if (end - self._ns) % hop:
             raise ValueError(f"window end {end} is not on the hop grid (use hop_aligned_end)")
-        first = (end - cfg.n_samples) // hop
-        last = first + cfg.n_frames - 1
+        first = (end - self._ns) // hop
+        last = first + nf - 1
         if first < self.f_base:
             return None
         if last >= self.f_end:  # not all audio is in: compute the rest as if the stream ended here
             self._make_room(last, first)
-            need = last * hop + cfg.win_length
+            need = last * hop + self._wl
             if need > self.y.end:
                 self.y.reserve(self.f_end * hop, need - self.y.end)
                 # the offline resampler's output of the stream so far has ceil(n * up / down) samples
@@ -391,5 +397,5 @@ class StreamingLogMel:
         if out is None:
             out = np.empty(self.out_shape, np.float32)
         c = first - self.f_base
-        out.reshape(cfg.n_mels, cfg.n_frames)[...] = self.mel[:, c:c + cfg.n_frames]
+        out.reshape(self._nm, nf)[...] = self.mel[:, c:c + nf]
         return out
