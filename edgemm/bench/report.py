@@ -1,9 +1,16 @@
-"""Benchmark output: a table for the terminal, JSON, and an SVG bar chart (no plotting dependency)."""
+"""Benchmark output: a table for the terminal, JSON, CSV, markdown, and plots through matplotlib
+(format from the file extension: .png, .svg, .pdf)."""
 from __future__ import annotations
 
+import csv
 import json
 from html import escape
 from pathlib import Path
+
+from ..errors import EdgemmError
+
+COLUMNS = ("artifact", "backend", "precision", "mode", "baseline", "batch", "threads", "p50_ms", "p90_ms", "p99_ms",
+           "mean_ms", "throughput", "speedup_vs_baseline", "peak_rss_mb", "size_mb")
 
 
 def format_table(result: dict) -> str:
@@ -27,6 +34,108 @@ def format_table(result: dict) -> str:
 
 def write_json(result: dict, path: str | Path) -> None:
     Path(path).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _heads(result: dict) -> list[str]:
+    return sorted({h for r in result["runs"] for h in r.get("metrics", {})})
+
+
+def _stages(result: dict) -> list[str]:
+    seen = []
+    for r in result["runs"]:
+        for k in r.get("stages_ms", {}):
+            if k not in seen:
+                seen.append(k)
+    return seen
+
+
+def write_csv(result: dict, path: str | Path) -> None:
+    """One row per run: the DESIGN keys, top-1 per head, and the end_to_end stage medians."""
+    heads, stages = _heads(result), _stages(result)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([*COLUMNS, *(f"top1_{h}" for h in heads), *(f"{s}_p50_ms" for s in stages)])
+        for r in result["runs"]:
+            w.writerow([r.get(c) for c in COLUMNS] + [r.get("metrics", {}).get(h) for h in heads]
+                       + [r.get("stages_ms", {}).get(s, {}).get("p50") for s in stages])
+
+
+def format_markdown(result: dict) -> str:
+    m, c = result["machine"], result["config"]
+    heads, stages = _heads(result), _stages(result)
+    out = [f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {' '.join(m['isa']) or 'no AVX2'}), "
+           f"{c['threads']} threads, {c['rounds']} interleaved rounds x {c['seconds_per_round']} s; medians and p90/p99 in ms."
+           + (f" Command: `{c['command']}`." if c.get("command") else ""), "",
+           "| artifact | backend | precision | mode | batch | p50 ms | p90 ms | p99 ms | speedup | size MB | "
+           + " | ".join(f"top-1 {h}" for h in heads) + " |",
+           "|---|---|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(heads)]
+    for r in sorted(result["runs"], key=lambda r: (r["mode"], r["batch"], not r["baseline"], r["p50_ms"])):
+        sp = f"{r['speedup_vs_baseline']:.2f}x" if r.get("speedup_vs_baseline") else "-"
+        top = " | ".join(f"{r['metrics'][h]:.4f}" if h in r.get("metrics", {}) else "-" for h in heads)
+        out.append(f"| {r['artifact']}{' (baseline)' if r['baseline'] else ''} | {r['backend']} | {r['precision']} | {r['mode']} | "
+                   f"{r['batch']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {sp} | {r['size_mb']:.3f} | {top} |")
+    e2e = [r for r in result["runs"] if r.get("stages_ms")]
+    if e2e:
+        out += ["", f"end_to_end per video frame at {e2e[0].get('fps', 30):g} fps, stage medians (ms):", "",
+                "| artifact | backend | precision | " + " | ".join(stages) + " | total p50 |",
+                "|---|---|---|" + "---:|" * (len(stages) + 1)]
+        for r in e2e:
+            out.append(f"| {r['artifact']} | {r['backend']} | {r['precision']} | "
+                       + " | ".join(f"{r['stages_ms'][s]['p50']:.3f}" if s in r["stages_ms"] else "-" for s in stages)
+                       + f" | {r['p50_ms']:.3f} |")
+    return "\n".join(out) + "\n"
+
+
+def write_markdown(result: dict, path: str | Path) -> None:
+    Path(path).write_text(format_markdown(result))
+
+
+PLOT_FORMATS = (".png", ".svg", ".pdf")
+
+
+def write_plot(result: dict, path: str | Path) -> None:
+    """Two panels: latency per artifact (p50 bar, p90 and p99 marks; model mode at batch 1, and
+    end_to_end) and latency vs top-1 (first head). Format from the extension."""
+    path = Path(path)
+    if path.suffix.lower() not in PLOT_FORMATS:
+        raise EdgemmError(f"--plot {path}: use a .png, .svg or .pdf file name")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise EdgemmError("--plot needs matplotlib: pip install matplotlib") from None
+    runs = [r for r in result["runs"] if r["batch"] == 1]
+    heads = _heads(result)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, max(3.5, 0.4 * len(runs) + 1.5)))
+    runs = sorted(runs, key=lambda r: (r["mode"], r["p50_ms"]))
+    labels = [f"{r['artifact']} ({r['backend']} {r['precision']}, {r['mode']})" for r in runs]
+    colours = ["#888" if r["baseline"] else {"int8": "#2a7", "fp16": "#57c", "fp32": "#c74"}.get(r["precision"], "#999") for r in runs]
+    y = list(range(len(runs)))
+    ax1.barh(y, [r["p50_ms"] for r in runs], color=colours)
+    ax1.scatter([r["p90_ms"] for r in runs], y, marker="|", color="k", s=120, label="p90")
+    ax1.scatter([r["p99_ms"] for r in runs], y, marker="x", color="k", s=30, label="p99")
+    ax1.set_yticks(y, labels, fontsize=8)
+    ax1.invert_yaxis()
+    ax1.set_xlabel("latency, ms (bar: p50)")
+    ax1.legend(loc="lower right", fontsize=8)
+    if heads:
+        h = heads[0]
+        for r, col in zip(runs, colours):
+            if h in r.get("metrics", {}) and r["mode"] == "model":
+                ax2.scatter(r["p50_ms"], r["metrics"][h], color=col, s=40)
+                ax2.annotate(f"{r['backend']} {r['precision']}", (r["p50_ms"], r["metrics"][h]), fontsize=7,
+                             xytext=(3, 3), textcoords="offset points")
+        ax2.set_xlabel("model latency p50, ms (batch 1)")
+        ax2.set_ylabel(f"top-1 ({h})")
+    else:
+        ax2.set_axis_off()
+    m, c = result["machine"], result["config"]
+    fig.suptitle(f"edgemm bench: {m['cpu']}, {c['threads']} threads, {m['date']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def write_svg(result: dict, path: str | Path, mode: str = "model", batch: int = 1) -> None:

@@ -39,6 +39,8 @@ class BenchConfig:
     rounds: int = 2
     warmup: int = 10
     graph: str | None = None
+    fps: float = 30.0  # end_to_end: the stream's frame rate (audio per frame = 1 / fps seconds)
+    progress: bool = False  # a progress bar over the measurement plan (stderr; `edgemm bench` turns it on)
     extra: dict = field(default_factory=dict)
 
 
@@ -77,7 +79,7 @@ def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None)
                     "mode": mode, "batch": batch, "threads": threads, "seconds": cfg.seconds, "warmup": cfg.warmup,
                     "raw": str(raw_path) if raw_path else None, "baseline": baseline,
                     "factory": factory if baseline else None, "checkpoint": checkpoint if baseline else None,
-                    "id": bundle.artifact_id(art), "size_mb": art.size_bytes(bundle.root) / 1e6,
+                    "id": bundle.artifact_id(art), "size_mb": art.size_bytes(bundle.root) / 1e6, "fps": cfg.fps,
                 })
     if cfg.backends and reference_backend().name not in cfg.backends:
         logger.info("note: the torch baseline is not in --backends; speedups are not computed")
@@ -109,6 +111,35 @@ def _run_worker(job: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+class _progress:
+    """A rich progress bar over the measurement plan (stderr; plain log lines when disabled)."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total, self._p = enabled, total, None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._p = Progress(TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                               TimeRemainingColumn(), TextColumn("{task.description}"), console=Console(stderr=True),
+                               transient=False)
+            self._p.start()
+            self._task = self._p.add_task("", total=self.total)
+        return self.advance
+
+    def advance(self, what: str) -> None:
+        if self._p is not None:
+            self._p.update(self._task, advance=1, description=what)
+        else:
+            logger.info("%s", what)
+
+    def __exit__(self, *exc):
+        if self._p is not None:
+            self._p.stop()
+
+
 def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
     """Measure every (artifact, backend, batch, mode); returns ``{"machine", "config", "runs"}`` (DESIGN.md keys)."""
     cfg = config or BenchConfig(**kwargs)
@@ -125,13 +156,19 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
         if not jobs:
             raise EdgemmError(f"nothing to benchmark in {bundle.root} with backends={cfg.backends} precisions={cfg.precisions}")
         pooled: dict[int, list[float]] = {i: [] for i in range(len(jobs))}
+        stages: dict[int, dict[str, list[float]]] = {}
         rss: dict[int, float] = {}
-        for r in range(cfg.rounds):
-            for i, job in enumerate(jobs):
-                logger.info("round %d/%d: %s on %s, %s, batch %d", r + 1, cfg.rounds, job["id"], job["backend"], job["mode"], job["batch"])
-                out = _run_worker(job)
-                pooled[i].extend(out["latencies_ms"])
-                rss[i] = max(rss.get(i, 0.0), out["peak_rss_mb"])
+        with _progress(cfg.progress, cfg.rounds * len(jobs)) as advance:
+            for r in range(cfg.rounds):
+                for i, job in enumerate(jobs):
+                    what = f"round {r + 1}/{cfg.rounds}: {job['id']} on {job['backend']}, {job['mode']}, batch {job['batch']}"
+                    logger.debug("%s", what)
+                    out = _run_worker(job)
+                    pooled[i].extend(out["latencies_ms"])
+                    for k, v in out.get("stages_ms", {}).items():
+                        stages.setdefault(i, {}).setdefault(k, []).extend(v)
+                    rss[i] = max(rss.get(i, 0.0), out["peak_rss_mb"])
+                    advance(what)
     runs = []
     for i, job in enumerate(jobs):
         a = np.asarray(pooled[i])
@@ -148,9 +185,14 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
             "mean_ms": float(a.mean()), "throughput": float(job["batch"] * 1000.0 / a.mean()), "iterations": int(a.size),
             "peak_rss_mb": round(rss[i], 1), "size_mb": round(job["size_mb"], 4), "metrics": metrics,
         })
+        if i in stages:  # end_to_end: where the time goes, per video frame at the stream's fps
+            runs[-1].update({"path": "streaming", "fps": job["fps"], "stages_ms": {
+                k: {q: round(float(np.percentile(v, p)), 4) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))}
+                for k, v in stages[i].items()}})
     for r in runs:
         base = next((b for b in runs if b["baseline"] and b["mode"] == r["mode"] and b["batch"] == r["batch"]), None)
         r["speedup_vs_baseline"] = round(base["p50_ms"] / r["p50_ms"], 3) if base else None
     return {"machine": machine_info(), "config": {"batches": list(cfg.batches), "threads": threads, "modes": list(cfg.modes),
-                                                  "seconds_per_round": cfg.seconds, "rounds": cfg.rounds},
+                                                  "seconds_per_round": cfg.seconds, "rounds": cfg.rounds, "fps": cfg.fps,
+                                                  "command": " ".join(sys.argv)},
             "bundle": str(bundle.root), "runs": runs}

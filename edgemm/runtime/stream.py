@@ -25,7 +25,7 @@ from ..errors import EdgemmError, SpecError
 from ..iospec import AudioPreprocess, ImagePreprocess
 from . import native
 from .sources import Frame, Source, SourceError, open_audio, open_video
-from .sync import ENDED, STALL_POLICIES, STALLED, AudioRing
+from .sync import ENDED, NO_AUDIO, STALL_POLICIES, STALLED, AudioRing
 
 POLICIES = ("latest", "all")
 _END = object()
@@ -191,7 +191,10 @@ class Stream:
             cap = audio_capacity_s or max(4.0, 2 * pre.window_s + 1.0)
             self.ring = AudioRing(rate, cap, live=self.audio.live, clock=self.clock,
                                   backpressure=not self.audio.live and not realtime, tolerance_s=tol / 1000.0)
-            self._logmel = native.LogMelKernel(pre) if rate == pre.sample_rate else None
+            # Incremental frontend: each sample resampled once, each STFT hop computed once.
+            self._frontend = native.StreamingLogMel(pre, rate)
+            self._fed = 0  # source samples pushed into the frontend
+            self._logmel = native.LogMelKernel(pre) if rate == pre.sample_rate else None  # one-shot fallback
             if self._logmel is None:
                 import scipy.signal  # noqa: F401 - resampling: import now, not inside the first frame's latency
         latest = self.policy == "latest"
@@ -340,7 +343,7 @@ class Stream:
                 job.lat["queue"] = (t0 - job.frame.t_wall) * 1e3
                 feeds = job.feeds
                 if self.ring is not None:
-                    window, info = self.ring.window(job.frame.t, self._audio_n, wait_s=self.stall_s, core=self._audio_core)
+                    window, info = self.ring.window(job.frame.t, self._audio_core, wait_s=self.stall_s, copy=False)
                     if self.stall == "skip" and (STALLED in info.flags or ENDED in info.flags):
                         self._count_drop("sync_skip")
                         continue
@@ -352,17 +355,16 @@ class Stream:
                         self._sync_lag.append(info.lag_s * 1e3)
                     t1 = self.clock()
                     job.lat["sync"] = (t1 - t0) * 1e3
-                    pre = self.audio_input.preprocessing
-                    if self._logmel is not None:
-                        feeds[self.audio_input.name] = self._logmel(window)
-                    else:
-                        from ..data.audio import preprocess_audio
-
-                        feeds[self.audio_input.name] = preprocess_audio(window, self.ring.rate, pre, frontend=native.log_mel)
+                    feeds[self.audio_input.name] = self._audio_features(job.frame.t, info)
+                    job.sync["skew_ms"] += self._snap_s * 1e3
+                    t2 = self.clock()
+                    job.lat["preprocess_audio"] = (t2 - t1) * 1e3
                     t0 = t1
                 kernel = self._image_kernels[job.frame.order]
+                t1 = self.clock()
                 feeds[self.image_input.name] = kernel(job.frame.image)
                 t2 = self.clock()
+                job.lat["preprocess_image"] = (t2 - t1) * 1e3
                 job.lat["preprocess"] = (t2 - t0) * 1e3
                 job.t_stage = t2
                 if not self._ch_pre.put(job):
@@ -374,6 +376,30 @@ class Stream:
             if self.ring is not None:
                 self.ring.close()
             self._ch_pre.put(_END)
+
+    def _audio_features(self, t: float, info) -> np.ndarray:
+        """The log-mel of the window that ends at frame time ``t``: the streaming frontend is fed the
+        audio that arrived since the previous frame, and the window's end is snapped to its hop grid
+        (the snap is added to ``skew_ms``). A window older than the frontend keeps (or no audio at
+        all yet) goes through the one-shot frontend instead."""
+        fe = self._frontend
+        if NO_AUDIO not in info.flags:
+            if info.available_end > self._fed:
+                fe.push(self.ring.samples(self._fed, info.available_end))
+                self._fed = info.available_end
+            exact = fe.resampled_index(info.end)
+            end = fe.hop_aligned_end(exact)
+            feats = fe.window(end)
+            if feats is not None:
+                self._snap_s = (exact - end) / fe.cfg.sample_rate
+                return feats
+        self._snap_s = 0.0
+        window, _ = self.ring.window(t, self._audio_n, wait_s=0.0, core=self._audio_core)
+        if self._logmel is not None:
+            return self._logmel(window)
+        from ..data.audio import preprocess_audio
+
+        return preprocess_audio(window, self.ring.rate, self.audio_input.preprocessing, frontend=native.log_mel)
 
     def _infer_loop(self) -> None:
         labels = getattr(self.runtime, "labels", None)

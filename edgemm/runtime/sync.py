@@ -39,6 +39,8 @@ class WindowInfo:
     skew_s: float = 0.0  # frame time - end time of the audio actually used (0 when aligned)
     waited_s: float = 0.0
     zero_filled: int = 0  # samples
+    end: int = 0  # sample index just past the window (may be past the audio captured so far)
+    available_end: int = 0  # min(end, samples written when the window was taken)
 
 
 class AudioRing:
@@ -151,13 +153,36 @@ class AudioRing:
     def _ready(self, t_end: float) -> bool:
         return self.ended or self.closed or (self.t0 is not None and self.end_time() >= t_end - self.tolerance_s - 1e-9)
 
+    def samples(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``[start, stop)`` by stream index; parts not in the ring (overwritten, before the
+        start, not captured yet) are zeros. A streaming frontend reads only what is new with it."""
+        out = np.zeros(max(0, stop - start), dtype=np.float32)
+        with self.cond:
+            self._copy(start, stop, out)
+        return out
+
+    def _copy(self, start: int, end: int, out: np.ndarray) -> int:
+        lo = max(start, 0, self.written - self.capacity)
+        hi = min(end, self.written)
+        if hi > lo:
+            a, b = lo % self.capacity, (hi - 1) % self.capacity + 1
+            dst = out[lo - start:hi - start]
+            if a < b:
+                dst[:] = self.buf[a:b]
+            else:
+                k = self.capacity - a
+                dst[:k] = self.buf[a:]
+                dst[k:] = self.buf[:b]
+        return max(0, hi - lo)
+
     def window(self, t_end: float, n: int, *, wait_s: float | None = 0.0, out: np.ndarray | None = None,
-               core: int | None = None) -> tuple[np.ndarray, WindowInfo]:
+               core: int | None = None, copy: bool = True) -> tuple[np.ndarray | None, WindowInfo]:
         """The ``n`` samples ending at ``t_end``; waits up to ``wait_s`` (None: no limit) for audio
         to reach ``t_end``. Missing parts are zero-filled and named in ``info.flags`` (judged on the
-        last ``core`` samples, the model's window, when ``n`` includes a resampling margin)."""
+        last ``core`` samples, the model's window, when ``n`` includes a resampling margin).
+        ``copy=False``: only wait, locate and flag (``info.end``); no samples are copied (None)."""
         info = WindowInfo()
-        out = np.zeros(n, dtype=np.float32) if out is None else out
+        out = (np.zeros(n, dtype=np.float32) if out is None else out) if copy else None
         t_start_wait = self.clock()
         with self.cond:
             if not self._ready(t_end) and wait_s != 0.0:
@@ -169,7 +194,8 @@ class AudioRing:
                     self.cond.wait(0.1 if remaining is None else min(remaining, 0.1))
             info.waited_s = max(0.0, self.clock() - t_start_wait)
             if self.t0 is None:
-                out[:] = 0.0
+                if out is not None:
+                    out[:] = 0.0
                 info.flags.append(NO_AUDIO)
                 info.zero_filled = n
                 info.lag_s = float("inf")
@@ -181,19 +207,12 @@ class AudioRing:
                 end = self.written  # close enough: use the newest audio, report the skew
             info.skew_s = t_end - self.time_of(end)
             start = end - n
-            lo = max(start, 0, self.written - self.capacity)
-            hi = min(end, self.written)
-            out[:] = 0.0
-            if hi > lo:
-                a, b = lo % self.capacity, (hi - 1) % self.capacity + 1
-                dst = out[lo - start:hi - start]
-                if a < b:
-                    dst[:] = self.buf[a:b]
-                else:
-                    k = self.capacity - a
-                    dst[:k] = self.buf[a:]
-                    dst[k:] = self.buf[:b]
-            info.zero_filled = n - max(0, hi - lo)
+            info.end, info.available_end = end, min(end, self.written)
+            if out is not None:
+                out[:] = 0.0
+                info.zero_filled = n - self._copy(start, end, out)
+            else:
+                info.zero_filled = n - max(0, min(end, self.written) - max(start, 0, self.written - self.capacity))
             core_start = end - (n if core is None else min(core, n))
             if core_start < 0:
                 info.flags.append(BEFORE_START)

@@ -18,19 +18,36 @@ def _ints(value: str) -> tuple[int, ...]:
 
 
 def cmd_bench(args) -> int:
-    from ...bench.report import format_table, write_json, write_svg
-    from ...bench.run import BenchConfig, benchmark
+    import sys
+    from pathlib import Path
 
+    from ...bench.report import PLOT_FORMATS, format_table, write_csv, write_json, write_markdown, write_plot
+    from ...bench.run import BenchConfig, benchmark
+    from ...errors import EdgemmError
+
+    if args.plot:  # checked before minutes of measuring
+        if Path(args.plot).suffix.lower() not in PLOT_FORMATS:
+            raise EdgemmError(f"--plot {args.plot}: use a .png, .svg or .pdf file name")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise EdgemmError("--plot needs matplotlib: pip install matplotlib") from None
+    for flag in ("json", "csv", "markdown", "plot"):
+        f = getattr(args, flag)
+        if f and not Path(f).resolve().parent.is_dir():
+            raise EdgemmError(f"--{flag} {f}: the folder {Path(f).resolve().parent} does not exist")
+    if args.fps <= 0:
+        raise EdgemmError(f"--fps must be > 0, got {args.fps}")
     cfg = BenchConfig(backends=args.backends, precisions=args.precisions, batches=args.batch, threads=args.threads,
-                      modes=args.modes, seconds=args.seconds, rounds=args.rounds)
+                      modes=args.modes, seconds=args.seconds, rounds=args.rounds, fps=args.fps,
+                      progress=not args.no_progress and sys.stderr.isatty())
     result = benchmark(args.bundle, cfg)
     print(format_table(result))
-    if args.json:
-        write_json(result, args.json)
-        print(f"json: {args.json}")
-    if args.plot:
-        write_svg(result, args.plot)
-        print(f"plot: {args.plot}")
+    for flag, write in (("json", write_json), ("csv", write_csv), ("markdown", write_markdown), ("plot", write_plot)):
+        f = getattr(args, flag)
+        if f:
+            write(result, f)
+            print(f"{flag}: {f}")
     return 0
 
 
@@ -49,6 +66,11 @@ def register(sub) -> None:
     b.add_argument("--threads", type=int, default=None, help="intra-op threads (default min(4, cores))")
     b.add_argument("--seconds", type=float, default=1.5, help="timed seconds per measurement and round (default 1.5)")
     b.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
+    b.add_argument("--fps", type=float, default=30.0, help="end_to_end: the stream's frame rate (default 30)")
     b.add_argument("--json", default=None, metavar="F", help="write the results as JSON")
-    b.add_argument("--plot", default=None, metavar="F.svg", help="write an SVG bar chart (batch 1)")
+    b.add_argument("--csv", default=None, metavar="F", help="write one CSV row per run")
+    b.add_argument("--markdown", default=None, metavar="F", help="write a markdown table (and the end_to_end stage breakdown)")
+    b.add_argument("--plot", default=None, metavar="F.png|svg|pdf",
+                   help="latency per artifact + latency vs top-1 (matplotlib; format from the extension)")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when stderr is not a terminal)")
     b.set_defaults(func=cmd_bench)

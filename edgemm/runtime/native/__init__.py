@@ -9,6 +9,7 @@ and a warning says so once per process.
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 import warnings
@@ -194,4 +195,207 @@ class LogMelKernel:
         if out is None:
             out = self.new_output()
         log_mel(window, self.cfg, out.reshape(self.cfg.n_mels, self.cfg.n_frames))
+        return out
+
+
+# ------------------------------------------------------------------------------------- streaming audio
+
+def resample_segment(x: np.ndarray, x_start: int, up: int, down: int, m0: int, out: np.ndarray) -> np.ndarray:
+    """Outputs ``m0 .. m0 + len(out) - 1`` of the resampled stream whose samples ``x_start ..`` are
+    in ``x`` (zero outside), into ``out`` (float32, contiguous). C when built, else the numpy reference
+    (``edgemm.data.audio.resample_segment``)."""
+    from ...data.audio import polyphase_bank, resample_segment as reference
+
+    if _ext is None:
+        warn_fallback()
+        out[...] = reference(x, x_start, up, down, m0, len(out))
+        return out
+    bank, half_len, taps = polyphase_bank(up, down)
+    _ext.resample(x, int(x_start), bank, up, down, half_len, taps, int(m0), out)
+    return out
+
+
+class _Buffer:
+    """A growable float32 buffer of consecutive stream samples ``[base, end)`` (linear, compacted
+    to the front when it fills, so every segment is contiguous for the kernels)."""
+
+    def __init__(self, capacity: int, base: int = 0):
+        self.a = np.zeros(max(16, capacity), np.float32)
+        self.base = base
+        self.end = base
+
+    def reserve(self, keep_from: int, n_more: int) -> None:
+        """Room for ``n_more`` samples past ``end``; samples before ``keep_from`` may be dropped."""
+        keep_from = min(max(keep_from, self.base), self.end)
+        used = self.end - keep_from
+        if self.end - self.base + n_more <= len(self.a):
+            return
+        src = self.a[keep_from - self.base:self.end - self.base]
+        if used + n_more > len(self.a):
+            a = np.zeros(max(2 * len(self.a), used + n_more), np.float32)
+            a[:used] = src
+            self.a = a
+        else:
+            self.a[:used] = src.copy() if used > keep_from - self.base else src
+        self.base = keep_from
+
+    def view(self, start: int, stop: int) -> np.ndarray:
+        return self.a[start - self.base:stop - self.base]
+
+
+class StreamingLogMel:
+    """The audio frontend of one audio input, incremental: a stream at ``source_rate`` goes in by
+    ``push(samples)``; ``window(end, out)`` gives the ``[1, 1, n_mels, n_frames]`` log-mel of the
+    ``cfg.window_s`` seconds that end at resampled index ``end`` (an index on the model-rate
+    stream; ``hop_aligned_end`` snaps any index to the hop grid).
+
+    Each new sample is resampled once (``scipy.signal.resample_poly``'s filter, designed once, run
+    as a polyphase filter over the stream) and each STFT hop is computed once into a ring of mel
+    frames, so a video frame costs only the audio that arrived since the previous one. The numbers
+    are those of the offline frontend applied to the whole stream resampled once: ``log_mel`` of
+    ``resample(stream)[end - n_samples:end]`` (zero before the start of the stream). Frames that
+    need audio not pushed yet are computed as if the stream ended there (zeros), and not kept.
+    C kernels when the extension is built, else the numpy reference with the same results."""
+
+    def __init__(self, cfg: AudioPreprocess, source_rate: int):
+        from ...data.audio import resample_factors
+
+        self.cfg = cfg
+        self.rate = int(source_rate)
+        self.up, self.down = resample_factors(self.rate, cfg.sample_rate)
+        self.same_rate = self.up == self.down == 1
+        if not self.same_rate:
+            from ...data.audio import polyphase_bank
+
+            self._bank, self._half, self._taps = polyphase_bank(self.up, self.down)
+        self._hop, self._wl, self._ns, self._nf, self._nm = cfg.hop, cfg.win_length, cfg.n_samples, cfg.n_frames, cfg.n_mels
+        self._mel_args = (*_mel_consts(cfg), cfg.n_fft, cfg.hop)
+        self.out_shape = (1, 1, cfg.n_mels, cfg.n_frames)
+        self.native = _ext is not None
+        hop, wl, nf = cfg.hop, cfg.win_length, cfg.n_frames
+        pad = -(-wl // hop) * hop + -(-cfg.n_samples // hop) * hop  # zeros before the stream: whole windows of silence
+        self.x = _Buffer(4 * self.rate)  # source samples [base, end) (end: samples pushed)
+        self.y = _Buffer(4 * cfg.sample_rate + pad, base=-pad)  # resampled stream, zeros before index 0
+        self.y.end = 0
+        self.keep = 2 * nf  # mel frames kept behind the newest one
+        self.mel = np.zeros((cfg.n_mels, 4 * nf + 64), np.float32)
+        self.f_base = self.f_end = -pad // hop  # frame j starts at resampled index j * hop
+        self._advance()
+
+    # --------------------------------------------------------------- geometry
+    def hop_aligned_end(self, end: float) -> int:
+        """The largest window end <= ``end`` whose frames sit on the hop grid of the stream."""
+        n, hop = self._ns, self._hop
+        return n + math.floor((end - n) / hop) * hop
+
+    def resampled_index(self, source_index: float) -> float:
+        """Model-rate stream position of source sample index ``source_index``."""
+        return source_index * self.up / self.down
+
+    # --------------------------------------------------------------- input
+    def push(self, samples: np.ndarray) -> None:
+        """Append consecutive mono float32 samples at the source rate."""
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if not len(x):
+            return
+        if self.same_rate:
+            self.y.reserve(self.f_end * self._hop, len(x))
+            self.y.view(self.y.end, self.y.end + len(x))[:] = x
+            self.y.end += len(x)
+        else:
+            self.x.reserve(self._x_needed(self.y.end), len(x))
+            self.x.view(self.x.end, self.x.end + len(x))[:] = x
+            self.x.end += len(x)
+            ready = -((self._half - self.x.end * self.up) // self.down)  # outputs whose taps are all in
+            self._resample_into(self.y.end, ready)
+            self.y.end = max(self.y.end, ready)
+        self._advance()
+
+    @property
+    def samples_in(self) -> int:
+        """Source samples pushed so far."""
+        return self.x.end if not self.same_rate else self.y.end
+
+    def _x_needed(self, m: int) -> int:
+        return (m * self.down + self._half) // self.up - self._taps + 1
+
+    def _resample_into(self, m0: int, m1: int) -> None:
+        """Resampled samples [m0, m1) into the y buffer (x treated as zero past what was pushed)."""
+        if m1 <= m0:
+            return
+        self.y.reserve(self.f_end * self._hop, m1 - self.y.end)
+        lo = max(self.x.base, self._x_needed(m0))
+        xs, ys = self.x.view(lo, self.x.end), self.y.view(m0, m1)
+        if _ext is None:
+            resample_segment(xs, lo, self.up, self.down, m0, ys)
+        else:
+            _ext.resample(xs, lo, self._bank, self.up, self.down, self._half, self._taps, m0, ys)
+
+    def _frames_into(self, f0: int, f1: int) -> None:
+        """Mel frames [f0, f1) (their samples are in the y buffer) into the ring columns."""
+        hop, cfg = self._hop, self.cfg
+        cap = self.mel.shape[1]
+        while f0 < f1:
+            if f0 - self.f_base >= cap:
+                raise RuntimeError("mel ring overflow")  # _make_room prevents it
+            k = min(f1 - f0, cap - (f0 - self.f_base))
+            seg = self.y.view(f0 * hop, (f0 + k - 1) * hop + self._wl)
+            col = f0 - self.f_base
+            if _ext is None:
+                from ...data.audio import log_mel_frames
+
+                warn_fallback()
+                self.mel[:, col:col + k] = log_mel_frames(seg, k, cfg)
+            else:
+                _ext.log_mel(seg, self.mel, *self._mel_args, k, self._nm, cfg.log_floor, cap, col)
+            f0 += k
+
+    def _make_room(self, last: int, keep_from: int) -> None:
+        """Room in the ring for frames up to ``last`` (inclusive), dropping frames before ``keep_from``."""
+        cap = self.mel.shape[1]
+        if last - self.f_base < cap:
+            return
+        keep_from = max(self.f_base, min(keep_from, self.f_end))
+        used = self.f_end - keep_from
+        if last - keep_from >= cap:
+            grown = np.zeros((self.cfg.n_mels, 2 * (last - keep_from + 1)), np.float32)
+            grown[:, :used] = self.mel[:, keep_from - self.f_base:self.f_end - self.f_base]
+            self.mel = grown
+        else:
+            self.mel[:, :used] = self.mel[:, keep_from - self.f_base:self.f_end - self.f_base].copy()
+        self.f_base = keep_from
+
+    def _advance(self) -> None:
+        ready = (self.y.end - self._wl) // self._hop + 1  # frames whose samples are all in
+        if ready > self.f_end:
+            self._make_room(ready - 1, min(self.f_end, ready - self.keep))
+            self._frames_into(self.f_end, ready)
+            self.f_end = ready
+
+    # --------------------------------------------------------------- output
+    def window(self, end: int, out: np.ndarray | None = None) -> np.ndarray | None:
+        """The log-mel of the window ending at resampled index ``end`` (hop-aligned, see
+        ``hop_aligned_end``), into ``out``; None when that window is older than the frames kept
+        (windows go forward in time; the caller falls back to the one-shot frontend)."""
+        hop, nf = self._hop, self._nf
+        if (end - self._ns) % hop:
+            raise ValueError(f"window end {end} is not on the hop grid (use hop_aligned_end)")
+        first = (end - self._ns) // hop
+        last = first + nf - 1
+        if first < self.f_base:
+            return None
+        if last >= self.f_end:  # not all audio is in: compute the rest as if the stream ended here
+            self._make_room(last, first)
+            need = last * hop + self._wl
+            if need > self.y.end:
+                self.y.reserve(self.f_end * hop, need - self.y.end)
+                # the offline resampler's output of the stream so far has ceil(n * up / down) samples
+                stop = self.y.end if self.same_rate else max(self.y.end, min(need, -(-self.x.end * self.up // self.down)))
+                self._resample_into(self.y.end, stop)
+                self.y.view(stop, need)[:] = 0.0
+            self._frames_into(self.f_end, last + 1)
+        if out is None:
+            out = np.empty(self.out_shape, np.float32)
+        c = first - self.f_base
+        out.reshape(self._nm, nf)[...] = self.mel[:, c:c + nf]
         return out

@@ -7,14 +7,21 @@
  *      written into a preallocated float32 buffer. mean / inv_std are in 0..255 units and in
  *      the model's channel order.
  *
- *  log_mel(x, out, window, fb, fb_start, fb_end, n_fft, hop, n_frames, n_mels, floor)
+ *  log_mel(x, out, window, fb, fb_start, fb_end, n_fft, hop, n_frames, n_mels, floor[, out_stride, out_offset])
  *      float32 waveform -> [n_mels, n_frames] float32 log-mel, exactly the recipe of
  *      edgemm.data.audio.log_mel: frames that end at the last sample (no centring), periodic Hann
  *      window, zero-padded radix-2 real FFT of size n_fft (a complex FFT of n_fft/2 points plus the
  *      split step), power, triangular mel filterbank (sparse rows fb_start..fb_end), log(max(., floor)).
  *      FFTs run 8 frames at a time in a structure-of-arrays layout so the compiler vectorises them.
  *
- * Both release the GIL while they compute. The numpy code in edgemm/data/ is the reference;
+ *  resample(x, x_start, bank, up, down, half_len, taps, m0, out)
+ *      scipy.signal.resample_poly's filter (designed once in Python, passed as a polyphase bank)
+ *      applied to a segment of an endless stream: output samples m0.. from the input samples that
+ *      are in ``x`` (stream indices x_start..), zero elsewhere. The streaming audio frontend
+ *      (edgemm.runtime.native.StreamingLogMel) calls it with only the audio that arrived since the
+ *      previous video frame.
+ *
+ * All release the GIL while they compute. The numpy code in edgemm/data/ is the reference;
  * tests/runtime/test_native.py holds the parity tests.
  */
 #define PY_SSIZE_T_CLEAN
@@ -429,7 +436,7 @@ static inline float log_lane(float x) {
 EDGEMM_CLONES
 static void log_mel_kernel(const fft_plan *p, const float *x, float *out, const float *win, int win_length,
                            const float *fb, int n_bins, const int32_t *fb_start, const int32_t *fb_end, int hop,
-                           int n_frames, int n_mels, float floor_) {
+                           int n_frames, int n_mels, float floor_, Py_ssize_t out_stride) {
     const int m = p->m, n_fft = p->n_fft;
     v8f *re = NULL, *im = NULL, *power = NULL;
     float *wpad = (float *)calloc((size_t)n_fft, sizeof(float));
@@ -438,7 +445,8 @@ static void log_mel_kernel(const fft_plan *p, const float *x, float *out, const 
     if (posix_memalign((void **)&power, 32, sizeof(v8f) * (size_t)(m + 1)) != 0) power = NULL;
     if (!re || !im || !power || !wpad) {
         free(re); free(im); free(power); free(wpad);
-        for (Py_ssize_t i = 0; i < (Py_ssize_t)n_mels * n_frames; i++) out[i] = NAN;
+        for (int mel = 0; mel < n_mels; mel++)
+            for (int f = 0; f < n_frames; f++) out[(Py_ssize_t)mel * out_stride + f] = NAN;
         return;
     }
     memcpy(wpad, win, sizeof(float) * (size_t)win_length);
@@ -467,7 +475,7 @@ static void log_mel_kernel(const fft_plan *p, const float *x, float *out, const 
             float acc[LANES], lg[LANES];
             memcpy(acc, &vacc, sizeof(acc));
             for (int l = 0; l < LANES; l++) lg[l] = log_lane(acc[l] > floor_ ? acc[l] : floor_);
-            float *o = out + (Py_ssize_t)mel * n_frames + f0;
+            float *o = out + (Py_ssize_t)mel * out_stride + f0;
             for (int l = 0; l < nl; l++) o[l] = lg[l];
         }
     }
@@ -481,9 +489,11 @@ static PyObject *py_log_mel(PyObject *self, PyObject *args) {
     Py_buffer x, out, win, fb, fs, fe;
     int n_fft, hop, n_frames, n_mels;
     float floor_;
-    if (!PyArg_ParseTuple(args, "y*w*y*y*y*y*iiiif:log_mel", &x, &out, &win, &fb, &fs, &fe, &n_fft, &hop, &n_frames,
-                          &n_mels, &floor_))
+    Py_ssize_t out_stride = -1, out_offset = 0;
+    if (!PyArg_ParseTuple(args, "y*w*y*y*y*y*iiiif|nn:log_mel", &x, &out, &win, &fb, &fs, &fe, &n_fft, &hop, &n_frames,
+                          &n_mels, &floor_, &out_stride, &out_offset))
         return NULL;
+    if (out_stride < 0) out_stride = n_frames;
     PyObject *ret = NULL;
     const int win_length = (int)(win.len / (Py_ssize_t)sizeof(float));
     const int n_bins = n_fft / 2 + 1;
@@ -500,7 +510,8 @@ static PyObject *py_log_mel(PyObject *self, PyObject *args) {
                      n_frames, (Py_ssize_t)(n_frames - 1) * hop + win_length);
         goto done;
     }
-    if (out.len < (Py_ssize_t)n_mels * n_frames * (Py_ssize_t)sizeof(float) ||
+    if (out_stride < n_frames || out_offset < 0 ||
+        out.len < (out_offset + (Py_ssize_t)(n_mels - 1) * out_stride + n_frames) * (Py_ssize_t)sizeof(float) ||
         fb.len < (Py_ssize_t)n_mels * n_bins * (Py_ssize_t)sizeof(float) ||
         fs.len < (Py_ssize_t)n_mels * 4 || fe.len < (Py_ssize_t)n_mels * 4) {
         PyErr_SetString(PyExc_ValueError, "output, filterbank or filter range buffers are too small");
@@ -519,9 +530,9 @@ static PyObject *py_log_mel(PyObject *self, PyObject *args) {
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS
-    log_mel_kernel(plan, (const float *)x.buf, (float *)out.buf, (const float *)win.buf, win_length,
+    log_mel_kernel(plan, (const float *)x.buf, (float *)out.buf + out_offset, (const float *)win.buf, win_length,
                    (const float *)fb.buf, n_bins, (const int32_t *)fs.buf, (const int32_t *)fe.buf, hop, n_frames,
-                   n_mels, floor_);
+                   n_mels, floor_, out_stride);
     Py_END_ALLOW_THREADS
     ret = Py_None;
     Py_INCREF(ret);
@@ -535,11 +546,96 @@ done:
     return ret;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* polyphase resampling (scipy.signal.resample_poly's zero-phase FIR, applied to a stream)      */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * y[m] = sum_k h[t - j*up] x[j],  t = m*down + half_len  (h: the symmetric FIR, already scaled by up)
+ * computed as a forward dot product with the polyphase bank ``hr``: hr[phase][i] = h[phase + (K-1-i)*up]
+ * (zero past the filter), so y[m] = sum_i hr[t % up][i] * x[t/up - K + 1 + i].
+ * ``x`` holds input samples [x_start, x_start + n_x); samples outside it are zero (the stream's
+ * start, or audio that has not arrived yet). Outputs m0 .. m0 + n_out - 1 go to ``out``.
+ */
+static inline float resample_one(const float *x, long long x_start, Py_ssize_t n_x, const float *hr, int up, int down,
+                                 int half_len, int K, long long m) {
+    const long long t = m * (long long)down + half_len;
+    const long long jh = t >= 0 ? t / up : -((-t + up - 1) / up); /* floor division, negative t too */
+    const float *h = hr + (Py_ssize_t)(t - jh * up) * K;
+    const long long lo = jh - K + 1 - x_start; /* index into x of tap 0 */
+    float acc = 0.0f;
+    for (int k = 0; k < K; k++) {
+        const long long j = lo + k;
+        if (j >= 0 && j < n_x) acc += h[k] * x[j];
+    }
+    return acc;
+}
+
+EDGEMM_CLONES
+static void resample_kernel(const float *x, long long x_start, Py_ssize_t n_x, const float *hr, int up, int down,
+                            int half_len, int K, long long m0, Py_ssize_t n_out, float *out) {
+    Py_ssize_t i = 0;
+    /* 8 outputs at a time: 8 independent accumulation chains, each summing its taps in order (the
+       rounding of a plain dot product, as scipy's upfirdn), so the CPU overlaps them. */
+    for (; i + 8 <= n_out; i += 8) {
+        const float *hp[8], *xp[8];
+        int fast = 1;
+        for (int l = 0; l < 8; l++) {
+            const long long t = (m0 + i + l) * (long long)down + half_len;
+            const long long jh = t >= 0 ? t / up : -((-t + up - 1) / up);
+            const long long lo = jh - K + 1 - x_start;
+            hp[l] = hr + (Py_ssize_t)(t - jh * up) * K;
+            xp[l] = x + lo;
+            fast &= lo >= 0 && lo + K <= n_x;
+        }
+        if (!fast) { /* the stream's edges: taps outside x are zeros */
+            for (int l = 0; l < 8; l++) out[i + l] = resample_one(x, x_start, n_x, hr, up, down, half_len, K, m0 + i + l);
+            continue;
+        }
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int k = 0; k < K; k++)
+            for (int l = 0; l < 8; l++) acc[l] += hp[l][k] * xp[l][k];
+        for (int l = 0; l < 8; l++) out[i + l] = acc[l];
+    }
+    for (; i < n_out; i++) out[i] = resample_one(x, x_start, n_x, hr, up, down, half_len, K, m0 + i);
+}
+
+static PyObject *py_resample(PyObject *self, PyObject *args) {
+    Py_buffer x, hr, out;
+    long long x_start, m0;
+    int up, down, half_len, K;
+    if (!PyArg_ParseTuple(args, "y*Ly*iiiiLw*:resample", &x, &x_start, &hr, &up, &down, &half_len, &K, &m0, &out))
+        return NULL;
+    PyObject *ret = NULL;
+    if (up < 1 || down < 1 || K < 1 || half_len < 0) {
+        PyErr_SetString(PyExc_ValueError, "resample: up, down and taps must be >= 1");
+        goto done;
+    }
+    if (hr.len < (Py_ssize_t)up * K * (Py_ssize_t)sizeof(float)) {
+        PyErr_Format(PyExc_ValueError, "resample: filter bank holds %zd bytes, %d phases x %d taps need more", hr.len, up, K);
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    resample_kernel((const float *)x.buf, x_start, x.len / (Py_ssize_t)sizeof(float), (const float *)hr.buf, up, down,
+                    half_len, K, m0, out.len / (Py_ssize_t)sizeof(float), (float *)out.buf);
+    Py_END_ALLOW_THREADS
+    ret = Py_None;
+    Py_INCREF(ret);
+done:
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&hr);
+    PyBuffer_Release(&out);
+    return ret;
+}
+
 static PyMethodDef methods[] = {
     {"image", py_image, METH_VARARGS,
      "image(src, out, src_h, src_w, out_h, out_w, bgr, nchw, mean3, inv_std3): fused resize+normalize+layout."},
     {"log_mel", py_log_mel, METH_VARARGS,
-     "log_mel(x, out, window, fb, fb_start, fb_end, n_fft, hop, n_frames, n_mels, floor): log-mel frontend."},
+     "log_mel(x, out, window, fb, fb_start, fb_end, n_fft, hop, n_frames, n_mels, floor[, out_stride, out_offset]): "
+     "log-mel frontend; frame f of mel row r goes to out[out_offset + r * out_stride + f]."},
+    {"resample", py_resample, METH_VARARGS,
+     "resample(x, x_start, bank, up, down, half_len, taps, m0, out): polyphase FIR resampling of a stream segment."},
     {NULL, NULL, 0, NULL},
 };
 
