@@ -26,8 +26,8 @@ Ratios = Union[float, Mapping[str, float]]
 def _check_ratio(name: str, value) -> float:
     try:
         r = float(value)
-    except (TypeError, ValueError):
-        raise EdgemmError(f"prune ratio for {name!r} is {value!r}, not a number; give a fraction in (0, 1) like 0.5") from None
+    except (TypeError, ValueError) as exc:
+        raise EdgemmError(f"prune ratio for {name!r} is {value!r}, not a number; give a fraction in (0, 1) like 0.5") from exc
     if not 0.0 < r < 1.0:
         raise EdgemmError(f"prune ratio for {name!r} is {r:g}, outside (0, 1); give the fraction of channels to remove, e.g. 0.5")
     return r
@@ -142,7 +142,7 @@ def parse_prune(value, branches: Sequence[str] | None = None, **overrides) -> Pr
         try:
             cfg = PruneConfig(**settings)
         except TypeError as exc:  # a wrong type in a recipe table, e.g. epochs = "three"
-            raise EdgemmError(f"bad [prune] setting ({exc}); check the types of the values") from None
+            raise EdgemmError(f"bad [prune] setting ({exc}); check the types of the values") from exc
     if overrides:
         cfg = replace(cfg, **overrides)
     if branches is not None:

@@ -18,8 +18,8 @@ INSTALL = "pip install 'edgemm[prune]' (torch-pruning)"
 def torch_pruning():
     try:
         import torch_pruning as tp
-    except ImportError:
-        raise EdgemmError(f"pruning needs torch-pruning, which is not installed; {INSTALL}") from None
+    except ImportError as exc:
+        raise EdgemmError(f"pruning needs torch-pruning, which is not installed; {INSTALL}") from exc
     return tp
 
 
