@@ -70,6 +70,13 @@ def test_directory_of_npz_and_unlabelled(tmp_path):
     assert len(s.take(slice(0, 2))) == 2
 
 
+def test_a_head_labelled_in_some_files_only_is_an_error(tmp_path):
+    np.savez(tmp_path / "a.npz", **SPEC.example_feeds(batch=3, seed=0), digit=np.arange(3), speaker=np.zeros(3, np.int64))
+    np.savez(tmp_path / "b.npz", **SPEC.example_feeds(batch=3, seed=1), digit=np.arange(3))  # no speaker labels here
+    with pytest.raises(SpecError, match=r"label 'speaker' is in 1 of 2 .npz files"):
+        load_samples(tmp_path, SPEC)
+
+
 def test_misaligned_inputs(tmp_path):
     feeds = SPEC.example_feeds(batch=4)
     feeds["audio"] = feeds["audio"][:3]
