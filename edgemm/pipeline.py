@@ -30,6 +30,7 @@ from .torchutil import example_args, is_program, load_pt2, run_module
 from .version import __version__
 
 PARITY_REFERENCE = "data/parity_reference.npz"
+PARITY_REFERENCE_PRUNED = "data/parity_reference.pruned.npz"
 
 
 @dataclass
@@ -131,7 +132,7 @@ def make_ptq_config(recipe: Recipe, targets, *, max_drop="recipe", quantizer=Non
         max_drop=drop, relative=relative, speed_guard=qc.speed_guard if speed_guard is None else speed_guard,
         policy=policy or recipe.precision or PrecisionPolicy(), threads=threads or default_threads(),
     )
-    unknown = [t for t in cfg.quantizers if t not in targets]
+    unknown = [t for t in dict(quantizer or {}) if t not in targets]  # the recipe may name targets this export skips
     if unknown:
         raise EdgemmError(f"--quantizer names target(s) {unknown} that are not exported; targets: {', '.join(targets)}")
     check_quantizers(targets, cfg)
@@ -344,6 +345,12 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
         np.savez_compressed(w.path(PARITY_SAMPLES), **parity)
         ref_out = run_module(_module(resolved.model), parity, spec.input_names)
         np.savez_compressed(w.path(PARITY_REFERENCE), **dict(zip(spec.output_names, ref_out)))
+        if pruned is not None:  # pruned artifacts compute the pruned model: parity against it, accuracy against the original
+            np.savez_compressed(w.path(PARITY_REFERENCE_PRUNED),
+                                **dict(zip(spec.output_names, run_module(pruned.module, parity, spec.input_names))))
+            for art in w.artifacts:
+                if art.path != REFERENCE_PATH:
+                    art.extra["pruned"] = True
         manifest = _manifest(resolved, cfg, calib_src, eval_samples, parity_kind, info)
         manifest["model"]["sha256"] = manifest["model"]["sha256"] or sha256_file(w.path(REFERENCE_PATH))
         if pruned is not None:
@@ -351,6 +358,7 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
                                    "sparsity": cfg.prune.sparsity, "sparse_layers": pruned.sparse_layers,
                                    "reference": "the unpruned original model (reference/model.pt2)"}
             manifest["reports"]["pruning"] = "reports/pruning.json"
+            manifest["parity_samples"]["pruned_reference_outputs"] = PARITY_REFERENCE_PRUNED
         result = None
         if cfg.run_verify:
             from .stages.verify import verify as run_verify

@@ -171,6 +171,8 @@ def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOpti
         ref_parity = parity_cmp.run(reference)
     else:
         ref_parity = dict(np.load(bundle.root / stored, allow_pickle=False))
+    pruned_rel = m.get("parity_samples", {}).get("pruned_reference_outputs")
+    pruned_parity = dict(np.load(bundle.root / pruned_rel, allow_pickle=False)) if pruned_rel else None
     parity = {"samples": len(parity_cmp), "reference": ref_label,
               "source": m.get("parity_samples", {}).get("source"), "artifacts": {}}
     accuracy = None
@@ -197,8 +199,12 @@ def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOpti
         with step(f"verifying {aid} on {art.backend} ({art.precision})"), \
                 backend.create_runner(bundle.root / art.path, spec, replace(options, precision=art.precision)) as runner:
             out = parity_cmp.run(runner)
-            per_output = parity_cmp.parity(ref_parity, out)
-            parity["artifacts"][aid] = {"backend": art.backend, "precision": art.precision, "outputs": per_output}
+            pruned = bool(art.extra.get("pruned")) and pruned_parity is not None
+            # A pruned artifact computes the pruned model: parity against that model's outputs (stored at export),
+            # accuracy (below) against the user's original model.
+            per_output = parity_cmp.parity(pruned_parity if pruned else ref_parity, out)
+            parity["artifacts"][aid] = {"backend": art.backend, "precision": art.precision, "outputs": per_output,
+                                        **({"reference": pruned_rel} if pruned else {})}
             floor = _tolerance(art, cfg)
             # INT8 is judged by the task metric and its budget when labels exist; parity alone otherwise.
             enforce = art.precision != "int8" or accuracy is None
