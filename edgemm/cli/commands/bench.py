@@ -21,9 +21,21 @@ def cmd_bench(args) -> int:
     from ...bench.report import format_table, write_json, write_svg
     from ...bench.run import BenchConfig, benchmark
 
+    from ...errors import EdgemmError
+    from ...trust import allow_code
+
+    for flag, value, ok, example in (("--rounds", args.rounds, args.rounds >= 1, "--rounds 2"),
+                                     ("--seconds", args.seconds, args.seconds > 0, "--seconds 1.5"),
+                                     ("--threads", args.threads, args.threads is None or args.threads >= 1, "--threads 4")):
+        if not ok:
+            raise EdgemmError(f"{flag} {value}: must be positive, e.g. {example}")
     cfg = BenchConfig(backends=args.backends, precisions=args.precisions, batches=args.batch, threads=args.threads,
                       modes=args.modes, seconds=args.seconds, rounds=args.rounds)
-    result = benchmark(args.bundle, cfg)
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path:
+            _check_writable(flag, path)  # before minutes of measuring, not after
+    with allow_code(args.trust_code):
+        result = benchmark(args.bundle, cfg)
     print(format_table(result))
     if args.json:
         write_json(result, args.json)
@@ -32,6 +44,22 @@ def cmd_bench(args) -> int:
         write_svg(result, args.plot)
         print(f"plot: {args.plot}")
     return 0
+
+
+def _check_writable(flag: str, path: str) -> None:
+    import os
+    from pathlib import Path
+
+    from ...errors import EdgemmError
+
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise EdgemmError(f"{flag} {path}: that is a folder; give a file path, e.g. {flag} {p / ('bench.json' if flag == '--json' else 'bench.svg')}")
+    if not parent.is_dir():
+        raise EdgemmError(f"{flag} {path}: folder {parent} does not exist; create it or choose another path")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise EdgemmError(f"{flag} {path}: not writable (permission denied); choose another path")
 
 
 def register(sub) -> None:
@@ -51,4 +79,7 @@ def register(sub) -> None:
     b.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
     b.add_argument("--json", default=None, metavar="F", help="write the results as JSON")
     b.add_argument("--plot", default=None, metavar="F.svg", help="write an SVG bar chart (batch 1)")
+    b.add_argument("--trust-code", action="store_true",
+                   help="the bundle comes from a source you trust: build the torch baseline from the factory it names or "
+                        "its torch.export program (unpickled); by default only edgemm zoo factories are used")
     b.set_defaults(func=cmd_bench)
