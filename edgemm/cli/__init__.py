@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     set_verbosity(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    from ..trust import disable_telemetry
+
+    disable_telemetry()  # no forked telemetry senders in our process group (Ctrl-C, offline boxes)
     try:
         return args.func(args)
     except KeyboardInterrupt:
