@@ -127,7 +127,7 @@ def test_pt2_not_unpickled_without_opt_in(evil_bundle):
     with pytest.raises(UntrustedCode) as exc:
         edgemm.load(root, backend="torch")
     assert "--trust-code" in str(exc.value) and "unpickle" in str(exc.value)
-    res = _cli("run", root, "--backend", "torch", "--video", "synthetic:video?fps=30", "--max-frames", "2", "-q")
+    res = _cli("-q", "run", root, "--backend", "torch", "--video", "synthetic:video?fps=30", "--max-frames", "2")
     line = _one_error_line(res)
     assert "--trust-code" in line
     assert not side.exists()
@@ -160,7 +160,7 @@ def factory_bundle(tiny_bundle_copy, tmp_path) -> tuple[Path, Path, Path]:
 def test_bench_does_not_import_a_factory_from_the_cwd(factory_bundle):
     root, cwd, side = factory_bundle
     env = {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
-    res = _cli("bench", root, "--backends", "torch", "--modes", "model", "--batch", "1", "--seconds", "0.05",
+    res = _cli("-q", "bench", root, "--backends", "torch", "--modes", "model", "--batch", "1", "--seconds", "0.05",
                "--rounds", "1", cwd=cwd, env=env)
     line = _one_error_line(res)
     assert "no torch baseline" in line and "--trust-code" in line and "evilfactory" in line
@@ -220,8 +220,8 @@ def test_corrupt_pt2_is_one_line(tiny_bundle_copy):
     m = _manifest(tiny_bundle_copy)
     _set_artifact_file(tiny_bundle_copy, m, "reference/model.pt2", "reference/model.pt2", sha256_file(pt2))
     _write_manifest(tiny_bundle_copy, m)
-    res = _cli("run", tiny_bundle_copy, "--backend", "torch", "--trust-code", "--video", "synthetic:video?fps=30",
-               "--max-frames", "2", "-q")
+    res = _cli("-q", "run", tiny_bundle_copy, "--backend", "torch", "--trust-code", "--video", "synthetic:video?fps=30",
+               "--max-frames", "2")
     assert "model.pt2" in _one_error_line(res)
 
 
@@ -234,7 +234,7 @@ def _escape_artifact(root: Path, tmp_path: Path) -> None:
     m = _manifest(root)
     _set_artifact_file(root, m, "onnx/model.fp32.onnx", "../outside.onnx", sha256_file(outside))
     _write_manifest(root, m)
-    shutil.copyfile(outside, root.parent / "outside.onnx")  # where '../outside.onnx' points, hash matching
+    assert root.parent == tmp_path  # '../outside.onnx' names that very file, hash matching
 
 
 def _symlink_artifact(root: Path, tmp_path: Path) -> None:
@@ -503,16 +503,21 @@ def _sigint_export(args: list, trigger: str, out: Path, delay: float = 0.5, time
     proc = subprocess.Popen([sys.executable, "-m", "edgemm", "export", *map(str, args), "-o", str(out)], cwd=REPO, env=env,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a terminal's default
-    lines = []
+    import threading
+
+    chunks: list[str] = []
+
+    def read() -> None:
+        for line in proc.stderr:
+            chunks.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     t_end = time.monotonic() + timeout
-    os.set_blocking(proc.stderr.fileno(), False)
-    buf = ""
     sent = None
     try:
         while proc.poll() is None and time.monotonic() < t_end:
-            chunk = proc.stderr.read() or ""
-            buf += chunk
-            if sent is None and trigger in buf:
+            if sent is None and trigger in "".join(chunks):
                 time.sleep(delay)
                 os.killpg(proc.pid, signal.SIGINT)
                 sent = time.monotonic()
@@ -520,14 +525,16 @@ def _sigint_export(args: list, trigger: str, out: Path, delay: float = 0.5, time
                 break
             time.sleep(0.05)
         stopped = proc.poll() is not None
+        exit_s = time.monotonic() - sent if sent is not None else None
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    buf += proc.stderr.read() or ""
+    reader.join(5)
+    buf = "".join(chunks)
     assert sent is not None, f"never saw {trigger!r}:\n{buf[-3000:]}"
     assert stopped, f"still running 30 s after SIGINT:\n{buf[-3000:]}"
-    return proc.returncode, time.monotonic() - sent, buf
+    return proc.returncode, exit_s, buf
 
 
 @pytest.mark.parametrize("trigger", ["exporting ONNX", "INT8 for onnxruntime"])
@@ -573,13 +580,19 @@ def test_unwritable_json_lines_is_one_line(tiny_bundle_dir, tmp_path):
 
 
 def test_disk_full_is_one_line(tiny_bundle_dir):
-    """/dev/full answers every write with ENOSPC: a real disk-full error."""
+    """/dev/full answers every write with ENOSPC: a real disk-full error, after a real measurement."""
     if not os.path.exists("/dev/full"):
         pytest.skip("needs /dev/full (Linux)")
-    res = _cli("-q", "run", tiny_bundle_dir, "--backend", "onnxruntime", "--video", "synthetic:video?fps=30",
-               "--max-frames", "3", "--json-lines", "/dev/full")
+    res = _cli("-q", "bench", tiny_bundle_dir, "--backends", "onnxruntime", "--precisions", "fp32", "--modes", "model",
+               "--batch", "1", "--seconds", "0.05", "--rounds", "1", "--json", "/dev/full")
     line = _one_error_line(res)
     assert "No space left on device" in line and "free some disk space" in line
+
+
+def test_usage_errors_are_one_line(tiny_bundle_dir):
+    line = _one_error_line(_cli("run", tiny_bundle_dir, "--video", "synthetic:video", "--bogus"))
+    assert "--bogus" in line and "--help" in line
+    assert "--threads" in _one_error_line(_cli("bench", tiny_bundle_dir, "--threads", "many"))
 
 
 def test_internal_error_is_one_line_and_exit_1(monkeypatch, capsys, tiny_bundle_dir):

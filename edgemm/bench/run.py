@@ -70,7 +70,7 @@ def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None,
         baseline = art.backend == "torch" and art.precision == "fp32"
         if baseline and not factory and not trusted:
             notes.append(f"no torch baseline: {plan['reason']}")
-            logger.warning("skipping the torch baseline %s: %s", art.path, plan["reason"])
+            logger.info("skipping the torch baseline %s: %s", art.path, plan["reason"])
             continue
         for mode in cfg.modes:
             if mode == "end_to_end" and raw_path is None:

@@ -36,8 +36,15 @@ _OS_FIX = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line too (argparse prints the whole usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, one_line(f"edgemm: error: {message} (see `{self.prog} --help`)") + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgemm", description="Take trained multimodal PyTorch models to the edge: export, verify, run.")
+    p = _Parser(prog="edgemm", description="Take trained multimodal PyTorch models to the edge: export, verify, run.")
     p.add_argument("--version", action="version", version=f"edgemm {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug output (exporter logs, tracebacks behind errors)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")

@@ -58,7 +58,7 @@ def _check_writable(flag: str, path: str) -> None:
         raise EdgemmError(f"{flag} {path}: that is a folder; give a file path, e.g. {flag} {p / ('bench.json' if flag == '--json' else 'bench.svg')}")
     if not parent.is_dir():
         raise EdgemmError(f"{flag} {path}: folder {parent} does not exist; create it or choose another path")
-    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+    if not os.access(p, os.W_OK) if p.exists() else not os.access(parent, os.W_OK | os.X_OK):
         raise EdgemmError(f"{flag} {path}: not writable (permission denied); choose another path")
 
 

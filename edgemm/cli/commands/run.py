@@ -59,7 +59,7 @@ def _check_json_lines(path: str) -> None:
         raise EdgemmError(f"--json-lines {path}: that is a folder; give a file path, e.g. --json-lines {os.path.join(path, 'results.jsonl')}")
     if not os.path.isdir(parent):
         raise EdgemmError(f"--json-lines {path}: folder {parent} does not exist; create it or choose another path")
-    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+    if not os.access(path, os.W_OK) if os.path.exists(path) else not os.access(parent, os.W_OK | os.X_OK):
         raise EdgemmError(f"--json-lines {path}: not writable (permission denied); choose another path")
 
 
