@@ -488,9 +488,9 @@ class _OutputLock:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 s.bind(f"\0edgemm-export-{key}")
-            except OSError:
+            except OSError as exc:
                 s.close()
-                raise busy from None
+                raise busy from exc
             self._sock = s
         else:  # pragma: no cover - non-Linux
             import fcntl
@@ -498,9 +498,9 @@ class _OutputLock:
             fd = os.open(output.parent, os.O_RDONLY)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except OSError as exc:
                 os.close(fd)
-                raise busy from None
+                raise busy from exc
             self._fd = fd
 
     def release(self) -> None:

@@ -9,12 +9,12 @@ def _csv(value: str) -> tuple[str, ...]:
 
 
 def _ints(value: str) -> tuple[int, ...]:
-    from ...errors import EdgemmError
+    import argparse
 
     try:
         return tuple(int(v) for v in _csv(value))
-    except ValueError:
-        raise EdgemmError(f"--batch {value!r}: give comma-separated integers, e.g. 1,8") from None
+    except ValueError as exc:  # argparse turns this into one usage-error line, exit 2
+        raise argparse.ArgumentTypeError(f"{value!r}: give comma-separated integers, e.g. 1,8") from exc
 
 
 def cmd_bench(args) -> int:

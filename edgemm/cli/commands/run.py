@@ -18,9 +18,9 @@ def _check_display() -> None:
 
     try:
         cv2.namedWindow("edgemm run", cv2.WINDOW_NORMAL)
-    except cv2.error:
+    except cv2.error as exc:
         raise EdgemmError("--show needs OpenCV with GUI support, this one is headless; "
-                          "pip uninstall opencv-python-headless && pip install opencv-python, or drop --show") from None
+                          "pip uninstall opencv-python-headless && pip install opencv-python, or drop --show") from exc
 
 
 def _draw(result) -> bool:
