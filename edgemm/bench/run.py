@@ -121,12 +121,11 @@ def _raw_samples(bundle: Bundle, tmp: Path) -> Path | None:
 
 
 def _run_worker(job: dict) -> dict:
-    # The worker imports this very edgemm (not whatever the working directory holds: -P where available).
+    # The worker imports this very edgemm (the parent's, first on its path).
     here = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "OMP_NUM_THREADS": str(job["threads"]),
            "PYTHONPATH": os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])}
-    flags = ["-P"] if sys.version_info >= (3, 11) else []
-    proc = subprocess.run([sys.executable, *flags, "-m", "edgemm.bench.worker", json.dumps(job)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "edgemm.bench.worker", json.dumps(job)], capture_output=True, text=True,
                           env=env)
     if proc.returncode != 0:
         if proc.returncode in (130, -2):
