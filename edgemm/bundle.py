@@ -1,37 +1,42 @@
 """Bundle: a directory with ``manifest.json`` + artifacts + reports.
 
-Written into a temporary sibling directory and renamed into place, so a failed export never
-leaves a half-written bundle. Every artifact file carries a sha256 checked on load.
+A bundle is data (see ``edgemm/trust.py``): the manifest is validated against its schema, and every
+path it names (artifacts and their files, reports, parity samples, tokenizer vocabularies, a relative
+evaluation path) must stay inside the bundle root after symlinks are resolved. Every artifact file
+carries a sha256 checked on load.
+
+Written into a temporary sibling directory and swapped into place (fsynced; the path always holds
+either the old or the new bundle), so a failed or interrupted export never leaves a half-written
+bundle. An existing folder is replaced only if it is an edgemm bundle whose files its manifest lists.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+import errno
 import os
+import re
 import shutil
+import signal
+import socket
+import sys
 import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .backends.registry import backend_names
+from .errors import BundleError, EdgemmError, close_match_hint, one_line
+from .files import sha256_file  # noqa: F401  (re-exported: edgemm.bundle.sha256_file)
 from .version import __version__
-from .errors import BundleError, close_match_hint
 from .iospec import IOSpec
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 REQUIRED_KEYS = ("format_version", "edgemm_version", "model", "inputs", "outputs", "artifacts", "calibration", "reports")
 PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -58,21 +63,144 @@ class Artifact:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Artifact":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown or not {"path", "format", "precision", "backend", "target"} <= set(d):
-            raise BundleError(f"malformed artifact entry {d.get('path', '?')!r} in manifest.json; re-export the bundle")
+        where = f"artifact entry {d.get('path', '?')!r} in manifest.json" if isinstance(d, dict) else "an artifact entry in manifest.json"
+        if not isinstance(d, dict):
+            raise BundleError(f"{where} is a {type(d).__name__}, not an object; re-export the bundle")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(d) - set(known)
+        missing = [k for k in ("path", "format", "precision", "backend", "target") if k not in d]
+        if unknown or missing:
+            what = f"unknown key(s) {', '.join(sorted(map(str, unknown)))}" if unknown else f"no {', '.join(missing)}"
+            raise BundleError(f"malformed {where} ({what}); re-export the bundle")
+        for k in ("path", "format", "precision", "backend", "target", "sha256", "graph", "method"):
+            if k in d and not isinstance(d[k], str):
+                raise BundleError(f"malformed {where}: {k!r} must be a string, not {type(d[k]).__name__}; re-export the bundle")
+        for k in ("files", "toolchain"):
+            if k in d and not (isinstance(d[k], dict) and all(isinstance(a, str) and isinstance(b, str) for a, b in d[k].items())):
+                raise BundleError(f"malformed {where}: {k!r} must map strings to strings; re-export the bundle")
+        if "extra" in d and not isinstance(d["extra"], dict):
+            raise BundleError(f"malformed {where}: 'extra' must be an object; re-export the bundle")
         return cls(**d)
 
 
+def _type_name(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", type(None): "null", bool: "a boolean"}.get(type(v), type(v).__name__)
+
+
+def validate_manifest(manifest: Any, where: str) -> None:
+    """The manifest's schema (DESIGN.md): the types edgemm relies on, one BundleError line otherwise."""
+
+    def bad(key: str, want: str, value: Any) -> BundleError:
+        return BundleError(f"{where} is malformed: {key!r} must be {want}, not {_type_name(value)}; re-export the bundle")
+
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{where} is corrupt (not a JSON object); re-export the bundle")
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise BundleError(f"{where} lacks key(s) {', '.join(missing)}; re-export the bundle")
+    fv = manifest["format_version"]
+    if not isinstance(fv, int) or isinstance(fv, bool):
+        raise bad("format_version", "an integer", fv)
+    if not isinstance(manifest["edgemm_version"], str):
+        raise bad("edgemm_version", "a string", manifest["edgemm_version"])
+    for key in ("model", "calibration", "reports"):
+        if not isinstance(manifest[key], dict):
+            raise bad(key, "an object", manifest[key])
+    for key in ("parity_samples", "evaluation", "verify", "export"):
+        if key in manifest and not isinstance(manifest[key], dict):
+            raise bad(key, "an object", manifest[key])
+    model = manifest["model"]
+    for key in ("name", "source", "sha256", "factory", "checkpoint"):
+        if model.get(key) is not None and not isinstance(model[key], str):
+            raise bad(f"model.{key}", "a string", model[key])
+    for key, rel in manifest["reports"].items():
+        if not isinstance(rel, str):
+            raise bad(f"reports.{key}", "a path string", rel)
+    for key in ("inputs", "outputs", "artifacts"):
+        if not isinstance(manifest[key], list):
+            raise bad(key, "a list of objects", manifest[key])
+        for i, entry in enumerate(manifest[key]):
+            if not isinstance(entry, dict):
+                raise bad(f"{key}[{i}]", "an object", entry)
+    for key in ("inputs", "outputs"):
+        for i, entry in enumerate(manifest[key]):
+            if "shape" in entry and not isinstance(entry["shape"], list):
+                raise bad(f"{key}[{i}].shape", "a list", entry["shape"])
+            if entry.get("preprocessing") is not None and not isinstance(entry["preprocessing"], dict):
+                raise bad(f"{key}[{i}].preprocessing", "an object or null", entry["preprocessing"])
+            if entry.get("labels") is not None and not isinstance(entry["labels"], list):
+                raise bad(f"{key}[{i}].labels", "a list or null", entry["labels"])
+    ps = manifest.get("parity_samples", {})
+    if "path" in ps and not isinstance(ps["path"], str):
+        raise bad("parity_samples.path", "a path string", ps["path"])
+    ev = manifest.get("evaluation", {})
+    if ev.get("source") is not None and not isinstance(ev["source"], str):
+        raise bad("evaluation.source", "a path string or null", ev["source"])
+
+
+def confined(root: Path, rel: Any, what: str, *, real_root: Path | None = None) -> Path:
+    """``root / rel`` if ``rel`` is a relative, normalised path that stays inside ``root`` after symlinks.
+
+    Refuses absolute paths, ``..`` parts, and any symlink (of the file or a folder on its way) that
+    leads outside the bundle: one BundleError line naming the path and the fix.
+    """
+    if not isinstance(rel, str) or not rel.strip():
+        raise BundleError(f"{what} in {root / MANIFEST} is {_type_name(rel)}, not a relative path; re-export the bundle")
+    p = PurePosixPath(rel)
+    if p.is_absolute() or rel.startswith("~") or "\\" in rel or "\0" in rel or re.match(r"^[A-Za-z]:", rel):
+        raise BundleError(f"{what} {rel!r} in {root / MANIFEST} is not a path relative to the bundle; "
+                          "a bundle names only files inside it: re-export the bundle")
+    if ".." in p.parts:
+        raise BundleError(f"{what} {rel!r} in {root / MANIFEST} points outside the bundle ('..'); "
+                          "a bundle names only files inside it: re-export the bundle")
+    real_root = real_root or Path(root).resolve()
+    full = Path(root) / p
+    try:
+        real = full.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise BundleError(f"{what} {rel!r} in bundle {root} cannot be resolved ({one_line(exc)}); re-export the bundle") from exc
+    if real != real_root and real_root not in real.parents:
+        raise BundleError(f"{what} {rel!r} in bundle {root} is a symlink (or lies under one) leading outside the bundle "
+                          f"to {real}; a bundle holds its own files: replace the link with the file or re-export the bundle")
+    return full
+
+
+def manifest_paths(manifest: dict) -> list[tuple[str, str]]:
+    """Every (what, relative path) a validated manifest names inside the bundle."""
+    out: list[tuple[str, str]] = []
+    for a in manifest.get("artifacts", []):
+        out.append(("artifact path", a.get("path")))
+        out.extend(("artifact file", f) for f in (a.get("files") or {}))
+    out.extend((f"report {k!r}", v) for k, v in manifest.get("reports", {}).items() if v)
+    ps = manifest.get("parity_samples", {})
+    if "path" in ps:
+        out.append(("parity samples path", ps["path"]))
+    for t in manifest.get("inputs", []):
+        pre = t.get("preprocessing") or {}
+        for key in ("tokenizer", "vocab", "vocabulary"):
+            if isinstance(pre, dict) and pre.get(key) is not None:
+                out.append((f"input {t.get('name')!r} {key}", pre[key]))
+    src = manifest.get("evaluation", {}).get("source")
+    if isinstance(src, str) and src and not Path(src).expanduser().is_absolute():
+        out.append(("evaluation source", src))
+    return out
+
+
 class Bundle:
-    """A bundle on disk. ``Bundle.open(path)`` validates the manifest and every artifact hash."""
+    """A bundle on disk. ``Bundle.open(path)`` validates the manifest, its paths and every artifact hash."""
 
     def __init__(self, root: Path, manifest: dict):
         self.root = Path(root)
         self.manifest = manifest
-        self.spec = IOSpec.from_manifest(manifest)
+        validate_manifest(manifest, str(self.root / MANIFEST))
+        try:
+            self.spec = IOSpec.from_manifest(manifest)
+        except EdgemmError as exc:
+            raise BundleError(f"{self.root / MANIFEST}: {exc}; re-export the bundle") from exc
         self.artifacts = [Artifact.from_dict(a) for a in manifest["artifacts"]]
+        real_root = self.root.resolve()
+        for what, rel in manifest_paths(manifest):
+            confined(self.root, rel, what, real_root=real_root)
 
     @classmethod
     def open(cls, path: str | os.PathLike, verify_hashes: bool = True) -> "Bundle":
@@ -82,10 +210,11 @@ class Bundle:
             raise BundleError(f"bundle {root} does not exist; create it with `edgemm export RECIPE -o {root}`")
         if not mf.is_file():
             raise BundleError(f"{root} has no manifest.json, so it is not an edgemm bundle; re-export it with `edgemm export`")
+        confined(root, MANIFEST, "manifest")
         try:
-            manifest = json.loads(mf.read_text())
+            manifest = json.loads(mf.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleError(f"{mf} is corrupt ({exc}); re-export the bundle") from None
+            raise BundleError(f"{mf} is corrupt ({exc}); re-export the bundle") from exc
         if not isinstance(manifest, dict):
             raise BundleError(f"{mf} is corrupt (not a JSON object); re-export the bundle")
         missing = [k for k in REQUIRED_KEYS if k not in manifest]
@@ -93,7 +222,7 @@ class Bundle:
             raise BundleError(f"{mf} lacks key(s) {', '.join(missing)}; re-export the bundle")
         if manifest["format_version"] != FORMAT_VERSION:
             raise BundleError(
-                f"{root} has bundle format {manifest['format_version']}, this edgemm {__version__} reads format "
+                f"{root} has bundle format {manifest['format_version']!r}, this edgemm {__version__} reads format "
                 f"{FORMAT_VERSION}; re-export it with this version"
             )
         bundle = cls(root, manifest)
@@ -101,10 +230,14 @@ class Bundle:
             bundle.verify_hashes()
         return bundle
 
+    def file(self, rel: str, what: str = "path") -> Path:
+        """``root / rel``, refused (one BundleError line) unless it stays inside the bundle after symlinks."""
+        return confined(self.root, rel, what)
+
     def verify_hashes(self) -> None:
         for art in self.artifacts:
             for rel, digest in (art.files or {art.path: art.sha256}).items():
-                f = self.root / rel
+                f = self.file(rel, "artifact file")
                 if not f.is_file():
                     raise BundleError(f"artifact file {rel} is missing from bundle {self.root}; re-export the bundle")
                 if sha256_file(f) != digest:
@@ -115,7 +248,8 @@ class Bundle:
 
     @property
     def name(self) -> str:
-        return self.manifest["model"].get("name", self.root.name)
+        name = self.manifest["model"].get("name")
+        return name if isinstance(name, str) and name else self.root.name
 
     def graphs(self) -> list[str]:
         return sorted({a.graph for a in self.artifacts})
@@ -127,6 +261,8 @@ class Bundle:
             if value is not None and value not in choices:
                 raise BundleError(f"unknown {what} {value!r}{close_match_hint(value, choices)}; use one of {', '.join(choices)}")
         graphs = self.graphs()
+        if not graphs:
+            raise BundleError(f"bundle {self.root} has no artifacts; re-export it")
         if graph is not None and graph not in graphs:
             raise BundleError(f"bundle {self.root} has no graph {graph!r}{close_match_hint(graph, graphs)}; graphs: {', '.join(graphs)}")
         graph = graph or ("main" if "main" in graphs else graphs[0])
@@ -142,16 +278,19 @@ class Bundle:
 
     def report_path(self, key: str) -> Path | None:
         rel = self.manifest["reports"].get(key)
-        return self.root / rel if rel else None
+        return self.file(rel, f"report {key!r}") if rel else None
 
     def report(self, key: str) -> dict | None:
         p = self.report_path(key)
         if p is None or not p.is_file():
             return None
         try:
-            return json.loads(p.read_text())
-        except json.JSONDecodeError:
-            raise BundleError(f"report {p} is corrupt; run `edgemm verify {self.root}` to rewrite it") from None
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"report {p} is corrupt; run `edgemm verify {self.root}` to rewrite it") from exc
+        if not isinstance(data, dict):
+            raise BundleError(f"report {p} is corrupt (not a JSON object); run `edgemm verify {self.root}` to rewrite it")
+        return data
 
     def replace_artifacts(self, artifacts: list[Artifact]) -> None:
         """Rewrite the manifest's artifact list (the manifest is replaced atomically)."""
@@ -162,11 +301,12 @@ class Bundle:
     def write_report(self, key: str, data: dict) -> Path:
         """Write ``reports/<key>.json`` atomically and record it in the manifest."""
         rel = f"reports/{key}.json"
-        _atomic_write_json(self.root / rel, data)
+        target = self.file(rel, f"report {key!r}")
+        _atomic_write_json(target, data)
         if self.manifest["reports"].get(key) != rel:
             self.manifest["reports"][key] = rel
             _atomic_write_json(self.root / MANIFEST, self.manifest)
-        return self.root / rel
+        return target
 
 
 def _umask() -> int:
@@ -175,35 +315,283 @@ def _umask() -> int:
     return mask
 
 
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return  # e.g. a directory on a platform that cannot open one
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EROFS, errno.EBADF):  # file systems that cannot fsync a directory
+            raise
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and folder under ``root`` (a rename is only as durable as what it renames)."""
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            p = Path(dirpath) / f
+            if not p.is_symlink():
+                _fsync_path(p)
+        _fsync_path(Path(dirpath), directory=True)
+
+
 def _atomic_write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (temp file + fsync + rename); non-finite floats become null."""
+    from .trust import finite_or_none
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a bundle is shared like any file
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a bundle is shared like any file
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(finite_or_none(data), f, indent=2, allow_nan=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_path(path.parent, directory=True)
+
+
+# --------------------------------------------------------------------------- replacing a folder
+
+
+STAGING_MARKER = ".edgemm-staging"  # inside a staging folder until commit: "edgemm made this"
+EDGEMM_WRITES = ("reports/", "data/parity_samples.npz")  # besides what the manifest lists
+
+
+def _listed_files(manifest: dict) -> set[str]:
+    listed = {MANIFEST}
+    for what, rel in manifest_paths(manifest):
+        if isinstance(rel, str):
+            listed.add(str(PurePosixPath(rel)))
+    return listed
+
+
+def replace_refusal(folder: Path) -> str | None:
+    """Why ``folder`` must not be replaced by an export, or None if it may be (absent, empty, or an edgemm
+    bundle holding only files its manifest lists plus reports/data files edgemm writes)."""
+    if not os.path.lexists(folder):
+        return None
+    if folder.is_symlink():
+        return f"{folder} is a symlink; edgemm does not replace it: choose another -o directory"
+    if not folder.is_dir():
+        return f"{folder} exists and is a file, not a bundle; choose another -o directory or move the file"
+    entries = list(folder.iterdir())
+    if not entries:
+        return None
+    mf = folder / MANIFEST
+    not_ours = f"{folder} exists and is not an edgemm bundle"
+    if mf.is_symlink() or not mf.is_file():
+        return f"{not_ours} (no manifest.json); choose another -o directory or remove it yourself"
+    try:
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+        validate_manifest(manifest, str(mf))
+    except (OSError, ValueError, BundleError):
+        return f"{not_ours} (its manifest.json is not an edgemm manifest); choose another -o directory or remove it yourself"
+    listed = _listed_files(manifest)
+    strangers: list[str] = []
+    for dirpath, dirs, files in os.walk(folder):
+        base = Path(dirpath)
+        for name in dirs + files:
+            p = base / name
+            rel = p.relative_to(folder).as_posix()
+            if p.is_symlink():
+                strangers.append(rel + " (symlink)")
+            elif name in files and rel not in listed and not any(
+                    rel == w or (w.endswith("/") and rel.startswith(w) and rel.endswith(".json")) for w in EDGEMM_WRITES):
+                strangers.append(rel)
+        dirs[:] = [d for d in dirs if not (base / d).is_symlink()]
+    if strangers:
+        shown = ", ".join(sorted(strangers)[:3]) + (f" and {len(strangers) - 3} more" if len(strangers) > 3 else "")
+        return (f"{folder} holds files its manifest does not list ({shown}); edgemm replaces only a bundle it wrote: "
+                "move those files or choose another -o directory")
+    return None
+
+
+_STALE = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)(?:-[A-Za-z0-9_]+)?$")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _ours(folder: Path) -> bool:
+    """A leftover folder edgemm made: a staging folder (marker) or a complete bundle edgemm may replace."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    marker = folder / STAGING_MARKER
+    if marker.is_file() and not marker.is_symlink():
+        return True
+    return (folder / MANIFEST).is_file() and replace_refusal(folder) is None
+
+
+def recover_interrupted(output: Path) -> list[str]:
+    """Clean up after an export that was killed: restore a hidden old bundle if the output is gone, remove
+    the staging/old folders a dead edgemm process left beside ``output``. Folders that are not edgemm's,
+    or belong to a live process, are left alone. Returns what it did (for the log)."""
+    done: list[str] = []
+    parent = output.parent
+    if not parent.is_dir():
+        return done
+    stale = []
+    for p in parent.iterdir():
+        m = _STALE.match(p.name)
+        if m and m["name"] == output.name and not _pid_alive(int(m["pid"])) and _ours(p):
+            stale.append((m["kind"], p))
+    for kind, p in sorted(stale, key=lambda kp: kp[0] != "old"):
+        if kind == "old" and not os.path.lexists(output) and (p / MANIFEST).is_file():
+            os.rename(p, output)  # the export died between hiding the old bundle and moving the new one in
+            _fsync_path(parent, directory=True)
+            done.append(f"restored {output} from {p.name}")
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+            done.append(f"removed {p.name}")
+    return done
+
+
+# --------------------------------------------------------------------------- locking and renaming
+
+
+class _OutputLock:
+    """One export per output at a time, leaving no file behind: an abstract unix socket named after the
+    output's real path (Linux), released by the kernel when the process dies; elsewhere an flock on the
+    parent folder."""
+
+    def __init__(self, output: Path):
+        import hashlib as _h
+
+        self._sock = None
+        self._fd = None
+        key = _h.sha256(str(output).encode()).hexdigest()[:40]
+        busy = BundleError(f"another edgemm export is writing {output} right now; wait for it to finish or choose another -o directory")
+        if sys.platform.startswith("linux"):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.bind(f"\0edgemm-export-{key}")
+            except OSError as exc:
+                s.close()
+                raise busy from exc
+            self._sock = s
+        else:  # pragma: no cover - non-Linux
+            import fcntl
+
+            fd = os.open(output.parent, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                raise busy from exc
+            self._fd = fd
+
+    def release(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    if fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False  # old kernel or a file system without exchange: fall back to two renames
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+@contextmanager
+def _sigint_deferred():
+    """Hold Ctrl-C across a few renames that must not be split; re-raised right after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    hit: list[int] = []
+    try:
+        old = signal.signal(signal.SIGINT, lambda s, f: hit.append(s))
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if hit:
+            raise KeyboardInterrupt
 
 
 class BundleWriter:
-    """Builds a bundle in a temporary sibling directory; ``commit()`` renames it into place.
+    """Builds a bundle in a staging folder beside the output; ``commit()`` swaps it into place.
 
-    Used as a context manager: if the block raises, the temporary directory is removed and an
-    existing bundle at the destination is left untouched.
+    Used as a context manager: if the block raises (or Ctrl-C), the staging folder is removed and an
+    existing bundle at the destination is left untouched. An existing output is replaced only if it is
+    an edgemm bundle whose files the manifest lists (``replace_refusal``); an interrupted earlier
+    export's leftovers are recovered/cleaned first (``recover_interrupted``); two exports to one
+    output cannot interleave.
     """
 
     def __init__(self, output: str | os.PathLike):
+        from .log import logger
+        from .trust import trust_root
+
         self.output = Path(output).absolute()
-        if self.output.exists() and not (self.output / MANIFEST).is_file():
-            if not self.output.is_dir() or any(self.output.iterdir()):
-                raise BundleError(
-                    f"{self.output} exists and is not an edgemm bundle; choose another -o directory or remove it"
-                )
+        if os.path.lexists(self.output.parent) and not self.output.parent.is_dir():
+            raise BundleError(f"{self.output.parent} is a file, so {self.output} cannot be a bundle folder; choose another -o")
+        refusal = replace_refusal(self.output)
+        if refusal:
+            raise BundleError(refusal)
         missing = [p for p in [self.output.parent, *self.output.parent.parents] if not p.exists()]
         self._created_parents = missing  # removed again if the export fails
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.output.name}.tmp-", dir=self.output.parent))
-        os.chmod(self.tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the renamed bundle must be readable as usual
+        self._lock = _OutputLock(self.output.parent.resolve() / self.output.name)
+        self.tmp = None
+        try:
+            for line in recover_interrupted(self.output):
+                logger.info("%s (left by an interrupted export)", line)
+            refusal = replace_refusal(self.output)  # a restored old bundle is checked like any other
+            if refusal:
+                raise BundleError(refusal)
+            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.output.name}.tmp-{os.getpid()}-", dir=self.output.parent))
+            os.chmod(self.tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the renamed bundle must be readable as usual
+            (self.tmp / STAGING_MARKER).write_text(json.dumps({"pid": os.getpid(), "output": str(self.output)}) + "\n")
+        except BaseException:
+            if self.tmp is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+            self._lock.release()
+            raise
+        trust_root(self.tmp)  # this process writes it: its own verification may load the program it saved
         self.artifacts: list[Artifact] = []
         self.manifest: dict[str, Any] = {}
 
@@ -211,23 +599,30 @@ class BundleWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self.tmp.exists():
-            shutil.rmtree(self.tmp, ignore_errors=True)
-        if exc_type is not None:
-            for p in self._created_parents:  # deepest first
-                try:
-                    p.rmdir()
-                except OSError:
-                    break
+        from .trust import untrust_root
+
+        try:
+            if self.tmp is not None and os.path.lexists(self.tmp):
+                shutil.rmtree(self.tmp, ignore_errors=True)
+            if self.tmp is not None:
+                untrust_root(self.tmp)
+            if exc_type is not None:
+                for p in self._created_parents:  # deepest first
+                    try:
+                        p.rmdir()
+                    except OSError:
+                        break
+        finally:
+            self._lock.release()
 
     def path(self, rel: str) -> Path:
-        p = self.tmp / rel
+        p = confined(self.tmp, rel, "bundle path")
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
     def add_artifact(self, art: Artifact, files: list[str] | None = None) -> Artifact:
         rels = files or [art.path]
-        art.files = {rel: sha256_file(self.tmp / rel) for rel in rels}
+        art.files = {rel: sha256_file(self.path(rel)) for rel in rels}
         art.sha256 = art.files[art.path]
         self.artifacts.append(art)
         return art
@@ -246,11 +641,30 @@ class BundleWriter:
         if missing:
             raise BundleError(f"internal: manifest lacks {missing}")
         self.write_json(MANIFEST, manifest)
-        old = None
-        if self.output.exists():
-            old = self.output.with_name(f".{self.output.name}.old-{os.getpid()}")
-            os.rename(self.output, old)
-        os.rename(self.tmp, self.output)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        Bundle(self.tmp, manifest)  # the schema and paths a reader will check, before anything is replaced
+        refusal = replace_refusal(self.output)  # the folder may have changed while we exported
+        if refusal:
+            raise BundleError(refusal)
+        (self.tmp / STAGING_MARKER).unlink()
+        _fsync_tree(self.tmp)
+        parent = self.output.parent
+        with _sigint_deferred():
+            if not os.path.lexists(self.output) or (self.output.is_dir() and not any(self.output.iterdir())):
+                os.rename(self.tmp, self.output)  # onto nothing, or onto an empty folder
+            elif _exchange(self.tmp, self.output):
+                # the output now holds the new bundle, self.tmp the old one (removed below, or by the next export)
+                pass
+            else:
+                old = Path(tempfile.mkdtemp(prefix=f".{self.output.name}.old-{os.getpid()}-", dir=parent))
+                os.rmdir(old)  # a unique free name; rename() creates it
+                os.rename(self.output, old)
+                try:
+                    os.rename(self.tmp, self.output)
+                except BaseException:
+                    os.rename(old, self.output)  # put the old bundle back where it was
+                    raise
+                os.rename(old, self.tmp)  # removed with the staging folder below
+            _fsync_path(parent, directory=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        _fsync_path(parent, directory=True)
         return Bundle.open(self.output)

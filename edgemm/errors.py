@@ -1,20 +1,32 @@
 """Error types.
 
 ``EdgemmError`` is a *user* error: bad input, missing data, unavailable backend. The CLI prints
-its message as one line and exits with code 2. Anything else is a bug and keeps its traceback.
+its message as one line and exits with code 2. Anything else is a bug: the CLI prints
+``edgemm: internal error: ...`` (the traceback with ``-v``) and exits with code 1.
 """
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Iterable
+
+_LINE_BREAKS = re.compile(r"\s*[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+\s*")
+
+
+def one_line(text: object) -> str:
+    """``text`` with every line break (and the blanks around it) replaced by one space; other spacing kept.
+
+    Messages often quote library errors, which span lines; the CLI's contract is one line per error.
+    """
+    return _LINE_BREAKS.sub(" ", str(text)).strip()
 
 
 class EdgemmError(Exception):
     """A user-facing error: one line naming the problem and the fix."""
 
     def __init__(self, message: str):
-        # Keep it one line: the CLI prints str(err) verbatim.
-        super().__init__(" ".join(str(message).split()))
+        # The CLI prints str(err) verbatim after "edgemm: error: ", so it must not span lines.
+        super().__init__(one_line(message))
 
 
 class SpecError(EdgemmError):
@@ -27,6 +39,10 @@ class RecipeError(EdgemmError):
 
 class BundleError(EdgemmError):
     """A bundle directory that is missing, corrupt or tampered with."""
+
+
+class UntrustedCode(BundleError):
+    """A bundle asks edgemm to import or unpickle code, and the user has not opted in (--trust-code)."""
 
 
 class BackendUnavailable(EdgemmError):

@@ -43,6 +43,7 @@ from typing import Any
 
 from .errors import EdgemmError, RecipeError, close_match_hint
 from .iospec import IOSpec
+from .trust import import_callable  # noqa: F401  (the recipe's factory is the user's own code)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -188,21 +189,6 @@ class Recipe:
                 raise RecipeError(f"checkpoint {ckpt} not found (recipe {self.source}); fix [model] checkpoint or train it first")
             kwargs["checkpoint"] = ckpt
         return fn(**kwargs)
-
-
-def import_callable(ref: str):
-    if ":" not in ref:
-        raise RecipeError(f"factory {ref!r} must look like 'package.module:function'")
-    mod_name, attr = ref.split(":", 1)
-    try:
-        mod = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise RecipeError(f"cannot import {mod_name!r} for factory {ref!r} ({exc}); is the package installed?") from exc
-    fn = getattr(mod, attr, None)
-    if fn is None:
-        names = [n for n in dir(mod) if not n.startswith("_")]
-        raise RecipeError(f"{mod_name} has no {attr!r}{close_match_hint(attr, names)}")
-    return fn
 
 
 def _typed(cls, table: Any, section: str, source: str):

@@ -25,15 +25,13 @@ def is_program(model) -> bool:
 
 
 def load_pt2(path: Path):
-    """A user's ``.pt2`` (``torch.export.save``) named on the command line or in the user's own recipe."""
-    torch = lazy_import("torch")
+    """A user's ``.pt2`` (``torch.export.save``) named on the command line or in the user's own recipe: the user
+    chose it, so it is loaded (it is unpickled: see edgemm.trust); a corrupt file is one line."""
+    from .trust import load_torch_program
+
     if not Path(path).is_file():
         raise EdgemmError(f"torch.export program {path} not found; save one with torch.export.save(ep, path)")
-    try:
-        with quiet():  # torch logs its own traceback for a bad archive before raising
-            return torch.export.load(str(path))
-    except Exception as exc:  # torch raises many types for a bad archive
-        raise EdgemmError(f"cannot load {path} as a torch.export program ({type(exc).__name__}); save it with torch.export.save") from exc
+    return load_torch_program(path, trust_code=True, what=f"torch.export program {path}")
 
 
 def run_module(module, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> list[np.ndarray]:

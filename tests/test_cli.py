@@ -109,7 +109,7 @@ def test_verify(avnet_bundle_copy, tmp_path, capsys):
     with np.load(EVAL_NPZ) as z:
         np.savez(small, **{k: (z[k][:48] if z[k].ndim else z[k]) for k in ("image", "audio", "audio.sample_rate", "digit", "speaker")})
     (avnet_bundle_copy / "reports" / "parity.json").unlink()
-    assert main(["-q", "verify", str(avnet_bundle_copy), "--eval", str(small)]) == 0
+    assert main(["-q", "verify", str(avnet_bundle_copy), "--eval", str(small), "--trust-code"]) == 0
     out = capsys.readouterr().out
     assert "onnx/model.fp32.onnx" in out and "min cosine" in out and "accuracy on 48 held-out samples" in out
     parity = json.loads((avnet_bundle_copy / "reports" / "parity.json").read_text())
@@ -212,5 +212,5 @@ def test_export_verb_end_to_end(tmp_path):
     m = json.loads((out / "manifest.json").read_text())
     assert {"parity", "accuracy", "latency"} <= set(m["reports"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["avnet"]
-    res = subprocess.run([sys.executable, "-m", "edgemm", "-q", "verify", str(out)], capture_output=True, text=True, timeout=600)
+    res = subprocess.run([sys.executable, "-m", "edgemm", "-q", "verify", str(out), "--trust-code"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]

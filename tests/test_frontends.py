@@ -14,7 +14,12 @@ from edgemm.data.text import preprocess_text
 from edgemm.errors import SpecError
 from edgemm.iospec import AudioPreprocess, ImagePreprocess, TensorSpec, TextPreprocess
 
-cv2 = pytest.importorskip("cv2")
+
+
+@pytest.fixture
+def cv2():
+    """OpenCV, for the tests that compare against it (only those skip without it)."""
+    return pytest.importorskip("cv2")
 
 IMG = ImagePreprocess()  # avnet's: 64x64, RGB, mean .5, std .25, NCHW
 AUD = AudioPreprocess()  # avnet's: 16 kHz, 1.0 s, 64 mels, 98 frames
@@ -41,7 +46,7 @@ def test_stack_of_frames():
 
 
 @pytest.mark.parametrize("src, dst", [((20, 30), (64, 64)), ((7, 5), (33, 40)), ((64, 64), (200, 128))])
-def test_bilinear_upscale_matches_opencv(src, dst):
+def test_bilinear_upscale_matches_opencv(src, dst, cv2):
     frame = _rng_frame(*src, seed=1).astype(np.float32)
     ours = resize_bilinear(frame, *dst)
     ref = cv2.resize(frame, (dst[1], dst[0]), interpolation=cv2.INTER_LINEAR)
@@ -49,7 +54,7 @@ def test_bilinear_upscale_matches_opencv(src, dst):
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-3)
 
 
-def test_bilinear_downscale_matches_opencv():
+def test_bilinear_downscale_matches_opencv(cv2):
     frame = _rng_frame(720, 1280, seed=2).astype(np.float32)
     ours = resize_bilinear(frame, 64, 64)
     ref = cv2.resize(frame, (64, 64), interpolation=cv2.INTER_LINEAR)

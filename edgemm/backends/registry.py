@@ -10,7 +10,26 @@ import pkgutil
 from functools import lru_cache
 
 from ..errors import EdgemmError, close_match_hint
-from .base import Backend
+from .base import Availability, Backend
+
+
+class BrokenPlugin(Backend):
+    """An ``edgemm.backends`` entry point that fails to import: listed as unavailable with the reason."""
+
+    formats = ()
+    precisions = ()
+    order = 99
+
+    def __init__(self, name: str, value: str, exc: BaseException):
+        self.name = name  # type: ignore[misc]
+        self.description = f"plugin {value} (fails to import)"  # type: ignore[misc]
+        self._why = f"the plugin package fails to import ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+
+    def availability(self) -> Availability:
+        return Availability(False, reason=self._why, install="fix or uninstall the package that provides it")
+
+    def create_runner(self, path, spec, options=None):
+        self.require()
 
 
 @lru_cache(maxsize=1)
@@ -28,9 +47,9 @@ def _discover() -> dict[str, Backend]:
     for ep in entry_points(group="edgemm.backends"):
         try:
             backend = ep.load()
-        except Exception as exc:  # a broken third-party package: name it, keep its traceback for -v
-            raise EdgemmError(f"the backend plugin {ep.name} ({ep.value}) fails to import ({type(exc).__name__}: {exc}); "
-                              "fix or uninstall that package") from exc
+        except Exception as exc:  # a broken third-party package: listed as unavailable, it must not break edgemm
+            found.setdefault(ep.name, BrokenPlugin(ep.name, ep.value, exc))
+            continue
         backend = backend() if isinstance(backend, type) else backend
         if not isinstance(backend, Backend):
             raise EdgemmError(f"entry point {ep.name} ({ep.value}) is not an edgemm Backend; fix or uninstall that package")

@@ -6,6 +6,10 @@ interleaved (A B C, A B C, ...) and pooled because this kind of machine drifts b
 rounds. The baseline is the user's original model in PyTorch eager fp32 under no_grad, rebuilt
 from the recipe's factory + checkpoint when the bundle records them (else the torch.export
 program of it), measured in the same run; every other run carries its speedup over it.
+
+A bundle is data (edgemm/trust.py): the factory is used only when it is an edgemm zoo factory or the
+user opted in (``--trust-code``); the torch.export program (unpickled) only with opt-in. Otherwise the
+torch baseline is skipped and the result says why (``baseline_note``).
 """
 from __future__ import annotations
 
@@ -42,20 +46,17 @@ class BenchConfig:
     fps: float = 30.0  # end_to_end: the stream's frame rate (audio per frame = 1 / fps seconds)
     progress: bool = False  # a progress bar over the measurement plan (stderr; `edgemm bench` turns it on)
     extra: dict = field(default_factory=dict)
+    trust_code: bool | None = None  # None: the caller's edgemm.trust.allow_code() context
 
 
-def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None):
-    model = bundle.manifest["model"]
-    factory, checkpoint = model.get("factory"), model.get("checkpoint")
-    if factory:
-        try:
-            from ..recipe import import_callable
+def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None, notes: list[str]):
+    from ..trust import code_allowed, torch_reference_plan
 
-            import_callable(factory)
-        except EdgemmError:
-            factory = None
-    if checkpoint and not Path(checkpoint).is_file():
-        factory = None
+    trusted = code_allowed(bundle.root, cfg.trust_code)
+    plan = torch_reference_plan(bundle, trusted)
+    factory, checkpoint = (plan["factory"], plan["checkpoint"]) if plan["kind"] == "factory" else (None, None)
+    if factory and trusted and not _importable(factory):
+        factory = checkpoint = None
     jobs = []
     for art in bundle.select(graph=cfg.graph):
         backend = get_backend(art.backend)
@@ -70,6 +71,10 @@ def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None)
             logger.warning("skipping %s on %s: %s", art.path, art.backend, av.reason)
             continue
         baseline = backend.reference and art.precision == "fp32"
+        if baseline and not factory and not trusted:
+            notes.append(f"no torch baseline: {plan['reason']}")
+            logger.info("skipping the torch baseline %s: %s", art.path, plan["reason"])
+            continue
         for mode in cfg.modes:
             if mode == "end_to_end" and raw_path is None:
                 continue
@@ -77,7 +82,7 @@ def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None)
                 jobs.append({
                     "bundle": str(bundle.root), "artifact": art.path, "backend": art.backend, "precision": art.precision,
                     "mode": mode, "batch": batch, "threads": threads, "seconds": cfg.seconds, "warmup": cfg.warmup,
-                    "raw": str(raw_path) if raw_path else None, "baseline": baseline,
+                    "raw": str(raw_path) if raw_path else None, "baseline": baseline, "trust_code": trusted,
                     "factory": factory if baseline else None, "checkpoint": checkpoint if baseline else None,
                     "id": bundle.artifact_id(art), "size_mb": art.size_bytes(bundle.root) / 1e6, "fps": cfg.fps,
                 })
@@ -86,12 +91,28 @@ def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None)
     return jobs
 
 
+def _importable(factory: str) -> bool:
+    """With opt-in, a user factory that cannot be imported falls back to the torch.export program (as before)."""
+    from ..recipe import import_callable
+    from ..trust import is_trusted_factory
+
+    if is_trusted_factory(factory):
+        return True
+    try:
+        import_callable(factory)
+        return True
+    except EdgemmError:
+        return False
+
+
 def _raw_samples(bundle: Bundle, tmp: Path) -> Path | None:
     """A few raw (pre-pre-processing) evaluation samples for end-to-end timing, if the eval data is here."""
     src = bundle.manifest.get("evaluation", {}).get("source")
+    if src and not Path(src).is_absolute():
+        src = str(bundle.file(src, "evaluation source"))  # relative: inside the bundle
     if not src or not Path(src).is_file():
         return None
-    with np.load(src) as z:
+    with np.load(src, allow_pickle=False) as z:
         names = [t.name for t in bundle.spec.inputs]
         if any(n not in z.files for n in names) or any(t.preprocessing is None for t in bundle.spec.inputs):
             return None
@@ -103,10 +124,17 @@ def _raw_samples(bundle: Bundle, tmp: Path) -> Path | None:
 
 
 def _run_worker(job: dict) -> dict:
+    # The worker imports this very edgemm (the parent's, first on its path).
+    here = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "OMP_NUM_THREADS": str(job["threads"]),
+           "PYTHONPATH": os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])}
     proc = subprocess.run([sys.executable, "-m", "edgemm.bench.worker", json.dumps(job)], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": str(job["threads"])})
+                          env=env)
     if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        if proc.returncode in (130, -2):
+            raise KeyboardInterrupt
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("edgemm: error: ")
+        logger.debug("benchmark worker stderr:\n%s", proc.stderr)
         raise EdgemmError(f"benchmark worker for {job['id']} on {job['backend']} failed: {tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -149,12 +177,17 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
             raise EdgemmError(f"unknown mode {m!r}; use model or end_to_end")
     if any(b < 1 for b in cfg.batches):
         raise EdgemmError(f"batch sizes must be >= 1, got {list(cfg.batches)}")
+    if cfg.rounds < 1 or cfg.seconds <= 0 or (cfg.threads is not None and cfg.threads < 1):
+        raise EdgemmError(f"rounds, seconds and threads must be positive, got rounds={cfg.rounds} seconds={cfg.seconds} "
+                          f"threads={cfg.threads}; e.g. rounds=2 seconds=1.5")
     threads = cfg.threads or max(1, min(4, os.cpu_count() or 1))
     acc = bundle.report("accuracy") or {}
     with tempfile.TemporaryDirectory(prefix="edgemm-bench-") as tmp:
-        jobs = _jobs(bundle, cfg, threads, _raw_samples(bundle, Path(tmp)) if "end_to_end" in cfg.modes else None)
+        notes: list[str] = []
+        jobs = _jobs(bundle, cfg, threads, _raw_samples(bundle, Path(tmp)) if "end_to_end" in cfg.modes else None, notes)
         if not jobs:
-            raise EdgemmError(f"nothing to benchmark in {bundle.root} with backends={cfg.backends} precisions={cfg.precisions}")
+            why = f" ({'; '.join(notes)})" if notes else ""
+            raise EdgemmError(f"nothing to benchmark in {bundle.root} with backends={cfg.backends} precisions={cfg.precisions}{why}")
         pooled: dict[int, list[float]] = {i: [] for i in range(len(jobs))}
         stages: dict[int, dict[str, list[float]]] = {}
         rss: dict[int, float] = {}
@@ -195,4 +228,4 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
     return {"machine": machine_info(), "config": {"batches": list(cfg.batches), "threads": threads, "modes": list(cfg.modes),
                                                   "seconds_per_round": cfg.seconds, "rounds": cfg.rounds, "fps": cfg.fps,
                                                   "command": " ".join(sys.argv)},
-            "bundle": str(bundle.root), "runs": runs}
+            "bundle": str(bundle.root), "runs": runs, **({"baseline_note": "; ".join(notes)} if notes else {})}

@@ -16,14 +16,22 @@ import numpy as np
 
 def _feeds(bundle, batch: int):
     """``batch`` held-out samples (the bundle's parity samples, repeated if needed)."""
-    path = bundle.root / bundle.manifest.get("parity_samples", {}).get("path", "data/parity_samples.npz")
-    data = dict(np.load(path))
+    path = bundle.file(bundle.manifest.get("parity_samples", {}).get("path", "data/parity_samples.npz"), "parity samples path")
+    with np.load(path, allow_pickle=False) as z:
+        data = {k: z[k] for k in z.files}
     n = len(next(iter(data.values())))
     idx = np.arange(batch) % n
     return {k: v[idx] for k, v in data.items()}
 
 
 def measure(job: dict) -> dict:
+    from ..trust import allow_code
+
+    with allow_code(bool(job.get("trust_code"))):  # the parent decided (edgemm.trust); the job says so
+        return _measure(job)
+
+
+def _measure(job: dict) -> dict:
     from ..backends.base import RunnerOptions
     from ..backends.registry import get_backend
     from ..bundle import Bundle
@@ -32,12 +40,12 @@ def measure(job: dict) -> dict:
     bundle = Bundle.open(job["bundle"], verify_hashes=False)
     opts = RunnerOptions(threads=job["threads"], precision=job["precision"])
     if job["backend"] == "torch" and job.get("factory"):
-        from ..recipe import import_callable
+        from ..trust import resolve_factory
 
-        module = import_callable(job["factory"])(**({"checkpoint": job["checkpoint"]} if job.get("checkpoint") else {}))
-        runner = get_backend("torch").runner_for_module(module, bundle.spec, opts)
+        module = resolve_factory(job["factory"])(**({"checkpoint": job["checkpoint"]} if job.get("checkpoint") else {}))
+        runner = reference_backend().runner_for_module(module, bundle.spec, opts)
     else:
-        runner = get_backend(job["backend"]).create_runner(bundle.root / job["artifact"], bundle.spec, opts)
+        runner = get_backend(job["backend"]).create_runner(bundle.file(job["artifact"], "artifact path"), bundle.spec, opts)
 
     if job["mode"] == "model":
         feeds = _feeds(bundle, job["batch"])
@@ -74,7 +82,7 @@ def _end_to_end(job: dict, bundle, runner) -> dict:
     from ..runtime import native
     from ..runtime.runtime import Runtime
 
-    raw = dict(np.load(job["raw"]))
+    raw = dict(np.load(job["raw"], allow_pickle=False))
     art = next(a for a in bundle.artifacts if a.path == job["artifact"] and a.backend == job["backend"])
     rt = Runtime(bundle, art, runner=runner)
     fps = float(job.get("fps") or 30.0)
@@ -152,5 +160,25 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def main() -> int:
+    """Print the measurement; a failure is one line on stderr (the parent quotes the last line)."""
+    from ..errors import EdgemmError, one_line
+
+    try:
+        print(json.dumps(measure(json.loads(sys.argv[1]))))
+    except EdgemmError as exc:
+        print(f"edgemm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # keep the traceback for -v in the parent's log, and end with one line
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        print(one_line(f"{type(exc).__name__}: {exc}"), file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    print(json.dumps(measure(json.loads(sys.argv[1]))))
+    sys.exit(main())

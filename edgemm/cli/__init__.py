@@ -1,27 +1,52 @@
 """``edgemm`` command line: a thin layer over the Python API.
 
 Each verb is a module in ``edgemm/cli/commands/`` with ``ORDER`` and ``register(subparsers)``;
-adding a verb touches no file here. User errors (EdgemmError) print one line
-``edgemm: error: ...`` and exit with code 2; anything else is a bug and keeps its traceback.
+adding a verb touches no file here. Every failure ends in one line on stderr:
+
+- user errors (EdgemmError) and OS errors (disk full, permission denied): ``edgemm: error: ...``, exit 2;
+- Ctrl-C: ``edgemm: interrupted``, exit 130;
+- anything else is a bug in edgemm: ``edgemm: internal error: ...`` with a hint, exit 1
+  (``-v`` prints the traceback, and the library traceback behind a user error).
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 
+from ..errors import EdgemmError, one_line
 from ..version import __version__
-from ..errors import EdgemmError
 from ..log import set_verbosity
 from . import commands
 
+_OS_FIX = {
+    errno.ENOSPC: "free some disk space and run it again",
+    errno.EDQUOT: "free some space (disk quota exceeded) and run it again",
+    errno.EACCES: "check the permissions of that path or choose another one",
+    errno.EPERM: "check the permissions of that path or choose another one",
+    errno.EROFS: "that file system is read-only; choose a writable path",
+    errno.ENOENT: "check that the path exists",
+    errno.ENOTDIR: "a part of that path is a file, not a folder; fix the path",
+    errno.EISDIR: "that path is a folder; give a file path",
+    errno.EMFILE: "too many open files; raise `ulimit -n` and run it again",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line too (argparse prints the whole usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, one_line(f"edgemm: error: {message} (see `{self.prog} --help`)") + "\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgemm", description="Take trained multimodal PyTorch models to the edge: export, verify, run.")
+    p = _Parser(prog="edgemm", description="Take trained multimodal PyTorch models to the edge: export, verify, run.")
     p.add_argument("--version", action="version", version=f"edgemm {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug output (exporter logs)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug output (exporter logs, tracebacks behind errors)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     mods = [importlib.import_module(f"{commands.__name__}.{m.name}") for m in pkgutil.iter_modules(commands.__path__)]
@@ -30,25 +55,56 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def os_error_line(exc: OSError) -> str:
+    """``No space left on device: 'build/x/onnx/model.onnx'; free some disk space ...`` (one line)."""
+    what = exc.strerror or type(exc).__name__
+    where = " -> ".join(repr(str(f)) for f in (exc.filename, exc.filename2) if f is not None)
+    fix = _OS_FIX.get(exc.errno or -1, "fix the path or the file system and run it again")
+    return one_line(f"{what}{': ' + where if where else ''}; {fix}")
+
+
+def _error(line: str) -> None:
+    print(one_line(line), file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     set_verbosity(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    from ..trust import disable_telemetry
+
+    disable_telemetry()  # no forked telemetry senders in our process group (Ctrl-C, offline boxes)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        _error("edgemm: interrupted")
+        return 130
     except EdgemmError as exc:
         if args.verbose and exc.__cause__ is not None:
             import traceback
 
             traceback.print_exception(exc.__cause__, file=sys.stderr)
-        print(f"edgemm: error: {exc}", file=sys.stderr)
+        _error(f"edgemm: error: {exc}")
         return 2
     except BrokenPipeError:  # `edgemm info B | head`
-        sys.stdout = open(__import__("os").devnull, "w")
+        sys.stdout = open(os.devnull, "w")
         return 0
-    except KeyboardInterrupt:
-        print("edgemm: interrupted", file=sys.stderr)
-        return 130
+    except OSError as exc:  # disk full, permission denied, read-only file system ...
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+        _error(f"edgemm: error: {os_error_line(exc)}")
+        return 2
+    except Exception as exc:  # a bug in edgemm (or a library it calls): say so, in one line
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+        hint = "this is a bug in edgemm; please report it with the traceback above" if args.verbose else \
+            "this is a bug in edgemm; rerun with -v for the traceback and please report it"
+        _error(f"edgemm: internal error: {type(exc).__name__}: {exc} ({hint})")
+        return 1
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ class Runtime:
             if warning:
                 logger.warning("warning: %s: %s", artifact.path, warning)
         self._runner = runner or get_backend(artifact.backend).create_runner(
-            bundle.root / artifact.path, self.spec, RunnerOptions(threads=threads, precision=artifact.precision))
+            bundle.file(artifact.path, "artifact path"), self.spec, RunnerOptions(threads=threads, precision=artifact.precision))
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -106,8 +106,17 @@ def _rank(bundle: Bundle, candidates: list[Artifact]) -> list[Artifact]:
 
 
 def load(bundle_dir: str | os.PathLike | Bundle, backend: str | None = None, precision: str | None = None,
-         graph: str | None = None, threads: int | None = None) -> Runtime:
-    """Open a bundle and pick an artifact (the fastest available one unless ``backend``/``precision`` say)."""
+         graph: str | None = None, threads: int | None = None, trust_code: bool = False) -> Runtime:
+    """Open a bundle and pick an artifact (the fastest available one unless ``backend``/``precision`` say).
+
+    ``trust_code=True`` allows the torch reference artifact (its .pt2 is unpickled: see edgemm.trust)."""
+    from ..trust import allow_code
+
+    with allow_code(trust_code):
+        return _load(bundle_dir, backend, precision, graph, threads)
+
+
+def _load(bundle_dir, backend, precision, graph, threads) -> Runtime:
     bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.open(bundle_dir)
     candidates = bundle.select(backend=backend, precision=precision, graph=graph)
     if not candidates:

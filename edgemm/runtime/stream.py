@@ -56,7 +56,8 @@ class Result:
         return {
             "index": self.index,
             "t_capture": round(self.t_capture, 6),
-            "outputs": {h: {"label": lab, "score": round(float(s), 6)} for h, (lab, s) in self.outputs.items()},
+            "outputs": {h: ({"label": lab, "score": round(float(s), 6)} if math.isfinite(s) else
+                            {"label": lab, "score": None, "nonfinite_score": True}) for h, (lab, s) in self.outputs.items()},
             "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
             "dropped_frames": self.dropped_frames,
             "flags": list(self.flags),

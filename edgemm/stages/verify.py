@@ -107,7 +107,18 @@ def verify(
     latency: bool = True,
     trust_code: bool = False,
 ) -> VerifyResult:
-    """Compare every artifact of ``bundle`` with the fp32 reference; write the reports; raise on a breach."""
+    """Compare every artifact of ``bundle`` with the fp32 reference; write the reports; raise on a breach.
+
+    The reference is the user's live module (at export), else the outputs of the fp32 torch reference stored in the
+    bundle at export; ``trust_code=True`` runs the bundle's torch program instead (it is unpickled: see edgemm.trust).
+    """
+    from ..trust import allow_code
+
+    with allow_code(bool(trust_code)):
+        return _verify_bundle(bundle, evaluation, samples, config, reference_module, threads, write, latency, bool(trust_code))
+
+
+def _verify_bundle(bundle, evaluation, samples, config, reference_module, threads, write, latency, trust_code) -> VerifyResult:
     if not isinstance(bundle, Bundle):
         bundle = Bundle.open(bundle)
     m = bundle.manifest
@@ -119,7 +130,7 @@ def verify(
     ref_backend = reference_backend()
 
     parity_meta = m.get("parity_samples", {})
-    parity_path = bundle.root / parity_meta.get("path", "data/parity_samples.npz")
+    parity_path = bundle.file(parity_meta.get("path", "data/parity_samples.npz"), "parity samples path")
     if not parity_path.is_file():
         raise EdgemmError(f"{parity_path} is missing from the bundle; re-export it")
     parity_feeds = spec.check_feeds(dict(np.load(parity_path, allow_pickle=False)), f"{parity_path.name}: ")
@@ -127,6 +138,8 @@ def verify(
 
     if samples is None:
         src = evaluation or m.get("evaluation", {}).get("source")
+        if src and not evaluation and not Path(src).is_absolute():  # a relative source travels with the bundle
+            src = str(bundle.file(src, "evaluation source"))
         if src and Path(src).exists():
             with step(f"reading evaluation data {src}"):
                 samples = load_samples(src, spec, limit=cfg.eval_limit)
@@ -150,7 +163,7 @@ def verify(
         refs = bundle.select(backend=ref_backend.name, precision="fp32")
         if not refs:
             raise EdgemmError(f"bundle {bundle.root} has no {ref_backend.name} fp32 reference artifact; re-export it")
-        reference = ref_backend.create_runner(bundle.root / refs[0].path, spec, options)
+        reference = ref_backend.create_runner(bundle.file(refs[0].path, "artifact path"), spec, options)
         ref_label = f"{refs[0].path} ({ref_backend.name} fp32)"
     else:
         ref_label = f"{stored} (outputs of the torch fp32 reference stored at export)"
@@ -170,9 +183,9 @@ def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOpti
     if reference is not None:
         ref_parity = parity_cmp.run(reference)
     else:
-        ref_parity = dict(np.load(bundle.root / stored, allow_pickle=False))
+        ref_parity = dict(np.load(bundle.file(stored, "reference outputs path"), allow_pickle=False))
     pruned_rel = m.get("parity_samples", {}).get("pruned_reference_outputs")
-    pruned_parity = dict(np.load(bundle.root / pruned_rel, allow_pickle=False)) if pruned_rel else None
+    pruned_parity = dict(np.load(bundle.file(pruned_rel, "reference outputs path"), allow_pickle=False)) if pruned_rel else None
     parity = {"samples": len(parity_cmp), "reference": ref_label,
               "source": m.get("parity_samples", {}).get("source"), "artifacts": {}}
     accuracy = None
@@ -197,7 +210,7 @@ def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOpti
                                         "skipped": f"{art.format} file: {art.backend} builds its own artifact from it (edgemm compile)"}
             continue
         with step(f"verifying {aid} on {art.backend} ({art.precision})"), \
-                backend.create_runner(bundle.root / art.path, spec, replace(options, precision=art.precision)) as runner:
+                backend.create_runner(bundle.file(art.path, "artifact path"), spec, replace(options, precision=art.precision)) as runner:
             out = parity_cmp.run(runner)
             pruned = bool(art.extra.get("pruned")) and pruned_parity is not None
             # A pruned artifact computes the pruned model: parity against that model's outputs (stored at export),
@@ -236,7 +249,8 @@ def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOpti
         from ..bench.run import BenchConfig, benchmark
 
         with step("timing every artifact at batch 1, each in its own process"):
-            res = benchmark(bundle, BenchConfig(batches=(1,), modes=("model",), seconds=0.5, rounds=1, threads=threads))
+            res = benchmark(bundle, BenchConfig(batches=(1,), modes=("model",), seconds=0.5, rounds=1, threads=threads,
+                                                trust_code=trust_code or reference_module is not None))
         for r in res["runs"]:
             runs.append({"artifact": "reference" if r["baseline"] else r["id"], "backend": r["backend"], "precision": r["precision"],
                          "baseline": r["baseline"], **{k: round(r[k], 4) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")},

@@ -123,6 +123,14 @@ def build(checkpoint: str | Path | None = CHECKPOINT) -> AVNet:
         path = Path(checkpoint)
         if not path.is_file():
             raise EdgemmError(f"avnet checkpoint {path} not found; train it with `python scripts/train_avnet.py` or pass checkpoint=None")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"] if "model" in state else state)
+        from ..trust import load_checkpoint
+
+        state = load_checkpoint(path)  # weights-only; one line naming --trust-code if it would need code
+        if not isinstance(state, dict):
+            raise EdgemmError(f"avnet checkpoint {path} holds a {type(state).__name__}, not a state dict; re-save it with torch.save(model.state_dict())")
+        try:
+            model.load_state_dict(state["model"] if "model" in state else state)
+        except (RuntimeError, KeyError, TypeError) as exc:
+            raise EdgemmError(f"avnet checkpoint {path} does not fit the avnet model ({type(exc).__name__}); "
+                              "train it with `python scripts/train_avnet.py`") from exc
     return model.eval()

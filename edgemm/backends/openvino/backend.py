@@ -5,6 +5,7 @@ from pathlib import Path
 from ...lazy import INSTALL_HINTS, lazy_import
 from ...errors import BundleError, SpecError
 from ...iospec import IOSpec
+from ...trust import disable_telemetry
 from ..base import Availability, Backend, Compiled, Runner, RunnerOptions, version_of
 
 
@@ -67,6 +68,7 @@ class OpenVinoBackend(Backend):
         """ONNX -> IR. ``fp16`` stores fp16-compressed weights (half the size; computed in the plugin's precision);
         an int8 Q/DQ ONNX becomes an int8 IR (OpenVINO keeps the FakeQuantize ops it reads from Q/DQ)."""
         self.require()
+        disable_telemetry()  # openvino_telemetry forks a process per event; Ctrl-C must reach only edgemm
         ov = lazy_import("openvino")
         allowed = ("fp32", "fp16") if source_precision == "fp32" else ("int8",)
         if precision not in allowed:

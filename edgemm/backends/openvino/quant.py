@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ...lazy import lazy_import
 from ...data.calibration import CalibrationSource
+from ...trust import disable_telemetry
 
 ONNX_TO_OV_TYPES = {
     "Conv": ["Convolution", "GroupConvolution"], "MatMul": ["MatMul"], "Gemm": ["MatMul"], "Add": ["Add"],
@@ -15,6 +16,7 @@ ONNX_TO_OV_TYPES = {
 def nncf_quantize(onnx_path: Path, out_xml: Path, calib: CalibrationSource, exclude_nodes: list[str], exclude_ops: list[str],
                   transformer: bool) -> Path:
     """fp32 ONNX -> INT8 IR. ``exclude_nodes`` are ONNX node names (OpenVINO keeps them as friendly-name prefixes)."""
+    disable_telemetry()  # openvino_telemetry forks a process per event; Ctrl-C must reach only edgemm
     ov = lazy_import("openvino", "the nncf quantizer")
     nncf = lazy_import("nncf", "the nncf quantizer (pip install nncf)")
     model = ov.convert_model(str(onnx_path))

@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 
 from ...lazy import INSTALL_HINTS, lazy_import
-from ...errors import BundleError
 from ...iospec import IOSpec
 from ..base import Availability, Backend, Runner, RunnerOptions, version_of
 
@@ -62,6 +61,7 @@ class TorchBackend(Backend):
         return Availability(True, version=v, devices=("cpu",))
 
     def create_runner(self, path: Path, spec: IOSpec, options: RunnerOptions = RunnerOptions()) -> Runner:
+        """Load a bundle's torch.export program: it is unpickled, so only with opt-in (see edgemm.trust)."""
         self.require()
         return TorchRunner(load_program(path).module(), spec, options)
 
@@ -74,9 +74,8 @@ class TorchBackend(Backend):
         return TorchRunner(module, spec, options)
 
 
-def load_program(path: Path):
-    torch = lazy_import("torch")
-    try:
-        return torch.export.load(str(path))
-    except Exception as exc:  # torch raises many types for a bad archive
-        raise BundleError(f"cannot load torch program {path} ({type(exc).__name__}: {exc}); re-export it") from None
+def load_program(path: Path, trust_code: bool | None = None):
+    """``torch.export.load`` behind the trust check (``--trust-code``); a corrupt archive is one BundleError line."""
+    from ...trust import load_torch_program
+
+    return load_torch_program(path, trust_code=trust_code)

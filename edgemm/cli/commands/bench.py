@@ -9,12 +9,12 @@ def _csv(value: str) -> tuple[str, ...]:
 
 
 def _ints(value: str) -> tuple[int, ...]:
-    from ...errors import EdgemmError
+    import argparse
 
     try:
         return tuple(int(v) for v in _csv(value))
-    except ValueError:
-        raise EdgemmError(f"--batch {value!r}: give comma-separated integers, e.g. 1,8") from None
+    except ValueError as exc:  # argparse turns this into one usage-error line, exit 2
+        raise argparse.ArgumentTypeError(f"{value!r}: give comma-separated integers, e.g. 1,8") from exc
 
 
 def cmd_bench(args) -> int:
@@ -24,24 +24,29 @@ def cmd_bench(args) -> int:
     from ...bench.report import PLOT_FORMATS, format_table, write_csv, write_json, write_markdown, write_plot
     from ...bench.run import BenchConfig, benchmark
     from ...errors import EdgemmError
+    from ...trust import allow_code
 
+    for flag, value, ok, example in (("--rounds", args.rounds, args.rounds >= 1, "--rounds 2"),
+                                     ("--seconds", args.seconds, args.seconds > 0, "--seconds 1.5"),
+                                     ("--fps", args.fps, args.fps > 0, "--fps 30"),
+                                     ("--threads", args.threads, args.threads is None or args.threads >= 1, "--threads 4")):
+        if not ok:
+            raise EdgemmError(f"{flag} {value}: must be positive, e.g. {example}")
     if args.plot:  # checked before minutes of measuring
         if Path(args.plot).suffix.lower() not in PLOT_FORMATS:
             raise EdgemmError(f"--plot {args.plot}: use a .png, .svg or .pdf file name")
         try:
             import matplotlib  # noqa: F401
-        except ImportError:
-            raise EdgemmError("--plot needs matplotlib: pip install matplotlib") from None
+        except ImportError as exc:
+            raise EdgemmError("--plot needs matplotlib: pip install matplotlib") from exc
     for flag in ("json", "csv", "markdown", "plot"):
-        f = getattr(args, flag)
-        if f and not Path(f).resolve().parent.is_dir():
-            raise EdgemmError(f"--{flag} {f}: the folder {Path(f).resolve().parent} does not exist")
-    if args.fps <= 0:
-        raise EdgemmError(f"--fps must be > 0, got {args.fps}")
+        if getattr(args, flag):
+            _check_writable(f"--{flag}", getattr(args, flag))  # before minutes of measuring, not after
     cfg = BenchConfig(backends=args.backends, precisions=args.precisions, batches=args.batch, threads=args.threads,
                       modes=args.modes, seconds=args.seconds, rounds=args.rounds, fps=args.fps,
                       progress=not args.no_progress and sys.stderr.isatty())
-    result = benchmark(args.bundle, cfg)
+    with allow_code(args.trust_code):
+        result = benchmark(args.bundle, cfg)
     print(format_table(result))
     for flag, write in (("json", write_json), ("csv", write_csv), ("markdown", write_markdown), ("plot", write_plot)):
         f = getattr(args, flag)
@@ -49,6 +54,22 @@ def cmd_bench(args) -> int:
             write(result, f)
             print(f"{flag}: {f}")
     return 0
+
+
+def _check_writable(flag: str, path: str) -> None:
+    import os
+    from pathlib import Path
+
+    from ...errors import EdgemmError
+
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise EdgemmError(f"{flag} {path}: that is a folder; give a file path, e.g. {flag} {p / ('bench.json' if flag == '--json' else 'bench.svg')}")
+    if not parent.is_dir():
+        raise EdgemmError(f"{flag} {path}: folder {parent} does not exist; create it or choose another path")
+    if not os.access(p, os.W_OK) if p.exists() else not os.access(parent, os.W_OK | os.X_OK):
+        raise EdgemmError(f"{flag} {path}: not writable (permission denied); choose another path")
 
 
 def register(sub) -> None:
@@ -73,4 +94,7 @@ def register(sub) -> None:
     b.add_argument("--plot", default=None, metavar="F.png|svg|pdf",
                    help="latency per artifact + latency vs top-1 (matplotlib; format from the extension)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when stderr is not a terminal)")
+    b.add_argument("--trust-code", action="store_true",
+                   help="the bundle comes from a source you trust: build the torch baseline from the factory it names or "
+                        "its torch.export program (unpickled); by default only edgemm zoo factories are used")
     b.set_defaults(func=cmd_bench)

@@ -8,6 +8,7 @@ ORDER = 30
 
 def cmd_info(args) -> int:
     from ...bundle import Bundle
+    from ...errors import BundleError
 
     b = Bundle.open(args.bundle, verify_hashes=not args.no_hash_check)
     if args.json:
@@ -15,7 +16,8 @@ def cmd_info(args) -> int:
         return 0
     m = b.manifest
     print(f"bundle     {b.root}  (format {m['format_version']}, edgemm {m['edgemm_version']})")
-    print(f"model      {m['model']['name']}  from {m['model']['source']}  sha256 {m['model']['sha256'][:16]}")
+    model = m["model"]
+    print(f"model      {b.name}  from {model.get('source') or '?'}  sha256 {(model.get('sha256') or '?')[:16]}")
     print("inputs")
     for t in b.spec.inputs:
         pre = f"  preprocessing {json.dumps(t.to_dict('input')['preprocessing'])}" if t.preprocessing else ""
@@ -29,15 +31,23 @@ def cmd_info(args) -> int:
         size = a.size_bytes(b.root) / 1e6
         print(f"  {a.path:<28} {a.format:<13} {a.precision:<5} backend {a.backend:<12} {size:6.2f} MB  graph {a.graph}")
     cal = m["calibration"]
-    print(f"calibration {cal['source'] or 'none'} ({cal['samples']} samples, method {cal['method']})")
+    print(f"calibration {cal.get('source') or 'none'} ({cal.get('samples', 0)} samples, method {cal.get('method')})")
     print("reports    " + (", ".join(f"{k}: {v}" for k, v in m["reports"].items()) or "none (run `edgemm verify`)"))
     acc = b.report("accuracy")
     if acc:
-        ref = acc["reference"]["metrics"]
-        print("accuracy   reference " + "  ".join(f"{h} {v:.4f}" for h, v in ref.items()) + f"  ({acc['samples']} eval samples)")
-        for aid, a in acc["artifacts"].items():
-            print(f"           {aid}: " + "  ".join(f"{h} {v:.4f}" for h, v in a["metrics"].items()))
+        try:
+            ref = acc["reference"]["metrics"]
+            print("accuracy   reference " + "  ".join(f"{h} {_num(v)}" for h, v in ref.items()) + f"  ({acc['samples']} eval samples)")
+            for aid, a in acc["artifacts"].items():
+                print(f"           {aid}: " + "  ".join(f"{h} {_num(v)}" for h, v in a["metrics"].items()))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise BundleError(f"report {b.report_path('accuracy')} is malformed ({type(exc).__name__}: {exc}); "
+                              f"run `edgemm verify {b.root}` to rewrite it") from exc
     return 0
+
+
+def _num(v) -> str:
+    return f"{v:.4f}" if isinstance(v, (int, float)) else "n/a"
 
 
 def register(sub) -> None:

@@ -18,9 +18,9 @@ def _check_display() -> None:
 
     try:
         cv2.namedWindow("edgemm run", cv2.WINDOW_NORMAL)
-    except cv2.error:
+    except cv2.error as exc:
         raise EdgemmError("--show needs OpenCV with GUI support, this one is headless; "
-                          "pip uninstall opencv-python-headless && pip install opencv-python, or drop --show") from None
+                          "pip uninstall opencv-python-headless && pip install opencv-python, or drop --show") from exc
 
 
 def _draw(result) -> bool:
@@ -48,21 +48,59 @@ def _line(r) -> str:
             f" (infer {r.latency_ms['infer']:.1f})  dropped {r.dropped_frames}{flags}")
 
 
+def _check_json_lines(path: str) -> None:
+    """Refuse a --json-lines path that cannot be written, before the bundle is loaded (nothing is created)."""
+    from ...errors import EdgemmError
+
+    if path == "-":
+        return
+    parent = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        raise EdgemmError(f"--json-lines {path}: that is a folder; give a file path, e.g. --json-lines {os.path.join(path, 'results.jsonl')}")
+    if not os.path.isdir(parent):
+        raise EdgemmError(f"--json-lines {path}: folder {parent} does not exist; create it or choose another path")
+    if not os.access(path, os.W_OK) if os.path.exists(path) else not os.access(parent, os.W_OK | os.X_OK):
+        raise EdgemmError(f"--json-lines {path}: not writable (permission denied); choose another path")
+
+
+def _open_json_lines(path: str):
+    from ...cli import os_error_line
+    from ...errors import EdgemmError
+
+    if path == "-":
+        return sys.stdout
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise EdgemmError(f"--json-lines {path}: cannot write it ({os_error_line(exc)})") from exc
+
+
+def json_line(obj) -> str:
+    """One result as one line of valid JSON: non-finite numbers (a NaN score) become null."""
+    from ...trust import finite_or_none
+
+    return json.dumps(finite_or_none(obj), allow_nan=False)
+
+
 def cmd_run(args) -> int:
     from ...runtime.stream import Stream
+    from ...trust import allow_code
 
     if args.show:
         _check_display()
+    if args.json_lines:
+        _check_json_lines(args.json_lines)
     out = None
-    stream = Stream(args.bundle, video=args.video, audio=args.audio, backend=args.backend, precision=args.precision,
-                    policy=args.policy, realtime=args.realtime, stall=args.stall, stall_ms=args.stall_ms,
-                    max_frames=args.max_frames, keep_frames=args.show, threads=args.threads)
+    with allow_code(args.trust_code):
+        stream = Stream(args.bundle, video=args.video, audio=args.audio, backend=args.backend, precision=args.precision,
+                        policy=args.policy, realtime=args.realtime, stall=args.stall, stall_ms=args.stall_ms,
+                        max_frames=args.max_frames, keep_frames=args.show, threads=args.threads)
     try:
         if args.json_lines:
-            out = sys.stdout if args.json_lines == "-" else open(args.json_lines, "w", encoding="utf-8")
+            out = _open_json_lines(args.json_lines)
         for r in stream:
             if out is not None:
-                out.write(json.dumps(r.to_json()) + "\n")
+                out.write(json_line(r.to_json()) + "\n")
                 out.flush()
             if not args.quiet and out is not sys.stdout:
                 print(_line(r), flush=True)
@@ -98,4 +136,7 @@ def register(sub) -> None:
     r.add_argument("--stall-ms", type=float, help="how long to wait for late audio (default: 50 live, no limit for files)")
     r.add_argument("--max-frames", type=int, metavar="N", help="stop after N captured frames")
     r.add_argument("--threads", type=int, help="inference threads")
+    r.add_argument("--trust-code", action="store_true",
+                   help="allow the torch backend to load the bundle's torch.export program (it is unpickled); "
+                        "only for bundles from a source you trust")
     r.set_defaults(func=cmd_run)
