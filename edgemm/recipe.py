@@ -35,7 +35,6 @@ Relative paths are relative to the recipe file. Unknown keys are errors with a c
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -33,7 +33,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import BundleError, EdgemmError, RecipeError, UntrustedCode, close_match_hint, one_line
+from .errors import BundleError, RecipeError, UntrustedCode, close_match_hint, one_line
 
 OPT_IN = "--trust-code (Python: trust_code=True or `with edgemm.trust.allow_code():`)"
 ZOO_PACKAGE = "edgemm.zoo"

@@ -33,13 +33,12 @@ def measure(job: dict) -> dict:
 
 def _measure(job: dict) -> dict:
     from ..backends.base import RunnerOptions
-    from ..backends.registry import get_backend
+    from ..backends.registry import get_backend, reference_backend
     from ..bundle import Bundle
-    from ..runtime.runtime import Runtime
 
     bundle = Bundle.open(job["bundle"], verify_hashes=False)
     opts = RunnerOptions(threads=job["threads"], precision=job["precision"])
-    if job["backend"] == "torch" and job.get("factory"):
+    if get_backend(job["backend"]).reference and job.get("factory"):
         from ..trust import resolve_factory
 
         module = resolve_factory(job["factory"])(**({"checkpoint": job["checkpoint"]} if job.get("checkpoint") else {}))

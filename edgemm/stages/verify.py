@@ -169,7 +169,7 @@ def _verify_bundle(bundle, evaluation, samples, config, reference_module, thread
         ref_label = f"{stored} (outputs of the torch fp32 reference stored at export)"
     try:
         return _verify(bundle, spec, cfg, options, threads, reference, ref_label, parity_cmp, eval_cmp, stored,
-                       reference_module is not None, write, latency)
+                       reference_module is not None, write, latency, trust_code)
     finally:
         if reference is not None:
             reference.close()
@@ -177,7 +177,7 @@ def _verify_bundle(bundle, evaluation, samples, config, reference_module, thread
 
 def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOptions, threads: int, reference, ref_label: str,
             parity_cmp: Comparator, eval_cmp: Comparator | None, stored: str | None, live_reference: bool, write: bool,
-            latency: bool) -> VerifyResult:
+            latency: bool, trust_code: bool) -> VerifyResult:
     m = bundle.manifest
     has_labels = eval_cmp is not None and eval_cmp.labelled
     if reference is not None:
@@ -250,7 +250,7 @@ def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOpti
 
         with step("timing every artifact at batch 1, each in its own process"):
             res = benchmark(bundle, BenchConfig(batches=(1,), modes=("model",), seconds=0.5, rounds=1, threads=threads,
-                                                trust_code=trust_code or reference_module is not None))
+                                                trust_code=trust_code or live_reference))
         for r in res["runs"]:
             runs.append({"artifact": "reference" if r["baseline"] else r["id"], "backend": r["backend"], "precision": r["precision"],
                          "baseline": r["baseline"], **{k: round(r[k], 4) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")},

@@ -31,7 +31,7 @@ from ...errors import EdgemmError
 from ...iospec import IOSpec
 from ...log import logger
 from ...compare import Comparator
-from ...metrics import BUDGET_TOLERANCE, top1, top1_drop
+from ...metrics import BUDGET_TOLERANCE, top1_drop
 from ...torchutil import dynamic_shapes, example_args, is_program, quiet
 
 # edgemm calibration method -> INC activation observer (INC 3.x offers min/max and KL histograms).
