@@ -105,17 +105,19 @@ def verify(
     threads: int | None = None,
     write: bool = True,
     latency: bool = True,
-    trust_code: bool = False,
+    trust_code: bool | None = None,
 ) -> VerifyResult:
     """Compare every artifact of ``bundle`` with the fp32 reference; write the reports; raise on a breach.
 
     The reference is the user's live module (at export), else the outputs of the fp32 torch reference stored in the
     bundle at export; ``trust_code=True`` runs the bundle's torch program instead (it is unpickled: see edgemm.trust).
     """
-    from ..trust import allow_code
+    from ..trust import allow_code, code_allowed
 
-    with allow_code(bool(trust_code)):
-        return _verify_bundle(bundle, evaluation, samples, config, reference_module, threads, write, latency, bool(trust_code))
+    root = bundle.root if isinstance(bundle, Bundle) else Path(bundle)
+    trusted = code_allowed(root, trust_code)  # the argument, else the caller's allow_code() context (the CLI's --trust-code)
+    with allow_code(trusted):
+        return _verify_bundle(bundle, evaluation, samples, config, reference_module, threads, write, latency, trusted)
 
 
 def _verify_bundle(bundle, evaluation, samples, config, reference_module, threads, write, latency, trust_code) -> VerifyResult:
