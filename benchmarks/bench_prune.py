@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Structured pruning on the shipped avnet: latency (batch 1, 2 threads) and accuracy, unpruned vs pruned.
 
-    python benchmarks/bench_prune.py [--prune 0.5] [--epochs 30] [--rounds 9] [--threads 2]
+    python benchmarks/bench_prune.py [--prune 0.5] [--epochs N] [--rounds 9] [--threads 2]
+
+``--epochs 0`` times the pruned architecture without fine-tuning (latency does not depend on the weights'
+values; the accuracy figures are then the un-fine-tuned ones).
 
 Builds avnet from export/avnet.toml's factory, prunes it with edgemm's prune stage (fine-tuned with
 distillation on calibration_data/avmnist/calib.npz; evaluated on eval.npz, which fine-tuning never
@@ -15,6 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import sys
 import tempfile
 import time
 from datetime import date
@@ -42,6 +48,15 @@ def _top1(rt, samples) -> dict[str, float]:
     return {h: c / len(samples) for h, c in correct.items()}
 
 
+def _cpu_flags() -> list[str]:
+    """``grep -o -w -E 'avx512_vnni|avx_vnni|avx2' /proc/cpuinfo | sort -u``"""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    return sorted(set(re.findall(r"\b(avx512_vnni|avx_vnni|avx2)\b", text)))
+
+
 def _time(rt, feed, iters: int) -> float:
     for _ in range(10):
         rt.run(feed)
@@ -56,20 +71,22 @@ def _time(rt, feed, iters: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prune", default="0.5", help="ratio, BRANCH=RATIO pairs (default 0.5: every modality branch)")
-    ap.add_argument("--epochs", type=int, default=30, help="fine-tune epochs in total (over all iterative steps)")
-    ap.add_argument("--steps", type=int, default=3, help="iterative prune -> fine-tune steps")
+    ap.add_argument("--epochs", type=int, default=None, help="fine-tune epochs in total (default: the prune stage's default)")
+    ap.add_argument("--steps", type=int, default=None, help="iterative prune -> fine-tune steps (default: the stage's)")
     ap.add_argument("--criterion", default="magnitude")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--iters", type=int, default=200, help="timed runs per artifact per round")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / f"prune-{date.today()}.json")
     args = ap.parse_args()
+    load0 = list(os.getloadavg())
 
     spec = avnet.iospec()
     model = avnet.build()
     train = load_samples(DATA / "calib.npz", spec)
     evaluation = load_samples(DATA / "eval.npz", spec)
-    cfg = parse_prune(args.prune, spec.input_names, epochs=args.epochs, iterative_steps=args.steps, criterion=args.criterion)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("iterative_steps", args.steps)) if v is not None}
+    cfg = parse_prune(args.prune, spec.input_names, criterion=args.criterion, **overrides)
     t0 = time.monotonic()
     result = prune_model(model, spec, cfg, train, evaluation)
     prune_s = time.monotonic() - t0
@@ -106,9 +123,10 @@ def main() -> None:
         latency_ms=latency, accuracy={k: v for k, v in rep["accuracy"].items()},
         branches=rep["branches"], groups=rep["groups"], finetune=rep["finetune"])
     out = {
-        "command": f"python benchmarks/bench_prune.py --prune {args.prune} --epochs {args.epochs} --steps {args.steps} "
-                   f"--criterion {args.criterion} --rounds {args.rounds} --threads {args.threads}",
-        "machine": machine_info(), "prune_seconds": round(prune_s, 1), "artifacts": rows, "pruning": report,
+        "command": "python benchmarks/bench_prune.py " + " ".join(sys.argv[1:]),
+        "machine": machine_info(), "cpu_flags": _cpu_flags(), "loadavg_start": load0, "loadavg_end": list(os.getloadavg()),
+        "order": "interleaved per round: " + ", ".join(f"{b}-{k}" for b in ARTIFACT for k in ("unpruned", "pruned")),
+        "prune_seconds": round(prune_s, 1), "artifacts": rows, "pruning": report,
         "target": {"speedup_min": 1.6, "digit_drop_max": 0.01},
         "verdict": {b: {"speedup": latency[b]["before"] / latency[b]["after"],
                         "digit_drop": rows[b]["unpruned"]["top1"]["digit"] - rows[b]["pruned"]["top1"]["digit"]} for b in rows},

@@ -62,3 +62,52 @@ def tiny_samples(model: nn.Module, n: int, seed: int) -> Samples:
 def run(model: nn.Module, feeds) -> list[np.ndarray]:
     with torch.no_grad():
         return [o.numpy() for o in model(torch.from_numpy(feeds["image"]), torch.from_numpy(feeds["audio"]))]
+
+
+class Untraceable(TinyAttnAV):
+    """The image branch leaves autograd (numpy round trip): torch-pruning cannot follow its channels."""
+
+    def forward(self, image, audio):
+        x = self.img(image)
+        x = torch.from_numpy(x.detach().numpy().copy()).flatten(2).transpose(1, 2)
+        it = self.img_proj(x)
+        at = self.aud_proj(self.aud(audio).flatten(2).transpose(1, 2))
+        ctx, _ = self.attn(it, at, at, need_weights=False)
+        z = self.mlp((it + ctx).mean(1))
+        return self.cls(z), self.spk(z)
+
+
+def untraceable() -> Untraceable:
+    """Recipe factory (``prune_tiny:untraceable``) for the CLI refusal test."""
+    return Untraceable()
+
+
+RECIPE = """[model]
+name = "{name}"
+factory = "prune_tiny:{factory}"
+
+[[inputs]]
+name = "image"
+modality = "tensor"
+dtype = "float32"
+shape = ["batch", 3, 8, 8]
+
+[[inputs]]
+name = "audio"
+modality = "tensor"
+dtype = "float32"
+shape = ["batch", 1, 8, 10]
+
+[[outputs]]
+name = "cls"
+dtype = "float32"
+shape = ["batch", 4]
+
+[[outputs]]
+name = "spk"
+dtype = "float32"
+shape = ["batch", 3]
+
+[export]
+targets = ["onnxruntime"]
+"""

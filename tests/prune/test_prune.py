@@ -12,7 +12,7 @@ from torch import nn
 from edgemm.errors import EdgemmError
 from edgemm.stages.prune import (ALL, STAGES, PruneConfig, is_2_4, model_branches, parse_prune, prune_model,
                                  pruning_report)
-from prune_tiny import TinyAttnAV, run, tiny_samples, tiny_spec
+from prune_tiny import TinyAttnAV, Untraceable, run, tiny_samples, tiny_spec
 
 
 def _convs(module):
@@ -213,19 +213,6 @@ def test_pt2_program_refused(tmp_path):
     with pytest.raises(EdgemmError, match="torch.export program \\(.pt2\\) cannot be pruned.*pass the nn.Module") as err:
         prune_model(ep, spec, 0.5, progress=lambda s: None)
     assert "\n" not in str(err.value)
-
-
-class Untraceable(TinyAttnAV):
-    """The image branch leaves autograd (numpy round trip): its channels cannot be followed."""
-
-    def forward(self, image, audio):
-        x = self.img(image)
-        x = torch.from_numpy(x.detach().numpy().copy()).flatten(2).transpose(1, 2)
-        it = self.img_proj(x)
-        at = self.aud_proj(self.aud(audio).flatten(2).transpose(1, 2))
-        ctx, _ = self.attn(it, at, at, need_weights=False)
-        z = self.mlp((it + ctx).mean(1))
-        return self.cls(z), self.spk(z)
 
 
 def test_untraceable_model_names_the_module():

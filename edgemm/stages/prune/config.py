@@ -42,12 +42,13 @@ class PruneConfig:
     sparsity: str | None = None  # "2:4": semi-structured sparsity for TensorRT (weights zeroed, shapes kept)
     epochs: int | None = None  # fine-tune epochs in total (all iterative steps); None: finetune_minutes decides
     finetune_minutes: float | None = None  # wall-clock budget of the whole fine-tune; None: epochs decide
-    iterative_steps: int = 3  # prune -> fine-tune rounds; the ratio is reached at the last one
-    lr: float = 1e-3
+    iterative_steps: int = 1  # prune -> fine-tune rounds (1: one-shot; feature distillation recovers faster than 3 rounds did)
+    lr: float = 2e-3
     batch_size: int = 32
     distill_temperature: float = 4.0
     distill_weight: float = 0.7  # loss = w * T^2 * KL(teacher_T || student_T) + (1 - w) * CE(labels)
-    recombine: bool = True  # also distill on inputs re-paired across samples (teacher-labelled; training split only)
+    feature_weight: float = 1.0  # also match the branch outputs (where branches meet the fusion) to the teacher's; 0: off
+    recombine: bool = False  # also distill on inputs re-paired across samples (teacher-labelled; training split only)
     seed: int = 0
 
     def __post_init__(self):
@@ -64,8 +65,8 @@ class PruneConfig:
             v = getattr(self, name)
             if v is not None and v < 0:
                 raise EdgemmError(f"{name} is {v}; it must be >= 0 (0: no fine-tuning)")
-        if self.lr <= 0 or self.batch_size < 1 or self.distill_temperature <= 0 or not 0 <= self.distill_weight <= 1:
-            raise EdgemmError("prune lr, batch_size and distill_temperature must be > 0 and distill_weight in [0, 1]; check the [prune] settings")
+        if self.lr <= 0 or self.batch_size < 1 or self.distill_temperature <= 0 or not 0 <= self.distill_weight <= 1 or self.feature_weight < 0:
+            raise EdgemmError("prune lr, batch_size and distill_temperature must be > 0, distill_weight in [0, 1] and feature_weight >= 0; check the [prune] settings")
 
     @property
     def structured(self) -> bool:

@@ -3,6 +3,12 @@
 Loss per output: ``w * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - w) * CE(labels)``
 for classification outputs (2-D), MSE to the teacher for any other output. Heads without labels in
 the training split are distilled only. Runs only on the training split it is given.
+
+Feature distillation: where a modality branch hands its features to the fusion (the branch's top-level
+modules, whose output widths pruning keeps), the student's features are pulled towards the teacher's
+(MSE normalised by the teacher feature's variance, weight ``cfg.feature_weight``). The fusion part is
+the teacher's own (unpruned) code, so matching its inputs is the most direct way back to the teacher's
+outputs, and every sample gives tokens x width targets instead of one label per head.
 """
 from __future__ import annotations
 
@@ -63,19 +69,60 @@ def distill_loss(student_outs, teacher_outs, labels: Sequence, cfg: PruneConfig)
     return total
 
 
+class _Features:
+    """Forward hooks that keep the output of named modules (the branch outputs) of the last forward pass."""
+
+    def __init__(self, model, names: Sequence[str]):
+        self.out: dict[str, object] = {}
+        self.hooks = [model.get_submodule(n).register_forward_hook(self._grab(n)) for n in names]
+
+    def _grab(self, name):
+        def hook(_m, _i, out):
+            self.out[name] = out[0] if isinstance(out, (tuple, list)) else out
+        return hook
+
+    def take(self) -> dict:
+        out, self.out = self.out, {}
+        return out
+
+    def close(self) -> None:
+        for h in self.hooks:
+            h.remove()
+
+
+def feature_loss(student: Mapping, teacher: Mapping):
+    """Mean over features of MSE(student, teacher) / var(teacher) (scale-free; 0 when none match in shape)."""
+    torch = lazy_import("torch")
+    F = torch.nn.functional
+    losses = [F.mse_loss(s, teacher[n]) / (teacher[n].var() + 1e-6) for n, s in student.items()
+              if n in teacher and isinstance(s, torch.Tensor) and s.shape == teacher[n].shape]
+    return sum(losses) / len(losses) if losses else 0.0
+
+
 class Trainer:
     """Distillation fine-tune of ``student`` towards ``teacher`` on the training split."""
 
-    def __init__(self, student, teacher, spec: IOSpec, train: Samples, cfg: PruneConfig, masks=None):
+    def __init__(self, student, teacher, spec: IOSpec, train: Samples, cfg: PruneConfig, masks=None,
+                 features: Sequence[str] = ()):
         torch = lazy_import("torch")
         self.student, self.teacher, self.spec, self.cfg, self.masks = student, teacher, spec, cfg, masks or {}
+        self.features = list(features) if cfg.feature_weight > 0 else []
         self.xs = _tensors(train, spec)
         self.ys = [torch.from_numpy(train.labels[o.name]) if o.name in train.labels else None for o in spec.outputs]
         self.n = len(train)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        with torch.no_grad():
-            teacher.eval()
-            self.teacher_outs = [torch.cat(c) for c in zip(*[_outs(teacher(*[x[s:s + 256] for x in self.xs])) for s in range(0, self.n, 256)])]
+        hooks = _Features(teacher, self.features)
+        try:
+            with torch.no_grad():
+                teacher.eval()
+                outs, feats = [], []
+                for s in range(0, self.n, 256):
+                    outs.append(_outs(teacher(*[x[s:s + 256] for x in self.xs])))
+                    feats.append(hooks.take())
+        finally:
+            hooks.close()
+        self.teacher_outs = [torch.cat(c) for c in zip(*outs)]
+        self.teacher_feats = {n: torch.cat([f[n] for f in feats]) for n in self.features if all(n in f for f in feats)}
 
     def gradients(self, model=None, batches: int = 4) -> None:
         """Accumulate loss gradients on a few batches (for Taylor importance): CE on labels, else teacher argmax."""
@@ -110,25 +157,35 @@ class Trainer:
         return distill_loss(_outs(self.student(*xs)), t, [None] * len(t), self.cfg)
 
     def epoch(self, optimizer, deadline: float | None) -> float:
-        from .sparsity import reapply
-
         self.student.train()
         losses = []
-        for idx in self._batches():
-            if deadline is not None and time.monotonic() > deadline:
-                break
-            outs = _outs(self.student(*[x[idx] for x in self.xs]))
-            loss = distill_loss(outs, [t[idx] for t in self.teacher_outs], [y[idx] if y is not None else None for y in self.ys], self.cfg)
-            if self.cfg.recombine and len(self.xs) > 1:
-                loss = loss + self._recombined_loss(idx)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            if self.masks:
-                reapply(self.student, self.masks)
-            losses.append(float(loss.detach()))
-        self.student.eval()
+        hooks = _Features(self.student, list(self.teacher_feats))
+        try:
+            for idx in self._batches():
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                losses.append(self._step(idx, optimizer, hooks))
+        finally:
+            hooks.close()
+            self.student.eval()
         return float(np.mean(losses)) if losses else float("nan")
+
+    def _step(self, idx, optimizer, hooks: _Features) -> float:
+        from .sparsity import reapply
+
+        outs = _outs(self.student(*[x[idx] for x in self.xs]))
+        loss = distill_loss(outs, [t[idx] for t in self.teacher_outs], [y[idx] if y is not None else None for y in self.ys], self.cfg)
+        if self.teacher_feats:
+            loss = loss + self.cfg.feature_weight * feature_loss(hooks.take(), {n: f[idx] for n, f in self.teacher_feats.items()})
+        if self.cfg.recombine and len(self.xs) > 1:
+            loss = loss + self._recombined_loss(idx)
+        hooks.take()  # the recombined pass's features: same per-branch inputs, nothing new to match
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if self.masks:
+            reapply(self.student, self.masks)
+        return float(loss.detach())
 
     def run(self, epochs: int, deadline: float | None, evaluation: Samples | None, label: str,
             progress: Callable[[str], None]) -> list[dict]:

@@ -71,3 +71,46 @@ def pruning_report(
         "finetune": dict(finetune) if finetune else None,
         "sparsity": dict(sparsity) if sparsity else None,
     }
+
+
+def _fmt_ratio(pair: Mapping | None, unit: str, scale: float = 1.0, digits: int = 0) -> str | None:
+    if not pair or pair.get("before") is None or pair.get("after") is None:
+        return None
+    b, a = pair["before"] / scale, pair["after"] / scale
+    pct = f" ({a / b:.0%})" if b else ""
+    return f"{b:,.{digits}f} -> {a:,.{digits}f}{unit}{pct}"
+
+
+def pruning_summary(report: Mapping) -> list[str]:
+    """Human lines for ``edgemm info`` from a ``reports/pruning.json`` dict (missing keys are skipped)."""
+    lines: list[str] = []
+    req = report.get("request") or {}
+    ratios = req.get("ratios") or {}
+    what = ", ".join(("every modality branch" if k == "*" else k) + f" {v:g}" for k, v in ratios.items())
+    if report.get("sparsity"):
+        what = ", ".join(x for x in (what, f"{report['sparsity'].get('pattern')} sparsity (TensorRT sparse weights; no CPU speedup)") if x)
+    lines.append(f"pruning: {what or 'none'}" + (f", criterion {req['criterion']}" if req.get("criterion") else ""))
+    for key, label, unit, scale, digits in (("params", "parameters", "", 1.0, 0), ("flops", "FLOPs", " M", 1e6, 1),
+                                            ("size_bytes", "fp32 ONNX size", " KB", 1024.0, 0)):
+        text = _fmt_ratio(report.get(key), unit, scale, digits)
+        if text:
+            lines.append(f"  {label}: {text}")
+    for backend, m in (report.get("latency_ms") or {}).items():
+        if m.get("before") is not None and m.get("after") is not None:
+            sp = m.get("speedup") or (m["before"] / m["after"] if m["after"] else None)
+            lines.append(f"  latency {backend}: {m['before']:.3f} -> {m['after']:.3f} ms"
+                         + (f" ({sp:.2f}x faster" if sp else "") + f", batch {m.get('batch', 1)}, {m.get('threads', '?')} threads)")
+    acc = report.get("accuracy") or {}
+    names = {"before": "original", "after_pruning": "pruned", "after_finetune": "fine-tuned", "after_int8": "int8"}
+    heads = list(acc.get("before") or next(iter(acc.values()), {}))
+    for h in heads:
+        parts = [f"{names[st]} {acc[st][h]:.3f}" for st in STAGES if h in (acc.get(st) or {})]
+        if parts:
+            lines.append(f"  top-1 {h}: " + " -> ".join(parts))
+    ft = report.get("finetune") or {}
+    if ft.get("epochs"):
+        lines.append(f"  fine-tune: {ft['epochs']} epoch(s), {ft.get('seconds', 0):.0f} s on {ft.get('split') or '?'} ({ft.get('samples', 0)} samples)")
+    mha = report.get("attention_heads")
+    if mha:
+        lines.append("  attention heads: " + ", ".join(f"{k} {v['before']}->{v['after']}" for k, v in mha.items()))
+    return lines
