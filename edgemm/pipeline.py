@@ -320,21 +320,23 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
 
         compile_targets(w, ONNX_PATH, spec, cfg.export.targets, cfg.export.fp16, onnx_backend)
         # quantize (PTQ), then QAT
-        int8_results = []
+        int8_results, every_int8 = [], []
         if cfg.int8:
             from .stages.quantize import add_int8_artifacts, reference_metrics
 
             reference = reference_metrics(_module(deployed), spec, eval_samples)
             int8_results = add_int8_artifacts(w, w.path(ONNX_PATH), spec, calib_src, eval_samples, cfg.export.targets, cfg.ptq,
                                               model=deployed, reference=reference)
+            every_int8 = list(int8_results)
             if cfg.qat:
                 from .stages.qat import add_qat_artifacts
 
                 # With --qat the QAT artifacts answer to the budget; PTQ ones stay for comparison.
                 int8_results = add_qat_artifacts(w, deployed, spec, args, cfg, calib_src, eval_samples, int8_results, reference,
                                                   resolved.recipe)
+                every_int8 += int8_results
         if pruned is not None:
-            w.write_json("reports/pruning.json", _pruning_report(w, resolved, pruned, cfg, args, int8_results))
+            w.write_json("reports/pruning.json", _pruning_report(w, resolved, pruned, cfg, args, every_int8))
         # parity samples + the reference's outputs on them (verify compares without running the reference's code)
         if eval_samples is not None:
             parity = eval_samples.take(slice(0, vcfg.parity_samples)).feeds

@@ -3,7 +3,6 @@ int8 artifacts are the pruned model's, accuracy.json's reference is the user's o
 reports/pruning.json has every stage (before, after pruning, after fine-tuning, after INT8)."""
 from __future__ import annotations
 
-import inspect
 import json
 
 import numpy as np
@@ -33,16 +32,6 @@ def data(tmp_path_factory):
     return d, m, _npz(d / "train.npz", train), _npz(d / "eval.npz", evaluation), evaluation
 
 
-def _verify_knows_pruned() -> bool:
-    from edgemm.stages.verify import verify
-
-    return "parity_module" in inspect.signature(verify).parameters
-
-
-# Until verify checks a pruned artifact's parity against the pruned model (benchmarks/results/prune-verify-proposal.patch),
-# every pruned export fails verify (fp32 cosine vs the *unpruned* model); with the patch in, this test runs for real.
-@pytest.mark.xfail(not _verify_knows_pruned(), strict=True, raises=Exception,
-                   reason="verify compares pruned fp32 artifacts with the unpruned model's outputs (needs the verify patch)")
 @pytest.mark.parametrize("qat", [False, True], ids=["ptq", "qat"])
 def test_pruned_int8_bundle(data, qat):
     d, m, train, ev, evaluation = data
