@@ -70,7 +70,7 @@ def register(sub) -> None:
                         "are removed for real, then the model is fine-tuned with distillation from the original on the training "
                         "split; the original stays the accuracy reference (default: the recipe's [prune])")
     e.add_argument("--prune-criterion", choices=("magnitude", "taylor"), default=None, help="channel importance (default magnitude)")
-    e.add_argument("--finetune-epochs", type=int, default=None, metavar="N", help="pruning fine-tune epochs in total (default 10)")
+    e.add_argument("--finetune-epochs", type=int, default=None, metavar="N", help="pruning fine-tune epochs in total (default 12)")
     e.add_argument("--finetune-minutes", type=float, default=None, metavar="M", help="wall-clock budget of the pruning fine-tune")
     e.add_argument("--max-drop", default=None, metavar="DROP", help="accuracy budget for --int8 on the evaluation split: 0.01 = 1 point top-1 absolute (default), "
                         "2%% relative, none = report only; sensitive parts stay float until it holds")

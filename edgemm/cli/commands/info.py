@@ -45,33 +45,11 @@ def cmd_info(args) -> int:
                               f"run `edgemm verify {b.root}` to rewrite it") from exc
     pruning = b.report("pruning")
     if pruning:
-        for line in _pruning_lines(pruning):
+        from ...stages.prune.report import pruning_summary
+
+        for line in pruning_summary(pruning):
             print(line)
     return 0
-
-
-def _pruning_lines(r: dict) -> list[str]:
-    """reports/pruning.json in words: what was removed, what it bought, what it cost (per stage)."""
-    def pair(key, scale=1.0, unit=""):
-        v = r.get(key) or {}
-        if v.get("before") is None or v.get("after") is None:
-            return None
-        return f"{v['before'] / scale:,.1f}{unit} -> {v['after'] / scale:,.1f}{unit} ({v['after'] / v['before']:.0%})"
-
-    req = r.get("request") or {}
-    lines = [f"pruning    ratios {req.get('ratios')}  criterion {req.get('criterion')}"
-             + (f"  sparsity {req['sparsity']}" if req.get("sparsity") else "")]
-    for label, key, scale, unit in (("params", "params", 1e3, "k"), ("FLOPs", "flops", 1e6, "M"), ("ONNX size", "size_bytes", 1e6, " MB")):
-        text = pair(key, scale, unit)
-        if text:
-            lines.append(f"           {label:<10} {text}")
-    for backend, m in (r.get("latency_ms") or {}).items():
-        if m.get("before") and m.get("after"):
-            lines.append(f"           {backend:<10} {m['before']:.3f} ms -> {m['after']:.3f} ms at batch {m.get('batch')}, "
-                         f"{m.get('threads')} threads (x{m['before'] / m['after']:.2f} faster)")
-    for stage, acc in (r.get("accuracy") or {}).items():
-        lines.append(f"           {stage:<15} " + "  ".join(f"{h} {_num(v)}" for h, v in acc.items()))
-    return lines
 
 
 def _num(v) -> str:
