@@ -65,11 +65,11 @@ def run(model: nn.Module, feeds) -> list[np.ndarray]:
 
 
 class Untraceable(TinyAttnAV):
-    """The image branch leaves autograd (numpy round trip): torch-pruning cannot follow its channels."""
+    """The image branch leaves autograd (detach): torch-pruning cannot follow its channels (torch.export can)."""
 
     def forward(self, image, audio):
         x = self.img(image)
-        x = torch.from_numpy(x.detach().numpy().copy()).flatten(2).transpose(1, 2)
+        x = x.detach().flatten(2).transpose(1, 2)  # leaves autograd; torch.export still traces it
         it = self.img_proj(x)
         at = self.aud_proj(self.aud(audio).flatten(2).transpose(1, 2))
         ctx, _ = self.attn(it, at, at, need_weights=False)
