@@ -90,3 +90,79 @@ def layer_segments(model: onnx.ModelProto, op_types=WEIGHTED_OPS) -> dict[str, s
             stack.extend(x for x in p.input if x in producers)
         out[node.name] = seg
     return out
+
+
+# Ops whose int8 kernels consume DequantizeLinear outputs directly (ONNX Runtime's QDQ fusions on CPU; TensorRT and
+# OpenVINO fuse a subset of them); data-movement ops run in int8 when a DQ -> op -> Q unit surrounds them.
+INT8_KERNELS = {"Conv": (0, 1), "ConvTranspose": (0, 1), "MatMul": (0, 1), "Gemm": (0, 1), "Add": (0, 1), "Mul": (0, 1),
+                "Concat": None, "Softmax": (0,), "Sigmoid": (0,), "AveragePool": (0,), "GlobalAveragePool": (0,),
+                "LeakyRelu": (0,), "Where": (1, 2)}
+MOVE_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "MaxPool", "Resize", "Gather", "Slice", "Split",
+            "DepthToSpace", "SpaceToDepth")
+
+
+def _data_inputs(node: onnx.NodeProto) -> list[str]:
+    idx = INT8_KERNELS.get(node.op_type)
+    ins = list(node.input) if idx is None else [node.input[i] for i in idx if i < len(node.input)]
+    return [x for x in ins if x]
+
+
+def drop_unconsumed_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Remove activation Q -> DQ pairs that no int8 kernel consumes: those around ops kept float (or without an int8
+    kernel), and those on one input of an op whose other input stays float (a half-quantized op computes in float
+    anyway, so its Q/DQ is rounding error plus two unfused kernels). Weight-only DQs (int8 storage) stay.
+    Returns the model and the number of DequantizeLinear nodes removed."""
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    outputs = {o.name for o in g.output}
+    removed = 0
+    while True:
+        producers = {o: n for n in g.node for o in n.output}
+        consumers: dict[str, list] = defaultdict(list)
+        for n in g.node:
+            for x in n.input:
+                consumers[x].append(n)
+
+        def from_dq(x: str) -> bool:
+            return x in producers and producers[x].op_type == "DequantizeLinear"
+
+        def useful(dq: onnx.NodeProto) -> bool:
+            if dq.output[0] in outputs:
+                return True
+            for c in consumers[dq.output[0]]:
+                if c.op_type in INT8_KERNELS and dq.output[0] in _data_inputs(c) and all(from_dq(x) for x in _data_inputs(c)):
+                    return True
+                if c.op_type in MOVE_OPS and c.input[0] == dq.output[0] and consumers[c.output[0]] and \
+                        all(u.op_type == "QuantizeLinear" for u in consumers[c.output[0]]):
+                    return True
+            return False
+
+        drop = []
+        for n in g.node:
+            if n.op_type != "DequantizeLinear" or n.input[0] in inits:
+                continue
+            q = producers.get(n.input[0])
+            if q is None or q.op_type != "QuantizeLinear" or useful(n):
+                continue
+            drop.append((n, q))
+        if not drop:
+            break
+        rewire = {}
+        dead = set()
+        for dq, q in drop:
+            rewire[dq.output[0]] = q.input[0]
+            dead.add(id(dq))
+        for n in g.node:
+            n.input[:] = [rewire.get(x, x) for x in n.input]
+        keep = [n for n in g.node if id(n) not in dead]
+        used = {x for n in keep for x in n.input} | outputs
+        keep = [n for n in keep if not (n.op_type == "QuantizeLinear" and n.output[0] not in used)]
+        del g.node[:]
+        g.node.extend(keep)
+        removed += len(drop)
+    used = {x for n in g.node for x in n.input}
+    live = [t for t in g.initializer if t.name in used or t.name in outputs]
+    if len(live) != len(g.initializer):
+        del g.initializer[:]
+        g.initializer.extend(live)
+    return model, removed
