@@ -160,9 +160,80 @@ def drop_unconsumed_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         del g.node[:]
         g.node.extend(keep)
         removed += len(drop)
+    removed += _fold_small_weight_dq(g, outputs)
+    removed += _float_graph_outputs(g, outputs)
     used = {x for n in g.node for x in n.input}
     live = [t for t in g.initializer if t.name in used or t.name in outputs]
     if len(live) != len(g.initializer):
         del g.initializer[:]
         g.initializer.extend(live)
     return model, removed
+
+
+SMALL_WEIGHT = 4096  # elements: below this a weight a float op reads is stored float (one DQ kernel less per run)
+
+
+def _fold_small_weight_dq(g, outputs: set[str]) -> int:
+    """A DequantizeLinear of a small constant that only float ops read (LayerNorm scale/bias, a Mul's constant) runs
+    on every inference; store that constant dequantized instead. Large weights keep int8 storage (weight-only DQ)."""
+    from onnx import numpy_helper
+    import numpy as np
+
+    inits = {t.name: t for t in g.initializer}
+    consumers: dict[str, list] = defaultdict(list)
+    for n in g.node:
+        for x in n.input:
+            consumers[x].append(n)
+    folded = []
+    for n in g.node:
+        if n.op_type != "DequantizeLinear" or n.input[0] not in inits or n.output[0] in outputs:
+            continue
+        users = consumers[n.output[0]]
+        if not users or any(u.op_type in INT8_KERNELS and all(_is_dq(x, g) for x in _data_inputs(u)) for u in users):
+            continue
+        w = numpy_helper.to_array(inits[n.input[0]])
+        if w.size > SMALL_WEIGHT or len(n.input) < 2 or n.input[1] not in inits:
+            continue
+        scale = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
+        zp = numpy_helper.to_array(inits[n.input[2]]).astype(np.int32) if len(n.input) > 2 and n.input[2] in inits else 0
+        axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+        if np.ndim(scale) == 1 and w.ndim > 0:
+            shape = [1] * w.ndim
+            shape[axis % w.ndim] = -1
+            scale = scale.reshape(shape)
+            zp = zp.reshape(shape) if np.ndim(zp) == 1 else zp
+        value = ((w.astype(np.int32) - zp) * scale).astype(np.float32)
+        g.initializer.append(numpy_helper.from_array(value, n.output[0]))
+        folded.append(n)
+    for n in folded:
+        g.node.remove(n)
+    return len(folded)
+
+
+def _is_dq(x: str, g) -> bool:
+    return any(n.op_type == "DequantizeLinear" and n.output[0] == x for n in g.node)
+
+
+def _float_graph_outputs(g, outputs: set[str]) -> int:
+    """A graph output that leaves through Q -> DQ is rounded to 8 bits for nothing: the op before it writes float."""
+    producers = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list] = defaultdict(list)
+    for n in g.node:
+        for x in n.input:
+            consumers[x].append(n)
+    done = 0
+    for name in list(outputs):
+        dq = producers.get(name)
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in producers:
+            continue
+        q = producers[dq.input[0]]
+        if q.op_type != "QuantizeLinear" or q.input[0] not in producers or consumers[q.output[0]] != [dq]:
+            continue
+        src = producers[q.input[0]]
+        if len(consumers[q.input[0]]) != 1 or q.input[0] in outputs:
+            continue  # the float tensor is read elsewhere too: keep the pair
+        src.output[:] = [name if o == q.input[0] else o for o in src.output]
+        g.node.remove(q)
+        g.node.remove(dq)
+        done += 1
+    return done
