@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
+
 import onnx
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -107,6 +109,23 @@ def _data_inputs(node: onnx.NodeProto) -> list[str]:
     return [x for x in ins if x]
 
 
+def _clamp_of(q: onnx.NodeProto, g) -> tuple[float, float] | None:
+    """(lo, hi) when a QuantizeLinear's range starts exactly at 0 (zero-point at the bottom of its type): ORT's
+    quantizer folds a Relu/Clip into such a pair, so removing the pair must keep the clamp. None otherwise."""
+    inits = {t.name: t for t in g.initializer}
+    if len(q.input) < 3 or q.input[1] not in inits or q.input[2] not in inits:
+        return None
+    scale = onnx.numpy_helper.to_array(inits[q.input[1]]).astype(np.float64).ravel()
+    zp = onnx.numpy_helper.to_array(inits[q.input[2]])
+    if scale.size != 1 or zp.size != 1:
+        return None
+    info = np.iinfo(zp.dtype)
+    z = int(zp.ravel()[0])
+    if z != info.min:
+        return None
+    return 0.0, float((info.max - z) * scale[0])
+
+
 def drop_unconsumed_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """Remove activation Q -> DQ pairs that no int8 kernel consumes: those around ops kept float (or without an int8
     kernel), and those on one input of an op whose other input stays float (a half-quantized op computes in float
@@ -149,12 +168,23 @@ def drop_unconsumed_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
             break
         rewire = {}
         dead = set()
+        clips = []
         for dq, q in drop:
-            rewire[dq.output[0]] = q.input[0]
+            clamp = _clamp_of(q, g)
+            if clamp is None:
+                rewire[dq.output[0]] = q.input[0]
+            else:  # the pair stands for a Relu/Clip the quantizer folded into it: keep that clamp as a float Clip
+                lo, hi = clamp
+                base = f"{dq.output[0]}_clamp"
+                g.initializer.extend([onnx.numpy_helper.from_array(np.array(lo, np.float32), base + "_min"),
+                                      onnx.numpy_helper.from_array(np.array(hi, np.float32), base + "_max")])
+                clips.append((dq, onnx.helper.make_node("Clip", [q.input[0], base + "_min", base + "_max"], [dq.output[0]],
+                                                        name=base)))
             dead.add(id(dq))
         for n in g.node:
             n.input[:] = [rewire.get(x, x) for x in n.input]
-        keep = [n for n in g.node if id(n) not in dead]
+        clip_for = {id(dq): clip for dq, clip in clips}
+        keep = [clip_for.get(id(n), n) for n in g.node if id(n) not in dead or id(n) in clip_for]
         used = {x for n in keep for x in n.input} | outputs
         keep = [n for n in keep if not (n.op_type == "QuantizeLinear" and n.output[0] not in used)]
         del g.node[:]
@@ -177,7 +207,6 @@ def _fold_small_weight_dq(g, outputs: set[str]) -> int:
     """A DequantizeLinear of a small constant that only float ops read (LayerNorm scale/bias, a Mul's constant) runs
     on every inference; store that constant dequantized instead. Large weights keep int8 storage (weight-only DQ)."""
     from onnx import numpy_helper
-    import numpy as np
 
     inits = {t.name: t for t in g.initializer}
     consumers: dict[str, list] = defaultdict(list)
@@ -227,7 +256,8 @@ def _float_graph_outputs(g, outputs: set[str]) -> int:
         if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in producers:
             continue
         q = producers[dq.input[0]]
-        if q.op_type != "QuantizeLinear" or q.input[0] not in producers or consumers[q.output[0]] != [dq]:
+        if q.op_type != "QuantizeLinear" or q.input[0] not in producers or consumers[q.output[0]] != [dq] \
+                or _clamp_of(q, g) is not None:  # a folded Relu/Clip lives in that pair
             continue
         src = producers[q.input[0]]
         if len(consumers[q.input[0]]) != 1 or q.input[0] in outputs:
