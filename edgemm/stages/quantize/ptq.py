@@ -155,15 +155,18 @@ class _CandidateBuilder:
     """Builds one candidate file for a target from a set of float-kept nodes, with the registry's quantizer."""
 
     def __init__(self, quantizer: Quantizer, pre: Path, model, calib: CalibrationSource, method: str, workdir: Path,
-                 transformer: bool):
+                 transformer: bool, cpu_target: bool = True):
         self.quantizer, self.pre, self.model, self.calib, self.workdir = quantizer, pre, model, calib, workdir
         self.transformer = transformer
         self.count = 0
         self.last_removed = 0
         self._ranges = None
         scheme = quantizer.scheme
-        # U8S8 kernels saturate on x86 without VNNI: 7-bit weights there for asymmetric uint8 schemes (edgemm.cpu).
-        self.reduce_range = scheme is not None and scheme.activation == "uint8" and cpu_int8().u8s8_saturates
+        # x86 int8 kernels without VNNI saturate their 16-bit sums: 7-bit weights there (edgemm.cpu). Measured on AVX2
+        # (benchmarks/results/int8-saturation-*): ORT's uint8 scheme and the symmetric int8 one, in ONNX Runtime and
+        # in OpenVINO reading the same Q/DQ file, all lose points with 8-bit weights that the float emulation does not.
+        # A GPU target (TensorRT) runs elsewhere and keeps 8-bit weights.
+        self.reduce_range = scheme is not None and cpu_target and cpu_int8().u8s8_saturates
         if quantizer.works_on == "onnx-qdq":
             self._ranges = calibrate(pre, calib, method, symmetric=scheme.symmetric_activations)
 
@@ -206,7 +209,7 @@ def quantize_target(
     model = G.name_nodes(onnx.load(str(pre)))
     onnx.save(model, str(pre))
     transformer = any(n.op_type in ("Softmax",) for n in model.graph.node)
-    q = _CandidateBuilder(qz, pre, model, calib, cfg.method, workdir, transformer)
+    q = _CandidateBuilder(qz, pre, model, calib, cfg.method, workdir, transformer, cpu_target=target_backend.device == "cpu")
     opts = RunnerOptions(threads=cfg.threads, precision="int8")
     labelled = samples is not None and bool(samples.labels)
     check_feeds = samples.feeds if samples is not None else checks
