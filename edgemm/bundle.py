@@ -173,8 +173,9 @@ def manifest_paths(manifest: dict) -> list[tuple[str, str]]:
         out.extend(("artifact file", f) for f in (a.get("files") or {}))
     out.extend((f"report {k!r}", v) for k, v in manifest.get("reports", {}).items() if v)
     ps = manifest.get("parity_samples", {})
-    if "path" in ps:
-        out.append(("parity samples path", ps["path"]))
+    for key in ("path", "reference_outputs", "pruned_reference_outputs"):
+        if key in ps:
+            out.append((f"parity samples {key}", ps[key]))
     for t in manifest.get("inputs", []):
         pre = t.get("preprocessing") or {}
         for key in ("tokenizer", "vocab", "vocabulary"):

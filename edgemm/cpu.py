@@ -7,6 +7,12 @@ when two neighbouring products are both large; ONNX Runtime's quantization docs 
 points top-1 with 8-bit weights in the fused int8 kernels (the same Q/DQ model computed with
 the int8 kernels disabled lost none); with 7-bit weights it lost none. VNNI (``vpdpbusd``)
 accumulates in 32 bits and does not saturate. ARM's dot-product instructions do not either.
+
+The same holds beyond ONNX Runtime's uint8 scheme (benchmarks/bench_int8_saturation.py, AVX2 EPYC): the symmetric
+int8 scheme (``trt``, the openvino target's default) lost 4.5 points on that layer with 8-bit weights (0.5 emulated),
+and OpenVINO's CPU plugin running either Q/DQ file lost exactly what ONNX Runtime's fused kernels lost; 7-bit weights
+fix all of them, so every Q/DQ scheme for a CPU target uses them here. NNCF's IR (the ``nncf`` quantizer) lost 15
+points with its default ``overflow_fix`` (first layer only) and 7.5 with ``OverflowFix.ENABLE``.
 """
 from __future__ import annotations
 
@@ -63,7 +69,7 @@ def saturation_warning(built_reduce_range: bool | None, here: CpuInt8 | None = N
     """A warning when a U8S8 ONNX Runtime artifact built with 8-bit weights runs where they can saturate."""
     here = here or cpu_int8()
     if built_reduce_range is False and here.u8s8_saturates:
-        return (f"this int8 artifact was quantized with 8-bit weights on a CPU with VNNI; this CPU ({here.isa}, no VNNI) can "
+        return (f"this int8 artifact was quantized with 8-bit weights (for a CPU with VNNI, or a GPU); this CPU ({here.isa}, no VNNI) can "
                 "saturate its int8 sums and lose accuracy: re-export with --int8 on this machine (edgemm then uses 7-bit "
                 "weights) or run the fp32 artifact")
     if built_reduce_range is True and not here.u8s8_saturates and here.arch.startswith(("x86", "amd", "i686")):

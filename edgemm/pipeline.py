@@ -325,8 +325,8 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
             from .stages.quantize import add_int8_artifacts, reference_metrics
 
             reference = reference_metrics(_module(deployed), spec, eval_samples)
-            int8_results = add_int8_artifacts(w, w.path(ONNX_PATH), spec, calib_src, eval_samples, cfg.export.targets, cfg.ptq,
-                                              model=deployed, reference=reference)
+            int8_results = add_int8_artifacts(w, w.path(ONNX_PATH), spec, calib_src, eval_samples, cfg.export.targets,
+                                              replace(cfg.ptq, parity_floor=vcfg.cosine_min_int8), model=deployed, reference=reference)
             every_int8 = list(int8_results)
             if cfg.qat:
                 from .stages.qat import add_qat_artifacts
@@ -341,6 +341,11 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
         if eval_samples is not None:
             parity = eval_samples.take(slice(0, vcfg.parity_samples)).feeds
             parity_kind = f"first {min(vcfg.parity_samples, len(eval_samples))} samples of {cfg.data.evaluation}"
+        elif calib_src is not None and not calib_src.synthetic:
+            from .stages.quantize import held_out
+
+            _, held, parity_kind = held_out(calib_src, None)  # the samples INT8 was checked on, not calibrated on
+            parity = {k: v[:vcfg.parity_samples] for k, v in held.items()}
         else:
             parity = spec.example_feeds(batch=vcfg.parity_samples, seed=1)
             parity_kind = "random feeds (no evaluation data given)"
@@ -354,6 +359,13 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
                 if art.path != REFERENCE_PATH:
                     art.extra["pruned"] = True
         manifest = _manifest(resolved, cfg, calib_src, eval_samples, parity_kind, info)
+        if int8_results:
+            from .stages.quantize import speed_report
+
+            speed = speed_report(int8_results)
+            if speed is not None:
+                w.write_json("reports/speed.json", speed)
+                manifest["reports"]["speed"] = "reports/speed.json"
         manifest["model"]["sha256"] = manifest["model"]["sha256"] or sha256_file(w.path(REFERENCE_PATH))
         if pruned is not None:
             manifest["pruning"] = {"ratios": dict(cfg.prune.ratios), "criterion": cfg.prune.criterion,
@@ -378,6 +390,13 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
             result.raise_on_breach()
         bundle = w.commit(manifest)
     logger.info("bundle written to %s", bundle.root)
+    if int8_results:
+        from .stages.quantize import slower_line
+
+        for r in int8_results:
+            line = slower_line(r)
+            if line:
+                logger.warning("note: %s", line)
     bundle.last_verify = result  # type: ignore[attr-defined]
     _raise_budget(bundle, int8_results, cfg)
     return bundle

@@ -100,7 +100,9 @@ def _rank(bundle: Bundle, candidates: list[Artifact]) -> list[Artifact]:
     def key(a: Artifact):
         measured = p50.get(bundle.artifact_id(a))
         pref = get_backend(a.backend).load_priority  # without a latency report: what each backend declares
-        return (measured is None, measured or 0.0, pref, ("fp32", "fp16", "int8").index(a.precision) if a.precision in ("fp32", "fp16", "int8") else 9)
+        # An int8 artifact measured slower than its fp32 at export (manifest speed.slower) never comes first.
+        slower = bool((a.extra.get("speed") or {}).get("slower"))
+        return (slower, measured is None, measured or 0.0, pref, ("fp32", "fp16", "int8").index(a.precision) if a.precision in ("fp32", "fp16", "int8") else 9)
 
     return sorted(candidates, key=key)
 

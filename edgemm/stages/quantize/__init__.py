@@ -21,7 +21,8 @@ from ...log import step
 from .ptq import BudgetNotMet, PrecisionPolicy, PTQConfig, TargetResult, install, quantize_target
 from .registry import quantizer_for
 
-__all__ = ["PTQConfig", "PrecisionPolicy", "BudgetNotMet", "add_int8_artifacts", "reference_metrics", "check_quantizers"]
+__all__ = ["PTQConfig", "PrecisionPolicy", "BudgetNotMet", "add_int8_artifacts", "reference_metrics", "check_quantizers",
+           "slower_line", "speed_report", "held_out"]
 
 
 def reference_metrics(model, spec: IOSpec, samples: Samples | None) -> dict[str, float] | None:
@@ -47,6 +48,53 @@ def _toolchain(res: TargetResult) -> dict[str, str]:
     return toolchain
 
 
+HELD_OUT_MAX = 64
+
+
+def held_out(calib: CalibrationSource, samples: Samples | None):
+    """Without evaluation data, the last fifth of the calibration samples (8..64) is held out: every INT8 candidate
+    is compared with the fp32 model on them, and ranges come from the rest. -> (calibration, check feeds, source)."""
+    if samples is not None:
+        return calib, None, f"evaluation data ({samples.source})" if getattr(samples, "source", None) else "evaluation data"
+    n = len(calib)
+    h = max(8, min(HELD_OUT_MAX, n // 5)) if n >= 40 else 0
+    if h == 0:  # too few to hold any out: the calibration samples themselves (not held out; the report says so)
+        return calib, dict(calib.feeds), "the calibration samples (too few to hold out)"
+    head = CalibrationSource({k: v[: n - h] for k, v in calib.feeds.items()}, calib.source, calib.sha256, calib.synthetic)
+    return head, {k: v[n - h:] for k, v in calib.feeds.items()}, f"last {h} calibration samples, held out of calibration"
+
+
+def speed_entry(res: TargetResult, cfg: PTQConfig) -> dict:
+    """The manifest's ``speed``: {vs_fp32, batch, slower} (+ the measured ms); DESIGN.md's contract."""
+    c = res.candidate
+    measured = c.latency_ms is not None and res.fp32_latency_ms
+    out = {"vs_fp32": round(c.latency_ms / res.fp32_latency_ms, 4) if measured else None, "batch": cfg.batch,
+           "slower": (res.speed_met is False) if measured else None, "guard": res.speed_met is not None,
+           "met": res.speed_met, "int8_ms": c.latency_ms, "fp32_ms": res.fp32_latency_ms, "threads": cfg.threads}
+    return out
+
+
+def slower_line(res: TargetResult, cpu=None) -> str | None:
+    """One line for the end of an export when INT8 stayed slower than fp32 on this CPU (None when it did not)."""
+    if res.speed_met is not False or res.candidate.latency_ms is None:
+        return None
+    cpu = cpu or cpu_int8()
+    c, f = res.candidate.latency_ms, res.fp32_latency_ms
+    why = f"{cpu.isa}, no VNNI" if not cpu.vnni else cpu.isa
+    batch = (res.speed_report or {}).get("batch", 1)
+    return (f"{res.target}: int8 {c:.2f} ms vs fp32 {f:.2f} ms at batch {batch} on this CPU ({why}): int8 is {c / f:.2f}x slower; "
+            f"the int8 artifact is kept (marked speed.slower) and `edgemm.load` picks fp32 here; use the fp32 artifact, "
+            f"try --prune, a larger batch, or a CPU with VNNI")
+
+
+def speed_report(results: list[TargetResult]) -> dict | None:
+    """reports/speed.json: per target, the profiled per-node decisions and every candidate the guard tried."""
+    targets = {r.target: r.speed_report for r in results if r.speed_report}
+    if not targets:
+        return None
+    return {"cpu": cpu_int8().to_dict(), "targets": targets}
+
+
 def add_int8_artifacts(w: BundleWriter, fp32: Path, spec: IOSpec, calib: CalibrationSource, samples: Samples | None,
                        targets, cfg: PTQConfig, *, model, reference: dict[str, float] | None = None, method_name: str = "ptq",
                        extra_info: dict | None = None, stem: str = "model.int8") -> list[TargetResult]:
@@ -58,11 +106,13 @@ def add_int8_artifacts(w: BundleWriter, fp32: Path, spec: IOSpec, calib: Calibra
     if reference is None:
         reference = reference_metrics(model, spec, samples)
     results = []
+    calib, checks, checks_from = held_out(calib, samples)
     with tempfile.TemporaryDirectory(prefix="edgemm-quant-") as tmp:
         for target in targets:
             backend = get_backend(target)
             with step(f"INT8 for {target}"):
-                res = quantize_target(target, fp32, spec, calib, samples, reference, cfg, Path(tmp) / target, model=model)
+                res = quantize_target(target, fp32, spec, calib, samples, reference, cfg, Path(tmp) / target, model=model,
+                                      checks=checks)
             rel_dir = backend.folder
             files = install(res, w.path(rel_dir + "/x").parent, stem)
             rels = [f"{rel_dir}/{f.name}" for f in files]
@@ -70,9 +120,13 @@ def add_int8_artifacts(w: BundleWriter, fp32: Path, spec: IOSpec, calib: Calibra
                 "quantizer": res.quantizer, "calibration_method": cfg.method, "kept_float": res.kept_float,
                 "sensitivity": res.sensitivity, "budget": {"max_drop": cfg.max_drop, "relative": cfg.relative,
                                                            "met": res.budget_met, "drop_on_target": res.candidate.drop},
-                "speed": {"guard": res.speed_met is not None, "met": res.speed_met,
-                          "int8_ms": res.candidate.latency_ms, "fp32_ms": res.fp32_latency_ms, "batch": 1, "threads": cfg.threads},
+                "speed": speed_entry(res, cfg),
                 "checked_on": res.backend,
+                "checks": {"samples": len(next(iter((samples.feeds if samples is not None else checks).values())))
+                           if (samples is not None or checks is not None) else 0, "source": checks_from,
+                           "parity_floor": None if samples is not None and samples.labels else cfg.parity_floor,
+                           "cosine": res.candidate.cosine, "agreement": res.candidate.agreement,
+                           "qdq_pairs_dropped": res.candidate.qdq_removed},
                 "cpu": {**cpu_int8().to_dict(), "reduce_range": res.reduce_range},
             }
             if res.quantizer == "inc":  # measured and reported; INC keeps ops float for accuracy only

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
+
 import onnx
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -90,3 +92,178 @@ def layer_segments(model: onnx.ModelProto, op_types=WEIGHTED_OPS) -> dict[str, s
             stack.extend(x for x in p.input if x in producers)
         out[node.name] = seg
     return out
+
+
+# Ops whose int8 kernels consume DequantizeLinear outputs directly (ONNX Runtime's QDQ fusions on CPU; TensorRT and
+# OpenVINO fuse a subset of them); data-movement ops run in int8 when a DQ -> op -> Q unit surrounds them.
+INT8_KERNELS = {"Conv": (0, 1), "ConvTranspose": (0, 1), "MatMul": (0, 1), "Gemm": (0, 1), "Add": (0, 1), "Mul": (0, 1),
+                "Concat": None, "Softmax": (0,), "Sigmoid": (0,), "AveragePool": (0,), "GlobalAveragePool": (0,),
+                "LeakyRelu": (0,), "Where": (1, 2)}
+MOVE_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "MaxPool", "Resize", "Gather", "Slice", "Split",
+            "DepthToSpace", "SpaceToDepth")
+
+
+def _data_inputs(node: onnx.NodeProto) -> list[str]:
+    idx = INT8_KERNELS.get(node.op_type)
+    ins = list(node.input) if idx is None else [node.input[i] for i in idx if i < len(node.input)]
+    return [x for x in ins if x]
+
+
+def _clamp_of(q: onnx.NodeProto, g) -> tuple[float, float] | None:
+    """(lo, hi) when a QuantizeLinear's range starts exactly at 0 (zero-point at the bottom of its type): ORT's
+    quantizer folds a Relu/Clip into such a pair, so removing the pair must keep the clamp. None otherwise."""
+    inits = {t.name: t for t in g.initializer}
+    if len(q.input) < 3 or q.input[1] not in inits or q.input[2] not in inits:
+        return None
+    scale = onnx.numpy_helper.to_array(inits[q.input[1]]).astype(np.float64).ravel()
+    zp = onnx.numpy_helper.to_array(inits[q.input[2]])
+    if scale.size != 1 or zp.size != 1:
+        return None
+    info = np.iinfo(zp.dtype)
+    z = int(zp.ravel()[0])
+    if z != info.min:
+        return None
+    return 0.0, float((info.max - z) * scale[0])
+
+
+def drop_unconsumed_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Remove activation Q -> DQ pairs that no int8 kernel consumes: those around ops kept float (or without an int8
+    kernel), and those on one input of an op whose other input stays float (a half-quantized op computes in float
+    anyway, so its Q/DQ is rounding error plus two unfused kernels). Weight-only DQs (int8 storage) stay.
+    Returns the model and the number of DequantizeLinear nodes removed."""
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    outputs = {o.name for o in g.output}
+    removed = 0
+    while True:
+        producers = {o: n for n in g.node for o in n.output}
+        consumers: dict[str, list] = defaultdict(list)
+        for n in g.node:
+            for x in n.input:
+                consumers[x].append(n)
+
+        def from_dq(x: str) -> bool:
+            return x in producers and producers[x].op_type == "DequantizeLinear"
+
+        def useful(dq: onnx.NodeProto) -> bool:
+            if dq.output[0] in outputs:
+                return True
+            for c in consumers[dq.output[0]]:
+                if c.op_type in INT8_KERNELS and dq.output[0] in _data_inputs(c) and all(from_dq(x) for x in _data_inputs(c)):
+                    return True
+                if c.op_type in MOVE_OPS and c.input[0] == dq.output[0] and consumers[c.output[0]] and \
+                        all(u.op_type == "QuantizeLinear" for u in consumers[c.output[0]]):
+                    return True
+            return False
+
+        drop = []
+        for n in g.node:
+            if n.op_type != "DequantizeLinear" or n.input[0] in inits:
+                continue
+            q = producers.get(n.input[0])
+            if q is None or q.op_type != "QuantizeLinear" or useful(n):
+                continue
+            drop.append((n, q))
+        if not drop:
+            break
+        rewire = {}
+        dead = set()
+        clips = []
+        for dq, q in drop:
+            clamp = _clamp_of(q, g)
+            if clamp is None:
+                rewire[dq.output[0]] = q.input[0]
+            else:  # the pair stands for a Relu/Clip the quantizer folded into it: keep that clamp as a float Clip
+                lo, hi = clamp
+                base = f"{dq.output[0]}_clamp"
+                g.initializer.extend([onnx.numpy_helper.from_array(np.array(lo, np.float32), base + "_min"),
+                                      onnx.numpy_helper.from_array(np.array(hi, np.float32), base + "_max")])
+                clips.append((dq, onnx.helper.make_node("Clip", [q.input[0], base + "_min", base + "_max"], [dq.output[0]],
+                                                        name=base)))
+            dead.add(id(dq))
+        for n in g.node:
+            n.input[:] = [rewire.get(x, x) for x in n.input]
+        clip_for = {id(dq): clip for dq, clip in clips}
+        keep = [clip_for.get(id(n), n) for n in g.node if id(n) not in dead or id(n) in clip_for]
+        used = {x for n in keep for x in n.input} | outputs
+        keep = [n for n in keep if not (n.op_type == "QuantizeLinear" and n.output[0] not in used)]
+        del g.node[:]
+        g.node.extend(keep)
+        removed += len(drop)
+    removed += _fold_small_weight_dq(g, outputs)
+    removed += _float_graph_outputs(g, outputs)
+    used = {x for n in g.node for x in n.input}
+    live = [t for t in g.initializer if t.name in used or t.name in outputs]
+    if len(live) != len(g.initializer):
+        del g.initializer[:]
+        g.initializer.extend(live)
+    return model, removed
+
+
+SMALL_WEIGHT = 4096  # elements: below this a weight a float op reads is stored float (one DQ kernel less per run)
+
+
+def _fold_small_weight_dq(g, outputs: set[str]) -> int:
+    """A DequantizeLinear of a small constant that only float ops read (LayerNorm scale/bias, a Mul's constant) runs
+    on every inference; store that constant dequantized instead. Large weights keep int8 storage (weight-only DQ)."""
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in g.initializer}
+    consumers: dict[str, list] = defaultdict(list)
+    for n in g.node:
+        for x in n.input:
+            consumers[x].append(n)
+    folded = []
+    for n in g.node:
+        if n.op_type != "DequantizeLinear" or n.input[0] not in inits or n.output[0] in outputs:
+            continue
+        users = consumers[n.output[0]]
+        if not users or any(u.op_type in INT8_KERNELS and all(_is_dq(x, g) for x in _data_inputs(u)) for u in users):
+            continue
+        w = numpy_helper.to_array(inits[n.input[0]])
+        if w.size > SMALL_WEIGHT or len(n.input) < 2 or n.input[1] not in inits:
+            continue
+        scale = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
+        zp = numpy_helper.to_array(inits[n.input[2]]).astype(np.int32) if len(n.input) > 2 and n.input[2] in inits else 0
+        axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+        if np.ndim(scale) == 1 and w.ndim > 0:
+            shape = [1] * w.ndim
+            shape[axis % w.ndim] = -1
+            scale = scale.reshape(shape)
+            zp = zp.reshape(shape) if np.ndim(zp) == 1 else zp
+        value = ((w.astype(np.int32) - zp) * scale).astype(np.float32)
+        g.initializer.append(numpy_helper.from_array(value, n.output[0]))
+        folded.append(n)
+    for n in folded:
+        g.node.remove(n)
+    return len(folded)
+
+
+def _is_dq(x: str, g) -> bool:
+    return any(n.op_type == "DequantizeLinear" and n.output[0] == x for n in g.node)
+
+
+def _float_graph_outputs(g, outputs: set[str]) -> int:
+    """A graph output that leaves through Q -> DQ is rounded to 8 bits for nothing: the op before it writes float."""
+    producers = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list] = defaultdict(list)
+    for n in g.node:
+        for x in n.input:
+            consumers[x].append(n)
+    done = 0
+    for name in list(outputs):
+        dq = producers.get(name)
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in producers:
+            continue
+        q = producers[dq.input[0]]
+        if q.op_type != "QuantizeLinear" or q.input[0] not in producers or consumers[q.output[0]] != [dq] \
+                or _clamp_of(q, g) is not None:  # a folded Relu/Clip lives in that pair
+            continue
+        src = producers[q.input[0]]
+        if len(consumers[q.input[0]]) != 1 or q.input[0] in outputs:
+            continue  # the float tensor is read elsewhere too: keep the pair
+        src.output[:] = [name if o == q.input[0] else o for o in src.output]
+        g.node.remove(q)
+        g.node.remove(dq)
+        done += 1
+    return done

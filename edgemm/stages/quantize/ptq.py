@@ -30,7 +30,7 @@ from ...data.datasets import Samples
 from ...errors import BackendUnavailable, EdgemmError
 from ...iospec import IOSpec
 from ...log import logger
-from ...metrics import top1_drop, within_budget
+from ...metrics import below, top1_drop, within_budget
 from . import graph as G
 from .qdq import calibrate, check_trt_qdq, preprocess_for_quantization, quantize_qdq
 from .registry import Quantizer, quantizer_for
@@ -73,6 +73,8 @@ class PTQConfig:
     policy: PrecisionPolicy = PrecisionPolicy()
     threads: int = 2
     max_search_steps: int = 12
+    parity_floor: float = 0.95  # without labels: min cosine vs fp32 on held-out samples every candidate must reach
+    batch: int = 1  # the batch the user deploys: the speed guard's end-to-end confirmation runs at it
 
 
 @dataclass
@@ -84,6 +86,15 @@ class Candidate:
     drop: float | None = None
     latency_ms: float | None = None
     fp32_ms: float | None = None  # fp32 latency measured in the same interleaved run
+    cosine: float | None = None  # min cosine vs the fp32 model over outputs, on the check samples
+    agreement: float | None = None  # min top-1 agreement with the fp32 model over outputs
+    qdq_removed: int = 0  # Q/DQ pairs dropped because no int8 kernel consumed them
+
+    def valid(self, has_budget: bool, max_drop: float | None, floor: float) -> bool:
+        """The same check the final artifact passes: the budget with labels, parity vs fp32 without."""
+        if has_budget:
+            return bool(within_budget(self.drop, max_drop))
+        return self.cosine is None or not below(self.cosine, floor)
 
 
 @dataclass
@@ -100,6 +111,7 @@ class TargetResult:
     validity: list[str] | None = None  # TensorRT Q/DQ check problems (None: not checked)
     reduce_range: bool | None = None  # 7-bit weights (U8S8 on x86 without VNNI); None: not a Q/DQ scheme of ours
     format: str = "onnx"  # what the quantizer produced
+    speed_report: dict | None = None  # reports/speed.json entry: profile, per-node decisions, candidates tried
 
 
 def _median_latency(runner, feeds, iters: int = 150) -> float:
@@ -143,14 +155,18 @@ class _CandidateBuilder:
     """Builds one candidate file for a target from a set of float-kept nodes, with the registry's quantizer."""
 
     def __init__(self, quantizer: Quantizer, pre: Path, model, calib: CalibrationSource, method: str, workdir: Path,
-                 transformer: bool):
+                 transformer: bool, cpu_target: bool = True):
         self.quantizer, self.pre, self.model, self.calib, self.workdir = quantizer, pre, model, calib, workdir
         self.transformer = transformer
         self.count = 0
+        self.last_removed = 0
         self._ranges = None
         scheme = quantizer.scheme
-        # U8S8 kernels saturate on x86 without VNNI: 7-bit weights there for asymmetric uint8 schemes (edgemm.cpu).
-        self.reduce_range = scheme is not None and scheme.activation == "uint8" and cpu_int8().u8s8_saturates
+        # x86 int8 kernels without VNNI saturate their 16-bit sums: 7-bit weights there (edgemm.cpu). Measured on AVX2
+        # (benchmarks/results/int8-saturation-*): ORT's uint8 scheme and the symmetric int8 one, in ONNX Runtime and
+        # in OpenVINO reading the same Q/DQ file, all lose points with 8-bit weights that the float emulation does not.
+        # A GPU target (TensorRT) runs elsewhere and keeps 8-bit weights.
+        self.reduce_range = scheme is not None and cpu_target and cpu_int8().u8s8_saturates
         if quantizer.works_on == "onnx-qdq":
             self._ranges = calibrate(pre, calib, method, symmetric=scheme.symmetric_activations)
 
@@ -166,15 +182,21 @@ class _CandidateBuilder:
         out = self.workdir / f"cand{self.count}.onnx"
         quantize_qdq(self.pre, out, self.calib, self.quantizer.scheme, self._ranges, nodes_to_exclude=sorted(excluded),
                      nodes_to_quantize=sorted(only) if only is not None else None, reduce_range=self.reduce_range)
+        # Q/DQ only where an int8 kernel consumes it: a pair left on one input of a float op is error and time.
+        onnx = lazy_import("onnx")
+        m, self.last_removed = G.drop_unconsumed_qdq(onnx.load(str(out)))
+        if self.last_removed:
+            onnx.save(m, str(out))
         return out, [out]
 
 
 def quantize_target(
     target: str, fp32_onnx: Path, spec: IOSpec, calib: CalibrationSource, samples: Samples | None,
     reference: dict[str, float] | None, cfg: PTQConfig, workdir: Path, progress: Callable[[str], None] = logger.info,
-    model=None,
+    model=None, checks: dict | None = None,
 ) -> TargetResult:
-    """``model``: the user's torch model (a ``torch`` quantizer such as inc works on it; the others on ``fp32_onnx``)."""
+    """``model``: the user's torch model (a ``torch`` quantizer such as inc works on it; the others on ``fp32_onnx``).
+    ``checks``: held-out feeds every candidate is compared with the fp32 model on (default: ``samples``' feeds)."""
     onnx = lazy_import("onnx")
     target_backend = get_backend(target)
     qz = quantizer_for(target_backend, cfg.quantizers.get(target))
@@ -187,35 +209,62 @@ def quantize_target(
     model = G.name_nodes(onnx.load(str(pre)))
     onnx.save(model, str(pre))
     transformer = any(n.op_type in ("Softmax",) for n in model.graph.node)
-    q = _CandidateBuilder(qz, pre, model, calib, cfg.method, workdir, transformer)
+    q = _CandidateBuilder(qz, pre, model, calib, cfg.method, workdir, transformer, cpu_target=target_backend.device == "cpu")
     opts = RunnerOptions(threads=cfg.threads, precision="int8")
-    comparator = Comparator(spec, samples.feeds, samples.labels) if samples is not None and samples.labels else None
+    labelled = samples is not None and bool(samples.labels)
+    check_feeds = samples.feeds if samples is not None else checks
+    # One comparator for every candidate: top-1 on the labels (the budget) and parity vs the fp32 model, one run each.
+    comparator = Comparator(spec, check_feeds, samples.labels if labelled else None) if check_feeds is not None else None
+    fp32_out = comparator.run_artifact(backend, fp32_onnx, RunnerOptions(threads=cfg.threads, precision="fp32")) \
+        if comparator is not None else None
 
     def evaluate(path: Path) -> dict[str, float]:
         return comparator.evaluate(backend, path, opts)
 
     speed_guarded = cfg.speed_guard and backend == target and target_backend.device == "cpu"
-    has_budget = samples is not None and bool(samples.labels) and reference is not None and cfg.max_drop is not None
+    has_budget = labelled and reference is not None and cfg.max_drop is not None
     excluded: dict[str, str] = {n: "policy" for n in cfg.policy.nodes(model)}
 
     def make(excl: dict[str, str]) -> Candidate:
         path, files = q.build(set(excl))
-        c = Candidate(path, files, dict(excl))
+        c = Candidate(path, files, dict(excl), qdq_removed=q.last_removed)
         if comparator is not None:
-            c.metrics = evaluate(path)
-            if reference:
-                c.drop = top1_drop(reference, c.metrics, cfg.relative)
+            out = comparator.run_artifact(backend, path, opts)
+            c.cosine = min(v["cosine"] for v in comparator.parity(fp32_out, out).values())
+            c.agreement = min(comparator.agreement(fp32_out, out).values(), default=None)
+            if labelled:
+                c.metrics = comparator.top1(out)
+                if reference:
+                    c.drop = top1_drop(reference, c.metrics, cfg.relative)
         return c
 
-    progress(f"  {target}: quantizing with {quantizer} (calibration {cfg.method}, {len(calib)} samples)")
+    def valid(c: Candidate) -> bool:
+        return c.valid(has_budget, cfg.max_drop, cfg.parity_floor)
+
+    def check_line(c: Candidate) -> str:
+        if has_budget:
+            return f"drop {c.drop:+.4f} (budget {cfg.max_drop})"
+        return f"cosine {c.cosine:.4f} vs fp32 (floor {cfg.parity_floor})" if c.cosine is not None else "not checked (no samples)"
+
+    progress(f"  {target}: quantizing with {quantizer} (calibration {cfg.method}, {len(calib)} samples"
+             f"{', 7-bit weights: this CPU has no VNNI' if q.reduce_range else ''})")
     cand = make(excluded)
-    one = {k: v[:1] for k, v in calib.feeds.items()}
+    one = {k: v[:cfg.batch] for k, v in calib.feeds.items()}
     fp32_ms = None
     speed_met = None
+    report: dict = {"backend": backend, "batch": cfg.batch, "threads": cfg.threads, "candidates": []}
+
+    def record(c: Candidate, label: str, chosen: bool = False) -> dict:
+        e = {"label": label, "float_nodes": len(c.excluded), "int8_ms": c.latency_ms, "fp32_ms": c.fp32_ms,
+             "vs_fp32": (c.latency_ms / c.fp32_ms) if c.latency_ms and c.fp32_ms else None, "cosine": c.cosine,
+             "agreement": c.agreement, "drop": c.drop, "valid": valid(c), "qdq_pairs_dropped": c.qdq_removed, "chosen": chosen}
+        report["candidates"].append(e)
+        return e
+
     if speed_guarded:
         def measure(c: Candidate) -> float:
-            """int8/fp32 latency ratio at batch 1; a "slower" verdict is confirmed by a second measurement, since
-            sub-millisecond timings here swing by more than the 5 % tolerance between measurements."""
+            """int8/fp32 latency ratio at the deployed batch; a "slower" verdict is confirmed by a second measurement,
+            since sub-millisecond timings here swing by more than the 5 % tolerance between measurements."""
             f, c.latency_ms = compare_latency(backend, spec, fp32_onnx, "fp32", c.path, "int8", one, cfg.threads, rounds=7)
             if c.latency_ms > f * (1 + cfg.speed_tolerance):
                 f2, l2 = compare_latency(backend, spec, fp32_onnx, "fp32", c.path, "int8", one, cfg.threads, rounds=7)
@@ -225,22 +274,49 @@ def quantize_target(
             return c.latency_ms / f
 
         ratio = measure(cand)
-        progress(f"  {target}: int8 {cand.latency_ms:.3f} ms vs fp32 {cand.fp32_ms:.3f} ms at batch 1 (x{ratio:.2f})")
+        entries = {id(cand): record(cand, "default")}
+        progress(f"  {target}: int8 {cand.latency_ms:.3f} ms vs fp32 {cand.fp32_ms:.3f} ms at batch {cfg.batch} (x{ratio:.2f}); "
+                 f"{check_line(cand)}")
+
+        def attempt(trial_excl: dict[str, str], label: str) -> None:
+            nonlocal cand, excluded, ratio
+            trial = make(trial_excl)
+            trial_ratio = measure(trial)
+            entries[id(trial)] = record(trial, label)
+            ok = valid(trial)
+            progress(f"  {target}: {label}: int8 {trial.latency_ms:.3f} ms vs fp32 {trial.fp32_ms:.3f} ms (x{trial_ratio:.2f}); "
+                     f"{check_line(trial)}{'' if ok else ' -> rejected: fails the check the final artifact must pass'}")
+            if ok and trial_ratio < ratio * (1 - cfg.speed_tolerance):  # only a clear gain is worth the float ops
+                cand, excluded, ratio = trial, trial_excl, trial_ratio
+
+        if ratio > 1 + cfg.speed_tolerance and get_backend(backend).formats[:1] == ("onnx",) and qz.produces == "onnx":
+            # The backend's own per-node profile: keep float the nodes whose int8 kernel + Q/DQ cost more than fp32.
+            from .profile import profile_nodes, slower_nodes
+
+            fp32_prof = profile_nodes(pre, one, cfg.threads)
+            int8_prof = profile_nodes(cand.path, one, cfg.threads)
+            costs = slower_nodes(model, int8_prof, fp32_prof)
+            report["profile"] = {"tool": "onnxruntime SessionOptions.enable_profiling (per-iteration medians)",
+                                 "fp32_kernel_ms": sum(ms for _, ms in fp32_prof.values()),
+                                 "int8_kernel_ms": sum(ms for _, ms in int8_prof.values()),
+                                 "int8_by_kernel": _by_kernel(int8_prof), "fp32_by_kernel": _by_kernel(fp32_prof),
+                                 "nodes": [c.to_dict() for c in costs]}
+            slow = [c for c in costs if c.decision == "float"]
+            if slow:
+                attempt({**excluded, **{c.node: f"speed: int8 {c.int8_ms:.3f} ms (kernel + its Q/DQ) vs fp32 {c.fp32_ms:.3f} ms "
+                                                 f"in the {backend} profile" for c in slow}},
+                        f"profile: {len(slow)} node(s) slower in int8 kept float")
         for group in SPEED_GROUPS:
             if ratio <= 1 + cfg.speed_tolerance:
                 break
             nodes = {n.name for n in model.graph.node if n.op_type in group} - set(excluded)
-            if not nodes:
-                continue
-            trial_excl = {**excluded, **{n: f"speed: {'/'.join(group)} runs slower in int8 on {backend} here" for n in nodes}}
-            trial = make(trial_excl)
-            trial_ratio = measure(trial)
-            progress(f"  {target}: keeping {'/'.join(group)} float: int8 {trial.latency_ms:.3f} ms vs fp32 "
-                     f"{trial.fp32_ms:.3f} ms (x{trial_ratio:.2f})")
-            if trial_ratio < ratio * (1 - cfg.speed_tolerance):  # only a clear gain is worth the float ops
-                cand, excluded, ratio = trial, trial_excl, trial_ratio
+            if not nodes or not {n.name for n in G.weighted_nodes(model)} - set(excluded) - nodes:
+                continue  # every weighted layer float would be the fp32 model under an INT8 name
+            attempt({**excluded, **{n: f"speed: {'/'.join(group)} runs slower in int8 on {backend} here" for n in nodes}},
+                    f"keeping {'/'.join(group)} float")
         fp32_ms = cand.fp32_ms
         speed_met = cand.latency_ms <= fp32_ms * (1 + cfg.speed_tolerance)
+        entries[id(cand)]["chosen"] = True
 
     sensitivity: list[dict] = []
     budget_met = None
@@ -257,6 +333,9 @@ def quantize_target(
                 measure(cand)
                 fp32_ms = cand.fp32_ms
                 speed_met = cand.latency_ms <= fp32_ms * (1 + cfg.speed_tolerance)
+                for e in report["candidates"]:
+                    e["chosen"] = False
+                record(cand, "accuracy fallback", chosen=True)
 
     validity = None
     if qz.produces == "onnx" and (target_backend.int8_symmetric_only or qz.symmetric_activations):
@@ -265,9 +344,19 @@ def quantize_target(
         compacted = G.compact(onnx.load(str(cand.path)))
         onnx.save(compacted, str(cand.path))
     kept = _kept_float_summary(model, excluded)
+    if speed_guarded:
+        report["result"] = {"vs_fp32": cand.latency_ms / fp32_ms, "int8_ms": cand.latency_ms, "fp32_ms": fp32_ms,
+                            "slower": not speed_met, "float_nodes": len(excluded), "cosine": cand.cosine, "drop": cand.drop}
     return TargetResult(target, backend, quantizer, cand, fp32_ms, kept, [
         {k: v for k, v in s.items() if k != "nodes"} for s in sensitivity], budget_met, speed_met, validity,
-        q.reduce_range if qz.works_on == "onnx-qdq" else None, qz.produces)
+        q.reduce_range if qz.works_on == "onnx-qdq" else None, qz.produces, report if speed_guarded else None)
+
+
+def _by_kernel(prof: dict[str, tuple[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for op, ms in prof.values():
+        out[op] = out.get(op, 0.0) + ms
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def _quantize_inc(target: str, backend: str, fp32_onnx: Path, spec: IOSpec, calib: CalibrationSource, samples: Samples | None,

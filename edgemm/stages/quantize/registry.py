@@ -32,7 +32,8 @@ class Quantizer:
 BUILTIN = (
     Quantizer("ort", "ONNX Runtime Q/DQ: uint8 activations, int8 per-channel weights (7-bit on x86 without VNNI)",
               "onnx", "onnx-qdq", False, scheme=SCHEMES["ort"]),
-    Quantizer("trt", "TensorRT-valid symmetric int8 Q/DQ (zero-points 0, float biases) before Conv/Gemm/MatMul/Add",
+    Quantizer("trt", "TensorRT-valid symmetric int8 Q/DQ (zero-points 0, float biases) before Conv/Gemm/MatMul/Add "
+              "(7-bit weights for CPU targets on x86 without VNNI)",
               "onnx", "onnx-qdq", True, scheme=SCHEMES["trt"]),
     Quantizer("nncf", "NNCF post-training quantization of the OpenVINO model -> INT8 IR", "openvino-ir", "openvino", True,
               targets=("openvino",), extra="openvino"),
