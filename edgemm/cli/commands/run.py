@@ -56,7 +56,8 @@ def cmd_run(args) -> int:
     out = None
     stream = Stream(args.bundle, video=args.video, audio=args.audio, backend=args.backend, precision=args.precision,
                     policy=args.policy, realtime=args.realtime, stall=args.stall, stall_ms=args.stall_ms,
-                    max_frames=args.max_frames, keep_frames=args.show, threads=args.threads)
+                    max_frames=args.max_frames, keep_frames=args.show, threads=args.threads,
+                    reconnect=not args.no_reconnect)
     try:
         if args.json_lines:
             out = sys.stdout if args.json_lines == "-" else open(args.json_lines, "w", encoding="utf-8")
@@ -98,4 +99,6 @@ def register(sub) -> None:
     r.add_argument("--stall-ms", type=float, help="how long to wait for late audio (default: 50 live, no limit for files)")
     r.add_argument("--max-frames", type=int, metavar="N", help="stop after N captured frames")
     r.add_argument("--threads", type=int, help="inference threads")
+    r.add_argument("--no-reconnect", action="store_true",
+                   help="a network camera that drops ends the run with one line (default: reconnect with back-off)")
     r.set_defaults(func=cmd_run)
