@@ -374,8 +374,8 @@ class Stream:
                         continue
                     self.ring.release_before(self.ring.index_at(job.frame.t) - self._audio_n)
                     job.flags.extend(info.flags)
-                    job.sync = {"audio_lag_ms": info.lag_s * 1e3, "skew_ms": info.skew_s * 1e3,
-                                "wait_ms": info.waited_s * 1e3, "drift_ppm": self.ring.drift_ppm() if self.ring.live else 0.0}
+                    job.sync.update(audio_lag_ms=info.lag_s * 1e3, skew_ms=info.skew_s * 1e3, wait_ms=info.waited_s * 1e3,
+                                    drift_ppm=self.ring.drift_ppm() if self.ring.live else 0.0)
                     if math.isfinite(info.lag_s):
                         self._sync_lag.append(info.lag_s * 1e3)
                     t1 = self.clock()

@@ -69,10 +69,15 @@ def test_sparse_file_finishes_in_bounded_time_with_one_result_per_frame(avnet_bu
     file's audio back-pressure met an unbounded wait: the frame at 5 s needs more audio than the ring holds)."""
     import json
 
+    import cv2
     import soundfile as sf
 
     video, wav, out = tmp_path / "v.avi", tmp_path / "a.wav", tmp_path / "r.jsonl"
-    write_avi(video, digit_frames[:4], [0, 1, 2, 3], 0.2)
+    w = cv2.VideoWriter(str(video), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"MJPG"), 0.2, (64, 64))
+    assert w.isOpened(), "OpenCV cannot write a 0.2 fps MJPEG AVI"
+    for im in digit_frames[:4]:
+        w.write(im)
+    w.release()
     rng = np.random.default_rng(0)
     sf.write(str(wav), (0.1 * rng.standard_normal(20 * 8000)).astype(np.float32), 8000, subtype="PCM_16")
     t0 = time.monotonic()
@@ -101,7 +106,7 @@ def test_file_stall_wait_is_bounded(avnet_runtime, tmp_path, no_stream_threads):
     """A file source whose audio never reaches the frame time (the audio source blocks) is not waited
     for beyond stall_ms: the frame is zero-filled and flagged, the stream goes on."""
 
-    class StuckAudio(Source):  # a real Source: delivers 0.5 s of audio, then blocks until interrupted
+    class StuckAudio(Source):  # a real Source: delivers 0.25 s of audio, then blocks until interrupted
         kind, live = "audio", False
         rate = 8000
 
@@ -110,7 +115,7 @@ def test_file_stall_wait_is_bounded(avnet_runtime, tmp_path, no_stream_threads):
                 self.count += 1
                 from edgemm.runtime.sources import AudioBlock
 
-                return AudioBlock(np.zeros(4000, np.float32), 0.0, 8000, self.clock())
+                return AudioBlock(np.zeros(2000, np.float32), 0.0, 8000, self.clock())
             self._closed.wait(30)
             return None
 
@@ -208,7 +213,7 @@ def test_camera_that_drops_is_reconnected_and_the_stream_goes_on(avnet_runtime, 
     assert all(r.sync["video_gap_ms"] >= 500 for r in back)  # the camera was down 0.6 s each time
     assert st["drops"] == 3 and st["reconnects"] == 3 and st["gaps"] == 3
     assert st["reconnect_attempts"] > st["reconnects"]  # the 503s while it was down were attempts too
-    assert st["gap_s_max"] >= 0.5 and ("closed the connection" in st["last_error"] or "503" in st["last_error"])
+    assert st["gap_s_max"] >= 0.5 and "cannot connect (camera rebooting)" in st["last_error"]  # the last 503
 
 
 def test_no_reconnect_ends_with_one_line(avnet_bundle_dir, camera, capsys, no_stream_threads):
@@ -223,7 +228,7 @@ def test_no_reconnect_ends_with_one_line(avnet_bundle_dir, camera, capsys, no_st
 
 def test_close_interrupts_a_stalled_camera_and_releases_it(avnet_runtime, camera, no_stream_threads):
     url = camera(stall_after=3)  # the camera keeps the connection open and sends nothing more
-    s = edgemm.Stream(avnet_runtime, video=url, audio="synthetic:audio?live=1&seconds=0", source_timeout_s=60)
+    s = edgemm.Stream(avnet_runtime, video=url, audio="synthetic:audio?live=1&seconds=0", source_timeout_s=60, policy="all")
     it = iter(s)
     first = next(it)
     assert first.index == 0
@@ -266,7 +271,7 @@ def test_close_is_bounded_and_never_releases_a_source_a_thread_is_inside(avnet_r
             super().close()
 
     src = Uninterruptible()
-    s = edgemm.Stream(avnet_runtime, video=src, audio="synthetic:audio?live=1&seconds=0", close_timeout_s=0.5)
+    s = edgemm.Stream(avnet_runtime, video=src, audio="synthetic:audio?live=1&seconds=0", close_timeout_s=0.5, policy="all")
     it = iter(s)
     next(it)
     next(it)

@@ -38,7 +38,8 @@ def cmd_bench(args) -> int:
             raise EdgemmError(f"--{flag} {f}: the folder {Path(f).resolve().parent} does not exist")
     if args.fps <= 0:
         raise EdgemmError(f"--fps must be > 0, got {args.fps}")
-    cfg = BenchConfig(backends=args.backends, precisions=args.precisions, batches=args.batch, threads=args.threads,
+    batches = _ints(args.batch) if isinstance(args.batch, str) else args.batch
+    cfg = BenchConfig(backends=args.backends, precisions=args.precisions, batches=batches, threads=args.threads,
                       modes=args.modes, seconds=args.seconds, rounds=args.rounds, fps=args.fps,
                       progress=not args.no_progress and sys.stderr.isatty())
     result = benchmark(args.bundle, cfg)
@@ -60,7 +61,7 @@ def register(sub) -> None:
     b.add_argument("bundle", metavar="BUNDLE_DIR")
     b.add_argument("--backends", type=_csv, default=None, metavar="B1,B2", help="torch,onnxruntime,openvino (default: all available)")
     b.add_argument("--precisions", type=_csv, default=None, metavar="P1,P2", help="fp32,fp16,int8 (default: all)")
-    b.add_argument("--batch", type=_ints, default=(1, 8), metavar="N1,N2", help="batch sizes for model timing (default 1,8)")
+    b.add_argument("--batch", default=(1, 8), metavar="N1,N2", help="batch sizes for model timing (default 1,8)")
     b.add_argument("--modes", type=_csv, default=("model", "end_to_end"), metavar="M1,M2",
                    help="model (pre-processed tensors in) and/or end_to_end (raw frame + waveform in, labels out; batch 1)")
     b.add_argument("--threads", type=int, default=None, help="intra-op threads (default min(4, cores))")
