@@ -770,17 +770,14 @@ _NETWORK = ("rtsp", "rtsps", "rtmp", "udp", "tcp", "srt")
 
 
 def _open_video(uri: str, *, clock: Clock | None = None, pace: bool = False, timeout_s: float = 10.0) -> Source:
+    """Cameras, synthetic streams and files."""
     if uri.startswith("camera:") or re.fullmatch(r"/dev/video\d+", uri):
         tail = uri.split(":", 1)[1] if uri.startswith("camera:") else uri
         if uri.startswith("camera:") and not re.fullmatch(r"\d*", tail):
             raise SourceError(f"video source {uri!r}: camera index must be a number, like camera:0")
         target = int(tail or 0) if uri.startswith("camera:") else uri
         return OpenCVVideoSource(uri, target, live=True, clock=clock, timeout_s=timeout_s).open()
-    scheme = urlparse(uri).scheme.lower()
-    if scheme in ("http", "https"):
-        return MjpegHttpSource(uri, clock=clock, timeout_s=timeout_s).open()
-    if scheme in ("rtsp", "rtsps", "rtmp", "udp", "tcp", "srt"):
-        return OpenCVVideoSource(uri, uri, live=True, clock=clock, timeout_s=timeout_s).open()
+    scheme = urlparse(uri).scheme.lower()  # network schemes are handled by open_video
     if scheme == "synthetic":
         path, q = _query(uri)
         if path not in ("", "video"):
