@@ -165,9 +165,10 @@ def soak(rt, minutes: float, drop_every: float, stall_every: float, silent_every
     try:
         for r in s:
             now = time.monotonic()
-            rows.append((now - t0, r.latency_ms["capture_to_result"], r.latency_ms["infer"], r.flags))
+            rows.append((now - t0, r.latency_ms["capture_to_result"], r.latency_ms["infer"], r.flags,
+                         r.latency_ms.get("sync", 0.0), r.latency_ms.get("queue", 0.0) + r.latency_ms.get("infer_queue", 0.0)))
             if now >= next_sample:
-                samples.append((now - t0, threading.active_count(), _rss_mb(), len(os.listdir("/proc/self/fd"))))
+                samples.append((now - t0, threading.active_count(), _rss_mb(), len(os.listdir("/proc/self/fd")), os.getloadavg()[0]))
                 next_sample = now + 5.0
             if now - t0 >= seconds:
                 break
@@ -185,6 +186,9 @@ def soak(rt, minutes: float, drop_every: float, stall_every: float, silent_every
         sm = [x for x in samples if k * seconds / 4 <= x[0] < (k + 1) * seconds / 4]
         quarters.append({"quarter": k + 1, "results": int(m.sum()), "p50_ms": pct(c2r[m], 50), "p90_ms": pct(c2r[m], 90),
                          "p99_ms": pct(c2r[m], 99), "model_p50_ms": pct(infer[m], 50),
+                         "sync_wait_p50_ms": pct(np.array([r[4] for r in rows])[m], 50),
+                         "queues_p50_ms": pct(np.array([r[5] for r in rows])[m], 50),
+                         "loadavg_1min_mean": round(float(np.mean([x[4] for x in sm])), 2) if sm else None,
                          "reconnected": sum(1 for r, mm in zip(rows, m) if mm and "video_reconnected" in r[3]),
                          "audio_stalled": sum(1 for r, mm in zip(rows, m) if mm and "audio_stalled" in r[3]),
                          "threads_max": max((x[1] for x in sm), default=None), "rss_mb_max": round(max((x[2] for x in sm), default=0), 1),
@@ -201,7 +205,8 @@ def soak(rt, minutes: float, drop_every: float, stall_every: float, silent_every
             "capture_to_result_ms": {"p50": pct(c2r, 50), "p90": pct(c2r, 90), "p99": pct(c2r, 99), "max": pct(c2r, 100)},
             "quarters": quarters, "video_source": st["sources"]["video"], "audio_discontinuities": st["audio_discontinuities"],
             "dropped_frames": st["dropped_frames"], "dropped_by_stage": st["dropped_by_stage"],
-            "samples": [{"t_s": round(a, 1), "threads": b, "rss_mb": round(c, 1), "fds": d} for a, b, c, d in samples],
+            "samples": [{"t_s": round(a, 1), "threads": b, "rss_mb": round(c, 1), "fds": d, "loadavg_1min": round(e, 2)}
+                        for a, b, c, d, e in samples],
             "verdict": {"p50_within_20pct_of_first_quarter": flat, "threads_not_growing": threads_ok,
                         "rss_growth_mb_last_vs_first_quarter": rss_growth, "rss_not_growing": rss_growth < 20.0,
                         "recovered": quarters[-1]["results"] > 0.5 * quarters[0]["results"]}}
@@ -246,7 +251,8 @@ def main() -> None:
         for qd in r["quarters"]:
             print(f"quarter {qd['quarter']}: {qd['results']} results, capture-to-result p50 {qd['p50_ms']} ms "
                   f"({qd['p50_vs_first']}x the first) p99 {qd['p99_ms']} ms; threads {qd['threads_max']}, RSS {qd['rss_mb_max']} MB; "
-                  f"reconnected {qd['reconnected']}, audio stalled {qd['audio_stalled']}")
+                  f"reconnected {qd['reconnected']}, audio stalled {qd['audio_stalled']}; model p50 {qd['model_p50_ms']} ms, "
+                  f"load average {qd['loadavg_1min_mean']}")
         print(f"video source: {r['video_source']}; verdict: {r['verdict']}")
         print(f"wrote {args.out}")
         return
