@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "export" / "avnet.toml"
 CALIB = ROOT / "calibration_data" / "avmnist" / "calib.npz"
 EVAL = ROOT / "calibration_data" / "avmnist" / "eval.npz"
-PEERS = ("torch_eager", "torch_compile", "ort_quantize_static", "openvino_nncf", "modelopt_onnx_ptq")
+PEERS = ("torch_eager", "torch_compile", "ort_quantize_static", "openvino_nncf", "modelopt_onnx_ptq", "modelopt_torch_ptq")
 
 
 # ----------------------------------------------------------------------------- data
@@ -169,6 +169,30 @@ def prepare(kind: str, fp32_onnx: Path, calib_npz: Path, work: Path, threads: in
         quantize(str(fp32_onnx), quantize_mode="int8", calibration_data={k: calib[k] for k in ("image", "audio")},
                  output_path=str(out))
         return {"kind": kind, "format": "onnx", "file": str(out), "size_mb": out.stat().st_size / 1e6}
+    if kind == "modelopt_torch_ptq":
+        # ModelOpt's PyTorch PTQ (INT8_DEFAULT_CFG: symmetric int8, TensorRT-valid Q/DQ) exported by the legacy
+        # exporter (STACK.md), accuracy and latency in onnxruntime. Its ONNX PTQ needs modelopt[onnx], which
+        # pins onnxruntime-gpu and cupy-cuda12x: not installable beside a CPU onnxruntime.
+        import modelopt.torch.quantization as mtq
+        import torch
+
+        from edgemm.recipe import import_callable
+
+        torch.set_num_threads(threads)
+        model = import_callable("edgemm.zoo.avnet:build")(checkpoint=str(ROOT / "edgemm" / "zoo" / "checkpoints" / "avnet.pt")).eval()
+
+        def forward_loop(m):
+            with torch.no_grad():
+                for s in samples:
+                    m(torch.from_numpy(s["image"]), torch.from_numpy(s["audio"]))
+
+        q = mtq.quantize(model, mtq.INT8_DEFAULT_CFG, forward_loop=forward_loop)
+        out = work / "modelopt_torch_int8.onnx"
+        ex = (torch.from_numpy(calib["image"][:2]), torch.from_numpy(calib["audio"][:2]))
+        with torch.no_grad():
+            torch.onnx.export(q, ex, str(out), dynamo=False, opset_version=17, input_names=["image", "audio"],
+                              dynamic_axes={"image": {0: "batch"}, "audio": {0: "batch"}})
+        return {"kind": kind, "format": "onnx", "file": str(out), "size_mb": out.stat().st_size / 1e6}
     raise ValueError(kind)
 
 
@@ -268,7 +292,11 @@ def main() -> None:
         for p in paths:
             print(f"round {r + 1}/{args.rounds}: {p['name']}", flush=True)
             job = {"path": p, "threads": args.threads, "seconds": args.seconds, "eval": str(work / "eval.npz"), "accuracy": r == 0}
-            proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True, env=env)
+            try:
+                proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True,
+                                      env=env, timeout=600)
+            except subprocess.TimeoutExpired:
+                proc = subprocess.CompletedProcess([], 1, "", "worker timed out after 600 s")
             if proc.returncode != 0:
                 rows[p["name"]] = {"name": p["name"], "edgemm": p["edgemm"], "p50_ms": None, "p90_ms": None, "size_mb": None,
                                    "top1": None, "agreement": None,

@@ -45,6 +45,7 @@ class BenchConfig:
     graph: str | None = None
     fps: float = 30.0  # end_to_end: the stream's frame rate (audio per frame = 1 / fps seconds)
     progress: bool = False  # a progress bar over the measurement plan (stderr; `edgemm bench` turns it on)
+    worker_timeout_s: float | None = None  # per measurement process (None: 240 s + 4 x seconds); a hung worker is stopped
     extra: dict = field(default_factory=dict)
     trust_code: bool | None = None  # None: the caller's edgemm.trust.allow_code() context
 
@@ -123,13 +124,24 @@ def _raw_samples(bundle: Bundle, tmp: Path) -> Path | None:
     return path
 
 
-def _run_worker(job: dict) -> dict:
+def worker_timeout_s(cfg: BenchConfig) -> float:
+    """A measurement's wall-clock limit: start-up, model load and warm-up (generous: a cold cache on a
+    loaded machine) plus the timed seconds."""
+    return cfg.worker_timeout_s if cfg.worker_timeout_s is not None else 240.0 + 4.0 * cfg.seconds
+
+
+def _run_worker(job: dict, timeout_s: float) -> dict:
     # The worker imports this very edgemm (the parent's, first on its path).
     here = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "OMP_NUM_THREADS": str(job["threads"]),
            "PYTHONPATH": os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])}
-    proc = subprocess.run([sys.executable, "-m", "edgemm.bench.worker", json.dumps(job)], capture_output=True, text=True,
-                          env=env)
+    cmd = [sys.executable, "-m", "edgemm.bench.worker", json.dumps(job)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired as exc:  # subprocess.run has killed and reaped it
+        raise EdgemmError(f"benchmark worker for {job['id']} on {job['backend']} ({job['mode']}, batch {job['batch']}) "
+                          f"did not finish in {timeout_s:g} s and was stopped; raise BenchConfig.worker_timeout_s "
+                          "if the machine is that slow") from exc
     if proc.returncode != 0:
         if proc.returncode in (130, -2):
             raise KeyboardInterrupt
@@ -196,7 +208,7 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
                 for i, job in enumerate(jobs):
                     what = f"round {r + 1}/{cfg.rounds}: {job['id']} on {job['backend']}, {job['mode']}, batch {job['batch']}"
                     logger.debug("%s", what)
-                    out = _run_worker(job)
+                    out = _run_worker(job, worker_timeout_s(cfg))
                     pooled[i].extend(out["latencies_ms"])
                     for k, v in out.get("stages_ms", {}).items():
                         stages.setdefault(i, {}).setdefault(k, []).extend(v)

@@ -49,6 +49,8 @@ class Frame:
     index: int
     t_wall: float
     order: str = "RGB"
+    flags: tuple[str, ...] = ()  # e.g. ``video_reconnected`` on the first frame after a network drop
+    gap_s: float = 0.0  # capture gap before this frame (a reconnect), 0 otherwise
 
     def rgb(self) -> np.ndarray:
         return self.image if self.order == "RGB" else np.ascontiguousarray(self.image[..., ::-1])
@@ -86,7 +88,17 @@ class Source:
         raise SourceError(f"{type(self).__name__} cannot read")
 
     def close(self) -> None:
+        """Release the device / file / connection. ``Stream`` calls it only once no capture thread
+        is inside ``read()`` any more (after ``interrupt()``)."""
         self._closed.set()
+
+    def interrupt(self) -> None:
+        """Make a ``read()`` blocked in another thread return soon (None), without releasing anything."""
+        self._closed.set()
+
+    def stats(self) -> dict:
+        """Counters for ``Stream.stats()`` (items delivered, plus what the source kind knows)."""
+        return {"items": self.count}
 
     def set_epoch(self, epoch: float) -> None:
         """Paced file sources release media time ``t`` at ``epoch + t`` (shared by a Stream's sources)."""
@@ -137,6 +149,7 @@ class OpenCVVideoSource(Source):
         self.cap = None
         self.fps = 0.0
         self.frame_count = 0
+        self._last_t = 0.0
 
     def open(self) -> "OpenCVVideoSource":
         cv2 = _cv2()
@@ -173,16 +186,31 @@ class OpenCVVideoSource(Source):
         self.cap = cap
         return self
 
+    def _media_time(self) -> float:
+        """The grabbed frame's presentation time from the container (variable-frame-rate and sparse
+        files keep their real timing); ``count / fps`` when the container has no timestamps, and never
+        earlier than the previous frame's time."""
+        pos = self.cap.get(_cv2().CAP_PROP_POS_MSEC)
+        t = pos / 1000.0 if pos is not None and pos == pos and pos >= 0 else self.count / self.fps
+        if self.count and t <= self._last_t:
+            t = self._last_t + (1.0 / self.fps if pos <= 0 else 1e-6)  # no (or repeated) timestamps
+        self._last_t = t
+        return t
+
     def read(self) -> Optional[Frame]:
         if self.cap is None:
             raise self._fail("read before open")
-        if self.pace:
-            self._wait_until_media_time(self.count / self.fps)
         if self._closed.is_set():
             return None
         ok = self.cap.grab()  # stamp at grab, before the decode
         now = self.clock()
-        image = self.cap.retrieve()[1] if ok else None
+        t = now
+        if ok and not self.live:
+            t = self._media_time()
+            if self.pace:
+                self._wait_until_media_time(t)
+                now = self.clock()
+        image = self.cap.retrieve()[1] if ok and not self._closed.is_set() else None
         if not ok or image is None:
             if self._closed.is_set():
                 return None
@@ -191,7 +219,6 @@ class OpenCVVideoSource(Source):
             return None  # end of file
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)
-        t = now if self.live else self.count / self.fps
         frame = Frame(np.ascontiguousarray(image[:, :, :3]), t, self.count, now, "BGR")
         self.count += 1
         return frame
@@ -203,13 +230,27 @@ class OpenCVVideoSource(Source):
             self.cap = None
 
 
+class ProtocolError(SourceError):
+    """A source that broke its protocol (e.g. an MJPEG part over the size limit): not retried."""
+
+
 class MjpegHttpSource(Source):
     """An IP camera's MJPEG stream (``multipart/x-mixed-replace`` over HTTP), parsed here so it
-    needs nothing but OpenCV's JPEG decoder. A server that is not MJPEG goes to OpenCV."""
+    needs nothing but OpenCV's JPEG decoder. A server that is not MJPEG goes to OpenCV.
 
-    def __init__(self, uri: str, *, clock: Clock | None = None, timeout_s: float = 10.0):
+    Everything the camera sends is bounded: a part's JPEG (``max_part_bytes``, with or without a
+    Content-Length), a header line and a part's headers (``max_header_bytes``), and the bytes skipped
+    while looking for the next boundary (``max_part_bytes``). A violation is one ``ProtocolError`` line."""
+
+    MAX_PART_BYTES = 16 << 20
+    MAX_HEADER_BYTES = 16 << 10
+
+    def __init__(self, uri: str, *, clock: Clock | None = None, timeout_s: float = 10.0,
+                 max_part_bytes: int | None = None, max_header_bytes: int | None = None):
         super().__init__(uri, clock=clock)
         self.timeout_s = timeout_s
+        self.max_part_bytes = max_part_bytes or self.MAX_PART_BYTES
+        self.max_header_bytes = max_header_bytes or self.MAX_HEADER_BYTES
         self._resp = None
         self._boundary = b""
         self._fallback: OpenCVVideoSource | None = None
@@ -234,10 +275,16 @@ class MjpegHttpSource(Source):
         self._resp = resp
         return self
 
-    def _readline(self) -> bytes:
-        line = self._resp.readline(65536)
+    def _violation(self, what: str) -> ProtocolError:
+        return ProtocolError(f"video source {self.uri!r}: {what} after {self.count} frames; "
+                             "is this an MJPEG camera? (the limits: max_part_bytes / max_header_bytes)")
+
+    def _readline(self, limit: int) -> bytes:
+        line = self._resp.readline(limit + 1)
         if not line:
             raise EOFError
+        if len(line) > limit:
+            raise self._violation(f"a line longer than {limit} bytes")
         return line
 
     def read(self) -> Optional[Frame]:
@@ -247,39 +294,59 @@ class MjpegHttpSource(Source):
             return frame
         if self._resp is None:
             raise self._fail("read before open")
+        if self._closed.is_set():
+            return None
         cv2 = _cv2()
         try:
-            # Skip to the next boundary, read the part headers, then the JPEG.
+            # Skip to the next boundary (bounded), read the part headers (bounded), then the JPEG (bounded).
+            skipped = 0
             while True:
-                line = self._readline().strip()
+                line = self._readline(self.max_header_bytes)
+                skipped += len(line)
+                line = line.strip()
                 if line.startswith(self._boundary):
                     if line.endswith(b"--") and line != self._boundary:
                         raise EOFError
                     break
-            length = None
+                if skipped > self.max_part_bytes:
+                    raise self._violation(f"no part boundary in {skipped} bytes")
+            length, header_bytes = None, 0
             while True:
-                line = self._readline().strip()
+                line = self._readline(self.max_header_bytes)
+                header_bytes += len(line)
+                if header_bytes > self.max_header_bytes:
+                    raise self._violation(f"part headers longer than {self.max_header_bytes} bytes")
+                line = line.strip()
                 if not line:
                     break
                 k, _, v = line.partition(b":")
                 if k.strip().lower() == b"content-length":
-                    length = int(v.strip())
+                    try:
+                        length = int(v.strip())
+                    except ValueError:
+                        raise self._violation(f"Content-Length {v.strip()[:32]!r} is not a number") from None
+                    if length < 0 or length > self.max_part_bytes:
+                        raise self._violation(f"a part of {length} bytes (limit {self.max_part_bytes})")
             if length is not None:
                 data = self._resp.read(length)
                 if len(data) < length:
                     raise EOFError
-            else:  # no length: read up to the JPEG end marker
+            else:  # no length: read up to the JPEG end marker, within the limit
                 chunks = bytearray()
                 while not chunks.endswith(b"\xff\xd9"):
                     part = self._resp.read(1)
                     if not part:
                         raise EOFError
                     chunks += part
+                    if len(chunks) > self.max_part_bytes:
+                        raise self._violation(f"a part without Content-Length over {self.max_part_bytes} bytes")
                 data = bytes(chunks)
-        except (EOFError, OSError, ValueError) as exc:
+        except ProtocolError:
+            raise
+        except (EOFError, OSError, ValueError, AttributeError) as exc:  # AttributeError: closed under us
             if self._closed.is_set():
                 return None
-            why = "closed the connection" if isinstance(exc, EOFError) else f"failed ({exc})"
+            why = "closed the connection" if isinstance(exc, EOFError) else f"failed ({type(exc).__name__}: {exc})"
             raise self._fail(f"the camera {why} after {self.count} frames", "check the camera / network connection") from None
         now = self.clock()
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
@@ -288,6 +355,20 @@ class MjpegHttpSource(Source):
         frame = Frame(image, now, self.count, now, "BGR")
         self.count += 1
         return frame
+
+    def interrupt(self) -> None:
+        """Shut the socket down (no release): a read blocked in another thread returns at once."""
+        super().interrupt()
+        import socket
+
+        sock = getattr(getattr(getattr(self._resp, "fp", None), "raw", None), "_sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._fallback is not None:
+            self._fallback.interrupt()
 
     def close(self) -> None:
         super().close()
@@ -299,6 +380,124 @@ class MjpegHttpSource(Source):
             self._resp = None
         if self._fallback is not None:
             self._fallback.close()
+
+
+class ReconnectingSource(Source):
+    """A network camera that may drop: when a read fails (the connection closed, timed out, refused),
+    reconnect with exponential back-off (``backoff_s`` doubling up to ``backoff_max_s``) and go on.
+    The first frame after a reconnect carries the flag ``video_reconnected`` and its ``gap_s``;
+    ``stats()`` counts attempts, reconnects and gaps. ``give_up_s``: end with the last error after
+    this long without a frame (None: keep trying). A protocol violation is not retried."""
+
+    RECONNECTED = "video_reconnected"
+
+    def __init__(self, uri: str, factory: Callable[[], Source], *, clock: Clock | None = None,
+                 backoff_s: float = 0.25, backoff_max_s: float = 5.0, give_up_s: float | None = None):
+        super().__init__(uri, clock=clock)
+        self._factory = factory
+        self._inner: Source | None = None
+        self._lock = threading.Lock()
+        self.backoff_s, self.backoff_max_s, self.give_up_s = backoff_s, backoff_max_s, give_up_s
+        self.attempts = 0  # connection attempts after a drop
+        self.reconnects = 0  # successful ones
+        self.drops = 0
+        self.gaps_s: list[float] = []
+        self.last_error: str | None = None
+        self._last_frame_t: float | None = None
+
+    @property
+    def inner(self) -> Source | None:
+        return self._inner
+
+    def open(self) -> "ReconnectingSource":
+        self._inner = self._factory()  # the first connection fails as the user's one-line error
+        return self
+
+    def _drop(self, why: str) -> None:
+        self.drops += 1
+        self.last_error = why
+        with self._lock:
+            inner, self._inner = self._inner, None
+        if inner is not None:
+            try:
+                inner.close()  # this thread is the only reader: nobody else is inside it
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _reconnect(self) -> bool:
+        delay = self.backoff_s
+        t_drop = self.clock()
+        while not self._closed.is_set():
+            if self.give_up_s is not None and self.clock() - t_drop > self.give_up_s:
+                raise SourceError(f"video source {self.uri!r}: no frames for {self.give_up_s:g} s after "
+                                  f"{self.attempts} reconnect attempts; last error: {self.last_error}")
+            if self._closed.wait(delay):
+                return False
+            self.attempts += 1
+            try:
+                inner = self._factory()
+            except SourceError as exc:
+                self.last_error = str(exc)
+                delay = min(self.backoff_max_s, delay * 2)
+                continue
+            with self._lock:
+                if self._closed.is_set():
+                    inner.close()
+                    return False
+                self._inner = inner
+            self.reconnects += 1
+            return True
+        return False
+
+    def read(self) -> Optional[Frame]:
+        gap_pending = False
+        while not self._closed.is_set():
+            if self._inner is None and not self._reconnect():
+                return None
+            try:
+                frame = self._inner.read()
+            except ProtocolError:
+                raise
+            except SourceError as exc:
+                self._drop(str(exc))
+                gap_pending = True
+                continue
+            if frame is None:
+                if self._closed.is_set():
+                    return None
+                self._drop("the stream ended")
+                gap_pending = True
+                continue
+            frame.index = self.count
+            if gap_pending and self._last_frame_t is not None:
+                frame.gap_s = max(0.0, frame.t - self._last_frame_t)
+                frame.flags = frame.flags + (self.RECONNECTED,)
+                self.gaps_s.append(frame.gap_s)
+                del self.gaps_s[:-1000]
+            self._last_frame_t = frame.t
+            self.count += 1
+            return frame
+        return None
+
+    def interrupt(self) -> None:
+        super().interrupt()
+        with self._lock:
+            inner = self._inner
+        if inner is not None:
+            inner.interrupt()
+
+    def close(self) -> None:
+        super().close()
+        with self._lock:
+            inner, self._inner = self._inner, None
+        if inner is not None:
+            inner.close()
+
+    def stats(self) -> dict:
+        g = self.gaps_s
+        return {"items": self.count, "drops": self.drops, "reconnect_attempts": self.attempts, "reconnects": self.reconnects,
+                "gaps": len(g), "gap_s_max": round(max(g), 3) if g else None, "gap_s_total": round(sum(g), 3),
+                "last_error": self.last_error}
 
 
 class SyntheticVideoSource(Source):
@@ -453,11 +652,15 @@ class MicSource(Source):
                 block = self._q.get(timeout=0.1)
             except queue.Empty:
                 if self._stream is not None and not self._stream.active:
-                    raise self._fail(f"the input stream stopped after {self.count} blocks", "check the audio device")
+                    raise self._fail(f"the input stream stopped after {self.count} blocks ({self.overflows} overflows; "
+                                     "was the device unplugged?)", "check the audio device (python -m sounddevice)")
                 continue
             self.count += 1
             return block
         return None
+
+    def stats(self) -> dict:
+        return {"items": self.count, "overflows": self.overflows, "queued": self._q.qsize()}
 
     def close(self) -> None:
         super().close()
@@ -472,13 +675,15 @@ class MicSource(Source):
 
 class SyntheticAudioSource(Source):
     """A sine tone (``freq``) plus a little noise. ``live=1``: blocks released in real time and
-    stamped on the clock like a microphone; else a file of ``seconds``."""
+    stamped on the clock like a microphone; else a file of ``seconds``. Fault injection (live):
+    ``silent_every=S&silent_s=G``: every S seconds the source delivers nothing for G seconds (those
+    samples are lost, like a USB microphone that hiccups); ``fail_after=N`` blocks: it fails."""
 
     kind = "audio"
 
     def __init__(self, uri: str, *, rate: int = 16000, freq: float = 440.0, seconds: float | None = 10.0,
                  block: int | None = None, live: bool = False, clock: Clock | None = None, pace: bool = False,
-                 fail_after: int | None = None):
+                 fail_after: int | None = None, silent_every: float | None = None, silent_s: float = 0.0):
         self.live = live
         super().__init__(uri, clock=clock, pace=pace)
         if rate <= 0:
@@ -486,6 +691,8 @@ class SyntheticAudioSource(Source):
         self.rate, self.freq, self.seconds = int(rate), float(freq), seconds
         self.block = block or max(1, self.rate // 100)
         self.fail_after = fail_after
+        self.silent_every, self.silent_s = silent_every, silent_s
+        self.silences = 0
         self._pos = 0
         self._t0: float | None = None
         self._rng = np.random.default_rng(0)
@@ -503,6 +710,12 @@ class SyntheticAudioSource(Source):
             delay = self._t0 + (self._pos + n) / self.rate - self.clock()
             if delay > 0:
                 self._closed.wait(delay)
+            if self.silent_every and self.silent_s > 0 and self._pos > 0:
+                period = int(self.silent_every * self.rate)
+                if (self._pos + n) // period > self._pos // period:  # a silence starts: deliver nothing for silent_s
+                    self.silences += 1
+                    self._closed.wait(self.silent_s)
+                    self._pos += int(self.silent_s * self.rate)  # lost samples: the clock went on
         else:
             self._wait_until_media_time((self._pos + n) / self.rate)
         if self._closed.is_set():
@@ -533,20 +746,38 @@ def _num(q: dict, key: str, default, cast, uri: str):
         raise SourceError(f"source {uri!r}: {key}={q[key]!r} is not a number") from None
 
 
-def open_video(uri: str, *, clock: Clock | None = None, pace: bool = False, timeout_s: float = 10.0) -> Source:
-    """Open a video source by URI (see the module docstring); a failure is a one-line SourceError."""
+def open_video(uri: str, *, clock: Clock | None = None, pace: bool = False, timeout_s: float = 10.0,
+               reconnect: bool = True, give_up_s: float | None = None, max_part_bytes: int | None = None) -> Source:
+    """Open a video source by URI (see the module docstring); a failure is a one-line SourceError.
+    Network cameras (http(s) MJPEG, rtsp, ...) reconnect with back-off after a drop unless
+    ``reconnect=False`` (then a drop ends the stream with one line); ``timeout_s`` bounds every
+    connect and read."""
     uri = str(uri)
+    scheme = urlparse(uri).scheme.lower()
+    if scheme in ("http", "https") or scheme in _NETWORK:
+        if scheme in ("http", "https"):
+            factory = lambda: MjpegHttpSource(uri, clock=clock, timeout_s=timeout_s,  # noqa: E731
+                                              max_part_bytes=max_part_bytes).open()
+        else:
+            factory = lambda: OpenCVVideoSource(uri, uri, live=True, clock=clock, timeout_s=timeout_s).open()  # noqa: E731
+        if not reconnect:
+            return factory()
+        return ReconnectingSource(uri, factory, clock=clock, give_up_s=give_up_s).open()
+    return _open_video(uri, clock=clock, pace=pace, timeout_s=timeout_s)
+
+
+_NETWORK = ("rtsp", "rtsps", "rtmp", "udp", "tcp", "srt")
+
+
+def _open_video(uri: str, *, clock: Clock | None = None, pace: bool = False, timeout_s: float = 10.0) -> Source:
+    """Cameras, synthetic streams and files."""
     if uri.startswith("camera:") or re.fullmatch(r"/dev/video\d+", uri):
         tail = uri.split(":", 1)[1] if uri.startswith("camera:") else uri
         if uri.startswith("camera:") and not re.fullmatch(r"\d*", tail):
             raise SourceError(f"video source {uri!r}: camera index must be a number, like camera:0")
         target = int(tail or 0) if uri.startswith("camera:") else uri
         return OpenCVVideoSource(uri, target, live=True, clock=clock, timeout_s=timeout_s).open()
-    scheme = urlparse(uri).scheme.lower()
-    if scheme in ("http", "https"):
-        return MjpegHttpSource(uri, clock=clock, timeout_s=timeout_s).open()
-    if scheme in ("rtsp", "rtsps", "rtmp", "udp", "tcp", "srt"):
-        return OpenCVVideoSource(uri, uri, live=True, clock=clock, timeout_s=timeout_s).open()
+    scheme = urlparse(uri).scheme.lower()  # network schemes are handled by open_video
     if scheme == "synthetic":
         path, q = _query(uri)
         if path not in ("", "video"):
@@ -584,7 +815,9 @@ def open_audio(uri: str, *, clock: Clock | None = None, pace: bool = False, bloc
         return SyntheticAudioSource(uri, rate=_num(q, "rate", 16000, int, uri), freq=_num(q, "freq", 440.0, float, uri),
                                     seconds=None if seconds <= 0 else seconds, block=_num(q, "block", block, int, uri),
                                     live=_flag(q, "live"), clock=clock, pace=pace,
-                                    fail_after=_num(q, "fail_after", None, int, uri)).open()
+                                    fail_after=_num(q, "fail_after", None, int, uri),
+                                    silent_every=_num(q, "silent_every", None, float, uri),
+                                    silent_s=_num(q, "silent_s", 0.0, float, uri)).open()
     if scheme == "file":
         path = urlparse(uri).path
     elif scheme and len(scheme) > 1:

@@ -8,6 +8,11 @@ source is live) keeps only the newest item in each queue, so results never lag b
 (default for files) blocks instead, so every frame yields a result. Each result carries its capture
 time, per-stage times, capture-to-result latency and the drop counters. A source that fails while
 streaming stops the stream: results already in flight are delivered, then the error is raised.
+Network cameras reconnect with back-off instead (``reconnect=False``: a drop ends the stream).
+Every wait is bounded: audio that does not reach a file frame's time within ``stall_ms`` (10 s for
+files) is zero-filled and flagged; ``close()`` returns within ``close_timeout_s`` and releases a
+source only once its capture thread has left it (a thread still blocked in a network read releases
+its source itself when the read returns).
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from .sync import ENDED, NO_AUDIO, STALL_POLICIES, STALLED, AudioRing
 
 POLICIES = ("latest", "all")
 _END = object()
+FILE_STALL_S = 10.0  # file sources: the longest wait for audio to reach a frame's time
 
 
 class StreamError(EdgemmError):
@@ -72,8 +78,8 @@ class _Job:
         self.frame = frame
         self.feeds: dict[str, np.ndarray] = {}
         self.lat: dict[str, float] = {}
-        self.flags: list[str] = []
-        self.sync: dict[str, float] = {}
+        self.flags: list[str] = list(frame.flags)
+        self.sync: dict[str, float] = {"video_gap_ms": frame.gap_s * 1e3} if frame.gap_s else {}
         self.t_stage = frame.t_wall
 
 
@@ -138,9 +144,12 @@ class Stream:
     ``latest`` when a source is live, else ``all``). ``realtime``: pace file sources like live ones.
     ``stall``: when audio has not reached a frame's time: ``wait`` up to ``stall_ms`` then zero-fill
     and flag, ``zero`` at once, or ``skip`` the frame after ``stall_ms`` (default ``stall_ms``: 50 ms
-    live, no limit for files). ``sync_tolerance_ms``: audio this close to the frame time counts as
+    live, 10 s for files). ``sync_tolerance_ms``: audio this close to the frame time counts as
     aligned (the skew is reported; default 20 ms live, 0 for files). ``callback``: called with each
     result from a delivery thread (``start()`` / ``wait()`` / ``run()``), else iterate the stream.
+    ``reconnect``: network cameras reconnect with back-off after a drop (attempts and gaps in
+    ``stats()["sources"]``, the first frame after a gap flagged ``video_reconnected``); False: a drop
+    ends the stream with one line. ``source_timeout_s`` bounds every network connect and read.
     """
 
     def __init__(self, runtime_or_bundle, video: str | Source | None = None, audio: str | Source | None = None, *,
@@ -148,7 +157,8 @@ class Stream:
                  realtime: bool = False, stall: str = "wait", stall_ms: float | None = None,
                  sync_tolerance_ms: float | None = None, queue_size: int = 4, callback: Callable[[Result], Any] | None = None,
                  max_frames: int | None = None, keep_frames: bool = False, clock: Callable[[], float] | None = None,
-                 audio_capacity_s: float | None = None, threads: int | None = None):
+                 audio_capacity_s: float | None = None, threads: int | None = None, reconnect: bool = True,
+                 source_timeout_s: float = 10.0, reconnect_give_up_s: float | None = None, close_timeout_s: float = 2.0):
         if policy is not None and policy not in POLICIES:
             raise EdgemmError(f"unknown drop policy {policy!r}; use one of: {', '.join(POLICIES)}")
         if stall not in STALL_POLICIES:
@@ -158,6 +168,10 @@ class Stream:
         self.max_frames = max_frames
         self.keep_frames = keep_frames
         self._owns_runtime = not _is_runtime(runtime_or_bundle)
+        self.close_timeout_s = close_timeout_s
+        self._src_lock = threading.Lock()
+        self._src_busy: set[int] = set()  # ids of sources a capture thread may still be inside
+        self._src_closing = False
         self.video: Source | None = None
         self.audio: Source | None = None
         self.runtime = None
@@ -169,7 +183,9 @@ class Stream:
             else:
                 self.runtime = runtime_or_bundle
             self._bind_inputs(video, audio)
-            self.video = video if isinstance(video, Source) else open_video(video, clock=self.clock, pace=realtime)
+            self.video = video if isinstance(video, Source) else open_video(
+                video, clock=self.clock, pace=realtime, timeout_s=source_timeout_s, reconnect=reconnect,
+                give_up_s=reconnect_give_up_s)
             if self.audio_input is not None:
                 self.audio = audio if isinstance(audio, Source) else open_audio(audio, clock=self.clock, pace=realtime)
         except BaseException:
@@ -179,7 +195,9 @@ class Stream:
         self.policy = policy or ("latest" if live else "all")
         self.live = live
         self.stall = stall
-        self.stall_s = (stall_ms / 1000.0 if stall_ms is not None else (0.05 if live else None))
+        if stall_ms is not None and not stall_ms >= 0:
+            raise EdgemmError(f"stall_ms must be >= 0, got {stall_ms}")
+        self.stall_s = stall_ms / 1000.0 if stall_ms is not None else (0.05 if live else FILE_STALL_S)
         if stall == "zero":
             self.stall_s = 0.0
         tol = sync_tolerance_ms if sync_tolerance_ms is not None else (20.0 if live else 0.0)
@@ -272,6 +290,10 @@ class Stream:
             if self.audio is not None:
                 self.audio.set_epoch(epoch)
         targets = [("video", self._video_loop), ("pre", self._pre_loop), ("infer", self._infer_loop)]
+        with self._src_lock:
+            self._src_busy.add(id(self.video))
+            if self.audio is not None:
+                self._src_busy.add(id(self.audio))
         if self.audio is not None:
             targets.insert(1, ("audio", self._audio_loop))
         if self.callback is not None:
@@ -316,6 +338,7 @@ class Stream:
                     "video", drain=True)
         finally:
             self._ch_frames.put(_END)
+            self._leave(self.video)
 
     def _audio_loop(self) -> None:
         blocks = 0
@@ -333,6 +356,7 @@ class Stream:
                     "audio", drain=True)
         finally:
             self.ring.end()
+            self._leave(self.audio)
 
     def _pre_loop(self) -> None:
         try:
@@ -344,14 +368,15 @@ class Stream:
                 job.lat["queue"] = (t0 - job.frame.t_wall) * 1e3
                 feeds = job.feeds
                 if self.ring is not None:
-                    window, info = self.ring.window(job.frame.t, self._audio_core, wait_s=self.stall_s, copy=False)
+                    window, info = self.ring.window(job.frame.t, self._audio_core, wait_s=self.stall_s, copy=False,
+                                                    keep=self._audio_n)
                     if self.stall == "skip" and (STALLED in info.flags or ENDED in info.flags):
                         self._count_drop("sync_skip")
                         continue
                     self.ring.release_before(self.ring.index_at(job.frame.t) - self._audio_n)
                     job.flags.extend(info.flags)
-                    job.sync = {"audio_lag_ms": info.lag_s * 1e3, "skew_ms": info.skew_s * 1e3,
-                                "wait_ms": info.waited_s * 1e3, "drift_ppm": self.ring.drift_ppm() if self.ring.live else 0.0}
+                    job.sync.update(audio_lag_ms=info.lag_s * 1e3, skew_ms=info.skew_s * 1e3, wait_ms=info.waited_s * 1e3,
+                                    drift_ppm=self.ring.drift_ppm() if self.ring.live else 0.0)
                     if math.isfinite(info.lag_s):
                         self._sync_lag.append(info.lag_s * 1e3)
                     t1 = self.clock()
@@ -404,6 +429,7 @@ class Stream:
 
     def _infer_loop(self) -> None:
         labels = getattr(self.runtime, "labels", None)
+        top = native.TopLabels(self.runtime.outputs) if hasattr(self.runtime, "outputs") else None
         try:
             while True:
                 job = self._ch_pre.get()
@@ -413,7 +439,7 @@ class Stream:
                 job.lat["infer_queue"] = (t0 - job.t_stage) * 1e3
                 raw = self.runtime.run(job.feeds)
                 t1 = self.clock()
-                outputs = {h: v[0] for h, v in labels(raw).items()} if labels else {}
+                outputs = top(raw) if top is not None else {h: v[0] for h, v in labels(raw).items()} if labels else {}
                 t2 = self.clock()
                 job.lat["infer"] = (t1 - t0) * 1e3
                 job.lat["postprocess"] = (t2 - t1) * 1e3
@@ -505,21 +531,41 @@ class Stream:
             "drift_ppm": self.ring.drift_ppm() if self.ring is not None and self.ring.live else None,
             "audio_discontinuities": self.ring.discontinuities if self.ring is not None else None,
             "native_preprocessing": native.available(),
+            "sources": {k: src.stats() for k, src in (("video", self.video), ("audio", self.audio)) if src is not None},
         }
 
     # ------------------------------------------------------------------ shutdown
+    def _leave(self, src: Source | None) -> None:
+        """A capture thread is out of ``src.read()`` for good: if the stream is closing, release it here."""
+        if src is None:
+            return
+        with self._src_lock:
+            self._src_busy.discard(id(src))
+            release = self._src_closing
+        if release:
+            self._close_source(src)
+
+    @staticmethod
+    def _close_source(src: Source) -> None:
+        try:
+            src.close()
+        except Exception:  # noqa: BLE001 - a broken device must not hide the real error
+            pass
+
     def _close_resources(self) -> None:
-        for src in (self.video, self.audio):
-            if src is not None:
-                try:
-                    src.close()
-                except Exception:  # noqa: BLE001 - a broken device must not hide the real error
-                    pass
+        """Release every source no capture thread is inside (the others release themselves on leaving)."""
+        with self._src_lock:
+            self._src_closing = True
+            idle = [src for src in (self.video, self.audio) if src is not None and id(src) not in self._src_busy]
+        for src in idle:
+            self._close_source(src)
         if self._owns_runtime and self.runtime is not None:
             self.runtime.close()
 
     def close(self) -> None:
-        """Stop capturing, stop every thread, release the sources (and the runtime if the stream loaded it)."""
+        """Stop capturing and every thread, release the sources (and the runtime if the stream loaded
+        it). Bounded by ``close_timeout_s``: a capture thread still blocked in a source (a network read)
+        is interrupted, and if it has not left by then it releases its source itself when it does."""
         if self._closed:
             return
         self._closed = True
@@ -531,10 +577,14 @@ class Stream:
             ch.close()
         for src in (self.video, self.audio):
             if src is not None:
-                src._closed.set()
+                try:
+                    src.interrupt()
+                except Exception:  # noqa: BLE001
+                    pass
+        deadline = time.monotonic() + self.close_timeout_s
         for th in self._threads:
             if th is not threading.current_thread():
-                th.join(timeout=5.0)
+                th.join(timeout=max(0.0, deadline - time.monotonic()))
         self._close_resources()
         self._done.set()
 

@@ -176,11 +176,15 @@ class AudioRing:
         return max(0, hi - lo)
 
     def window(self, t_end: float, n: int, *, wait_s: float | None = 0.0, out: np.ndarray | None = None,
-               core: int | None = None, copy: bool = True) -> tuple[np.ndarray | None, WindowInfo]:
+               core: int | None = None, copy: bool = True, keep: int | None = None) -> tuple[np.ndarray | None, WindowInfo]:
         """The ``n`` samples ending at ``t_end``; waits up to ``wait_s`` (None: no limit) for audio
         to reach ``t_end``. Missing parts are zero-filled and named in ``info.flags`` (judged on the
         last ``core`` samples, the model's window, when ``n`` includes a resampling margin).
-        ``copy=False``: only wait, locate and flag (``info.end``); no samples are copied (None)."""
+        ``copy=False``: only wait, locate and flag (``info.end``); no samples are copied (None).
+        ``keep``: while waiting, the reader needs nothing older than ``keep`` samples before the
+        window's end: a backpressured writer may go on past the ring's capacity (a sparse video, one
+        frame every few seconds, waits for more audio than the ring holds; without this the writer
+        and the reader would wait on each other)."""
         info = WindowInfo()
         out = (np.zeros(n, dtype=np.float32) if out is None else out) if copy else None
         t_start_wait = self.clock()
@@ -188,6 +192,11 @@ class AudioRing:
             if not self._ready(t_end) and wait_s != 0.0:
                 deadline = None if wait_s is None else time.monotonic() + wait_s
                 while not self._ready(t_end):
+                    if keep is not None and self.backpressure:
+                        k = min(self.index_at(t_end) - keep, self.written)
+                        if k > self.released:
+                            self.released = k
+                            self.cond.notify_all()
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         break

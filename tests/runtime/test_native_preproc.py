@@ -156,3 +156,18 @@ def test_kernels_release_the_gil():
         th.join()
         sys.setswitchinterval(old)
     assert max(ratios) > 0.25, ratios
+
+
+def test_top_labels_match_runtime_labels(avnet_runtime):
+    """Stream's per-frame post-processing gives Runtime.labels' answer (label, and score within float32)."""
+    from edgemm.runtime.native import TopLabels
+
+    top = TopLabels(avnet_runtime.outputs)
+    rng = np.random.default_rng(0)
+    for scale in (0.1, 1.0, 30.0):
+        raw = {t.name: (scale * rng.standard_normal((1, len(t.labels)))).astype(np.float32) for t in avnet_runtime.outputs}
+        want = {h: v[0] for h, v in avnet_runtime.labels(raw).items()}
+        got = top(raw)
+        assert set(got) == set(want) == {"digit", "speaker"}
+        for h in want:
+            assert got[h][0] == want[h][0] and abs(got[h][1] - want[h][1]) < 1e-6

@@ -82,7 +82,7 @@ def test_ip_camera_that_dies_mid_stream(avnet_runtime, mjpeg_camera, no_stream_t
     url = mjpeg_camera(die_after=12)
     got = []
     with pytest.raises(SourceError, match="closed the connection after 12 frames") as exc:
-        for r in edgemm.Stream(avnet_runtime, video=url, audio="synthetic:audio?live=1&seconds=0", policy="all"):
+        for r in edgemm.Stream(avnet_runtime, video=url, audio="synthetic:audio?live=1&seconds=0", policy="all", reconnect=False):
             got.append(r)
     assert url in str(exc.value)
     assert len(got) == 12  # everything captured before the failure was delivered

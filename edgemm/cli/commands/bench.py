@@ -42,7 +42,8 @@ def cmd_bench(args) -> int:
     for flag in ("json", "csv", "markdown", "plot"):
         if getattr(args, flag):
             _check_writable(f"--{flag}", getattr(args, flag))  # before minutes of measuring, not after
-    cfg = BenchConfig(backends=args.backends, precisions=args.precisions, batches=args.batch, threads=args.threads,
+    batches = _ints(args.batch) if isinstance(args.batch, str) else args.batch
+    cfg = BenchConfig(backends=args.backends, precisions=args.precisions, batches=batches, threads=args.threads,
                       modes=args.modes, seconds=args.seconds, rounds=args.rounds, fps=args.fps,
                       progress=not args.no_progress and sys.stderr.isatty())
     with allow_code(args.trust_code):
@@ -81,7 +82,7 @@ def register(sub) -> None:
     b.add_argument("bundle", metavar="BUNDLE_DIR")
     b.add_argument("--backends", type=_csv, default=None, metavar="B1,B2", help="torch,onnxruntime,openvino (default: all available)")
     b.add_argument("--precisions", type=_csv, default=None, metavar="P1,P2", help="fp32,fp16,int8 (default: all)")
-    b.add_argument("--batch", type=_ints, default=(1, 8), metavar="N1,N2", help="batch sizes for model timing (default 1,8)")
+    b.add_argument("--batch", default=(1, 8), metavar="N1,N2", help="batch sizes for model timing (default 1,8)")
     b.add_argument("--modes", type=_csv, default=("model", "end_to_end"), metavar="M1,M2",
                    help="model (pre-processed tensors in) and/or end_to_end (raw frame + waveform in, labels out; batch 1)")
     b.add_argument("--threads", type=int, default=None, help="intra-op threads (default min(4, cores))")

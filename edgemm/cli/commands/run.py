@@ -94,7 +94,8 @@ def cmd_run(args) -> int:
     with allow_code(args.trust_code):
         stream = Stream(args.bundle, video=args.video, audio=args.audio, backend=args.backend, precision=args.precision,
                         policy=args.policy, realtime=args.realtime, stall=args.stall, stall_ms=args.stall_ms,
-                        max_frames=args.max_frames, keep_frames=args.show, threads=args.threads)
+                        max_frames=args.max_frames, keep_frames=args.show, threads=args.threads,
+                        reconnect=not args.no_reconnect)
     try:
         if args.json_lines:
             out = _open_json_lines(args.json_lines)
@@ -139,4 +140,6 @@ def register(sub) -> None:
     r.add_argument("--trust-code", action="store_true",
                    help="allow the torch backend to load the bundle's torch.export program (it is unpickled); "
                         "only for bundles from a source you trust")
+    r.add_argument("--no-reconnect", action="store_true",
+                   help="a network camera that drops ends the run with one line (default: reconnect with back-off)")
     r.set_defaults(func=cmd_run)

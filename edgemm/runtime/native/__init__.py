@@ -399,3 +399,24 @@ class StreamingLogMel:
         c = first - self.f_base
         out.reshape(self._nm, nf)[...] = self.mel[:, c:c + nf]
         return out
+
+
+class TopLabels:
+    """Post-processing for one frame: the top label and its softmax score per classification head.
+    Same answer as ``Runtime.labels`` (float64 softmax over every sample) for sample 0, at a fraction of
+    its cost: the argmax on the raw logits, and one ``exp`` pass in the logits' own dtype for the score
+    (``1 / sum(exp(l - max))``)."""
+
+    def __init__(self, outputs):
+        self.heads = [(t.name, list(t.labels)) for t in outputs if t.labels is not None]
+
+    def __call__(self, raw: dict) -> dict[str, tuple[str, float]]:
+        out = {}
+        for name, labels in self.heads:
+            v = raw.get(name)
+            if v is None:
+                continue
+            row = v[0] if v.ndim > 1 else v
+            i = int(row.argmax())
+            out[name] = (labels[i], 1.0 / float(np.exp(row - row[i]).sum()))
+        return out
