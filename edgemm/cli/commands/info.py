@@ -30,6 +30,12 @@ def cmd_info(args) -> int:
     for a in b.artifacts:
         size = a.size_bytes(b.root) / 1e6
         print(f"  {a.path:<28} {a.format:<13} {a.precision:<5} backend {a.backend:<12} {size:6.2f} MB  graph {a.graph}")
+    for a in b.artifacts:  # the INT8 speed verdict measured at export (issue: never silently slower)
+        speed = a.extra.get("speed") if isinstance(a.extra, dict) else None
+        if a.precision == "int8" and isinstance(speed, dict) and speed.get("vs_fp32"):
+            verdict = "SLOWER than fp32 here: edgemm.load prefers another artifact" if speed.get("slower") else "not slower than fp32"
+            print(f"  int8 speed {a.path}: x{speed['vs_fp32']:.2f} vs fp32 at batch {speed.get('batch', 1)} on the export "
+                  f"machine ({verdict})")
     cal = m["calibration"]
     print(f"calibration {cal.get('source') or 'none'} ({cal.get('samples', 0)} samples, method {cal.get('method')})")
     print("reports    " + (", ".join(f"{k}: {v}" for k, v in m["reports"].items()) or "none (run `edgemm verify`)"))
