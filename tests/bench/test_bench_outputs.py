@@ -79,8 +79,8 @@ def test_plot_formats_from_the_extension(bench_files, tmp_path, ext, magic):
 
 @pytest.mark.parametrize("flags,match", [
     (["--plot", "out.gif"], "--plot out.gif: use a .png, .svg or .pdf file name"),
-    (["--fps", "0"], "--fps must be > 0, got 0.0"),
-    (["--csv", "/nonexistent-dir/x.csv"], "--csv /nonexistent-dir/x.csv: the folder /nonexistent-dir does not exist"),
+    (["--fps", "0"], "--fps 0.0: must be positive"),
+    (["--csv", "/nonexistent-dir/x.csv"], "--csv /nonexistent-dir/x.csv: folder /nonexistent-dir does not exist"),
     (["--batch", "1,x"], "--batch '1,x': give comma-separated integers"),
 ])
 def test_bad_flags_are_one_line_before_measuring(avnet_bundle_dir, tmp_path, capsys, flags, match):

@@ -9,12 +9,15 @@ def _csv(value: str) -> tuple[str, ...]:
 
 
 def _ints(value: str) -> tuple[int, ...]:
-    import argparse
+    from ...errors import EdgemmError
 
     try:
-        return tuple(int(v) for v in _csv(value))
-    except ValueError as exc:  # argparse turns this into one usage-error line, exit 2
-        raise argparse.ArgumentTypeError(f"{value!r}: give comma-separated integers, e.g. 1,8") from exc
+        batches = tuple(int(v) for v in _csv(value))
+    except ValueError as exc:
+        raise EdgemmError(f"--batch {value!r}: give comma-separated integers, e.g. --batch 1,8") from exc
+    if not batches or min(batches) < 1:
+        raise EdgemmError(f"--batch {value!r}: batch sizes must be positive integers, e.g. --batch 1,8")
+    return batches
 
 
 def cmd_bench(args) -> int:
@@ -26,6 +29,7 @@ def cmd_bench(args) -> int:
     from ...errors import EdgemmError
     from ...trust import allow_code
 
+    batches = _ints(args.batch) if isinstance(args.batch, str) else args.batch
     for flag, value, ok, example in (("--rounds", args.rounds, args.rounds >= 1, "--rounds 2"),
                                      ("--seconds", args.seconds, args.seconds > 0, "--seconds 1.5"),
                                      ("--fps", args.fps, args.fps > 0, "--fps 30"),
@@ -42,7 +46,6 @@ def cmd_bench(args) -> int:
     for flag in ("json", "csv", "markdown", "plot"):
         if getattr(args, flag):
             _check_writable(f"--{flag}", getattr(args, flag))  # before minutes of measuring, not after
-    batches = _ints(args.batch) if isinstance(args.batch, str) else args.batch
     cfg = BenchConfig(backends=args.backends, precisions=args.precisions, batches=batches, threads=args.threads,
                       modes=args.modes, seconds=args.seconds, rounds=args.rounds, fps=args.fps,
                       progress=not args.no_progress and sys.stderr.isatty())
