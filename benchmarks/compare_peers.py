@@ -163,7 +163,11 @@ def prepare(kind: str, fp32_onnx: Path, calib_npz: Path, work: Path, threads: in
         return {"kind": kind, "format": "openvino", "file": str(out),
                 "size_mb": (out.stat().st_size + out.with_suffix(".bin").stat().st_size) / 1e6}
     if kind == "modelopt_onnx_ptq":
-        from modelopt.onnx.quantization import quantize
+        try:
+            from modelopt.onnx.quantization import quantize
+        except ImportError as exc:
+            raise ImportError(f"{exc}: ModelOpt's ONNX PTQ needs nvidia-modelopt[onnx], which pins onnxruntime-gpu and "
+                              "cupy-cuda12x (not installable beside a CPU onnxruntime)") from None
 
         out = work / "modelopt_int8.onnx"
         quantize(str(fp32_onnx), quantize_mode="int8", calibration_data={k: calib[k] for k in ("image", "audio")},

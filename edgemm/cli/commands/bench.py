@@ -31,7 +31,7 @@ def cmd_bench(args) -> int:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise EdgemmError("--plot needs matplotlib: pip install matplotlib") from None
+            raise EdgemmError("--plot needs matplotlib: pip install 'edgemm[plot]' (or pip install matplotlib)") from None
     for flag in ("json", "csv", "markdown", "plot"):
         f = getattr(args, flag)
         if f and not Path(f).resolve().parent.is_dir():
