@@ -29,6 +29,7 @@ class QATConfig:
     temperature: float = 2.0
     label_weight: float = 0.5  # weight of the hard-label loss when labels are present
     symmetric_activations: bool = False  # True for TensorRT-style int8
+    weight_bits: int = 8  # 7 where the deployed Q/DQ model uses 7-bit weights (CPU targets without VNNI: edgemm.cpu)
     seed: int = 0
     threads: int = 2
 
@@ -37,12 +38,16 @@ def _fake_quant_modules(torch):
     nn = torch.nn
 
     class WeightFakeQuant(nn.Module):
-        """Per-output-channel symmetric int8, straight-through estimator."""
+        """Per-output-channel symmetric int8 (7-bit where the deployed model uses 7-bit weights), straight-through."""
+
+        def __init__(self, bits: int = 8):
+            super().__init__()
+            self.qmax = float(2 ** (bits - 1) - 1)
 
         def forward(self, w):
             dims = tuple(range(1, w.dim()))
-            scale = w.detach().abs().amax(dim=dims, keepdim=True).clamp_min(1e-8) / 127.0
-            q = torch.clamp(torch.round(w / scale), -127, 127) * scale
+            scale = w.detach().abs().amax(dim=dims, keepdim=True).clamp_min(1e-8) / self.qmax
+            q = torch.clamp(torch.round(w / scale), -self.qmax, self.qmax) * scale
             return w + (q - w).detach()
 
     class ActFakeQuant(nn.Module):
@@ -79,7 +84,7 @@ def _fake_quant_modules(torch):
     return WeightFakeQuant, ActFakeQuant
 
 
-def attach_fake_quant(model, symmetric_activations: bool):
+def attach_fake_quant(model, symmetric_activations: bool, weight_bits: int = 8):
     """Insert fake-quant into a copy's Conv/Linear/MultiheadAttention; returns (model, remove())."""
     torch = lazy_import("torch", "QAT")
     from torch.nn.utils import parametrize
@@ -93,7 +98,7 @@ def attach_fake_quant(model, symmetric_activations: bool):
         if isinstance(module, torch.nn.MultiheadAttention) and module.in_proj_weight is not None:
             targets.append("in_proj_weight")
         for name in targets:
-            parametrize.register_parametrization(module, name, WeightFakeQuant())
+            parametrize.register_parametrization(module, name, WeightFakeQuant(weight_bits))
             params.append((module, name))
         if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv1d, torch.nn.Linear)):
             fq = ActFakeQuant(symmetric_activations)
@@ -131,7 +136,7 @@ def _finetune(torch, F, model, spec: IOSpec, feeds, labels, cfg: QATConfig):
     torch.manual_seed(cfg.seed)
     teacher = model.eval()
     student = copy.deepcopy(model).eval()  # eval: dropout off, BatchNorm statistics frozen
-    student, observers, remove = attach_fake_quant(student, cfg.symmetric_activations)
+    student, observers, remove = attach_fake_quant(student, cfg.symmetric_activations, cfg.weight_bits)
     names = spec.input_names
     x_all = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names]
     n = len(x_all[0])
@@ -195,7 +200,12 @@ def add_qat_artifacts(w, model, spec: IOSpec, args, cfg, calib_src, eval_samples
     train = load_samples(source, spec)
     ptq = cfg.ptq
     symmetric = all(quantizer_for(get_backend(t), ptq.quantizers.get(t)).symmetric_activations for t in cfg.export.targets)
-    qcfg = QATConfig(symmetric_activations=symmetric, threads=cfg.threads or 2)
+    from ..cpu import cpu_int8
+
+    # Train on the grid the deployed model uses: 7-bit weights on CPU targets whose int8 sums saturate (edgemm.cpu).
+    cpu_targets = any(get_backend(t).device == "cpu" for t in cfg.export.targets)
+    qcfg = QATConfig(symmetric_activations=symmetric, threads=cfg.threads or 2,
+                     weight_bits=7 if cpu_targets and cpu_int8().u8s8_saturates else 8)
     with step(f"QAT: fine-tuning with fake-quant on {len(train)} samples of {source} ({qcfg.epochs} epochs, distilled from fp32)"):
         student = qat_finetune(model, spec, train.feeds, train.labels, qcfg)
     ptq_drop = {r.target: r.candidate.drop for r in ptq_results}
@@ -208,6 +218,7 @@ def add_qat_artifacts(w, model, spec: IOSpec, args, cfg, calib_src, eval_samples
             method_name="qat", stem="model.int8.qat",
             extra_info={"qat": {"data": source, "samples": len(train), "epochs": qcfg.epochs, "lr": qcfg.lr,
                                 "distillation_temperature": qcfg.temperature, "symmetric_activations": qcfg.symmetric_activations,
+                                "weight_bits": qcfg.weight_bits,
                                 "ptq_drop_on_target": ptq_drop}},
         )
     for r in results:

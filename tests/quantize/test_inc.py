@@ -53,7 +53,7 @@ def test_inc_autotune_meets_a_budget(two_branch_data, tmp_path):
 
 def test_inc_refuses_tensorrt_in_one_line(two_branch_data, tmp_path):
     model, spec, calib, evaluation = two_branch_data()
-    with pytest.raises(EdgemmError, match=r"inc quantizer .* TensorRT rejects; use --quantizer tensorrt=trt") as e:
+    with pytest.raises(EdgemmError, match=r"inc quantizer makes asymmetric uint8 activations, which tensorrt rejects .*; use --quantizer tensorrt=trt") as e:
         _export(model, spec, calib, evaluation, tmp_path / "b", targets=("tensorrt",))
 
 

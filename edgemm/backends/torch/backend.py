@@ -67,9 +67,10 @@ class TorchBackend(Backend):
 
     def runner_for_module(self, module, spec: IOSpec, options: RunnerOptions = RunnerOptions()) -> Runner:
         """Run a live nn.Module (the user's original model) under the same contract."""
-        # ExportedProgram.module() (an unlifted _StatefulGraphModule) refuses .eval(): its mode was fixed at export.
-        unlifted = type(module).__mro__[1].__name__ == "_StatefulGraphModule" or type(module).__name__ == "_StatefulGraphModule"
-        if not unlifted:
+        # Graph modules made by torch.export (ExportedProgram.module(), PT2E-quantized models) refuse .eval(): their
+        # mode was fixed at export. A user's plain nn.Module is put in eval mode.
+        torch = lazy_import("torch")
+        if not isinstance(module, torch.fx.GraphModule):
             module = module.eval()
         return TorchRunner(module, spec, options)
 
