@@ -100,7 +100,9 @@ def test_unloadable_artifact_is_a_bundle_error(tmp_path, tiny_bundle_dir):
     with pytest.raises(BundleError, match="onnxruntime cannot load"):
         get_backend("onnxruntime").create_runner(junk, spec)
     with pytest.raises(BundleError, match="cannot load torch program"):
-        load_program(junk)
+        load_program(junk, trust_code=True)
+    with pytest.raises(EdgemmError, match="would unpickle it .* --trust-code"):
+        load_program(junk)  # a bundle's program is unpickled only with opt-in
 
 
 def test_torch_runner_restores_the_global_thread_count():
