@@ -47,7 +47,7 @@ def edgemm_has_openvino() -> bool:
 def _run_batches(root: Path, backend: str, model, batches=(1, 3)):
     for n in batches:
         feeds = tiny_feeds(n, seed=10 + n)
-        with edgemm.load(root, backend=backend, precision="fp32") as rt:
+        with edgemm.load(root, backend=backend, precision="fp32", trust_code=True) as rt:
             out = rt.run(feeds)
         want = torch_outputs(model, feeds)
         assert [o.shape[0] for o in out.values()] == [n, n]
@@ -119,11 +119,11 @@ def test_not_a_model(tmp_path):
         edgemm.export(tmp_path / "missing.onnx", output=tmp_path / "b")
 
 
-def test_unavailable_features_are_clear(tmp_path):
-    from edgemm.errors import UnsupportedFeature
+def test_a_bad_prune_request_is_clear_and_writes_nothing(tmp_path):
+    from edgemm.errors import EdgemmError
 
-    with pytest.raises(UnsupportedFeature, match="--prune"):  # int8 and qat have landed; prune is next
-        edgemm.export(TinyAV(), example_inputs=tiny_feeds(), output=tmp_path / "b", prune=0.3)
+    with pytest.raises(EdgemmError, match=r"outside \(0, 1\)"):  # pruning has landed: its input is checked first
+        edgemm.export(TinyAV(), example_inputs=tiny_feeds(), output=tmp_path / "b", prune=1.3)
     assert list(tmp_path.iterdir()) == []
 
 
