@@ -398,6 +398,10 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
             if line:
                 logger.warning("note: %s", line)
     bundle.last_verify = result  # type: ignore[attr-defined]
+    if pruned is not None:
+        from .stages.prune import check_budget
+
+        check_budget(pruned.report, f"the bundle at {bundle.root}")
     _raise_budget(bundle, int8_results, cfg)
     return bundle
 

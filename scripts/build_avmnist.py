@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Rebuild calibration_data/avmnist/{calib,eval}.npz from the original FSDD and MNIST files.
+"""Rebuild calibration_data/avmnist/{calib,eval,train}.npz from the original FSDD and MNIST files.
 
     python scripts/build_avmnist.py --data ../shared/data --out calibration_data/avmnist
 
 Deterministic (fixed seeds). eval: all 600 FSDD evaluation takes (40-49), each paired with a
 distinct MNIST evaluation image (index 8000-9999) of the same digit. calib: 300 pairs from the
-training material (takes 0-39, MNIST 0-7999), 5 per speaker and digit.
+training material (takes 0-39, MNIST 0-7999), 5 per speaker and digit. train: 1,200 pairs from the
+same training material, 20 per speaker and digit (the fine-tuning split of pruning and QAT: recipes'
+[data] training).
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder with fsdd/ and mnist/")
     ap.add_argument("--out", type=Path, default=Path("calibration_data/avmnist"))
     ap.add_argument("--calib-per-class", type=int, default=5, help="calibration pairs per (speaker, digit)")
+    ap.add_argument("--train-per-class", type=int, default=20, help="training pairs per (speaker, digit)")
+    ap.add_argument("--only", choices=("eval", "calib", "train"), action="append", help="build only these splits")
     args = ap.parse_args()
 
     images, labels = avmnist.read_mnist(args.data / "mnist")
@@ -38,10 +42,20 @@ def main() -> None:
             pool = [c for c in clips if c.take in avmnist.TRAIN_TAKES and c.speaker == spk and c.digit == d]
             calib_clips += [pool[i] for i in rng.choice(len(pool), args.calib_per_class, replace=False)]
 
+    rng = np.random.default_rng(2026_11_30)
+    train_clips = []
+    for spk in range(len(avmnist.SPEAKERS)):
+        for d in range(10):
+            pool = [c for c in clips if c.take in avmnist.TRAIN_TAKES and c.speaker == spk and c.digit == d]
+            train_clips += [pool[i] for i in rng.choice(len(pool), args.train_per_class, replace=False)]
+
     for name, subset, indices, seed in (
         ("eval", eval_clips, avmnist.MNIST_EVAL, 40),
         ("calib", calib_clips, avmnist.MNIST_TRAIN, 41),
+        ("train", train_clips, avmnist.MNIST_TRAIN, 42),
     ):
+        if args.only and name not in args.only:
+            continue
         data = avmnist.make_pairs(subset, images, labels, list(indices), np.random.default_rng(seed))
         path = args.out / f"{name}.npz"
         np.savez_compressed(path, **data)

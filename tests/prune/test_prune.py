@@ -37,8 +37,9 @@ def test_parse_forms():
     assert (table.ratios, table.criterion, table.epochs) == ({"image": 0.4}, "taylor", 2)
     assert parse_prune(0.5, epochs=3, iterative_steps=2).iterative_steps == 2
     c = PruneConfig(ratios={ALL: 0.5})
-    assert c.ratio_for("image") == 0.5 and c.ratio_for("fusion") == 0.0  # fusion stays unless named
-    assert PruneConfig(ratios={"image": 0.5}).ratio_for("audio") == 0.0
+    assert c.ratio_for("image") == 0.5 and c.ratio_for("fusion") == 0.5  # a global ratio covers the whole model
+    named = PruneConfig(ratios={"image": 0.5})
+    assert named.ratio_for("audio") == 0.0 and named.ratio_for("fusion") == 0.0  # named branches: only those
 
 
 @pytest.mark.parametrize("value,match", [
@@ -117,18 +118,39 @@ def test_avnet_shapes_through_branches_and_fusion(avnet_pruned, batch):
 def test_avnet_channels_really_removed(avnet_pruned):
     model, _, res, _ = avnet_pruned
     old, new = _convs(model), _convs(res.module)
-    # every modality-internal width halves (image CNN and audio CNN) ...
-    for name in ("image.body.0.0", "image.body.1.1.0", "image.body.2.1.0", "image.body.3.1.0", "audio.body.0.0", "audio.body.1.0", "audio.body.2.0"):
+    # every width halves: the image CNN, the audio CNN and the token width where they meet ...
+    for name in ("image.body.0.0", "image.body.1.1.0", "image.body.2.1.0", "image.body.3.1.0", "image.body.4.1.0",
+                 "audio.body.0.0", "audio.body.1.0", "audio.body.2.0", "audio.body.3.0"):
         assert new[name][1] == old[name][1] // 2, name
-    # ... inputs, the shared fusion width (attention, residual stream) and the heads stay
+    p = res.module
+    for attn in (p.img_from_aud.attn, p.aud_from_img.attn):  # ... the attention keeps its 4 heads, each half as wide
+        assert (attn.embed_dim, attn.num_heads, attn.head_dim) == (48, 4, 12)
+        assert attn.in_proj_weight.shape == (3 * 48, 48) and attn.out_proj.weight.shape == (48, 48)
+    assert p.img_pos.shape == (1, 64, 48) and p.img_from_aud.norm.normalized_shape == (48,)
+    # the concat of four pooled 48-wide features feeds the MLP, whose hidden width halves too
+    assert p.fuse[0].in_features == 4 * 48 and p.fuse[0].out_features == 64
+    # ... inputs and heads stay
     assert new["image.body.0.0"][0] == 3 and new["audio.body.0.0"][0] == 1
-    assert new["image.body.4.1.0"][1] == 96 and new["audio.body.3.0"][1] == 96
-    assert res.module.img_from_aud.attn.embed_dim == 96 and res.module.fuse[0].in_features == 384
-    assert res.module.digit.out_features == 10 and res.module.speaker.out_features == 6
+    assert p.digit.out_features == 10 and p.speaker.out_features == 6
     rep = res.report
-    assert _params(res.module) == rep["params"]["after"] < 0.8 * rep["params"]["before"] == 0.8 * _params(model)
-    assert rep["flops"]["after"] < 0.6 * rep["flops"]["before"]
+    assert _params(p) == rep["params"]["after"] < 0.35 * rep["params"]["before"] == 0.35 * _params(model)
+    assert rep["flops"]["after"] < 0.35 * rep["flops"]["before"]
     assert set(rep["accuracy"]) >= {"before", "after_pruning"} and rep["accuracy"]["before"]["digit"] > 0.9
+
+
+def test_avnet_heads_keep_their_own_channels(avnet_parts):
+    """Every pruned head keeps channels of its own head, the same positions in every head (no mixing)."""
+    model, spec = avnet_parts
+    p = prune_model(model, spec, parse_prune(0.5, epochs=0), progress=lambda s: None).module
+    for name in ("img_from_aud", "aud_from_img"):
+        before, after = getattr(model, name).attn, getattr(p, name).attn
+        e0, e1, hd0 = before.embed_dim, after.embed_dim, before.head_dim
+        # the kept token channels are where the pruned LayerNorm's weights came from
+        ln0, ln1 = getattr(model, name).norm.weight.detach(), getattr(p, name).norm.weight.detach()
+        kept = [int((ln0 == w).nonzero()[0]) for w in ln1]
+        assert torch.equal(before.in_proj_weight[:e0][kept][:, kept], after.in_proj_weight[:e1])  # q rows follow them
+        positions = [sorted(k % hd0 for k in kept if k // hd0 == h) for h in range(before.num_heads)]
+        assert all(pos == positions[0] for pos in positions) and len(positions[0]) == after.head_dim
 
 
 def test_avnet_per_branch_ratio_touches_only_that_branch(avnet_parts):
@@ -144,20 +166,19 @@ def test_avnet_per_branch_ratio_touches_only_that_branch(avnet_parts):
 # ------------------------------------------------------------------ the tiny attention model
 
 
-def test_tiny_fusion_prunes_mlp_width():
+def test_tiny_fusion_prunes_attention_and_mlp_width():
     m, spec = TinyAttnAV(), tiny_spec()
     res = prune_model(m, spec, "image=0.5,audio=0.5,fusion=0.5", progress=lambda s: None)
     p = res.module
-    # torch-pruning 1.6 leaves nn.MultiheadAttention's embed dim whole; it must stay consistent
-    assert p.attn.num_heads * p.attn.head_dim == p.attn.embed_dim == p.img_proj.out_features
+    assert (p.attn.embed_dim, p.attn.num_heads, p.attn.head_dim) == (8, 4, 2) and p.img_proj.out_features == 8
     assert p.mlp[0].out_features == 16 and p.cls.out_features == 4 and p.spk.out_features == 3
     feeds = tiny_samples(m, 5, seed=3).feeds
     assert [o.shape for o in run(p, feeds)] == [(5, 4), (5, 3)]
 
 
-def test_tiny_without_fusion_keeps_attention():
+def test_tiny_named_branches_keep_attention():
     m, spec = TinyAttnAV(), tiny_spec()
-    p = prune_model(m, spec, 0.5, progress=lambda s: None).module
+    p = prune_model(m, spec, "image=0.5,audio=0.5", progress=lambda s: None).module
     assert p.attn.embed_dim == 16 and p.attn.num_heads == 4 and p.mlp[0].out_features == 32
     assert p.img_proj.in_features == 12 and p.aud_proj.in_features == 12
 

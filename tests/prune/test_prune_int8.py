@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 import edgemm
-from edgemm.stages.prune import STAGES
+from edgemm.stages.prune import STAGES, PruneBudgetNotMet
 from prune_tiny import TinyAttnAV, run, tiny_samples, tiny_spec
 
 
@@ -39,7 +39,7 @@ def test_pruned_int8_bundle(data, qat):
     out = d / ("qat" if qat else "ptq")
     b = edgemm.export(m, spec=tiny_spec(), example_inputs={k: v[:2] for k, v in evaluation.feeds.items()}, output=out,
                       prune=0.5, int8=True, qat=qat, calibration=train, evaluation=ev, targets=["onnxruntime"],
-                      max_drop=None, prune_options={"epochs": 2, "iterative_steps": 1})
+                      max_drop=None, prune_options={"epochs": 2, "iterative_steps": 1, "max_drop": None})
     assert all(np.array_equal(before[k], v) for k, v in m.state_dict().items())  # the user's model is untouched
     original = _top1(m, evaluation)
     acc = json.loads((b.root / "reports/accuracy.json").read_text())
@@ -76,3 +76,18 @@ def test_pruned_int8_bundle(data, qat):
     assert prn["size_bytes"]["after"] < prn["size_bytes"]["before"]
     assert prn["latency_ms"]["onnxruntime"]["before"] > 0 and prn["latency_ms"]["onnxruntime"]["after"] > 0
     assert b.manifest["pruning"]["ratios"] == {"*": 0.5} and b.manifest["reports"]["pruning"] == "reports/pruning.json"
+
+
+def test_pruning_budget_missed_keeps_bundle_and_says_what_to_do(data):
+    """Pruning's own check covers every head: a drop over the budget is one error after the bundle is written."""
+    d, m, train, ev, evaluation = data
+    out = d / "over-budget"
+    with pytest.raises(PruneBudgetNotMet, match=r"pruning lost more than its budget of 0\.50 top-1 points .*--finetune-epochs"):
+        edgemm.export(m, spec=tiny_spec(), example_inputs={k: v[:2] for k, v in evaluation.feeds.items()}, output=out,
+                      prune=0.9, calibration=train, evaluation=ev, targets=["onnxruntime"],
+                      prune_options={"epochs": 0, "max_drop": 0.005})
+    prn = json.loads((out / "reports/pruning.json").read_text())
+    budget = prn["budget"]
+    assert budget["met"] is False and budget["max_drop"] == 0.005 and budget["stage"] == "after_pruning"
+    assert set(budget["drop"]) == {"cls", "spk"} and max(budget["drop"].values()) > 0.005
+    assert (out / "manifest.json").is_file()

@@ -24,7 +24,7 @@ from .report import STAGES, pruning_report
 from .sparsity import apply_2_4, is_2_4
 from .structured import StructuredPruner, check_same_io, count, output_shapes, run_checked
 
-__all__ = ["PruneConfig", "PruneResult", "parse_prune", "prune_model", "pruning_report", "model_branches", "is_2_4", "STAGES", "FUSION", "ALL"]
+__all__ = ["PruneConfig", "PruneResult", "PruneBudgetNotMet", "check_budget", "parse_prune", "prune_model", "pruning_report", "model_branches", "is_2_4", "STAGES", "FUSION", "ALL"]
 
 DEFAULT_EPOCHS = 12  # avnet 50 %: 22-70 s/epoch measured on 2 cores at load average 8-12 (12 epochs: 12.5 min)
 
@@ -140,10 +140,29 @@ def _prune(teacher, spec, cfg: PruneConfig, train, evaluation, progress) -> Prun
         finetune={"split": getattr(train, "source", None), "samples": len(train) if train is not None else 0, "epochs": len(history),
                   "seconds": round(time.monotonic() - t0, 2), "history": history},
         sparsity={"pattern": cfg.sparsity, "layers": sorted(masks), "cpu_speedup": False} if cfg.sparsity else None,
+        max_drop=cfg.max_drop if cfg.structured else None,
     )
     progress(f"prune: done: {final['params']:,} params ({final['params'] / before['params']:.0%}), {final['flops'] / 1e6:.1f} MFLOP ({final['flops'] / before['flops']:.0%})"
              + "".join(f" {h} {before['top1'][h]:.3f}->{v:.3f}" for h, v in final["top1"].items()))
     return PruneResult(student, cfg, report, sorted(masks))
+
+
+class PruneBudgetNotMet(EdgemmError):
+    """Pruning lost more top-1 on some head than its budget allows; the pruned model was kept."""
+
+
+def check_budget(report: dict, where: str) -> None:
+    """Raise :class:`PruneBudgetNotMet` (one line: the head, the drop, what to do) when pruning missed its budget."""
+    budget = report.get("budget") or {}
+    if budget.get("met") is not False:
+        return
+    missed = {h: d for h, d in budget["drop"].items() if d > budget["max_drop"]}
+    heads = ", ".join(f"{h} {d * 100:.2f}" for h, d in missed.items())
+    raise PruneBudgetNotMet(
+        f"pruning lost more than its budget of {budget['max_drop'] * 100:.2f} top-1 points ({heads} points, {budget['stage']}); "
+        f"{where} holds the pruned model (see reports/pruning.json); fine-tune longer (--finetune-epochs), "
+        f"give a larger [data] training split, lower the ratio, or raise [prune] max_drop"
+    )
 
 
 def _one_shot(teacher, spec, cfg, args, branches, evaluation, trainer) -> dict:

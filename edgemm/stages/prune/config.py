@@ -2,10 +2,11 @@
 
 Forms accepted by :func:`parse_prune`:
 
-- ``0.5`` / ``"0.5"``: remove 50 % of the channels of every modality branch (the fusion part,
-  where branches meet, stays intact);
-- ``"image=0.5,audio=0.3"`` / ``{"image": 0.5, "audio": 0.3}``: per branch (branch = model input
-  name); ``fusion=0.3`` also prunes the fusion part (MLP widths, attention dims/heads);
+- ``0.5`` / ``"0.5"``: remove 50 % of the channels of the whole model: every modality branch and
+  the fusion part (the token width where the branches meet, attention head dims, MLP widths);
+  model inputs and outputs stay;
+- ``"image=0.5,audio=0.3"`` / ``{"image": 0.5, "audio": 0.3}``: only the named branches (branch =
+  model input name); the fusion part stays intact unless ``fusion=`` is named too;
 - ``"2:4"``: 2:4 semi-structured sparsity (TensorRT sparse weights; no CPU speedup);
 - a recipe ``[prune]`` table: ``{"ratio": 0.5 | {...} | "2:4", "criterion": ..., "epochs": ...}``.
 """
@@ -37,7 +38,7 @@ def _check_ratio(name: str, value) -> float:
 class PruneConfig:
     """A pruning request. ``ratios``: branch name -> fraction of channels removed (``"*"``: every branch)."""
 
-    ratios: Mapping[str, float] = field(default_factory=dict)
+    ratios: Mapping[str, float] = field(default_factory=dict)  # "*" covers the fusion too; named branches only themselves
     criterion: str = "magnitude"  # channel importance: L2 magnitude or first-order Taylor (needs labels)
     sparsity: str | None = None  # "2:4": semi-structured sparsity for TensorRT (weights zeroed, shapes kept)
     epochs: int | None = None  # fine-tune epochs in total (all iterative steps); None: finetune_minutes decides
@@ -48,6 +49,8 @@ class PruneConfig:
     distill_temperature: float = 4.0
     distill_weight: float = 0.7  # loss = w * T^2 * KL(teacher_T || student_T) + (1 - w) * CE(labels)
     feature_weight: float = 1.0  # also match the branch outputs (where branches meet the fusion) to the teacher's; 0: off
+    max_drop: float | None = 0.015  # pruning's own budget: top-1 drop vs the original on every head (None: report only)
+    mixup: bool = False  # also match the teacher on blends of two training samples (outputs and branch features)
     recombine: bool = False  # also distill on inputs re-paired across samples (teacher-labelled; training split only)
     seed: int = 0
 
@@ -65,6 +68,8 @@ class PruneConfig:
             v = getattr(self, name)
             if v is not None and v < 0:
                 raise EdgemmError(f"{name} is {v}; it must be >= 0 (0: no fine-tuning)")
+        if self.max_drop is not None and not 0 <= self.max_drop < 1:
+            raise EdgemmError(f"prune max_drop is {self.max_drop}; give a top-1 drop in [0, 1) like 0.015 (1.5 points), or none")
         if self.lr <= 0 or self.batch_size < 1 or self.distill_temperature <= 0 or not 0 <= self.distill_weight <= 1 or self.feature_weight < 0:
             raise EdgemmError("prune lr, batch_size and distill_temperature must be > 0, distill_weight in [0, 1] and feature_weight >= 0; check the [prune] settings")
 
@@ -74,9 +79,7 @@ class PruneConfig:
 
     def ratio_for(self, branch: str) -> float:
         """Fraction to remove from ``branch`` (an input name or ``"fusion"``); 0.0 = leave intact."""
-        if branch in self.ratios:
-            return self.ratios[branch]
-        return 0.0 if branch == FUSION else self.ratios.get(ALL, 0.0)
+        return self.ratios.get(branch, self.ratios.get(ALL, 0.0))
 
     def check_branches(self, branches: Sequence[str]) -> None:
         """Refuse ratio keys that name no branch of the model (with a close-match hint)."""
@@ -106,6 +109,15 @@ def _parse_ratios(text: str) -> dict[str, float]:
     return out
 
 
+def _budget(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise EdgemmError(f"prune max_drop {text!r} is not a number; give a top-1 drop like 0.015 (1.5 points) or none") from exc
+
+
 def parse_prune(value, branches: Sequence[str] | None = None, **overrides) -> PruneConfig:
     """``0.5`` | ``"image=0.5,audio=0.3"`` | ``"2:4"`` | ``{"image": 0.5}`` | a recipe ``[prune]`` table -> PruneConfig.
 
@@ -125,6 +137,8 @@ def parse_prune(value, branches: Sequence[str] | None = None, **overrides) -> Pr
                     raise EdgemmError(f"unknown [prune] key {key!r}{close_match_hint(key, known | {'ratio'})}; known keys: ratio, {', '.join(sorted(known - {'ratios'}))}")
             settings.update(table)
             value = ratio
+        if isinstance(settings.get("max_drop"), str):
+            settings["max_drop"] = _budget(settings["max_drop"])
         if value is None:
             ratios = {}
         elif isinstance(value, bool):
@@ -145,6 +159,8 @@ def parse_prune(value, branches: Sequence[str] | None = None, **overrides) -> Pr
         except TypeError as exc:  # a wrong type in a recipe table, e.g. epochs = "three"
             raise EdgemmError(f"bad [prune] setting ({exc}); check the types of the values") from exc
     if overrides:
+        if isinstance(overrides.get("max_drop"), str):
+            overrides = {**overrides, "max_drop": _budget(overrides["max_drop"])}
         cfg = replace(cfg, **overrides)
     if branches is not None:
         cfg.check_branches(branches)

@@ -5,10 +5,13 @@ for classification outputs (2-D), MSE to the teacher for any other output. Heads
 the training split are distilled only. Runs only on the training split it is given.
 
 Feature distillation: where a modality branch hands its features to the fusion (the branch's top-level
-modules, whose output widths pruning keeps), the student's features are pulled towards the teacher's
-(MSE normalised by the teacher feature's variance, weight ``cfg.feature_weight``). The fusion part is
-the teacher's own (unpruned) code, so matching its inputs is the most direct way back to the teacher's
-outputs, and every sample gives tokens x width targets instead of one label per head.
+modules), the student's features are pulled towards the teacher's (MSE normalised by the teacher
+feature's variance, weight ``cfg.feature_weight``): every sample then gives tokens x width targets
+instead of one label per head. Where pruning narrowed that width, a linear adapter (FitNets-style
+hint, trained along, dropped afterwards) maps the student's width to the teacher's.
+
+``cfg.mixup``: function matching on blends of two training samples (teacher outputs and features
+as targets), which spreads a small training split over the space between its samples.
 """
 from __future__ import annotations
 
@@ -90,13 +93,38 @@ class _Features:
             h.remove()
 
 
-def feature_loss(student: Mapping, teacher: Mapping):
-    """Mean over features of MSE(student, teacher) / var(teacher) (scale-free; 0 when none match in shape)."""
+def feature_loss(student: Mapping, teacher: Mapping, adapters: Mapping | None = None):
+    """Mean over features of MSE(student, teacher) / var(teacher) (scale-free; 0 when none match in shape).
+
+    ``adapters``: feature name -> (dim, Linear) mapping a pruned student width to the teacher's along
+    ``dim`` (FitNets-style hints; trained with the student, never part of the pruned model)."""
     torch = lazy_import("torch")
     F = torch.nn.functional
-    losses = [F.mse_loss(s, teacher[n]) / (teacher[n].var() + 1e-6) for n, s in student.items()
-              if n in teacher and isinstance(s, torch.Tensor) and s.shape == teacher[n].shape]
+    losses = []
+    for n, s in student.items():
+        if n not in teacher or not isinstance(s, torch.Tensor):
+            continue
+        if adapters and n in adapters:
+            dim, linear = adapters[n]
+            s = linear(s.movedim(dim, -1)).movedim(-1, dim)
+        if s.shape == teacher[n].shape:
+            losses.append(F.mse_loss(s, teacher[n]) / (teacher[n].var() + 1e-6))
     return sum(losses) / len(losses) if losses else 0.0
+
+
+def width_adapters(student: Mapping, teacher: Mapping) -> dict:
+    """Feature name -> (dim, Linear(student width, teacher width)) where pruning narrowed one axis."""
+    torch = lazy_import("torch")
+    out = {}
+    for n, s in student.items():
+        t = teacher.get(n)
+        if not isinstance(s, torch.Tensor) or t is None or s.dim() != t.dim():
+            continue
+        diff = [d for d in range(1, s.dim()) if s.shape[d] != t.shape[d]]
+        if len(diff) == 1:
+            d = diff[0]
+            out[n] = (d, torch.nn.Linear(s.shape[d], t.shape[d], bias=False))
+    return out
 
 
 class Trainer:
@@ -123,6 +151,20 @@ class Trainer:
             hooks.close()
         self.teacher_outs = [torch.cat(c) for c in zip(*outs)]
         self.teacher_feats = {n: torch.cat([f[n] for f in feats]) for n in self.features if all(n in f for f in feats)}
+        self.adapters: dict = {}
+
+    def _make_adapters(self) -> list:
+        """Adapters for the features whose width pruning changed (one probe pass); their parameters."""
+        torch = lazy_import("torch")
+        hooks = _Features(self.student, list(self.teacher_feats))
+        try:
+            with torch.no_grad():
+                self.student.eval()
+                self.student(*[x[:2] for x in self.xs])
+        finally:
+            hooks.close()
+        self.adapters = width_adapters(hooks.take(), {n: f[:2] for n, f in self.teacher_feats.items()})
+        return [p for _, linear in self.adapters.values() for p in linear.parameters()]
 
     def gradients(self, model=None, batches: int = 4) -> None:
         """Accumulate loss gradients on a few batches (for Taylor importance): CE on labels, else teacher argmax."""
@@ -156,6 +198,32 @@ class Trainer:
             t = _outs(self.teacher(*xs))
         return distill_loss(_outs(self.student(*xs)), t, [None] * len(t), self.cfg)
 
+    def _mixup_loss(self, idx, hooks: _Features):
+        """Function matching on mixed inputs: each sample blended with another (one weight per sample,
+        the same for every input), the teacher's outputs and branch features as targets. The small
+        training split then covers the space between its samples, where the teacher is still right."""
+        torch = lazy_import("torch")
+        other = idx[torch.randperm(len(idx), generator=self.gen)]
+        lam = torch.rand(len(idx), generator=self.gen)
+        xs = []
+        for x in self.xs:
+            if not x.is_floating_point():
+                xs.append(x[idx])  # token ids: not blended
+                continue
+            w = lam.view(-1, *([1] * (x.dim() - 1)))
+            xs.append(w * x[idx] + (1 - w) * x[other])
+        teacher_hooks = _Features(self.teacher, list(self.teacher_feats))
+        try:
+            with torch.no_grad():
+                targets = _outs(self.teacher(*xs))
+        finally:
+            teacher_hooks.close()
+        hooks.take()
+        loss = distill_loss(_outs(self.student(*xs)), targets, [None] * len(targets), self.cfg)
+        if self.teacher_feats:
+            loss = loss + self.cfg.feature_weight * feature_loss(hooks.take(), teacher_hooks.take(), self.adapters)
+        return loss
+
     def epoch(self, optimizer, deadline: float | None) -> float:
         self.student.train()
         losses = []
@@ -176,7 +244,9 @@ class Trainer:
         outs = _outs(self.student(*[x[idx] for x in self.xs]))
         loss = distill_loss(outs, [t[idx] for t in self.teacher_outs], [y[idx] if y is not None else None for y in self.ys], self.cfg)
         if self.teacher_feats:
-            loss = loss + self.cfg.feature_weight * feature_loss(hooks.take(), {n: f[idx] for n, f in self.teacher_feats.items()})
+            loss = loss + self.cfg.feature_weight * feature_loss(hooks.take(), {n: f[idx] for n, f in self.teacher_feats.items()}, self.adapters)
+        if self.cfg.mixup:
+            loss = loss + self._mixup_loss(idx, hooks)
         if self.cfg.recombine and len(self.xs) > 1:
             loss = loss + self._recombined_loss(idx)
         hooks.take()  # the recombined pass's features: same per-branch inputs, nothing new to match
@@ -193,7 +263,8 @@ class Trainer:
         history = []
         if epochs <= 0:
             return history
-        optimizer = torch.optim.AdamW(self.student.parameters(), lr=self.cfg.lr, weight_decay=1e-4)
+        extra = self._make_adapters() if self.teacher_feats else []
+        optimizer = torch.optim.AdamW([*self.student.parameters(), *extra], lr=self.cfg.lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
         for e in range(epochs):
             if deadline is not None and time.monotonic() > deadline:

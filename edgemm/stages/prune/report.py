@@ -15,6 +15,9 @@ Keys (numbers: counts, bytes, milliseconds; accuracies are top-1 fractions in [0
 - ``branches``: ``{branch: [module names]}``; ``groups``: ``[{"branch", "modules", "channels", "ratio"}]``
 - ``finetune``: ``{"split", "samples", "epochs", "seconds", "history": [{"step", "epoch", "loss", "top1"}]}``
 - ``sparsity``: ``{"pattern": "2:4", "layers": [...], "cpu_speedup": false}`` or null
+- ``budget``: ``{"max_drop", "stage", "drop": {head: drop}, "met"}``: pruning's own check, every head
+  at the last fp32 stage (``after_finetune``, else ``after_pruning``) against the original; ``met`` is
+  null without labels or without a budget
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ def pruning_report(
     groups: list | None = None,
     finetune: Mapping | None = None,
     sparsity: Mapping | None = None,
+    max_drop: float | None = None,
 ) -> dict:
     """The ``reports/pruning.json`` dict from measurements: ``(before, after)`` pairs for params, FLOPs and
     size; ``latency_ms={backend: {"before": ms, "after": ms, "batch": 1, "threads": 2}}``;
@@ -57,6 +61,9 @@ def pruning_report(
         lat[backend] = entry
     before = acc.get("before", {})
     drop = {st: {h: before[h] - v for h, v in a.items() if h in before} for st, a in acc.items() if st != "before"}
+    stage = next((st for st in ("after_finetune", "after_pruning") if drop.get(st)), None)
+    budget = {"max_drop": max_drop, "stage": stage, "drop": drop.get(stage, {}) if stage else {},
+              "met": None if max_drop is None or stage is None else all(d <= max_drop + 1e-9 for d in drop[stage].values())}
     return {
         "format": 1,
         "request": dict(request or {}),
@@ -70,6 +77,7 @@ def pruning_report(
         "groups": list(groups or []),
         "finetune": dict(finetune) if finetune else None,
         "sparsity": dict(sparsity) if sparsity else None,
+        "budget": budget,
     }
 
 
@@ -107,6 +115,11 @@ def pruning_summary(report: Mapping) -> list[str]:
         parts = [f"{names[st]} {acc[st][h]:.3f}" for st in STAGES if h in (acc.get(st) or {})]
         if parts:
             lines.append(f"  top-1 {h}: " + " -> ".join(parts))
+    budget = report.get("budget") or {}
+    if budget.get("met") is not None:
+        worst = max(budget["drop"].items(), key=lambda kv: kv[1])
+        lines.append(f"  budget: {'met' if budget['met'] else 'NOT met'} (largest drop {worst[0]} {worst[1] * 100:.2f} points, "
+                     f"budget {budget['max_drop'] * 100:.2f} on every head)")
     ft = report.get("finetune") or {}
     if ft.get("epochs"):
         lines.append(f"  fine-tune: {ft['epochs']} epoch(s), {ft.get('seconds', 0):.0f} s on {ft.get('split') or '?'} ({ft.get('samples', 0)} samples)")

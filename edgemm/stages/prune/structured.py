@@ -84,6 +84,26 @@ def output_modules(model, args) -> list:
     return [ptrs[o.data_ptr()] for o in outs if isinstance(o, torch.Tensor) and o.data_ptr() in ptrs]
 
 
+def enable_feature_concats(dg) -> None:
+    """Re-enable index mapping on concats that join features.
+
+    torch-pruning switches index mapping off for every concat with a 3-D parameter upstream (its
+    workaround for ViT's ``cat([cls_token, x], dim=1)``, a concat over tokens). A positional embedding
+    before a feature concat (pooled branch features -> the fusion MLP) then leaves the layer after the
+    concat with one input's channels removed instead of every input's. Where the concat's input widths
+    add up to its consumer's width it joins features, and the mapping is turned back on."""
+    from torch_pruning import ops
+    from torch_pruning.dependency import shape_infer
+
+    for node in dg.module2node.values():
+        if node.type != ops.OPTYPE.CONCAT or node.enable_index_mapping:
+            continue
+        widths = [shape_infer.infer_channels_between(dg, n, node) for n in node.inputs]
+        out = shape_infer.infer_in_channels_recursively(dg, node, recursive_depth=[0])
+        if None not in widths and out is not None and sum(widths) == out:
+            node.enable_index_mapping = True
+
+
 def _importance(tp, criterion: str):
     if criterion == "taylor":
         return tp.importance.GroupTaylorImportance()
@@ -114,6 +134,7 @@ class StructuredPruner:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "Unwrapped parameters detected ..." (handled: they follow their group)
                 dg = tp.DependencyGraph().build_dependency(model, example_inputs=list(args))
+                enable_feature_concats(dg)
                 groups = list(dg.get_all_groups(ignored_layers=ignored, root_module_types=roots))
         except Exception as exc:  # torch-pruning raises many types on graphs it cannot follow
             raise EdgemmError(
@@ -132,7 +153,6 @@ class StructuredPruner:
                 )
         self.groups: list[GroupInfo] = []
         ratio_dict = {}
-        fusion_ratio = cfg.ratio_for(FUSION)
         for g in groups:
             branch = group_branch(g, names, branches)
             members = group_members(g, names)
@@ -141,15 +161,19 @@ class StructuredPruner:
             for n in members:
                 ratio_dict[model.get_submodule(n)] = ratio
         self.ignored = [names.get(m, "") for m in ignored]
+        # nn.MultiheadAttention ties its inner (q/k/v) width to the token width (embed_dim), so a head
+        # cannot leave alone; its width is pruned per head instead: the same head dims go from every
+        # head (channel groups = heads), which keeps each head's channels together.
         kwargs = dict(
             importance=_importance(tp, cfg.criterion), pruning_ratio=0.0, pruning_ratio_dict=ratio_dict or None,
             ignored_layers=ignored, iterative_steps=cfg.iterative_steps, root_module_types=roots,
-            num_heads=heads, prune_num_heads=bool(heads) and fusion_ratio > 0, prune_head_dims=False,
-            head_pruning_ratio=fusion_ratio,
-        )
+        )  # no num_heads: torch-pruning's head handling wants separate q/k/v Linear layers
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.pruner = tp.pruner.MetaPruner(model, list(args), **kwargs)
+            enable_feature_concats(self.pruner.DG)
+        for m, n in heads.items():
+            self.pruner.out_channel_groups[m] = self.pruner.in_channel_groups[m] = n
         self.args = args
 
     @property
