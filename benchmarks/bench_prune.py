@@ -7,8 +7,8 @@
 values; the accuracy figures are then the un-fine-tuned ones).
 
 Builds avnet from export/avnet.toml's factory, prunes it with edgemm's prune stage (fine-tuned with
-distillation on calibration_data/avmnist/calib.npz; evaluated on eval.npz, which fine-tuning never
-sees), exports the unpruned and the pruned module with ``edgemm.export`` (ONNX + OpenVINO IR), then
+distillation on the recipe's training split, calibration_data/avmnist/train.npz; evaluated on eval.npz,
+which fine-tuning never sees), exports the unpruned and the pruned module with ``edgemm.export`` (ONNX + OpenVINO IR), then
 times all four artifacts in this one process, interleaved (round r: ort-base, ort-pruned,
 ov-base, ov-pruned), batch 1, and reports medians and p90 over the rounds' medians.
 Top-1 of every head is measured on the eval split with the exported fp32 artifacts.
@@ -74,6 +74,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="fine-tune epochs in total (default: the prune stage's default)")
     ap.add_argument("--steps", type=int, default=None, help="iterative prune -> fine-tune steps (default: the stage's)")
     ap.add_argument("--criterion", default="magnitude")
+    ap.add_argument("--train", type=Path, default=DATA / "train.npz", help="fine-tuning split (default: the recipe's [data] training)")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--iters", type=int, default=200, help="timed runs per artifact per round")
     ap.add_argument("--threads", type=int, default=2)
@@ -83,7 +84,7 @@ def main() -> None:
 
     spec = avnet.iospec()
     model = avnet.build()
-    train = load_samples(DATA / "calib.npz", spec)
+    train = load_samples(args.train, spec)
     evaluation = load_samples(DATA / "eval.npz", spec)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("iterative_steps", args.steps)) if v is not None}
     cfg = parse_prune(args.prune, spec.input_names, criterion=args.criterion, **overrides)

@@ -269,7 +269,7 @@ def _pruning_report(w: BundleWriter, resolved: ResolvedModel, pruned, cfg: Pipel
     keep = {k: report[k] for k in ("request", "branches", "groups", "finetune", "sparsity") if k in report}
     params, flops = report.get("params") or {}, report.get("flops") or {}
     return pruning_report(**keep, params=(params.get("before"), params.get("after")), flops=(flops.get("before"), flops.get("after")),
-                          size_bytes=size, latency_ms=latency, accuracy=accuracy)
+                          size_bytes=size, latency_ms=latency, accuracy=accuracy, max_drop=(report.get("budget") or {}).get("max_drop"))
 
 
 def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
