@@ -37,7 +37,7 @@ def _measure(job: dict) -> dict:
     from ..bundle import Bundle
 
     bundle = Bundle.open(job["bundle"], verify_hashes=False)
-    opts = RunnerOptions(threads=job["threads"], precision=job["precision"])
+    opts = RunnerOptions(threads=job["threads"], precision=job["precision"], spin=job.get("spin"))
     if get_backend(job["backend"]).reference and job.get("factory"):
         from ..trust import resolve_factory
 
