@@ -105,7 +105,7 @@ def write_plot(result: dict, path: str | Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise EdgemmError("--plot needs matplotlib: pip install 'edgemm[plot]' (or pip install matplotlib)") from None
+        raise EdgemmError("--plot needs matplotlib (an edgemm dependency that is missing here): pip install matplotlib") from None
     runs = [r for r in result["runs"] if r["batch"] == 1]
     heads = _heads(result)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, max(3.5, 0.4 * len(runs) + 1.5)))

@@ -42,7 +42,7 @@ def cmd_bench(args) -> int:
         try:
             import matplotlib  # noqa: F401
         except ImportError as exc:
-            raise EdgemmError("--plot needs matplotlib: pip install 'edgemm[plot]' (or pip install matplotlib)") from exc
+            raise EdgemmError("--plot needs matplotlib (an edgemm dependency that is missing here): pip install matplotlib") from exc
     for flag in ("json", "csv", "markdown", "plot"):
         if getattr(args, flag):
             _check_writable(f"--{flag}", getattr(args, flag))  # before minutes of measuring, not after
