@@ -46,6 +46,11 @@ def _measure(job: dict) -> dict:
     else:
         runner = get_backend(job["backend"]).create_runner(bundle.file(job["artifact"], "artifact path"), bundle.spec, opts)
 
+    if job["mode"] == "stream":  # the Stream runtime on live-paced sources (edgemm/bench/live.py)
+        from .live import measure_stream
+
+        out = measure_stream(job, bundle, runner, _feeds(bundle, 1))
+        return {**out, "peak_rss_mb": peak_rss_mb()}
     if job["mode"] == "model":
         feeds = _feeds(bundle, job["batch"])
 
