@@ -15,15 +15,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
-import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import scipy.signal
 
+from edgemm.bench.machine import machine_info
 from edgemm.data import audio as A
 from edgemm.iospec import AudioPreprocess, ImagePreprocess
 from edgemm.runtime import native
@@ -101,11 +100,8 @@ def main():
         speech8 = A.to_float_waveform(z["audio"][:40].reshape(-1))
         frame = z["image"][0]
     report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "machine": {"cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor()),
-                          "flags": subprocess.run("grep -o -w -E 'avx512_vnni|avx_vnni|avx2' /proc/cpuinfo | sort -u", shell=True,
-                                                  capture_output=True, text=True).stdout.split(),
-                          "cores": os.cpu_count(), "loadavg": list(os.getloadavg()), "native_kernels": native.available()},
-              "command": "python benchmarks/bench_stream_frontend.py", "fps": 30, "per_frame": {}}
+              "machine": {**machine_info(), "native_kernels": native.available()}, "threads": 1, "batch": 1,
+              "command": " ".join(["python", "benchmarks/bench_stream_frontend.py", *sys.argv[1:]]), "fps": 30, "per_frame": {}}
     report["per_frame"] = per_frame(speech8, cfg, args.rounds, args.frames)
     # Runtime.preprocess-level: image + (1 s at 8 kHz, 8000), before/after the filter cache
     from edgemm.data.preprocess import preprocess_input

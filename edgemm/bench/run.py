@@ -85,7 +85,7 @@ def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None,
             for batch, fps in _points(cfg, mode):
                 jobs.append({
                     "bundle": str(bundle.root), "artifact": art.path, "backend": art.backend, "precision": art.precision,
-                    "mode": mode, "batch": batch, "threads": threads, "seconds": cfg.seconds, "warmup": cfg.warmup,
+                    "mode": mode, "batch": batch, "threads": threads, "warmup": cfg.warmup,
                     "raw": str(raw_path) if raw_path else None, "baseline": baseline, "trust_code": trusted,
                     "factory": factory if baseline else None, "checkpoint": checkpoint if baseline else None,
                     "id": bundle.artifact_id(art), "size_mb": art.size_bytes(bundle.root) / 1e6, "fps": fps,
