@@ -358,7 +358,8 @@ def main() -> None:
         serve(json.loads(args.worker))
         return
     if args.prune is not None and not 0.0 < args.prune < 1.0:
-        sys.exit(f"compare_peers: error: --prune {args.prune:g}: give a ratio between 0 and 1, e.g. --prune 0.5")
+        print(f"compare_peers: error: --prune {args.prune:g}: give a ratio between 0 and 1, e.g. --prune 0.5", file=sys.stderr)
+        sys.exit(2)
     t_start = time.monotonic()
     phases, load = {}, [list(os.getloadavg())]
     work = Path(args.cache) / "work"
