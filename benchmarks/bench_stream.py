@@ -234,11 +234,10 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "edgemm", "-q", "export", str(ROOT / "export" / "avnet.toml"),
                         "--target", "onnxruntime", "-o", bundle], check=True)
     rt = edgemm.load(bundle, backend=args.backend)
-    import os
-    import platform
+    from edgemm.bench.machine import machine_info
 
-    report = {"date": dt.date.today().isoformat(), "machine": {"cpu": platform.processor() or platform.machine(),
-              "cores": os.cpu_count(), "loadavg": list(os.getloadavg()), "native_kernels": native.available()},
+    report = {"date": dt.date.today().isoformat(), "machine": {**machine_info(), "native_kernels": native.available()},
+              "threads": "the backend's default (min(4, cores) for onnxruntime)", "batch": 1,
               "video": f"synthetic live 30 fps {args.size}", "audio": "synthetic live 16 kHz, 10 ms blocks",
               "seconds": args.seconds}
     report["command"] = " ".join([Path(sys.executable).name, *sys.argv])

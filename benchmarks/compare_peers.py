@@ -1,20 +1,27 @@
 """edgemm beside its peers, on the same model (avnet), the same data and the same thread count.
 
-    python benchmarks/compare_peers.py --json benchmarks/results/peers-<date>.json [--bundle DIR]
-        [--threads 2] [--rounds 3] [--seconds 1.0]
+    python benchmarks/compare_peers.py [--json benchmarks/results/peers-<date>.json] [--bundle DIR]
+        [--prune RATIO] [--threads 2] [--rounds 3] [--seconds 1.0] [--cache build/compare_peers] [--fresh]
 
-Paths (each prepared once, then measured in its own fresh process, rounds interleaved A B C, A B C):
-PyTorch eager fp32 (the reference), torch.compile (inductor), ONNX Runtime ``quantize_static`` with
-its defaults (hand-written, as its docs show), OpenVINO + NNCF ``quantize`` with its defaults,
-NVIDIA ModelOpt ONNX PTQ (``modelopt.onnx.quantization.quantize``, accuracy run in onnxruntime),
-OpenVINO's ``benchmark_app`` reading edgemm's IR (a real client of edgemm's file: an edgemm row),
-and every artifact of edgemm's bundle (``edgemm.export("export/avnet.toml", int8=True)`` unless
---bundle). A path that cannot run here keeps its row with null numbers and a ``skipped`` reason.
+Paths: PyTorch eager fp32 (the reference), torch.compile (inductor), ONNX Runtime ``quantize_static``
+with its defaults (hand-written, as its docs show), OpenVINO + NNCF ``quantize`` with its defaults,
+NVIDIA ModelOpt ONNX PTQ (``modelopt.onnx.quantization.quantize``, run in onnxruntime) and ModelOpt's
+PyTorch PTQ, OpenVINO's ``benchmark_app`` reading edgemm's IR (a real client of edgemm's file: an
+edgemm row), and every artifact of edgemm's bundle (``edgemm.export("export/avnet.toml", int8=True)``;
+with ``--prune R`` also ``edgemm.export(..., int8=True, prune=R)``'s artifacts, as edgemm rows).
+Bundles are exported once into --cache and reused (``--fresh`` exports again); the JSON says which.
+
+Every path is prepared once (artifact built, loaded or compiled, accuracy on the whole evaluation split
+measured once) in its own process, which then stays idle until it is told to measure; preparations may
+overlap (torch.compile compiles while the peers quantize), measurements never do: rounds are
+interleaved A B C, A B C, one path measuring at a time, each in its own process at the same thread
+count. PyTorch and the peers run with their libraries' defaults; edgemm's artifacts run through edgemm's
+own Runtime (its session options). A path that cannot run here keeps its row with null numbers and a ``skipped`` reason.
 Inputs: the evaluation split pre-processed once by edgemm's training frontend (every path gets the
 same tensors); latency at batch 1 on one held-out sample; ``top1`` = digit accuracy on the whole
 split; ``agreement`` = fraction of samples whose digit prediction equals PyTorch eager fp32's.
-Writes the JSON (rows + machine: CPU model and flags, versions, threads, command, date), an SVG
-latency-vs-accuracy plot beside it (matplotlib) and prints the markdown table.
+Writes the JSON (rows, ``verdict``, machine: CPU model and flags, versions, threads, batch, command,
+date, load average), a latency-vs-accuracy plot beside it (matplotlib) and prints the markdown table.
 """
 from __future__ import annotations
 
@@ -22,20 +29,24 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
+import queue
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's edgemm, also in the workers
 RECIPE = ROOT / "export" / "avnet.toml"
 CALIB = ROOT / "calibration_data" / "avmnist" / "calib.npz"
 EVAL = ROOT / "calibration_data" / "avmnist" / "eval.npz"
+CHECKPOINT = ROOT / "edgemm" / "zoo" / "checkpoints" / "avnet.pt"
 PEERS = ("torch_eager", "torch_compile", "ort_quantize_static", "openvino_nncf", "modelopt_onnx_ptq", "modelopt_torch_ptq")
+BENCHMARK_APP = "benchmark_app on edgemm's OpenVINO IR"
+WORKER_TIMEOUT_S = 600.0
 
 
 # ----------------------------------------------------------------------------- data
@@ -50,9 +61,9 @@ def features(npz: Path, out: Path, n: int | None = None) -> None:
     img, aud = spec.inputs[0].preprocessing, spec.inputs[1].preprocessing
     with np.load(npz) as z:
         k = len(z["digit"]) if n is None else min(n, len(z["digit"]))
-        np.savez(out, image=np.concatenate([preprocess_image(z["image"][i], img) for i in range(k)]),
-                 audio=np.concatenate([preprocess_audio(z["audio"][i], int(z["audio.sample_rate"]), aud) for i in range(k)]),
-                 digit=z["digit"][:k])
+        image, audio, rate = z["image"][:k], z["audio"][:k], int(z["audio.sample_rate"])
+        np.savez(out, image=np.concatenate([preprocess_image(image[i], img) for i in range(k)]),
+                 audio=np.concatenate([preprocess_audio(audio[i], rate, aud) for i in range(k)]), digit=z["digit"][:k])
 
 
 # ----------------------------------------------------------------------------- runners (in worker processes)
@@ -71,14 +82,9 @@ def _onnx_session(path: str, threads: int):
 def _openvino_model(path: str, threads: int):
     import openvino as ov
 
-    core = ov.Core()
-    cm = core.compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
-    req = cm.create_infer_request()
-    out0 = cm.outputs[0]
-
-    def run(feeds):
-        return req.infer(feeds)[out0]
-    return run
+    cm = ov.Core().compile_model(path, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+    req, out0 = cm.create_infer_request(), cm.outputs[0]
+    return lambda feeds: req.infer(feeds)[out0]
 
 
 def _torch_model(threads: int, compiled: bool):
@@ -87,7 +93,7 @@ def _torch_model(threads: int, compiled: bool):
     from edgemm.recipe import import_callable
 
     torch.set_num_threads(threads)
-    model = import_callable("edgemm.zoo.avnet:build")(checkpoint=str(ROOT / "edgemm" / "zoo" / "checkpoints" / "avnet.pt")).eval()
+    model = import_callable("edgemm.zoo.avnet:build")(checkpoint=str(CHECKPOINT)).eval()
     fn = torch.compile(model) if compiled else model
 
     def run(feeds):
@@ -98,34 +104,96 @@ def _torch_model(threads: int, compiled: bool):
     return run
 
 
+def _edgemm_runtime(path: dict, threads: int):
+    """edgemm's artifact as edgemm runs it: its Runtime (the backend's session options, e.g. onnxruntime's
+    intra-op workers not spinning when the pool is as wide as the machine), the feeds checked."""
+    from edgemm.bundle import Bundle
+    from edgemm.runtime.runtime import Runtime
+
+    bundle = Bundle.open(path["bundle"])
+    art = next(a for a in bundle.artifacts if a.path == path["artifact"] and a.backend == path["backend"])
+    rt = Runtime(bundle, art, threads=threads)
+    head = rt.spec.output_names[0]
+    return lambda feeds: rt.run(feeds)[head]
+
+
 def make_runner(path: dict, threads: int):
-    kind = path["kind"]
-    if kind in ("torch_eager", "torch_compile"):
-        return _torch_model(threads, kind == "torch_compile")
+    if path["kind"] == "edgemm":
+        return _edgemm_runtime(path, threads)
+    if path["kind"] in ("torch_eager", "torch_compile"):
+        return _torch_model(threads, path["kind"] == "torch_compile")
     if path["format"] == "onnx" and path.get("engine", "onnxruntime") == "onnxruntime":
         return _onnx_session(path["file"], threads)
     return _openvino_model(path["file"], threads)
 
 
-def worker(path: dict, threads: int, seconds: float, eval_npz: str, accuracy: bool) -> dict:
-    run = make_runner(path, threads)
-    data = np.load(eval_npz)
-    one = {"image": data["image"][:1], "audio": data["audio"][:1]}
-    out = {}
-    if accuracy:
-        preds = []
-        for i in range(len(data["digit"])):
-            preds.append(int(np.argmax(run({"image": data["image"][i:i + 1], "audio": data["audio"][i:i + 1]}))))
-        out["pred"] = preds
-    for _ in range(20):
-        run(one)
-    times, t_end = [], time.perf_counter() + seconds
-    while time.perf_counter() < t_end or len(times) < 30:
-        t0 = time.perf_counter()
-        run(one)
-        times.append((time.perf_counter() - t0) * 1e3)
-    out["latencies_ms"] = times
-    return out
+def _say(obj: dict) -> None:
+    print("@@" + json.dumps(obj), flush=True)  # the parent reads only these lines (libraries print too)
+
+
+def serve(job: dict) -> None:
+    """A path's own process: load/compile once, predict the whole split once, then measure on request
+    (``measure`` lines on stdin; 20 warm-up calls, then ``seconds`` of timed calls, at least 30)."""
+    t0 = time.perf_counter()
+    run = make_runner(job["path"], job["threads"])
+    data = np.load(job["eval"])
+    image, audio = data["image"], data["audio"]
+    pred = [int(np.argmax(run({"image": image[i:i + 1], "audio": audio[i:i + 1]}))) for i in range(len(image))]
+    _say({"pred": pred, "prepare_s": round(time.perf_counter() - t0, 2)})
+    one = {"image": image[:1], "audio": audio[:1]}
+    for line in sys.stdin:
+        if line.strip() != "measure":
+            break
+        for _ in range(20):
+            run(one)
+        times, t_end = [], time.perf_counter() + job["seconds"]
+        while time.perf_counter() < t_end or len(times) < 30:
+            t1 = time.perf_counter()
+            run(one)
+            times.append((time.perf_counter() - t1) * 1e3)
+        _say({"latencies_ms": times})
+
+
+class Worker:
+    """The parent's handle on one path's process (stderr to a log file; answers through a reader thread)."""
+
+    def __init__(self, path: dict, threads: int, seconds: float, eval_npz: Path, log: Path, env: dict):
+        job = {"path": path, "threads": threads, "seconds": seconds, "eval": str(eval_npz)}
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(job)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, env=env)
+        self.answers: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.startswith("@@"):
+                self.answers.put(json.loads(line[2:]))
+        self.answers.put(None)
+
+    def answer(self, timeout_s: float = WORKER_TIMEOUT_S) -> dict:
+        try:
+            out = self.answers.get(timeout=timeout_s)
+        except queue.Empty:
+            self.close()
+            raise RuntimeError(f"no answer in {timeout_s:g} s") from None
+        if out is None:
+            tail = [ln for ln in self.log.read_text(errors="replace").splitlines() if ln.strip()]
+            raise RuntimeError(tail[-1] if tail else f"worker exited with {self.proc.wait()}")
+        return out
+
+    def measure(self) -> list[float]:
+        self.proc.stdin.write("measure\n")
+        self.proc.stdin.flush()
+        return self.answer()["latencies_ms"]
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
 
 
 # ----------------------------------------------------------------------------- preparation (once per path)
@@ -135,8 +203,7 @@ def prepare(kind: str, fp32_onnx: Path, calib_npz: Path, work: Path, threads: in
     calib = np.load(calib_npz)
     samples = [{"image": calib["image"][i:i + 1], "audio": calib["audio"][i:i + 1]} for i in range(len(calib["digit"]))]
     if kind in ("torch_eager", "torch_compile"):
-        ck = ROOT / "edgemm" / "zoo" / "checkpoints" / "avnet.pt"
-        return {"kind": kind, "format": "torch", "file": str(ck), "size_mb": ck.stat().st_size / 1e6}
+        return {"kind": kind, "format": "torch", "file": str(CHECKPOINT), "size_mb": CHECKPOINT.stat().st_size / 1e6}
     if kind == "ort_quantize_static":
         from onnxruntime.quantization import CalibrationDataReader, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -156,39 +223,37 @@ def prepare(kind: str, fp32_onnx: Path, calib_npz: Path, work: Path, threads: in
         import nncf
         import openvino as ov
 
-        model = ov.convert_model(str(fp32_onnx))
-        q = nncf.quantize(model, nncf.Dataset(samples))  # the defaults (preset PERFORMANCE, 300 subset size)
+        q = nncf.quantize(ov.convert_model(str(fp32_onnx)), nncf.Dataset(samples))  # the defaults (preset PERFORMANCE)
         out = work / "ov_nncf_int8.xml"
         ov.save_model(q, str(out))
         return {"kind": kind, "format": "openvino", "file": str(out),
                 "size_mb": (out.stat().st_size + out.with_suffix(".bin").stat().st_size) / 1e6}
     if kind == "modelopt_onnx_ptq":
-        try:
-            from modelopt.onnx.quantization import quantize
-        except ImportError as exc:
-            raise ImportError(f"{exc}: ModelOpt's ONNX PTQ needs nvidia-modelopt[onnx], which pins onnxruntime-gpu and "
-                              "cupy-cuda12x (not installable beside a CPU onnxruntime)") from None
+        # ModelOpt's ONNX PTQ (Q/DQ placement for TensorRT) calibrates in onnxruntime on the CPU; it imports
+        # onnx_graphsurgeon and lief (the `dev` extra has them; its [onnx] extra would pin onnxruntime-gpu and
+        # cupy-cuda12x). Its defaults but one: the float parts stay fp32 (its default, fp16, is for TensorRT on a
+        # GPU; onnxruntime's CPU provider runs fp16 through casts).
+        from modelopt.onnx.quantization import quantize
 
         out = work / "modelopt_int8.onnx"
         quantize(str(fp32_onnx), quantize_mode="int8", calibration_data={k: calib[k] for k in ("image", "audio")},
-                 output_path=str(out))
+                 calibration_eps=["cpu"], high_precision_dtype="fp32", output_path=str(out))
         return {"kind": kind, "format": "onnx", "file": str(out), "size_mb": out.stat().st_size / 1e6}
     if kind == "modelopt_torch_ptq":
         # ModelOpt's PyTorch PTQ (INT8_DEFAULT_CFG: symmetric int8, TensorRT-valid Q/DQ) exported by the legacy
-        # exporter (STACK.md), accuracy and latency in onnxruntime. Its ONNX PTQ needs modelopt[onnx], which
-        # pins onnxruntime-gpu and cupy-cuda12x: not installable beside a CPU onnxruntime.
+        # exporter (STACK.md), accuracy and latency in onnxruntime.
         import modelopt.torch.quantization as mtq
         import torch
 
         from edgemm.recipe import import_callable
 
         torch.set_num_threads(threads)
-        model = import_callable("edgemm.zoo.avnet:build")(checkpoint=str(ROOT / "edgemm" / "zoo" / "checkpoints" / "avnet.pt")).eval()
+        model = import_callable("edgemm.zoo.avnet:build")(checkpoint=str(CHECKPOINT)).eval()
 
-        def forward_loop(m):
+        def forward_loop(m):  # the same calibration samples, 32 per call
             with torch.no_grad():
-                for s in samples:
-                    m(torch.from_numpy(s["image"]), torch.from_numpy(s["audio"]))
+                for i in range(0, len(calib["digit"]), 32):
+                    m(torch.from_numpy(calib["image"][i:i + 32]), torch.from_numpy(calib["audio"][i:i + 32]))
 
         q = mtq.quantize(model, mtq.INT8_DEFAULT_CFG, forward_loop=forward_loop)
         out = work / "modelopt_torch_int8.onnx"
@@ -200,16 +265,46 @@ def prepare(kind: str, fp32_onnx: Path, calib_npz: Path, work: Path, threads: in
     raise ValueError(kind)
 
 
+def edgemm_bundle(args, prune: float | None) -> tuple[Path, dict]:
+    """edgemm's bundle through the public API, exported once into --cache and reused after (``--fresh``: again)."""
+    if args.bundle and prune is None:
+        return Path(args.bundle), {"path": args.bundle, "reused": True, "export_s": None, "prune": None}
+    out = Path(args.cache) / (f"avnet-int8-prune{prune:g}" if prune is not None else "avnet-int8")
+    info = {"path": str(out), "reused": (out / "manifest.json").is_file() and not args.fresh, "export_s": None, "prune": prune,
+            "export": f"edgemm.export('export/avnet.toml', int8=True, verify=False{f', prune={prune:g}' if prune is not None else ''})"}
+    if not info["reused"]:
+        import edgemm
+
+        print(f"edgemm.export(export/avnet.toml, int8=True{f', prune={prune:g}' if prune is not None else ''}) -> {out} ...",
+              flush=True)
+        t0 = time.monotonic()
+        # verify=False: the artifacts are the same; this script measures every path's accuracy itself
+        edgemm.export(str(RECIPE), output=out, int8=True, verify=False, **({"prune": prune} if prune is not None else {}))
+        info["export_s"] = round(time.monotonic() - t0, 1)
+    else:
+        print(f"reusing {out} (--fresh exports it again)", flush=True)
+    return out, info
+
+
+def edgemm_paths(bundle_dir: Path, label: str) -> list[dict]:
+    from edgemm.bundle import Bundle
+
+    bundle = Bundle.open(bundle_dir)
+    return [{"name": f"{label} {a.backend} {a.precision} ({a.path})", "edgemm": True, "kind": "edgemm", "bundle": str(bundle.root),
+             "artifact": a.path, "format": "onnx" if a.path.endswith(".onnx") else "openvino", "file": str(bundle.root / a.path),
+             "size_mb": a.size_bytes(bundle.root) / 1e6, "backend": a.backend, "precision": a.precision}
+            for a in bundle.artifacts if a.backend in ("onnxruntime", "openvino") and a.graph == "main"]
+
+
 # ----------------------------------------------------------------------------- benchmark_app
 
 def benchmark_app(xml: str, threads: int, seconds: float, pct: int) -> float:
     """OpenVINO's own client on edgemm's IR: its latency at percentile ``pct`` (ms), batch 1, one
     synchronous request on one stream at ``threads`` threads (like every other row). benchmark_app
-    allows -nthreads only with -hint none, and prints latency in us or ms."""
+    allows -nthreads only with -hint none, prints one percentile per run, and prints us or ms."""
     exe = Path(sys.executable).with_name("benchmark_app")
-    shape = "image[1,3,64,64],audio[1,1,64,98]"
     p = subprocess.run([str(exe), "-m", xml, "-d", "CPU", "-hint", "none", "-api", "sync", "-nstreams", "1", "-nthreads", str(threads),
-                        "-t", str(max(1, int(seconds))), "-shape", shape, "-latency_percentile", str(pct)],
+                        "-t", str(max(1, int(seconds))), "-shape", "image[1,3,64,64],audio[1,1,64,98]", "-latency_percentile", str(pct)],
                        capture_output=True, text=True, timeout=300)
     if p.returncode != 0:
         raise RuntimeError((p.stderr.strip() or p.stdout.strip()).splitlines()[-1])
@@ -222,180 +317,179 @@ def benchmark_app(xml: str, threads: int, seconds: float, pct: int) -> float:
     raise RuntimeError(f"benchmark_app printed no {key!r} line")
 
 
-def benchmark_app_row(xml: dict | None, rows: dict, threads: int, rounds: int, seconds: float) -> dict:
-    name = "benchmark_app on edgemm's OpenVINO IR"
-    try:
-        if xml is None:
-            raise RuntimeError("the bundle has no OpenVINO IR")
-        p50s, p90s = [], []
-        for _ in range(rounds):
-            p50s.append(benchmark_app(xml["file"], threads, max(2.0, seconds), 50))
-            p90s.append(benchmark_app(xml["file"], threads, max(2.0, seconds), 90))
-        src = rows.get(xml["name"], {})
-        return {"name": name, "edgemm": True, "p50_ms": round(float(np.median(p50s)), 4), "p90_ms": round(float(np.median(p90s)), 4),
-                "size_mb": round(xml["size_mb"], 3), "top1": src.get("top1"), "agreement": src.get("agreement"),
-                "skipped": None, "note": "latency by OpenVINO benchmark_app (-hint none -api sync -nstreams 1; median of rounds); "
-                                         "top1/agreement of the same IR"}
-    except Exception as exc:  # noqa: BLE001
-        return {"name": name, "edgemm": True, "p50_ms": None, "p90_ms": None, "size_mb": None, "top1": None,
-                "agreement": None, "skipped": f"{type(exc).__name__}: {exc}"[:300]}
-
-
 # ----------------------------------------------------------------------------- main
 
-def _cpu() -> dict:
-    model, flags = platform.processor(), set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "flags": sorted(flags & {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"})}
+def skipped_row(name: str, edgemm: bool, why: str) -> dict:
+    return {"name": name, "edgemm": edgemm, "p50_ms": None, "p90_ms": None, "size_mb": None, "top1": None, "agreement": None,
+            "skipped": why[:300]}
 
 
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("edgemm", "torch", "onnxruntime", "openvino", "nncf", "nvidia-modelopt", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
+def verdict(rows: list[dict], ref_top1: float | None) -> dict:
+    """edgemm's best (its fastest row within 1 point of the reference top-1) against every measured peer row:
+    ``pass`` when it is faster than each and its top-1 is equal or better."""
+    mine = [r for r in rows if r["edgemm"] and r["p50_ms"] is not None and r["top1"] is not None
+            and (ref_top1 is None or r["top1"] >= ref_top1 - 0.01)]
+    peers = [r for r in rows if not r["edgemm"] and r["p50_ms"] is not None]
+    if not mine:
+        return {"best": None, "pass": False, "measured_peer_rows": len(peers), "why": "no edgemm row within 1 point of the reference"}
+    best = min(mine, key=lambda r: r["p50_ms"])
+    best["best"] = True
+    per = {r["name"]: {"faster": best["p50_ms"] < r["p50_ms"], "top1_equal_or_better": best["top1"] >= r["top1"],
+                       "speedup": round(r["p50_ms"] / best["p50_ms"], 3)} for r in peers}
+    return {"best": best["name"], "best_p50_ms": best["p50_ms"], "best_top1": best["top1"], "reference_top1": ref_top1,
+            "measured_peer_rows": len(peers), "enough_peer_rows": len(peers) >= 5,
+            "pass": bool(peers) and all(v["faster"] and v["top1_equal_or_better"] for v in per.values()), "peers": per}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / f"peers-{dt.date.today().isoformat()}.json"))
-    ap.add_argument("--bundle", help="an avnet bundle exported with --int8 (default: export one now)")
+    ap.add_argument("--bundle", help="an avnet bundle exported with --int8 (default: exported once into --cache)")
+    ap.add_argument("--prune", type=float, default=None, metavar="RATIO",
+                    help="also edgemm's pruned bundle: edgemm.export(recipe, int8=True, prune=RATIO) (exported once into --cache)")
+    ap.add_argument("--cache", default=str(ROOT / "build" / "compare_peers"), help="where exported bundles are kept for reuse")
+    ap.add_argument("--fresh", action="store_true", help="export the bundles again even if --cache has them")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--benchmark-app-only", action="store_true",
-                    help="re-measure only the benchmark_app row of an existing --json (needs --bundle); rewrites it")
     args = ap.parse_args()
-    if args.benchmark_app_only:
-        result = json.loads(Path(args.json).read_text())
-        from edgemm.bundle import Bundle
-
-        bundle = Bundle.open(args.bundle)
-        art = next((a for a in bundle.artifacts if a.backend == "openvino" and a.precision == "fp32" and a.path.endswith(".xml")), None)
-        xml = art and {"name": f"edgemm {art.backend} {art.precision} ({art.path})", "file": str(bundle.root / art.path),
-                       "size_mb": art.size_bytes(bundle.root) / 1e6}
-        rows = {r["name"]: r for r in result["rows"]}
-        row = benchmark_app_row(xml, rows, result["threads"], result["rounds"], result["seconds_per_round"])
-        result["rows"] = [row if r["name"] == row["name"] else r for r in result["rows"]]
-        result["benchmark_app_command"] = " ".join([Path(sys.executable).name, *sys.argv])
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(markdown(result))
-        plot(result, Path(args.json).with_suffix(".svg"))
-        return
     if args.worker:
-        job = json.loads(args.worker)
-        print(json.dumps(worker(job["path"], job["threads"], job["seconds"], job["eval"], job["accuracy"])))
+        serve(json.loads(args.worker))
         return
+    if args.prune is not None and not 0.0 < args.prune < 1.0:
+        print(f"compare_peers: error: --prune {args.prune:g}: give a ratio between 0 and 1, e.g. --prune 0.5", file=sys.stderr)
+        sys.exit(2)
     t_start = time.monotonic()
-    work = Path(tempfile.mkdtemp(prefix="edgemm-peers-"))
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    phases, load = {}, [list(os.getloadavg())]
+    work = Path(args.cache) / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     print("features ...", flush=True)
     features(EVAL, work / "eval.npz")
     features(CALIB, work / "calib.npz", n=128)
-    bundle_dir = Path(args.bundle) if args.bundle else work / "avnet"
-    if not args.bundle:
-        import edgemm
-
-        print("edgemm.export(export/avnet.toml, int8=True) ...", flush=True)
-        edgemm.export(str(RECIPE), output=bundle_dir, int8=True)
+    phases["features_s"] = round(time.monotonic() - t_start, 1)
+    t = time.monotonic()
+    bundles = [edgemm_bundle(args, None)] + ([edgemm_bundle(args, args.prune)] if args.prune is not None else [])
+    phases["edgemm_export_s"] = round(time.monotonic() - t, 1)
     from edgemm.bundle import Bundle
 
-    bundle = Bundle.open(bundle_dir)
-    fp32_onnx = next(bundle.root / a.path for a in bundle.artifacts if a.format == "onnx" and a.precision == "fp32")
-    paths, rows = [], {}
-    for kind in PEERS:
+    first = Bundle.open(bundles[0][0])
+    fp32_onnx = next(first.root / a.path for a in first.artifacts if a.format == "onnx" and a.precision == "fp32")
+    rows, started = {}, {}  # name -> (path, its worker process)
+
+    def start(p: dict) -> None:
+        started[p["name"]] = (p, Worker(p, args.threads, args.seconds, work / "eval.npz", work / f"worker-{len(started)}.log", env))
+
+    def peer(kind: str) -> None:
+        t_kind = time.monotonic()
+        print(f"preparing {kind} ...", flush=True)
         try:
-            paths.append(prepare(kind, fp32_onnx, work / "calib.npz", work, args.threads))
-            paths[-1].update(name=kind, edgemm=False)
+            start({**prepare(kind, fp32_onnx, work / "calib.npz", work, args.threads), "name": kind, "edgemm": False})
         except Exception as exc:  # noqa: BLE001 - a peer that cannot run here keeps its row
-            rows[kind] = {"name": kind, "edgemm": False, "p50_ms": None, "p90_ms": None, "size_mb": None, "top1": None,
-                          "agreement": None, "skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
-    for a in bundle.artifacts:
-        if a.backend not in ("onnxruntime", "openvino") or a.graph != "main":
-            continue
-        engine = a.backend
-        paths.append({"name": f"edgemm {a.backend} {a.precision} ({a.path})", "edgemm": True, "kind": "edgemm",
-                      "format": "onnx" if a.path.endswith(".onnx") else "openvino", "engine": engine,
-                      "file": str(bundle.root / a.path), "size_mb": a.size_bytes(bundle.root) / 1e6, "backend": a.backend,
-                      "precision": a.precision})
-    # interleaved rounds, each measurement in a fresh process
-    lat = {p["name"]: [] for p in paths}
-    pred = {}
+            rows[kind] = skipped_row(kind, False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        phases[f"prepare_{kind}_s"] = round(time.monotonic() - t_kind, 1)
+
+    # Preparation only, nothing is measured until every path is ready: the paths that need no artifact built
+    # start loading at once in their own processes (torch.compile compiles while the peers quantize).
+    t = time.monotonic()
+    for kind in PEERS[:2]:
+        peer(kind)
+    for bdir, info in bundles:
+        for p in edgemm_paths(bdir, "edgemm" if info["prune"] is None else f"edgemm pruned {info['prune']:g}"):
+            start(p)
+    for kind in PEERS[2:]:
+        peer(kind)
+    phases["prepare_peers_s"] = round(time.monotonic() - t, 1)
+    order = [k for k in PEERS if k in started] + [k for k in started if k not in PEERS]
+    paths = [started[k][0] for k in order]
+    workers, pred, prep_s = {}, {}, {}
+    for name in order:
+        print(f"waiting for {name} (loaded, its predictions on the split) ...", flush=True)
+        p, w = started[name]
+        try:
+            ans = w.answer()
+            pred[name], prep_s[name] = np.asarray(ans["pred"]), ans["prepare_s"]
+            workers[name] = w
+        except RuntimeError as exc:
+            rows[name] = skipped_row(name, p["edgemm"], str(exc))
+    phases["prepare_load_and_accuracy_s"] = round(time.monotonic() - t, 1)
+    load.append(list(os.getloadavg()))
+    # interleaved rounds: one path measures at a time, the others wait idle in their processes
+    t = time.monotonic()
+    xml = next((p for p in paths if p["edgemm"] and p["format"] == "openvino" and p["precision"] == "fp32"), None)
+    lat = {name: [] for name in workers}
+    round_p50 = {name: [] for name in workers}
+    app: dict[str, list[float]] = {"p50": [], "p90": []}
     for r in range(args.rounds):
-        for p in paths:
-            print(f"round {r + 1}/{args.rounds}: {p['name']}", flush=True)
-            job = {"path": p, "threads": args.threads, "seconds": args.seconds, "eval": str(work / "eval.npz"), "accuracy": r == 0}
+        print(f"round {r + 1}/{args.rounds}", flush=True)
+        for name, w in list(workers.items()):
             try:
-                proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], capture_output=True, text=True,
-                                      env=env, timeout=600)
-            except subprocess.TimeoutExpired:
-                proc = subprocess.CompletedProcess([], 1, "", "worker timed out after 600 s")
-            if proc.returncode != 0:
-                rows[p["name"]] = {"name": p["name"], "edgemm": p["edgemm"], "p50_ms": None, "p90_ms": None, "size_mb": None,
-                                   "top1": None, "agreement": None,
-                                   "skipped": (proc.stderr.strip().splitlines() or ["failed"])[-1][:300]}
-                continue
-            out = json.loads(proc.stdout.strip().splitlines()[-1])
-            lat[p["name"]].extend(out["latencies_ms"])
-            if "pred" in out:
-                pred[p["name"]] = np.asarray(out["pred"])
+                times = w.measure()
+                lat[name].extend(times)
+                round_p50[name].append(round(float(np.median(times)), 4))
+            except RuntimeError as exc:
+                rows[name] = skipped_row(name, next(p["edgemm"] for p in paths if p["name"] == name), str(exc))
+                del workers[name]
+        if xml is not None and "app" not in rows:
+            try:
+                app["p50"].append(benchmark_app(xml["file"], args.threads, max(2.0, args.seconds), 50))
+                app["p90"].append(benchmark_app(xml["file"], args.threads, max(2.0, args.seconds), 90))
+            except Exception as exc:  # noqa: BLE001
+                rows["app"] = skipped_row(BENCHMARK_APP, True, f"{type(exc).__name__}: {exc}")
+    for w in workers.values():
+        w.close()
+    phases["measure_s"] = round(time.monotonic() - t, 1)
+    load.append(list(os.getloadavg()))
     labels = np.load(work / "eval.npz")["digit"]
     ref = pred.get("torch_eager")
     for p in paths:
-        if p["name"] in rows or not lat[p["name"]]:
+        if p["name"] in rows or not lat.get(p["name"]):
             continue
-        a = np.asarray(lat[p["name"]])
-        pr = pred[p["name"]]
+        a, pr = np.asarray(lat[p["name"]]), pred[p["name"]]
         rows[p["name"]] = {"name": p["name"], "edgemm": p["edgemm"], "p50_ms": round(float(np.percentile(a, 50)), 4),
                            "p90_ms": round(float(np.percentile(a, 90)), 4), "size_mb": round(p["size_mb"], 3),
                            "top1": round(float((pr == labels).mean()), 4),
                            "agreement": round(float((pr == ref).mean()), 4) if ref is not None else None,
-                           "skipped": None, "calls": int(a.size), "file": Path(p["file"]).name}
-    # OpenVINO's benchmark_app on edgemm's OpenVINO IR (fp32)
-    xml = next((p for p in paths if p["edgemm"] and p["format"] == "openvino" and p["precision"] == "fp32"), None)
-    rows["benchmark_app on edgemm's OpenVINO IR"] = benchmark_app_row(xml, rows, args.threads, args.rounds, args.seconds)
-    ordered = [rows[k] for k in PEERS if k in rows] + [r for k, r in rows.items() if k not in PEERS]
+                           "skipped": None, "calls": int(a.size), "file": Path(p["file"]).name,
+                           "round_p50_ms": round_p50[p["name"]], "prepare_s": prep_s.get(p["name"])}
+    src = rows.get(xml["name"], {}) if xml else {}
+    rows["app"] = rows.get("app") or (skipped_row(BENCHMARK_APP, True, "the bundle has no OpenVINO fp32 IR") if xml is None else {
+        "name": BENCHMARK_APP, "edgemm": True, "p50_ms": round(float(np.median(app["p50"])), 4),
+        "p90_ms": round(float(np.median(app["p90"])), 4), "size_mb": round(xml["size_mb"], 3), "top1": src.get("top1"),
+        "agreement": src.get("agreement"), "skipped": None,
+        "note": "latency by OpenVINO benchmark_app (-hint none -api sync -nstreams 1; median of rounds); top1/agreement of the same IR"})
+    ordered = [rows[k] for k in PEERS if k in rows] + [rows[p["name"]] for p in paths if p["name"] in rows and not p["name"] in PEERS]
+    ordered.append(rows["app"])
     ref_top1 = rows.get("torch_eager", {}).get("top1")
-    mine = [r for r in ordered if r["edgemm"] and r["p50_ms"] is not None and (ref_top1 is None or r["top1"] >= ref_top1 - 0.01)]
-    best = min(mine, key=lambda r: r["p50_ms"]) if mine else None
-    if best:
-        best["best"] = True
-    result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": {**_cpu(), "python": platform.python_version(),
-              "platform": platform.platform(), "loadavg": list(os.getloadavg())}, "versions": _versions(), "threads": args.threads,
-              "rounds": args.rounds, "seconds_per_round": args.seconds, "batch": 1, "samples": int(len(labels)),
-              "command": " ".join([Path(sys.executable).name, *sys.argv]), "wall_s": round(time.monotonic() - t_start, 1),
-              "reference": "torch_eager", "best_edgemm": best["name"] if best else None, "rows": ordered}
+    from edgemm.bench.machine import machine_info
+
+    result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
+              "threads": args.threads, "rounds": args.rounds, "seconds_per_round": args.seconds, "batch": 1,
+              "samples": int(len(labels)), "command": " ".join(["python", os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
+              "wall_s": round(time.monotonic() - t_start, 1), "phases_s": phases, "loadavg": load,
+              "bundles": [info for _, info in bundles], "reference": "torch_eager", "verdict": verdict(ordered, ref_top1),
+              "rows": ordered}
+    result["best_edgemm"] = result["verdict"]["best"]
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(result))
     plot(result, Path(args.json).with_suffix(".svg"))
-    print(f"wrote {args.json}")
+    print(f"wrote {args.json} ({result['wall_s']:.0f} s)")
 
 
 def markdown(result: dict) -> str:
-    m = result["machine"]
-    f = lambda v, d=3: "-" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))  # noqa: E731
-    lines = [f"avnet, batch 1, {result['threads']} threads, {m['cpu']} ({' '.join(m['flags'])}), {result['date'][:10]}; "
-             f"`{result['command']}` ({result['wall_s']:.0f} s)", "",
+    m, v = result["machine"], result["verdict"]
+    f = lambda x, d=3: "-" if x is None else (f"{x:.{d}f}" if isinstance(x, float) else str(x))  # noqa: E731
+    lines = [f"avnet, batch 1, {result['threads']} threads, {m['cpu']} ({' '.join(m['isa'])}), {result['date'][:10]}; "
+             f"`{result['command']}` ({result['wall_s']:.0f} s, load average {m['loadavg']})", "",
              "| path | edgemm | p50 ms | p90 ms | size MB | top-1 | agreement | note |", "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in result["rows"]:
         note = r.get("skipped") and f"skipped: {r['skipped']}" or ("**edgemm best**" if r.get("best") else "")
         lines.append(f"| {r['name']} | {'yes' if r['edgemm'] else 'no'} | {f(r['p50_ms'])} | {f(r['p90_ms'])} | {f(r['size_mb'])} | "
                      f"{f(r['top1'], 4)} | {f(r['agreement'], 4)} | {note} |")
+    lines += ["", f"verdict: {'pass' if v['pass'] else 'FAIL'} (edgemm best: {v['best']}; {v['measured_peer_rows']} measured peer rows)"]
     return "\n".join(lines)
 
 

@@ -130,3 +130,23 @@ def test_every_backend_declares_a_folder_and_the_registry_knows_one_reference():
     for b in backends.values():
         assert b.default_quantizer is None or not b.reference
         assert b.checked_by is None or b.checked_by in backends
+
+
+def test_onnxruntime_workers_spin_only_when_the_pool_leaves_a_core_free(tiny_bundle_dir):
+    """A spinning intra-op worker on a pool as wide as the machine takes the core that capture and
+    pre-processing need (benchmarks/bench_ort_spinning.py); the session carries the decision."""
+    import os
+
+    from edgemm.backends.onnxruntime.backend import allow_spinning
+
+    cores = len(os.sched_getaffinity(0))
+    assert allow_spinning(RunnerOptions(threads=cores)) is False
+    assert allow_spinning(RunnerOptions(threads=None)) is False
+    assert allow_spinning(RunnerOptions(threads=cores, spin=True)) is True
+    if cores > 1:
+        assert allow_spinning(RunnerOptions(threads=cores - 1)) is True
+    b = Bundle.open(tiny_bundle_dir)
+    art = next(a for a in b.artifacts if a.backend == "onnxruntime" and a.precision == "fp32")
+    runner = get_backend("onnxruntime").create_runner(b.root / art.path, b.spec, RunnerOptions(threads=cores))
+    assert runner.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    runner.close()

@@ -11,6 +11,35 @@ from ..errors import EdgemmError
 
 COLUMNS = ("artifact", "backend", "precision", "mode", "baseline", "batch", "threads", "p50_ms", "p90_ms", "p99_ms",
            "mean_ms", "throughput", "speedup_vs_baseline", "peak_rss_mb", "size_mb")
+STREAM_COLUMNS = ("fps", "frames", "dropped_frames", "jitter_ms", "av_skew_p50_ms", "av_skew_p99_ms")
+
+
+def _stream_values(r: dict) -> list:
+    st = r.get("stream")
+    if not st:
+        return [None] * len(STREAM_COLUMNS)
+    return [st["fps"], st["frames"], st["dropped_frames"], st["jitter_ms"], st["av_skew_ms"]["p50"], st["av_skew_ms"]["p99"]]
+
+
+def _mode(r: dict) -> str:
+    return f"{r['mode']} {r['fps']:g} fps" if r.get("stream") else r["mode"]
+
+
+def _stream_lines(result: dict) -> list[str]:
+    """The stream runs as a markdown table (capture-to-result, jitter, drops, A/V skew)."""
+    runs = [r for r in result["runs"] if r.get("stream")]
+    if not runs:
+        return []
+    out = ["", "stream (live-paced video + wav through edgemm.Stream, policy latest), ms:", "",
+           "| artifact | backend | precision | fps | capture-to-result p50 | p99 | jitter | dropped / frames | A/V skew p50 | p99 | model p50 |",
+           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for r in sorted(runs, key=lambda r: (r["artifact"], r["backend"], r["stream"]["fps"])):
+        st = r["stream"]
+        out.append(f"| {r['artifact']} | {r['backend']} | {r['precision']} | {st['fps']:g} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                   f"{f(st['jitter_ms'])} | {st['dropped_frames']} / {st['frames']} | {f(st['av_skew_ms']['p50'])} | "
+                   f"{f(st['av_skew_ms']['p99'])} | {f(st['stage_p50_ms'].get('infer'))} |")
+    return out
 
 
 def format_table(result: dict) -> str:
@@ -25,11 +54,11 @@ def format_table(result: dict) -> str:
         top1 = " ".join(f"{h} {v:.4f}" for h, v in r["metrics"].items())
         speed = f"{r['speedup_vs_baseline']:.2f}x" if r["speedup_vs_baseline"] else "-"
         name = r["artifact"] + (" *" if r["baseline"] else "")
-        lines.append(f"{name:<30} {r['backend']:<12} {r['precision']:<5} {r['mode']:<10} {r['batch']:>5} {r['p50_ms']:>8.3f} "
+        lines.append(f"{name:<30} {r['backend']:<12} {r['precision']:<5} {_mode(r):<10} {r['batch']:>5} {r['p50_ms']:>8.3f} "
                      f"{r['p90_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['throughput']:>9.1f} {speed:>8} {r['peak_rss_mb']:>7.0f} "
                      f"{r['size_mb']:>8.3f}  {top1}")
     lines.append("* baseline: the original model in PyTorch eager fp32 under no_grad")
-    return "\n".join(lines)
+    return "\n".join(lines + _stream_lines(result))
 
 
 def write_json(result: dict, path: str | Path) -> None:
@@ -43,7 +72,7 @@ def _heads(result: dict) -> list[str]:
 def _stages(result: dict) -> list[str]:
     seen = []
     for r in result["runs"]:
-        for k in r.get("stages_ms", {}):
+        for k in r.get("stages_ms", {}) if r["mode"] == "end_to_end" else ():
             if k not in seen:
                 seen.append(k)
     return seen
@@ -54,10 +83,10 @@ def write_csv(result: dict, path: str | Path) -> None:
     heads, stages = _heads(result), _stages(result)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow([*COLUMNS, *(f"top1_{h}" for h in heads), *(f"{s}_p50_ms" for s in stages)])
+        w.writerow([*COLUMNS, *(f"top1_{h}" for h in heads), *(f"{s}_p50_ms" for s in stages), *STREAM_COLUMNS])
         for r in result["runs"]:
             w.writerow([r.get(c) for c in COLUMNS] + [r.get("metrics", {}).get(h) for h in heads]
-                       + [r.get("stages_ms", {}).get(s, {}).get("p50") for s in stages])
+                       + [r.get("stages_ms", {}).get(s, {}).get("p50") for s in stages] + _stream_values(r))
 
 
 def format_markdown(result: dict) -> str:
@@ -72,9 +101,9 @@ def format_markdown(result: dict) -> str:
     for r in sorted(result["runs"], key=lambda r: (r["mode"], r["batch"], not r["baseline"], r["p50_ms"])):
         sp = f"{r['speedup_vs_baseline']:.2f}x" if r.get("speedup_vs_baseline") else "-"
         top = " | ".join(f"{r['metrics'][h]:.4f}" if h in r.get("metrics", {}) else "-" for h in heads)
-        out.append(f"| {r['artifact']}{' (baseline)' if r['baseline'] else ''} | {r['backend']} | {r['precision']} | {r['mode']} | "
+        out.append(f"| {r['artifact']}{' (baseline)' if r['baseline'] else ''} | {r['backend']} | {r['precision']} | {_mode(r)} | "
                    f"{r['batch']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {sp} | {r['size_mb']:.3f} | {top} |")
-    e2e = [r for r in result["runs"] if r.get("stages_ms")]
+    e2e = [r for r in result["runs"] if r.get("stages_ms") and r["mode"] == "end_to_end"]
     if e2e:
         out += ["", f"end_to_end per video frame at {e2e[0].get('fps', 30):g} fps, stage medians (ms):", "",
                 "| artifact | backend | precision | " + " | ".join(stages) + " | total p50 |",
@@ -83,7 +112,7 @@ def format_markdown(result: dict) -> str:
             out.append(f"| {r['artifact']} | {r['backend']} | {r['precision']} | "
                        + " | ".join(f"{r['stages_ms'][s]['p50']:.3f}" if s in r["stages_ms"] else "-" for s in stages)
                        + f" | {r['p50_ms']:.3f} |")
-    return "\n".join(out) + "\n"
+    return "\n".join(out + _stream_lines(result)) + "\n"
 
 
 def write_markdown(result: dict, path: str | Path) -> None:
@@ -105,12 +134,13 @@ def write_plot(result: dict, path: str | Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise EdgemmError("--plot needs matplotlib: pip install 'edgemm[plot]' (or pip install matplotlib)") from None
+        raise EdgemmError("--plot needs matplotlib (an edgemm dependency that is missing here): pip install matplotlib") from None
     runs = [r for r in result["runs"] if r["batch"] == 1]
     heads = _heads(result)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, max(3.5, 0.4 * len(runs) + 1.5)))
     runs = sorted(runs, key=lambda r: (r["mode"], r["p50_ms"]))
-    labels = [f"{r['artifact']} ({r['backend']} {r['precision']}, {r['mode']})" for r in runs]
+    labels = [f"{r['artifact']} ({r['backend']} {r['precision']}, {r['mode']}{' %g fps' % r['fps'] if r.get('stream') else ''})"
+              for r in runs]
     colours = ["#888" if r["baseline"] else {"int8": "#2a7", "fp16": "#57c", "fp32": "#c74"}.get(r["precision"], "#999") for r in runs]
     y = list(range(len(runs)))
     ax1.barh(y, [r["p50_ms"] for r in runs], color=colours)

@@ -29,7 +29,8 @@ from ..errors import EdgemmError
 from ..log import logger
 from .machine import machine_info
 
-MODES = ("model", "end_to_end")
+MODES = ("model", "end_to_end", "stream")
+DEFAULT_MODES = ("model", "end_to_end")
 
 
 @dataclass(frozen=True)
@@ -38,19 +39,21 @@ class BenchConfig:
     precisions: tuple[str, ...] | None = None
     batches: tuple[int, ...] = (1, 8)
     threads: int | None = None  # None: min(4, cores)
-    modes: tuple[str, ...] = MODES
+    modes: tuple[str, ...] = DEFAULT_MODES  # "stream" (opt-in): the Stream runtime on live-paced sources
     seconds: float = 1.5  # timed seconds per worker and round
     rounds: int = 2
     warmup: int = 10
     graph: str | None = None
     fps: float = 30.0  # end_to_end: the stream's frame rate (audio per frame = 1 / fps seconds)
+    stream_fps: tuple[float, ...] = (15.0, 30.0, 60.0)  # stream: one run per frame rate
+    stream_seconds: float = 4.0  # stream: media seconds per run and round
     progress: bool = False  # a progress bar over the measurement plan (stderr; `edgemm bench` turns it on)
     worker_timeout_s: float | None = None  # per measurement process (None: 240 s + 4 x seconds); a hung worker is stopped
     extra: dict = field(default_factory=dict)
     trust_code: bool | None = None  # None: the caller's edgemm.trust.allow_code() context
 
 
-def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None, notes: list[str]):
+def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None, notes: list[str], media: dict | None = None):
     from ..trust import code_allowed, torch_reference_plan
 
     trusted = code_allowed(bundle.root, cfg.trust_code)
@@ -77,19 +80,28 @@ def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None,
             logger.info("skipping the torch baseline %s: %s", art.path, plan["reason"])
             continue
         for mode in cfg.modes:
-            if mode == "end_to_end" and raw_path is None:
-                continue
-            for batch in (cfg.batches if mode == "model" else (1,)):
+            if mode != "model" and raw_path is None or mode == "stream" and (baseline or not media):
+                continue  # no raw data; the stream mode measures the deployed artifacts
+            for batch, fps in _points(cfg, mode):
                 jobs.append({
                     "bundle": str(bundle.root), "artifact": art.path, "backend": art.backend, "precision": art.precision,
-                    "mode": mode, "batch": batch, "threads": threads, "seconds": cfg.seconds, "warmup": cfg.warmup,
+                    "mode": mode, "batch": batch, "threads": threads, "warmup": cfg.warmup,
                     "raw": str(raw_path) if raw_path else None, "baseline": baseline, "trust_code": trusted,
                     "factory": factory if baseline else None, "checkpoint": checkpoint if baseline else None,
-                    "id": bundle.artifact_id(art), "size_mb": art.size_bytes(bundle.root) / 1e6, "fps": cfg.fps,
+                    "id": bundle.artifact_id(art), "size_mb": art.size_bytes(bundle.root) / 1e6, "fps": fps,
+                    "media": media.get(fps) if mode == "stream" else None,
+                    "seconds": cfg.stream_seconds if mode == "stream" else cfg.seconds,
                 })
     if cfg.backends and reference_backend().name not in cfg.backends:
         logger.info("note: the torch baseline is not in --backends; speedups are not computed")
     return jobs
+
+
+def _points(cfg: BenchConfig, mode: str) -> list[tuple[int, float]]:
+    """(batch, fps) per measurement of a mode."""
+    if mode == "model":
+        return [(b, cfg.fps) for b in cfg.batches]
+    return [(1, f) for f in (cfg.stream_fps if mode == "stream" else (cfg.fps,))]
 
 
 def _importable(factory: str) -> bool:
@@ -186,7 +198,10 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
     bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.open(bundle_dir)
     for m in cfg.modes:
         if m not in MODES:
-            raise EdgemmError(f"unknown mode {m!r}; use model or end_to_end")
+            raise EdgemmError(f"unknown mode {m!r}; use model, end_to_end or stream")
+    if "stream" in cfg.modes and (not cfg.stream_fps or min(cfg.stream_fps) <= 0 or cfg.stream_seconds <= 0):
+        raise EdgemmError(f"stream frame rates and seconds must be positive, got {list(cfg.stream_fps)} and {cfg.stream_seconds}; "
+                          "e.g. stream_fps=(15, 30, 60)")
     if any(b < 1 for b in cfg.batches):
         raise EdgemmError(f"batch sizes must be >= 1, got {list(cfg.batches)}")
     if cfg.rounds < 1 or cfg.seconds <= 0 or (cfg.threads is not None and cfg.threads < 1):
@@ -196,23 +211,35 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
     acc = bundle.report("accuracy") or {}
     with tempfile.TemporaryDirectory(prefix="edgemm-bench-") as tmp:
         notes: list[str] = []
-        jobs = _jobs(bundle, cfg, threads, _raw_samples(bundle, Path(tmp)) if "end_to_end" in cfg.modes else None, notes)
+        raw = _raw_samples(bundle, Path(tmp)) if set(cfg.modes) & {"end_to_end", "stream"} else None
+        media = None
+        if raw is not None and "stream" in cfg.modes:
+            from .live import write_media
+
+            media = {f: write_media(raw, f, cfg.stream_seconds, Path(tmp)) for f in cfg.stream_fps}
+        elif "stream" in cfg.modes:
+            notes.append("no stream runs: the bundle's evaluation data is not here")
+        jobs = _jobs(bundle, cfg, threads, raw, notes, media)
         if not jobs:
             why = f" ({'; '.join(notes)})" if notes else ""
             raise EdgemmError(f"nothing to benchmark in {bundle.root} with backends={cfg.backends} precisions={cfg.precisions}{why}")
         pooled: dict[int, list[float]] = {i: [] for i in range(len(jobs))}
         stages: dict[int, dict[str, list[float]]] = {}
         rss: dict[int, float] = {}
+        streams: dict[int, list[dict]] = {}
         with _progress(cfg.progress, cfg.rounds * len(jobs)) as advance:
             for r in range(cfg.rounds):
                 for i, job in enumerate(jobs):
-                    what = f"round {r + 1}/{cfg.rounds}: {job['id']} on {job['backend']}, {job['mode']}, batch {job['batch']}"
+                    what = f"round {r + 1}/{cfg.rounds}: {job['id']} on {job['backend']}, {job['mode']}, " + \
+                        (f"{job['fps']:g} fps" if job["mode"] == "stream" else f"batch {job['batch']}")
                     logger.debug("%s", what)
                     out = _run_worker(job, worker_timeout_s(cfg))
                     pooled[i].extend(out["latencies_ms"])
                     for k, v in out.get("stages_ms", {}).items():
                         stages.setdefault(i, {}).setdefault(k, []).extend(v)
                     rss[i] = max(rss.get(i, 0.0), out["peak_rss_mb"])
+                    if "stream" in out:
+                        streams.setdefault(i, []).append(out["stream"])
                     advance(what)
     runs = []
     for i, job in enumerate(jobs):
@@ -234,10 +261,18 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
             runs[-1].update({"path": "streaming", "fps": job["fps"], "stages_ms": {
                 k: {q: round(float(np.percentile(v, p)), 4) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))}
                 for k, v in stages[i].items()}})
+        if i in streams:  # stream: capture-to-result per result of the live-paced Stream at this fps
+            from .live import summarize
+
+            runs[-1].update({"fps": job["fps"], "throughput": round(len(a) / (cfg.stream_seconds * cfg.rounds), 2),
+                             "stream": summarize(job["fps"], cfg.stream_seconds, streams[i])})
     for r in runs:
-        base = next((b for b in runs if b["baseline"] and b["mode"] == r["mode"] and b["batch"] == r["batch"]), None)
+        base = next((b for b in runs if b["baseline"] and b["mode"] == r["mode"] and b["batch"] == r["batch"]
+                     and b.get("fps") == r.get("fps")), None)
         r["speedup_vs_baseline"] = round(base["p50_ms"] / r["p50_ms"], 3) if base else None
     return {"machine": machine_info(), "config": {"batches": list(cfg.batches), "threads": threads, "modes": list(cfg.modes),
                                                   "seconds_per_round": cfg.seconds, "rounds": cfg.rounds, "fps": cfg.fps,
+                                                  **({"stream_fps": list(cfg.stream_fps), "stream_seconds": cfg.stream_seconds}
+                                                     if "stream" in cfg.modes else {}),
                                                   "command": " ".join(sys.argv)},
             "bundle": str(bundle.root), "runs": runs, **({"baseline_note": "; ".join(notes)} if notes else {})}

@@ -37,7 +37,7 @@ def _measure(job: dict) -> dict:
     from ..bundle import Bundle
 
     bundle = Bundle.open(job["bundle"], verify_hashes=False)
-    opts = RunnerOptions(threads=job["threads"], precision=job["precision"])
+    opts = RunnerOptions(threads=job["threads"], precision=job["precision"], spin=job.get("spin"))
     if get_backend(job["backend"]).reference and job.get("factory"):
         from ..trust import resolve_factory
 
@@ -46,6 +46,11 @@ def _measure(job: dict) -> dict:
     else:
         runner = get_backend(job["backend"]).create_runner(bundle.file(job["artifact"], "artifact path"), bundle.spec, opts)
 
+    if job["mode"] == "stream":  # the Stream runtime on live-paced sources (edgemm/bench/live.py)
+        from .live import measure_stream
+
+        out = measure_stream(job, bundle, runner, _feeds(bundle, 1))
+        return {**out, "peak_rss_mb": peak_rss_mb()}
     if job["mode"] == "model":
         feeds = _feeds(bundle, job["batch"])
 

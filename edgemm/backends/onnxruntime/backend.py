@@ -1,11 +1,22 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ...lazy import INSTALL_HINTS, lazy_import
 from ...errors import BundleError, SpecError
 from ...iospec import IOSpec
 from ..base import Availability, Backend, Compiled, Runner, RunnerOptions, version_of
+
+
+def allow_spinning(options: RunnerOptions) -> bool:
+    """ONNX Runtime's intra-op workers spin after each run by default. That pays only when the pool leaves a
+    core free: with as many threads as cores the spinner competes with everything else the process does
+    between runs (capture, pre-processing, post-processing) and with other processes."""
+    if options.spin is not None:
+        return options.spin
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return (options.threads or cores) < cores
 
 
 class OrtRunner(Runner):
@@ -18,6 +29,7 @@ class OrtRunner(Runner):
         if options.threads:
             so.intra_op_num_threads = options.threads
             so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning(options) else "0")
         so.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

@@ -20,6 +20,18 @@ def _ints(value: str) -> tuple[int, ...]:
     return batches
 
 
+def _rates(value: str) -> tuple[float, ...]:
+    from ...errors import EdgemmError
+
+    try:
+        rates = tuple(float(v) for v in _csv(value))
+    except ValueError as exc:
+        raise EdgemmError(f"--stream-fps {value!r}: give comma-separated frame rates, e.g. --stream-fps 15,30,60") from exc
+    if not rates or min(rates) <= 0 or max(rates) > 240:
+        raise EdgemmError(f"--stream-fps {value!r}: frame rates must be in (0, 240], e.g. --stream-fps 15,30,60")
+    return rates
+
+
 def cmd_bench(args) -> int:
     import sys
     from pathlib import Path
@@ -33,6 +45,7 @@ def cmd_bench(args) -> int:
     for flag, value, ok, example in (("--rounds", args.rounds, args.rounds >= 1, "--rounds 2"),
                                      ("--seconds", args.seconds, args.seconds > 0, "--seconds 1.5"),
                                      ("--fps", args.fps, args.fps > 0, "--fps 30"),
+                                     ("--stream-seconds", args.stream_seconds, args.stream_seconds > 0, "--stream-seconds 4"),
                                      ("--threads", args.threads, args.threads is None or args.threads >= 1, "--threads 4")):
         if not ok:
             raise EdgemmError(f"{flag} {value}: must be positive, e.g. {example}")
@@ -42,12 +55,14 @@ def cmd_bench(args) -> int:
         try:
             import matplotlib  # noqa: F401
         except ImportError as exc:
-            raise EdgemmError("--plot needs matplotlib: pip install 'edgemm[plot]' (or pip install matplotlib)") from exc
+            raise EdgemmError("--plot needs matplotlib (an edgemm dependency that is missing here): pip install matplotlib") from exc
     for flag in ("json", "csv", "markdown", "plot"):
         if getattr(args, flag):
             _check_writable(f"--{flag}", getattr(args, flag))  # before minutes of measuring, not after
+    stream_fps = _rates(args.stream_fps)
     cfg = BenchConfig(backends=args.backends, precisions=args.precisions, batches=batches, threads=args.threads,
-                      modes=args.modes, seconds=args.seconds, rounds=args.rounds, fps=args.fps,
+                      modes=args.modes, seconds=args.seconds, rounds=args.rounds, fps=args.fps, stream_fps=stream_fps,
+                      stream_seconds=args.stream_seconds,
                       progress=not args.no_progress and sys.stderr.isatty())
     with allow_code(args.trust_code):
         result = benchmark(args.bundle, cfg)
@@ -87,11 +102,15 @@ def register(sub) -> None:
     b.add_argument("--precisions", type=_csv, default=None, metavar="P1,P2", help="fp32,fp16,int8 (default: all)")
     b.add_argument("--batch", default=(1, 8), metavar="N1,N2", help="batch sizes for model timing (default 1,8)")
     b.add_argument("--modes", type=_csv, default=("model", "end_to_end"), metavar="M1,M2",
-                   help="model (pre-processed tensors in) and/or end_to_end (raw frame + waveform in, labels out; batch 1)")
+                   help="model (pre-processed tensors in), end_to_end (raw frame + waveform in, labels out; batch 1) and/or "
+                        "stream (the Stream runtime on a live-paced video + wav at each --stream-fps: capture-to-result "
+                        "p50/p99, jitter, drops, A/V skew); default model,end_to_end")
     b.add_argument("--threads", type=int, default=None, help="intra-op threads (default min(4, cores))")
     b.add_argument("--seconds", type=float, default=1.5, help="timed seconds per measurement and round (default 1.5)")
     b.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
     b.add_argument("--fps", type=float, default=30.0, help="end_to_end: the stream's frame rate (default 30)")
+    b.add_argument("--stream-fps", default="15,30,60", metavar="F1,F2", help="stream: frame rates (default 15,30,60)")
+    b.add_argument("--stream-seconds", type=float, default=4.0, help="stream: media seconds per run and round (default 4)")
     b.add_argument("--json", default=None, metavar="F", help="write the results as JSON")
     b.add_argument("--csv", default=None, metavar="F", help="write one CSV row per run")
     b.add_argument("--markdown", default=None, metavar="F", help="write a markdown table (and the end_to_end stage breakdown)")
