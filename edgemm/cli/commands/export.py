@@ -72,7 +72,7 @@ def register(sub) -> None:
                         "are removed for real, then the model is fine-tuned with distillation from the original on the training "
                         "split; the original stays the accuracy reference (default: the recipe's [prune])")
     e.add_argument("--prune-criterion", choices=("magnitude", "taylor"), default=None, help="channel importance (default magnitude)")
-    e.add_argument("--finetune-epochs", type=int, default=None, metavar="N", help="pruning fine-tune epochs in total (default 12)")
+    e.add_argument("--finetune-epochs", type=int, default=None, metavar="N", help="pruning fine-tune epochs in total (default 40)")
     e.add_argument("--prune-max-drop", default=None, metavar="DROP",
                    help="pruning's own accuracy budget: top-1 drop vs the original on every head after fine-tuning "
                         "(default 0.015 = 1.5 points; none = report only); the bundle is written either way, exit 2 when missed")

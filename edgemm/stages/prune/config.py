@@ -50,7 +50,7 @@ class PruneConfig:
     distill_weight: float = 0.7  # loss = w * T^2 * KL(teacher_T || student_T) + (1 - w) * CE(labels)
     feature_weight: float = 1.0  # also match the branch outputs (where branches meet the fusion) to the teacher's; 0: off
     max_drop: float | None = 0.015  # pruning's own budget: top-1 drop vs the original on every head (None: report only)
-    mixup: bool = False  # also match the teacher on blends of two training samples (outputs and branch features)
+    mixup: bool = True  # also match the teacher on blends of two training samples (outputs and branch features)
     recombine: bool = False  # also distill on inputs re-paired across samples (teacher-labelled; training split only)
     seed: int = 0
 
