@@ -394,7 +394,7 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
         from .stages.quantize import slower_line
 
         for r in int8_results:
-            line = slower_line(r)
+            line = slower_line(r, pruned=pruned is not None)
             if line:
                 logger.warning("note: %s", line)
     bundle.last_verify = result  # type: ignore[attr-defined]

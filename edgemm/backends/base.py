@@ -33,9 +33,9 @@ class RunnerOptions:
     threads: int | None = None  # intra-op threads; None: the library's default
     device: str = "cpu"
     precision: str = "fp32"  # the artifact's precision: fp32 artifacts must compute in fp32
-    # Whether the backend's worker threads may busy-wait for the next run. None: only when its thread pool
-    # leaves a core free (on 2 cores with 2 threads a spinning worker takes the core that capture and
-    # pre-processing need: benchmarks/bench_ort_spinning.py, results/e2e-spinning-*.json).
+    # Whether the backend's worker threads may busy-wait for the next run. None: the library's default
+    # (faster on a quiet machine; False helps where other processes load every core:
+    # benchmarks/bench_ort_spinning.py, results/e2e-spinning-*.json).
     spin: bool | None = None
 
 

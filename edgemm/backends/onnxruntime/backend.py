@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ...lazy import INSTALL_HINTS, lazy_import
@@ -10,13 +9,14 @@ from ..base import Availability, Backend, Compiled, Runner, RunnerOptions, versi
 
 
 def allow_spinning(options: RunnerOptions) -> bool:
-    """ONNX Runtime's intra-op workers spin after each run by default. That pays only when the pool leaves a
-    core free: with as many threads as cores the spinner competes with everything else the process does
-    between runs (capture, pre-processing, post-processing) and with other processes."""
-    if options.spin is not None:
-        return options.spin
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return (options.threads or cores) < cores
+    """Whether ONNX Runtime's intra-op workers busy-wait after each run (its default; ``options.spin`` overrides).
+
+    Measured both ways (benchmarks/bench_ort_spinning.py, through the bench's own workers, 2 cores, 2 threads):
+    on a quiet machine spinning is faster for the model alone and end to end (avnet: model 0.63 vs 1.08 ms,
+    end_to_end 1.02 vs 1.45 ms, results/e2e-spinning-quiet-2026-11-30.json); under load from other processes
+    the spinner takes the core that capture and pre-processing need (end_to_end/model 3.2x vs 1.18x,
+    results/e2e-spinning-2026-11-30.json). The default is the library's; ``spin=False`` is for loaded machines."""
+    return True if options.spin is None else options.spin
 
 
 class OrtRunner(Runner):

@@ -18,7 +18,7 @@ from typing import Mapping, Sequence, Union
 from ...errors import EdgemmError, close_match_hint
 
 FUSION = "fusion"
-ALL = "*"  # key of a global ratio: every modality branch
+ALL = "*"  # key of a global ratio: the whole model (every branch and the fusion)
 CRITERIA = ("magnitude", "taylor")
 SPARSITY = ("2:4",)
 Ratios = Union[float, Mapping[str, float]]

@@ -3,7 +3,7 @@
 Keys (numbers: counts, bytes, milliseconds; accuracies are top-1 fractions in [0, 1]):
 
 - ``format``: 1
-- ``request``: ``{"ratios": {branch: ratio} ("*" = every modality branch), "criterion",
+- ``request``: ``{"ratios": {branch: ratio} ("*" = the whole model, fusion included), "criterion",
   "sparsity" (null | "2:4"), "iterative_steps", "epochs", "finetune_minutes", "distill_temperature"}``
 - ``params`` / ``flops`` / ``size_bytes``: ``{"before", "after", "ratio"}`` (after / before; FLOPs count
   one multiply-accumulate as 2); ``size_bytes`` is the fp32 ONNX file of the original and the pruned model
@@ -94,7 +94,7 @@ def pruning_summary(report: Mapping) -> list[str]:
     lines: list[str] = []
     req = report.get("request") or {}
     ratios = req.get("ratios") or {}
-    what = ", ".join(("every modality branch" if k == "*" else k) + f" {v:g}" for k, v in ratios.items())
+    what = ", ".join(("the whole model" if k == "*" else k) + f" {v:g}" for k, v in ratios.items())
     if report.get("sparsity"):
         what = ", ".join(x for x in (what, f"{report['sparsity'].get('pattern')} sparsity (TensorRT sparse weights; no CPU speedup)") if x)
     lines.append(f"pruning: {what or 'none'}" + (f", criterion {req['criterion']}" if req.get("criterion") else ""))

@@ -74,7 +74,7 @@ def speed_entry(res: TargetResult, cfg: PTQConfig) -> dict:
     return out
 
 
-def slower_line(res: TargetResult, cpu=None) -> str | None:
+def slower_line(res: TargetResult, cpu=None, pruned: bool = False) -> str | None:
     """One line for the end of an export when INT8 stayed slower than fp32 on this CPU (None when it did not)."""
     if res.speed_met is not False or res.candidate.latency_ms is None:
         return None
@@ -84,7 +84,7 @@ def slower_line(res: TargetResult, cpu=None) -> str | None:
     batch = (res.speed_report or {}).get("batch", 1)
     return (f"{res.target}: int8 {c:.2f} ms vs fp32 {f:.2f} ms at batch {batch} on this CPU ({why}): int8 is {c / f:.2f}x slower; "
             f"the int8 artifact is kept (marked speed.slower) and `edgemm.load` picks fp32 here; use the fp32 artifact, "
-            f"try --prune, a larger batch, or a CPU with VNNI")
+            f"{'' if pruned else 'try --prune, '}a larger batch, or a CPU with VNNI")
 
 
 def speed_report(results: list[TargetResult]) -> dict | None:
