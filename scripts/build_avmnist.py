@@ -19,6 +19,16 @@ import numpy as np
 from edgemm.zoo import avmnist
 
 
+def _per_class(clips, n: int, rng) -> list:
+    """``n`` training-take clips per (speaker, digit), drawn without replacement."""
+    out = []
+    for spk in range(len(avmnist.SPEAKERS)):
+        for d in range(10):
+            pool = [c for c in clips if c.take in avmnist.TRAIN_TAKES and c.speaker == spk and c.digit == d]
+            out += [pool[i] for i in rng.choice(len(pool), n, replace=False)]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder with fsdd/ and mnist/")
@@ -35,19 +45,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     eval_clips = [c for c in clips if c.take in avmnist.EVAL_TAKES]
-    rng = np.random.default_rng(2026_11_22)
-    calib_clips = []
-    for spk in range(len(avmnist.SPEAKERS)):
-        for d in range(10):
-            pool = [c for c in clips if c.take in avmnist.TRAIN_TAKES and c.speaker == spk and c.digit == d]
-            calib_clips += [pool[i] for i in rng.choice(len(pool), args.calib_per_class, replace=False)]
-
-    rng = np.random.default_rng(2026_11_30)
-    train_clips = []
-    for spk in range(len(avmnist.SPEAKERS)):
-        for d in range(10):
-            pool = [c for c in clips if c.take in avmnist.TRAIN_TAKES and c.speaker == spk and c.digit == d]
-            train_clips += [pool[i] for i in rng.choice(len(pool), args.train_per_class, replace=False)]
+    calib_clips = _per_class(clips, args.calib_per_class, np.random.default_rng(2026_11_22))
+    train_clips = _per_class(clips, args.train_per_class, np.random.default_rng(2026_11_30))
 
     for name, subset, indices, seed in (
         ("eval", eval_clips, avmnist.MNIST_EVAL, 40),
