@@ -97,6 +97,29 @@ def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None,
     return jobs
 
 
+def _units(jobs: list[dict]) -> list[tuple[int, int | None]]:
+    """What each worker process measures: ``(job, None)``, or ``(end_to_end job, its batch-1 model job)``:
+    an artifact's end_to_end frames and its model alone run in one process on one runner, interleaved
+    in blocks, so that end_to_end / model compares like with like (a fresh process's model p50 spreads
+    by up to 2x on a 2-core machine: thread placement, memory layout). Other jobs keep a process each."""
+    def key(j):
+        return j["artifact"], j["backend"], j["precision"], j["baseline"]
+
+    model_of = {key(j): k for k, j in enumerate(jobs) if j["mode"] == "model" and j["batch"] == 1}
+    partner = {}
+    for i, j in enumerate(jobs):
+        if j["mode"] == "end_to_end" and key(j) in model_of:
+            partner[i], partner[model_of[key(j)]] = model_of[key(j)], i
+    units, done = [], set()
+    for i, j in enumerate(jobs):
+        if i in done:
+            continue
+        unit = (i, partner[i]) if j["mode"] == "end_to_end" else (partner[i], i) if i in partner else (i, None)
+        units.append(unit)
+        done.update(k for k in unit if k is not None)
+    return units
+
+
 def _points(cfg: BenchConfig, mode: str) -> list[tuple[int, float]]:
     """(batch, fps) per measurement of a mode."""
     if mode == "model":
@@ -227,17 +250,23 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
         stages: dict[int, dict[str, list[float]]] = {}
         rss: dict[int, float] = {}
         streams: dict[int, list[dict]] = {}
-        with _progress(cfg.progress, cfg.rounds * len(jobs)) as advance:
+        units = _units(jobs)
+        with _progress(cfg.progress, cfg.rounds * len(units)) as advance:
             for r in range(cfg.rounds):
-                for i, job in enumerate(jobs):
-                    what = f"round {r + 1}/{cfg.rounds}: {job['id']} on {job['backend']}, {job['mode']}, " + \
-                        (f"{job['fps']:g} fps" if job["mode"] == "stream" else f"batch {job['batch']}")
+                for i, model_i in units:
+                    job = jobs[i]
+                    what = f"round {r + 1}/{cfg.rounds}: {job['id']} on {job['backend']}, {job['mode']}" + \
+                        (" + model" if model_i is not None else "") + \
+                        (f", {job['fps']:g} fps" if job["mode"] == "stream" else f", batch {job['batch']}")
                     logger.debug("%s", what)
-                    out = _run_worker(job, worker_timeout_s(cfg))
+                    out = _run_worker({**job, "with_model": 1} if model_i is not None else job, worker_timeout_s(cfg))
                     pooled[i].extend(out["latencies_ms"])
                     for k, v in out.get("stages_ms", {}).items():
                         stages.setdefault(i, {}).setdefault(k, []).extend(v)
                     rss[i] = max(rss.get(i, 0.0), out["peak_rss_mb"])
+                    if model_i is not None:
+                        pooled[model_i].extend(out["model_latencies_ms"])
+                        rss[model_i] = max(rss.get(model_i, 0.0), out["peak_rss_mb"])
                     if "stream" in out:
                         streams.setdefault(i, []).append(out["stream"])
                     advance(what)

@@ -72,11 +72,12 @@ class Result:
 
 
 class _Job:
-    __slots__ = ("frame", "feeds", "lat", "flags", "sync", "t_stage")
+    __slots__ = ("frame", "feeds", "buffers", "lat", "flags", "sync", "t_stage")
 
     def __init__(self, frame: Frame):
         self.frame = frame
         self.feeds: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] | None = None  # the pool's feed buffers this job writes into
         self.lat: dict[str, float] = {}
         self.flags: list[str] = list(frame.flags)
         self.sync: dict[str, float] = {"video_gap_ms": frame.gap_s * 1e3} if frame.gap_s else {}
@@ -262,6 +263,20 @@ class Stream:
             "RGB": native.ImageKernel(pre),
             "BGR": native.ImageKernel(dataclasses.replace(pre, channel_order=swap[pre.channel_order])),
         }
+        # Feed buffers the kernels write into, reused once inference has read them (the same addresses
+        # frame after frame: no allocation on the hot path). A dropped job's buffers are not returned;
+        # the pool allocates a new set when it is empty.
+        self._buffer_pool: deque = deque()
+        self._buffer_shapes = {self.image_input.name: self._image_kernels["RGB"].out_shape}
+        if self.audio_input is not None:
+            a: AudioPreprocess = self.audio_input.preprocessing
+            self._buffer_shapes[self.audio_input.name] = (1, 1, a.n_mels, a.n_frames)
+
+    def _take_buffers(self) -> dict[str, np.ndarray]:
+        try:
+            return self._buffer_pool.pop()
+        except IndexError:
+            return {k: np.empty(shape, np.float32) for k, shape in self._buffer_shapes.items()}
 
     def _count_drop(self, where: str) -> None:
         with self._lock:
@@ -367,6 +382,7 @@ class Stream:
                 t0 = self.clock()
                 job.lat["queue"] = (t0 - job.frame.t_wall) * 1e3
                 feeds = job.feeds
+                job.buffers = bufs = self._take_buffers()
                 if self.ring is not None:
                     window, info = self.ring.window(job.frame.t, self._audio_core, wait_s=self.stall_s, copy=False,
                                                     keep=self._audio_n)
@@ -381,14 +397,14 @@ class Stream:
                         self._sync_lag.append(info.lag_s * 1e3)
                     t1 = self.clock()
                     job.lat["sync"] = (t1 - t0) * 1e3
-                    feeds[self.audio_input.name] = self._audio_features(job.frame.t, info)
+                    feeds[self.audio_input.name] = self._audio_features(job.frame.t, info, bufs[self.audio_input.name])
                     job.sync["skew_ms"] += self._snap_s * 1e3
                     t2 = self.clock()
                     job.lat["preprocess_audio"] = (t2 - t1) * 1e3
                     t0 = t1
                 kernel = self._image_kernels[job.frame.order]
                 t1 = self.clock()
-                feeds[self.image_input.name] = kernel(job.frame.image)
+                feeds[self.image_input.name] = kernel(job.frame.image, bufs[self.image_input.name])
                 t2 = self.clock()
                 job.lat["preprocess_image"] = (t2 - t1) * 1e3
                 job.lat["preprocess"] = (t2 - t0) * 1e3
@@ -403,7 +419,7 @@ class Stream:
                 self.ring.close()
             self._ch_pre.put(_END)
 
-    def _audio_features(self, t: float, info) -> np.ndarray:
+    def _audio_features(self, t: float, info, out: np.ndarray | None = None) -> np.ndarray:
         """The log-mel of the window that ends at frame time ``t``: the streaming frontend is fed the
         audio that arrived since the previous frame, and the window's end is snapped to its hop grid
         (the snap is added to ``skew_ms``). A window older than the frontend keeps (or no audio at
@@ -415,7 +431,7 @@ class Stream:
                 self._fed = info.available_end
             exact = fe.resampled_index(info.end)
             end = fe.hop_aligned_end(exact)
-            feats = fe.window(end)
+            feats = fe.window(end, out)
             if feats is not None:
                 self._snap_s = (exact - end) / fe.cfg.sample_rate
                 return feats
@@ -439,6 +455,9 @@ class Stream:
                 job.lat["infer_queue"] = (t0 - job.t_stage) * 1e3
                 raw = self.runtime.run(job.feeds)
                 t1 = self.clock()
+                if job.buffers is not None:
+                    self._buffer_pool.append(job.buffers)  # inference has read them
+                    job.buffers = None
                 outputs = top(raw) if top is not None else {h: v[0] for h, v in labels(raw).items()} if labels else {}
                 t2 = self.clock()
                 job.lat["infer"] = (t1 - t0) * 1e3

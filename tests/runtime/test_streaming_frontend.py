@@ -88,6 +88,24 @@ def test_window_past_the_audio_pushed_is_the_stream_ending_there(speech8k):
     assert not np.allclose(offline(x[:12000], 8000, end), offline(x, 8000, end), atol=1e-2)  # the two differ
 
 
+def test_frames_wait_for_a_window_but_not_forever(speech8k):
+    """push only resamples; the STFT frames are computed in one batch when a window needs them, or by
+    push once LAZY_FRAMES complete frames wait (10 s of pushes without a window keep the buffers at
+    their first size), with the same windows either way."""
+    fe = native.StreamingLogMel(CFG, 8000)
+    sizes = {k: v for k, v in fe.state().items() if k.endswith("capacity")}
+    before = fe.state()["f_end"]
+    fe.push(speech8k[:800])
+    assert fe.state()["f_end"] == before  # 0.1 s in, no frame computed yet: no window asked for
+    for k in range(1, 100):
+        fe.push(speech8k[k * 800:(k + 1) * 800])
+        st = fe.state()
+        assert (st["y_end"] - CFG.win_length) // CFG.hop + 1 - st["f_end"] < fe.LAZY_FRAMES
+    assert {k: v for k, v in fe.state().items() if k.endswith("capacity")} == sizes
+    end = fe.hop_aligned_end(fe.resampled_index(80000))
+    np.testing.assert_allclose(fe.window(end)[0, 0], offline(speech8k[:80000], 8000, end), atol=1e-4, rtol=0)
+
+
 def test_old_windows_and_misaligned_ends(speech8k):
     fe = native.StreamingLogMel(CFG, 8000)
     for k in range(100):  # 10 s in 0.1 s blocks: the ring keeps the last ~2 windows of frames

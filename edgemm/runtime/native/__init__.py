@@ -257,6 +257,8 @@ class StreamingLogMel:
     need audio not pushed yet are computed as if the stream ended there (zeros), and not kept.
     C kernels when the extension is built, else the numpy reference with the same results."""
 
+    LAZY_FRAMES = 64  # complete STFT frames that may wait for a window before push computes them
+
     def __init__(self, cfg: AudioPreprocess, source_rate: int):
         from ...data.audio import resample_factors
 
@@ -280,6 +282,14 @@ class StreamingLogMel:
         self.keep = 2 * nf  # mel frames kept behind the newest one
         self.mel = np.zeros((cfg.n_mels, 4 * nf + 64), np.float32)
         self.f_base = self.f_end = -pad // hop  # frame j starts at resampled index j * hop
+        self._c = None
+        if self.native:  # the same state machine in C: a video frame's audio step is one call, GIL released
+            bank, half, taps = (self._bank, self._half, self._taps) if not self.same_rate else (np.ones((1, 1), np.float32), 0, 1)
+            win, fb, start, stop = _mel_consts(cfg)
+            self._c = _ext.StreamFrontend(bank, self.up, self.down, half, taps, win, fb, start, stop, cfg.n_fft, hop,
+                                          cfg.n_samples, nf, cfg.n_mels, cfg.log_floor, self.rate, cfg.sample_rate,
+                                          self.LAZY_FRAMES)
+            return
         self._advance()
 
     # --------------------------------------------------------------- geometry
@@ -294,27 +304,47 @@ class StreamingLogMel:
 
     # --------------------------------------------------------------- input
     def push(self, samples: np.ndarray) -> None:
-        """Append consecutive mono float32 samples at the source rate."""
-        x = np.asarray(samples, dtype=np.float32).reshape(-1)
-        if not len(x):
+        """Append consecutive mono float32 samples at the source rate. They are resampled now; their
+        STFT frames are computed when a window needs them (``window``: one batch per video frame), or
+        here once ``LAZY_FRAMES`` complete frames are waiting (memory stays bounded without windows)."""
+        x = samples if type(samples) is np.ndarray and samples.dtype == np.float32 and samples.ndim == 1 \
+            and samples.flags.c_contiguous else np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
+        if self._c is not None:
+            self._c.push(x)
             return
+        n = len(x)
+        if not n:
+            return
+        y = self.y
         if self.same_rate:
-            self.y.reserve(self.f_end * self._hop, len(x))
-            self.y.view(self.y.end, self.y.end + len(x))[:] = x
-            self.y.end += len(x)
+            y.reserve(self.f_end * self._hop, n)
+            y.a[y.end - y.base:y.end - y.base + n] = x
+            y.end += n
         else:
-            self.x.reserve(self._x_needed(self.y.end), len(x))
-            self.x.view(self.x.end, self.x.end + len(x))[:] = x
-            self.x.end += len(x)
-            ready = -((self._half - self.x.end * self.up) // self.down)  # outputs whose taps are all in
-            self._resample_into(self.y.end, ready)
-            self.y.end = max(self.y.end, ready)
-        self._advance()
+            xb = self.x
+            xb.reserve(self._x_needed(y.end), n)
+            xb.a[xb.end - xb.base:xb.end - xb.base + n] = x
+            xb.end += n
+            ready = -((self._half - xb.end * self.up) // self.down)  # outputs whose taps are all in
+            if ready > y.end:
+                self._resample_into(y.end, ready)
+                y.end = ready
+        if (y.end - self._wl) // self._hop + 1 - self.f_end >= self.LAZY_FRAMES:
+            self._advance()
 
     @property
     def samples_in(self) -> int:
         """Source samples pushed so far."""
+        if self._c is not None:
+            return self._c.state()["samples_in"]
         return self.x.end if not self.same_rate else self.y.end
+
+    def state(self) -> dict:
+        """Buffer capacities (samples, mel columns) and stream positions: what tests and debugging look at."""
+        if self._c is not None:
+            return self._c.state()
+        return {"x_capacity": len(self.x.a), "y_capacity": len(self.y.a), "mel_capacity": self.mel.shape[1],
+                "f_base": self.f_base, "f_end": self.f_end, "y_end": self.y.end, "samples_in": self.samples_in}
 
     def _x_needed(self, m: int) -> int:
         return (m * self.down + self._half) // self.up - self._taps + 1
@@ -380,20 +410,30 @@ class StreamingLogMel:
         hop, nf = self._hop, self._nf
         if (end - self._ns) % hop:
             raise ValueError(f"window end {end} is not on the hop grid (use hop_aligned_end)")
+        if self._c is not None:
+            into = out if out is not None and out.dtype == np.float32 else np.empty(self.out_shape, np.float32)
+            if not self._c.window(int(end), into):
+                return None
+            if out is not None and into is not out:
+                out[...] = into.reshape(out.shape)
+            return out if out is not None else into
         first = (end - self._ns) // hop
         last = first + nf - 1
         if first < self.f_base:
             return None
-        if last >= self.f_end:  # not all audio is in: compute the rest as if the stream ended here
+        if last >= self.f_end:  # frames not computed yet: one batch (those whose audio is not all in are
+            # computed as if the stream ended here, and not kept)
             self._make_room(last, first)
             need = last * hop + self._wl
-            if need > self.y.end:
-                self.y.reserve(self.f_end * hop, need - self.y.end)
+            y = self.y
+            if need > y.end:
+                y.reserve(self.f_end * hop, need - y.end)
                 # the offline resampler's output of the stream so far has ceil(n * up / down) samples
-                stop = self.y.end if self.same_rate else max(self.y.end, min(need, -(-self.x.end * self.up // self.down)))
-                self._resample_into(self.y.end, stop)
-                self.y.view(stop, need)[:] = 0.0
+                stop = y.end if self.same_rate else max(y.end, min(need, -(-self.x.end * self.up // self.down)))
+                self._resample_into(y.end, stop)
+                y.a[stop - y.base:need - y.base] = 0.0
             self._frames_into(self.f_end, last + 1)
+            self.f_end = max(self.f_end, min(last + 1, (y.end - self._wl) // hop + 1))
         if out is None:
             out = np.empty(self.out_shape, np.float32)
         c = first - self.f_base
@@ -404,8 +444,8 @@ class StreamingLogMel:
 class TopLabels:
     """Post-processing for one frame: the top label and its softmax score per classification head.
     Same answer as ``Runtime.labels`` (float64 softmax over every sample) for sample 0, at a fraction of
-    its cost: the argmax on the raw logits, and one ``exp`` pass in the logits' own dtype for the score
-    (``1 / sum(exp(l - max))``)."""
+    its cost: the argmax on the raw logits, and one ``exp`` pass for the score (``1 / sum(exp(l - max))``;
+    the C kernel ``top1`` for float32 logits, numpy in the logits' own dtype otherwise)."""
 
     def __init__(self, outputs):
         self.heads = [(t.name, list(t.labels)) for t in outputs if t.labels is not None]
@@ -417,6 +457,10 @@ class TopLabels:
             if v is None:
                 continue
             row = v[0] if v.ndim > 1 else v
-            i = int(row.argmax())
-            out[name] = (labels[i], 1.0 / float(np.exp(row - row[i]).sum()))
+            if _ext is not None and row.dtype == np.float32 and row.flags.c_contiguous:
+                i, score = _ext.top1(row)  # one C call: argmax + the score summed in double
+            else:
+                i = int(row.argmax())
+                score = 1.0 / float(np.exp(row - row[i]).sum())
+            out[name] = (labels[i], score)
         return out

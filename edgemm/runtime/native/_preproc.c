@@ -21,7 +21,10 @@
  *      (edgemm.runtime.native.StreamingLogMel) calls it with only the audio that arrived since the
  *      previous video frame.
  *
- * All release the GIL while they compute. The numpy code in edgemm/data/ is the reference;
+ *  top1(logits)
+ *      float32 vector -> (argmax, softmax score of it): a stream's per-frame post-processing.
+ *
+ * All but top1 (a few dozen floats) release the GIL while they compute. The numpy code in edgemm/data/ is the reference;
  * tests/runtime/test_native.py holds the parity tests.
  */
 #define PY_SSIZE_T_CLEAN
@@ -255,6 +258,27 @@ static void image_kernel_avx2(const uint8_t *src, Py_ssize_t src_len, int sw, fl
 }
 #endif
 
+/* Same size in and out: every bilinear tap is (pixel, weight 1) + (neighbour, weight 0), so the
+ * resize is the identity and (x - mean) * inv_std is all that is left: the same float32 operations as
+ * the resize path (x * 1 + y * 0 == x exactly), without the taps. Planar (NCHW) output. */
+EDGEMM_CLONES
+static void image_copy_nchw(const uint8_t *src, float *out, Py_ssize_t hw, int bgr, const float mean[3],
+                            const float inv_std[3]) {
+    int plane[3] = {bgr ? 2 : 0, 1, bgr ? 0 : 2};
+    float m[3], s[3];
+    for (int c = 0; c < 3; c++) {
+        m[c] = mean[plane[c]];
+        s[c] = inv_std[plane[c]];
+    }
+    float *restrict p0 = out + (Py_ssize_t)plane[0] * hw, *restrict p1 = out + (Py_ssize_t)plane[1] * hw;
+    float *restrict p2 = out + (Py_ssize_t)plane[2] * hw;
+    for (Py_ssize_t i = 0; i < hw; i++) {
+        p0[i] = ((float)src[3 * i] - m[0]) * s[0];
+        p1[i] = ((float)src[3 * i + 1] - m[1]) * s[1];
+        p2[i] = ((float)src[3 * i + 2] - m[2]) * s[2];
+    }
+}
+
 static PyObject *py_image(PyObject *self, PyObject *args) {
     Py_buffer src, out;
     int sh, sw, oh, ow, bgr, nchw;
@@ -285,6 +309,14 @@ static PyObject *py_image(PyObject *self, PyObject *args) {
             PyErr_NoMemory();
             goto done;
         }
+    }
+    if (sh == oh && sw == ow && nchw) {
+        Py_BEGIN_ALLOW_THREADS
+        image_copy_nchw((const uint8_t *)src.buf, (float *)out.buf, (Py_ssize_t)oh * ow, bgr, mean, inv_std);
+        Py_END_ALLOW_THREADS
+        ret = Py_None;
+        Py_INCREF(ret);
+        goto done;
     }
     bilinear_taps(sh, oh, taps);
     bilinear_taps(sw, ow, taps + oh);
@@ -437,19 +469,23 @@ EDGEMM_CLONES
 static void log_mel_kernel(const fft_plan *p, const float *x, float *out, const float *win, int win_length,
                            const float *fb, int n_bins, const int32_t *fb_start, const int32_t *fb_end, int hop,
                            int n_frames, int n_mels, float floor_, Py_ssize_t out_stride) {
-    const int m = p->m, n_fft = p->n_fft;
-    v8f *re = NULL, *im = NULL, *power = NULL;
-    float *wpad = (float *)calloc((size_t)n_fft, sizeof(float));
-    if (posix_memalign((void **)&re, 32, sizeof(v8f) * (size_t)m) != 0) re = NULL;
-    if (posix_memalign((void **)&im, 32, sizeof(v8f) * (size_t)m) != 0) im = NULL;
-    if (posix_memalign((void **)&power, 32, sizeof(v8f) * (size_t)(m + 1)) != 0) power = NULL;
-    if (!re || !im || !power || !wpad) {
-        free(re); free(im); free(power); free(wpad);
-        for (int mel = 0; mel < n_mels; mel++)
-            for (int f = 0; f < n_frames; f++) out[(Py_ssize_t)mel * out_stride + f] = NAN;
-        return;
+    const int m = p->m;
+    /* Scratch: on the stack up to n_fft 1024 (3 x 16 KB, warm in cache from call to call), else the heap. */
+    enum { STACK_M = 512 };
+    v8f stack_re[STACK_M], stack_im[STACK_M], stack_power[STACK_M + 1];
+    v8f *re = stack_re, *im = stack_im, *power = stack_power;
+    if (m > STACK_M) {
+        if (posix_memalign((void **)&re, 32, sizeof(v8f) * (size_t)m) != 0) re = NULL;
+        if (posix_memalign((void **)&im, 32, sizeof(v8f) * (size_t)m) != 0) im = NULL;
+        if (posix_memalign((void **)&power, 32, sizeof(v8f) * (size_t)(m + 1)) != 0) power = NULL;
+        if (!re || !im || !power) {
+            free(re); free(im); free(power);
+            for (int mel = 0; mel < n_mels; mel++)
+                for (int f = 0; f < n_frames; f++) out[(Py_ssize_t)mel * out_stride + f] = NAN;
+            return;
+        }
     }
-    memcpy(wpad, win, sizeof(float) * (size_t)win_length);
+    const float *wpad = win; /* samples 2n < win_length always; 2n + 1 is checked below */
     const int pairs = (win_length + 1) / 2; /* complex points that hold samples; the rest are zero */
     for (int f0 = 0; f0 < n_frames; f0 += LANES) {
         const int nl = n_frames - f0 < LANES ? n_frames - f0 : LANES;
@@ -479,10 +515,11 @@ static void log_mel_kernel(const fft_plan *p, const float *x, float *out, const 
             for (int l = 0; l < nl; l++) o[l] = lg[l];
         }
     }
-    free(re);
-    free(im);
-    free(power);
-    free(wpad);
+    if (m > STACK_M) {
+        free(re);
+        free(im);
+        free(power);
+    }
 }
 
 static PyObject *py_log_mel(PyObject *self, PyObject *args) {
@@ -628,6 +665,373 @@ done:
     return ret;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* streaming audio frontend: one object per audio input, one C call per video frame            */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * StreamFrontend(bank, up, down, half_len, taps, window, fb, fb_start, fb_end, n_fft, hop,
+ *                n_samples, n_frames, n_mels, floor, source_rate, model_rate, lazy_frames)
+ * The state machine of edgemm.runtime.native.StreamingLogMel (whose Python code is the reference and
+ * the fallback), in C so that a video frame's audio step is one call with the GIL released:
+ *   push(samples)      source-rate float32 samples in; resampled now, STFT frames computed lazily
+ *   window(end, out)   the [n_mels, n_frames] log-mel of the window that ends at resampled index
+ *                      ``end`` into ``out`` (True), or False when the window is older than the frames kept
+ * Buffers: x (source samples [x_base, x_end)), y (resampled [y_base, y_end), zeros before 0), mel
+ * (ring of columns for frames [f_base, f_end), row stride mel_cap). Linear buffers compacted to the
+ * front when full, grown (doubled) when compacting is not enough.
+ */
+typedef struct {
+    float *a;
+    Py_ssize_t cap;
+    long long base, end;
+} sbuf;
+
+typedef struct {
+    PyObject_HEAD
+    int up, down, half, taps, same_rate, hop, wl, ns, nf, nm, n_bins, lazy;
+    float floor_;
+    float *bank, *win, *fb;
+    int32_t *fs, *fe;
+    const fft_plan *plan;
+    sbuf x, y;
+    float *mel;
+    Py_ssize_t mel_cap;
+    long long f_base, f_end;
+    int busy;
+} StreamFrontend;
+
+static inline long long floordiv_ll(long long a, long long b) { /* Python's a // b for b > 0 */
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+static void *copy_buffer(PyObject *obj, Py_ssize_t min_bytes, const char *what) {
+    Py_buffer b;
+    if (PyObject_GetBuffer(obj, &b, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    void *p = NULL;
+    if (b.len < min_bytes)
+        PyErr_Format(PyExc_ValueError, "StreamFrontend: %s holds %zd bytes, needs %zd", what, b.len, min_bytes);
+    else if (!(p = malloc((size_t)(b.len > 0 ? b.len : 1))))
+        PyErr_NoMemory();
+    else
+        memcpy(p, b.buf, (size_t)b.len);
+    PyBuffer_Release(&b);
+    return p;
+}
+
+static int sbuf_init(sbuf *s, Py_ssize_t cap, long long base) {
+    s->cap = cap < 16 ? 16 : cap;
+    s->a = (float *)calloc((size_t)s->cap, sizeof(float));
+    s->base = s->end = base;
+    return s->a ? 0 : -1;
+}
+
+/* Room for n_more samples past end; samples before keep_from may be dropped (as _Buffer.reserve). */
+static int sbuf_reserve(sbuf *s, long long keep_from, long long n_more) {
+    if (keep_from < s->base) keep_from = s->base;
+    if (keep_from > s->end) keep_from = s->end;
+    const long long used = s->end - keep_from;
+    if (s->end - s->base + n_more <= s->cap) return 0;
+    float *src = s->a + (keep_from - s->base);
+    if (used + n_more > s->cap) {
+        Py_ssize_t cap = 2 * s->cap > used + n_more ? 2 * s->cap : (Py_ssize_t)(used + n_more);
+        float *a = (float *)calloc((size_t)cap, sizeof(float));
+        if (!a) return -1;
+        memcpy(a, src, sizeof(float) * (size_t)used);
+        free(s->a);
+        s->a = a;
+        s->cap = cap;
+    } else {
+        memmove(s->a, src, sizeof(float) * (size_t)used);
+    }
+    s->base = keep_from;
+    return 0;
+}
+
+static long long sf_x_needed(const StreamFrontend *o, long long m) {
+    return floordiv_ll(m * o->down + o->half, o->up) - o->taps + 1;
+}
+
+/* Resampled samples [y.end, m1) into y (x treated as zero past what was pushed). */
+static int sf_resample_to(StreamFrontend *o, long long m1) {
+    const long long m0 = o->y.end;
+    if (m1 <= m0) return 0;
+    if (sbuf_reserve(&o->y, o->f_end * o->hop, m1 - m0) < 0) return -1;
+    long long lo = sf_x_needed(o, m0);
+    if (lo < o->x.base) lo = o->x.base;
+    const Py_ssize_t n_x = o->x.end > lo ? (Py_ssize_t)(o->x.end - lo) : 0;
+    resample_kernel(o->x.a + (lo - o->x.base), lo, n_x, o->bank, o->up, o->down, o->half, o->taps, m0,
+                    (Py_ssize_t)(m1 - m0), o->y.a + (m0 - o->y.base));
+    return 0;
+}
+
+/* Mel frames [f0, f1) (their samples are in y) into the ring columns. */
+static void sf_frames(StreamFrontend *o, long long f0, long long f1) {
+    if (f1 <= f0) return;
+    log_mel_kernel(o->plan, o->y.a + (f0 * o->hop - o->y.base), o->mel + (f0 - o->f_base), o->win, o->wl, o->fb,
+                   o->n_bins, o->fs, o->fe, o->hop, (int)(f1 - f0), o->nm, o->floor_, o->mel_cap);
+}
+
+/* Room in the ring for frames up to ``last`` (inclusive), dropping frames before ``keep_from``. */
+static int sf_make_room(StreamFrontend *o, long long last, long long keep_from) {
+    if (last - o->f_base < o->mel_cap) return 0;
+    if (keep_from > o->f_end) keep_from = o->f_end;
+    if (keep_from < o->f_base) keep_from = o->f_base;
+    const long long used = o->f_end - keep_from, off = keep_from - o->f_base;
+    if (last - keep_from >= o->mel_cap) {
+        Py_ssize_t cap = (Py_ssize_t)(2 * (last - keep_from + 1));
+        float *m = (float *)calloc((size_t)cap * (size_t)o->nm, sizeof(float));
+        if (!m) return -1;
+        for (int r = 0; r < o->nm; r++)
+            memcpy(m + (Py_ssize_t)r * cap, o->mel + (Py_ssize_t)r * o->mel_cap + off, sizeof(float) * (size_t)used);
+        free(o->mel);
+        o->mel = m;
+        o->mel_cap = cap;
+    } else {
+        for (int r = 0; r < o->nm; r++)
+            memmove(o->mel + (Py_ssize_t)r * o->mel_cap, o->mel + (Py_ssize_t)r * o->mel_cap + off, sizeof(float) * (size_t)used);
+    }
+    o->f_base = keep_from;
+    return 0;
+}
+
+/* Compute the frames whose samples are all in. */
+static int sf_advance(StreamFrontend *o) {
+    const long long ready = floordiv_ll(o->y.end - o->wl, o->hop) + 1;
+    if (ready <= o->f_end) return 0;
+    const long long keep = ready - 2 * (long long)o->nf;
+    if (sf_make_room(o, ready - 1, o->f_end < keep ? o->f_end : keep) < 0) return -1;
+    sf_frames(o, o->f_end, ready);
+    o->f_end = ready;
+    return 0;
+}
+
+static int sf_push(StreamFrontend *o, const float *x, Py_ssize_t n) {
+    if (o->same_rate) {
+        if (sbuf_reserve(&o->y, o->f_end * o->hop, n) < 0) return -1;
+        memcpy(o->y.a + (o->y.end - o->y.base), x, sizeof(float) * (size_t)n);
+        o->y.end += n;
+    } else {
+        if (sbuf_reserve(&o->x, sf_x_needed(o, o->y.end), n) < 0) return -1;
+        memcpy(o->x.a + (o->x.end - o->x.base), x, sizeof(float) * (size_t)n);
+        o->x.end += n;
+        const long long ready = -floordiv_ll(o->half - o->x.end * o->up, o->down); /* outputs whose taps are all in */
+        if (ready > o->y.end) {
+            if (sf_resample_to(o, ready) < 0) return -1;
+            o->y.end = ready;
+        }
+    }
+    if (floordiv_ll(o->y.end - o->wl, o->hop) + 1 - o->f_end >= o->lazy) return sf_advance(o);
+    return 0;
+}
+
+/* 1: written, 0: older than the frames kept, -1: out of memory. */
+static int sf_window(StreamFrontend *o, long long end, float *out) {
+    const long long first = floordiv_ll(end - o->ns, o->hop), last = first + o->nf - 1;
+    if (first < o->f_base) return 0;
+    if (last >= o->f_end) { /* one batch; frames whose audio is not all in count it as silence, not kept */
+        if (sf_make_room(o, last, first) < 0) return -1;
+        const long long need = last * o->hop + o->wl;
+        if (need > o->y.end) {
+            if (sbuf_reserve(&o->y, o->f_end * o->hop, need - o->y.end) < 0) return -1;
+            long long stop = o->y.end;
+            if (!o->same_rate) { /* the offline resampler's output of the stream so far: ceil(n * up / down) */
+                const long long have = -floordiv_ll(-o->x.end * o->up, o->down);
+                const long long lim = need < have ? need : have;
+                if (lim > stop) stop = lim;
+                if (sf_resample_to(o, stop) < 0) return -1; /* provisional: y.end does not move */
+            }
+            memset(o->y.a + (stop - o->y.base), 0, sizeof(float) * (size_t)(need - stop));
+        }
+        sf_frames(o, o->f_end, last + 1);
+        const long long ready = floordiv_ll(o->y.end - o->wl, o->hop) + 1;
+        const long long kept = last + 1 < ready ? last + 1 : ready;
+        if (kept > o->f_end) o->f_end = kept;
+    }
+    const Py_ssize_t c = (Py_ssize_t)(first - o->f_base);
+    for (int r = 0; r < o->nm; r++)
+        memcpy(out + (Py_ssize_t)r * o->nf, o->mel + (Py_ssize_t)r * o->mel_cap + c, sizeof(float) * (size_t)o->nf);
+    return 1;
+}
+
+static int sf_enter(StreamFrontend *o) {
+    if (o->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "StreamingLogMel is in use by another thread (use one per thread)");
+        return -1;
+    }
+    o->busy = 1;
+    return 0;
+}
+
+static PyObject *sf_py_push(StreamFrontend *o, PyObject *arg) {
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
+    if (b.itemsize != 4 || (b.format && strcmp(b.format, "f") != 0)) {
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_TypeError, "push: samples must be contiguous float32");
+        return NULL;
+    }
+    if (sf_enter(o) < 0) {
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = sf_push(o, (const float *)b.buf, b.len / 4);
+    Py_END_ALLOW_THREADS
+    o->busy = 0;
+    PyBuffer_Release(&b);
+    if (rc < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyObject *sf_py_window(StreamFrontend *o, PyObject *args) {
+    long long end;
+    Py_buffer out;
+    if (!PyArg_ParseTuple(args, "Lw*:window", &end, &out)) return NULL;
+    if (out.len < (Py_ssize_t)o->nm * o->nf * (Py_ssize_t)sizeof(float)) {
+        PyErr_Format(PyExc_ValueError, "window: out holds %zd bytes, %d x %d float32 need more", out.len, o->nm, o->nf);
+        PyBuffer_Release(&out);
+        return NULL;
+    }
+    if (floordiv_ll(end - o->ns, o->hop) * o->hop != end - o->ns) {
+        PyErr_Format(PyExc_ValueError, "window end %lld is not on the hop grid (use hop_aligned_end)", end);
+        PyBuffer_Release(&out);
+        return NULL;
+    }
+    if (sf_enter(o) < 0) {
+        PyBuffer_Release(&out);
+        return NULL;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = sf_window(o, end, (float *)out.buf);
+    Py_END_ALLOW_THREADS
+    o->busy = 0;
+    PyBuffer_Release(&out);
+    if (rc < 0) return PyErr_NoMemory();
+    return PyBool_FromLong(rc);
+}
+
+static PyObject *sf_py_state(StreamFrontend *o, PyObject *unused) {
+    return Py_BuildValue("{s:n,s:n,s:n,s:L,s:L,s:L,s:L}", "x_capacity", o->x.cap, "y_capacity", o->y.cap,
+                         "mel_capacity", o->mel_cap, "f_base", o->f_base, "f_end", o->f_end, "y_end", o->y.end,
+                         "samples_in", o->same_rate ? o->y.end : o->x.end);
+}
+
+static void sf_dealloc(StreamFrontend *o) {
+    free(o->bank); free(o->win); free(o->fb); free(o->fs); free(o->fe);
+    free(o->x.a); free(o->y.a); free(o->mel);
+    Py_TYPE(o)->tp_free((PyObject *)o);
+}
+
+static int sf_init(StreamFrontend *o, PyObject *args, PyObject *kw) {
+    PyObject *bank, *win, *fb, *fs, *fe;
+    int n_fft, source_rate, model_rate;
+    if (!PyArg_ParseTuple(args, "OiiiiOOOOiiiiifiii:StreamFrontend", &bank, &o->up, &o->down, &o->half, &o->taps, &win,
+                          &fb, &fs, &fe, &n_fft, &o->hop, &o->ns, &o->nf, &o->nm, &o->floor_, &source_rate, &model_rate,
+                          &o->lazy))
+        return -1;
+    if (o->bank) { /* __init__ twice: not supported */
+        PyErr_SetString(PyExc_RuntimeError, "StreamFrontend is initialised once");
+        return -1;
+    }
+    if (o->up < 1 || o->down < 1 || o->taps < 1 || o->half < 0 || o->hop < 1 || o->nf < 1 || o->nm < 1 || o->ns < 1 ||
+        o->lazy < 1 || source_rate < 1 || model_rate < 1 || n_fft < 4 || (n_fft & (n_fft - 1)) != 0) {
+        PyErr_SetString(PyExc_ValueError, "StreamFrontend: bad geometry");
+        return -1;
+    }
+    o->same_rate = o->up == 1 && o->down == 1;
+    o->n_bins = n_fft / 2 + 1;
+    Py_buffer wb;
+    if (PyObject_GetBuffer(win, &wb, PyBUF_C_CONTIGUOUS) < 0) return -1;
+    o->wl = (int)(wb.len / 4);
+    PyBuffer_Release(&wb);
+    if (o->wl < 1 || o->wl > n_fft) {
+        PyErr_SetString(PyExc_ValueError, "StreamFrontend: window longer than n_fft");
+        return -1;
+    }
+    if (!(o->bank = copy_buffer(bank, (Py_ssize_t)o->up * o->taps * 4, "bank")) ||
+        !(o->win = copy_buffer(win, (Py_ssize_t)o->wl * 4, "window")) ||
+        !(o->fb = copy_buffer(fb, (Py_ssize_t)o->nm * o->n_bins * 4, "filterbank")) ||
+        !(o->fs = copy_buffer(fs, (Py_ssize_t)o->nm * 4, "filter starts")) ||
+        !(o->fe = copy_buffer(fe, (Py_ssize_t)o->nm * 4, "filter ends")))
+        return -1;
+    for (int i = 0; i < o->nm; i++)
+        if (o->fs[i] < 0 || o->fe[i] > o->n_bins || o->fs[i] > o->fe[i]) {
+            PyErr_Format(PyExc_ValueError, "mel filter %d range [%d, %d) is outside 0..%d", i, o->fs[i], o->fe[i], o->n_bins);
+            return -1;
+        }
+    if (!(o->plan = get_plan(n_fft))) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    /* zeros before the stream: whole windows of silence */
+    const long long pad = (long long)((o->wl + o->hop - 1) / o->hop) * o->hop + (long long)((o->ns + o->hop - 1) / o->hop) * o->hop;
+    o->mel_cap = 4 * (Py_ssize_t)o->nf + 64;
+    if (sbuf_init(&o->x, 4 * (Py_ssize_t)source_rate, 0) < 0 || sbuf_init(&o->y, 4 * (Py_ssize_t)model_rate + pad, -pad) < 0 ||
+        !(o->mel = (float *)calloc((size_t)o->mel_cap * (size_t)o->nm, sizeof(float)))) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    o->y.end = 0;
+    o->f_base = o->f_end = floordiv_ll(-pad, o->hop);
+    if (sf_advance(o) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+static PyMethodDef sf_methods[] = {
+    {"push", (PyCFunction)sf_py_push, METH_O, "push(samples): float32 source-rate samples in."},
+    {"window", (PyCFunction)sf_py_window, METH_VARARGS, "window(end, out) -> bool: the log-mel window ending at end."},
+    {"state", (PyCFunction)sf_py_state, METH_NOARGS, "state() -> dict: buffer capacities and stream positions."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject StreamFrontendType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "edgemm.runtime.native._preproc.StreamFrontend",
+    .tp_basicsize = sizeof(StreamFrontend),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The streaming audio frontend's state machine (see edgemm.runtime.native.StreamingLogMel).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)sf_init,
+    .tp_dealloc = (destructor)sf_dealloc,
+    .tp_methods = sf_methods,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* post-processing                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+/* top1(logits) -> (index, score): numpy's argmax (the first maximum; the first NaN if any) and the
+ * softmax score of that class, 1 / sum(exp(l - l[index])), summed in double. */
+static PyObject *py_top1(PyObject *self, PyObject *args) {
+    Py_buffer b;
+    if (!PyArg_ParseTuple(args, "y*:top1", &b)) return NULL;
+    const Py_ssize_t n = b.len / (Py_ssize_t)sizeof(float);
+    const float *l = (const float *)b.buf;
+    if (n < 1) {
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_ValueError, "top1: empty logits");
+        return NULL;
+    }
+    Py_ssize_t best = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (isnan(l[k])) {
+            best = k;
+            break;
+        }
+        if (l[k] > l[best]) best = k;
+    }
+    double sum = 0.0;
+    for (Py_ssize_t k = 0; k < n; k++) sum += exp((double)l[k] - (double)l[best]);
+    PyBuffer_Release(&b);
+    return Py_BuildValue("(nd)", best, 1.0 / sum);
+}
+
 static PyMethodDef methods[] = {
     {"image", py_image, METH_VARARGS,
      "image(src, out, src_h, src_w, out_h, out_w, bgr, nchw, mean3, inv_std3): fused resize+normalize+layout."},
@@ -636,6 +1040,8 @@ static PyMethodDef methods[] = {
      "log-mel frontend; frame f of mel row r goes to out[out_offset + r * out_stride + f]."},
     {"resample", py_resample, METH_VARARGS,
      "resample(x, x_start, bank, up, down, half_len, taps, m0, out): polyphase FIR resampling of a stream segment."},
+    {"top1", py_top1, METH_VARARGS,
+     "top1(logits): (index of the first maximum, softmax score of it) of a float32 vector."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -644,8 +1050,13 @@ static struct PyModuleDef moduledef = {
 };
 
 PyMODINIT_FUNC PyInit__preproc(void) {
+    if (PyType_Ready(&StreamFrontendType) < 0) return NULL;
     PyObject *mod = PyModule_Create(&moduledef);
-    if (mod && PyModule_AddIntConstant(mod, "LANES", LANES) < 0) {
+    if (!mod) return NULL;
+    Py_INCREF(&StreamFrontendType);
+    if (PyModule_AddIntConstant(mod, "LANES", LANES) < 0 ||
+        PyModule_AddObject(mod, "StreamFrontend", (PyObject *)&StreamFrontendType) < 0) {
+        Py_DECREF(&StreamFrontendType);
         Py_DECREF(mod);
         return NULL;
     }
