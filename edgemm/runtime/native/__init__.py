@@ -2,8 +2,11 @@
 
 ``preprocess_image(frame, cfg, out=None)`` and ``log_mel(waveform, cfg, out=None)`` compute what
 ``edgemm.data.image.preprocess_image`` / ``edgemm.data.audio.log_mel`` compute (the training-time
-reference frontends; equal within float tolerance, see tests/runtime/test_native.py) into a
-preallocated float32 buffer, and release the GIL while they run. When the extension is not built
+reference frontends; equal within float tolerance, see tests/runtime/test_native_preproc.py) into a
+preallocated float32 buffer, and release the GIL while they run when the work is more than a few
+microseconds (per-frame calls keep it: re-taking it in a busy stream costs more; see _preproc.c).
+``StreamingLogMel`` is the incremental audio frontend of a stream, ``TopLabels`` its per-frame
+post-processing. When the extension is not built
 (no C compiler at install time) or ``EDGEMM_NATIVE=0`` is set, the numpy reference runs instead
 and a warning says so once per process.
 """
@@ -283,7 +286,7 @@ class StreamingLogMel:
         self.mel = np.zeros((cfg.n_mels, 4 * nf + 64), np.float32)
         self.f_base = self.f_end = -pad // hop  # frame j starts at resampled index j * hop
         self._c = None
-        if self.native:  # the same state machine in C: a video frame's audio step is one call, GIL released
+        if self.native:  # the same state machine in C: a video frame's audio step is one call
             bank, half, taps = (self._bank, self._half, self._taps) if not self.same_rate else (np.ones((1, 1), np.float32), 0, 1)
             win, fb, start, stop = _mel_consts(cfg)
             self._c = _ext.StreamFrontend(bank, self.up, self.down, half, taps, win, fb, start, stop, cfg.n_fft, hop,

@@ -2,7 +2,7 @@
  * edgemm native pre-processing kernels (CPython extension ``edgemm.runtime.native._preproc``).
  *
  *  image(src, out, src_h, src_w, out_h, out_w, bgr, nchw, mean3, inv_std3)
- *      HxWx3 uint8 RGB frame -> fused half-pixel bilinear resize (as cv2 INTER_LINEAR and
+ *      HxWx3 uint8 RGB frame -> fused half-pixel bilinear resize (none when the sizes match) (as cv2 INTER_LINEAR and
  *      edgemm.data.image.resize_bilinear) + channel order + (x - mean) * inv_std + HWC->CHW,
  *      written into a preallocated float32 buffer. mean / inv_std are in 0..255 units and in
  *      the model's channel order.
@@ -24,8 +24,16 @@
  *  top1(logits)
  *      float32 vector -> (argmax, softmax score of it): a stream's per-frame post-processing.
  *
- * All but top1 (a few dozen floats) release the GIL while they compute. The numpy code in edgemm/data/ is the reference;
- * tests/runtime/test_native.py holds the parity tests.
+ *  StreamFrontend(...)
+ *      the streaming audio frontend's state (edgemm.runtime.native.StreamingLogMel): push(samples),
+ *      window(end, out); one call per video frame.
+ *
+ * Calls with more than ~50 us of work release the GIL while they compute (a big frame, a long block of
+ * audio); per-frame calls of a few microseconds keep it: in a busy stream (capture, decoder, inference
+ * and delivery threads) taking the GIL back costs more than the work (`edgemm run` on a 30 fps video +
+ * 8 kHz wav: median pre-processing / inference 0.078-0.089 keeping it vs 0.116-0.173 releasing it,
+ * benchmarks/bench_run_preprocess.py). The numpy code in edgemm/data/ is the reference;
+ * tests/runtime/test_native_preproc.py and test_streaming_frontend.py hold the parity tests.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -46,6 +54,13 @@
 #endif
 
 #define LANES 8
+
+/* Short calls keep the GIL: in a busy process (capture, decoder, inference and delivery threads), taking
+ * the GIL back after a few microseconds of work can cost far more than the work (the thread that got it
+ * keeps it up to the switch interval). Calls with more work than about 50 us release it. */
+#define EDGEMM_RELEASE_GIL_IF(big) PyThreadState *gil_save_ = (big) ? PyEval_SaveThread() : NULL;
+#define EDGEMM_RETAKE_GIL() if (gil_save_) PyEval_RestoreThread(gil_save_);
+
 #define EDGEMM_PI 3.14159265358979323846
 
 /* ------------------------------------------------------------------------------------------ */
@@ -311,16 +326,19 @@ static PyObject *py_image(PyObject *self, PyObject *args) {
         }
     }
     if (sh == oh && sw == ow && nchw) {
-        Py_BEGIN_ALLOW_THREADS
-        image_copy_nchw((const uint8_t *)src.buf, (float *)out.buf, (Py_ssize_t)oh * ow, bgr, mean, inv_std);
-        Py_END_ALLOW_THREADS
+        {
+            EDGEMM_RELEASE_GIL_IF((Py_ssize_t)oh * ow >= 256 * 256)
+            image_copy_nchw((const uint8_t *)src.buf, (float *)out.buf, (Py_ssize_t)oh * ow, bgr, mean, inv_std);
+            EDGEMM_RETAKE_GIL()
+        }
         ret = Py_None;
         Py_INCREF(ret);
         goto done;
     }
     bilinear_taps(sh, oh, taps);
     bilinear_taps(sw, ow, taps + oh);
-    Py_BEGIN_ALLOW_THREADS
+    {
+    EDGEMM_RELEASE_GIL_IF((Py_ssize_t)oh * ow >= 128 * 128)
 #ifdef EDGEMM_HAVE_AVX2_KERNEL
     if (nchw && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         image_kernel_avx2((const uint8_t *)src.buf, (Py_ssize_t)sh * sw * 3, sw, (float *)out.buf, oh, ow, taps,
@@ -329,7 +347,8 @@ static PyObject *py_image(PyObject *self, PyObject *args) {
 #endif
     image_kernel((const uint8_t *)src.buf, (Py_ssize_t)sh * sw * 3, sw, (float *)out.buf, oh, ow, taps, taps + oh,
                  bgr, nchw, mean, inv_std);
-    Py_END_ALLOW_THREADS
+    EDGEMM_RETAKE_GIL()
+    }
     ret = Py_None;
     Py_INCREF(ret);
 done:
@@ -566,11 +585,13 @@ static PyObject *py_log_mel(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
-    Py_BEGIN_ALLOW_THREADS
-    log_mel_kernel(plan, (const float *)x.buf, (float *)out.buf + out_offset, (const float *)win.buf, win_length,
-                   (const float *)fb.buf, n_bins, (const int32_t *)fs.buf, (const int32_t *)fe.buf, hop, n_frames,
-                   n_mels, floor_, out_stride);
-    Py_END_ALLOW_THREADS
+    {
+        EDGEMM_RELEASE_GIL_IF(n_frames > LANES)
+        log_mel_kernel(plan, (const float *)x.buf, (float *)out.buf + out_offset, (const float *)win.buf, win_length,
+                       (const float *)fb.buf, n_bins, (const int32_t *)fs.buf, (const int32_t *)fe.buf, hop, n_frames,
+                       n_mels, floor_, out_stride);
+        EDGEMM_RETAKE_GIL()
+    }
     ret = Py_None;
     Py_INCREF(ret);
 done:
@@ -652,10 +673,12 @@ static PyObject *py_resample(PyObject *self, PyObject *args) {
         PyErr_Format(PyExc_ValueError, "resample: filter bank holds %zd bytes, %d phases x %d taps need more", hr.len, up, K);
         goto done;
     }
-    Py_BEGIN_ALLOW_THREADS
-    resample_kernel((const float *)x.buf, x_start, x.len / (Py_ssize_t)sizeof(float), (const float *)hr.buf, up, down,
-                    half_len, K, m0, out.len / (Py_ssize_t)sizeof(float), (float *)out.buf);
-    Py_END_ALLOW_THREADS
+    {
+        EDGEMM_RELEASE_GIL_IF(out.len / (Py_ssize_t)sizeof(float) >= 4096)
+        resample_kernel((const float *)x.buf, x_start, x.len / (Py_ssize_t)sizeof(float), (const float *)hr.buf, up, down,
+                        half_len, K, m0, out.len / (Py_ssize_t)sizeof(float), (float *)out.buf);
+        EDGEMM_RETAKE_GIL()
+    }
     ret = Py_None;
     Py_INCREF(ret);
 done:
@@ -876,9 +899,11 @@ static PyObject *sf_py_push(StreamFrontend *o, PyObject *arg) {
         return NULL;
     }
     int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = sf_push(o, (const float *)b.buf, b.len / 4);
-    Py_END_ALLOW_THREADS
+    {
+        EDGEMM_RELEASE_GIL_IF(b.len / 4 >= 4096)
+        rc = sf_push(o, (const float *)b.buf, b.len / 4);
+        EDGEMM_RETAKE_GIL()
+    }
     o->busy = 0;
     PyBuffer_Release(&b);
     if (rc < 0) return PyErr_NoMemory();
@@ -904,9 +929,11 @@ static PyObject *sf_py_window(StreamFrontend *o, PyObject *args) {
         return NULL;
     }
     int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = sf_window(o, end, (float *)out.buf);
-    Py_END_ALLOW_THREADS
+    {
+        EDGEMM_RELEASE_GIL_IF(floordiv_ll(end - o->ns, o->hop) + o->nf - o->f_end > LANES)
+        rc = sf_window(o, end, (float *)out.buf);
+        EDGEMM_RETAKE_GIL()
+    }
     o->busy = 0;
     PyBuffer_Release(&out);
     if (rc < 0) return PyErr_NoMemory();
