@@ -106,12 +106,15 @@ def format_markdown(result: dict) -> str:
     e2e = [r for r in result["runs"] if r.get("stages_ms") and r["mode"] == "end_to_end"]
     if e2e:
         out += ["", f"end_to_end per video frame at {e2e[0].get('fps', 30):g} fps, stage medians (ms):", "",
-                "| artifact | backend | precision | " + " | ".join(stages) + " | total p50 |",
-                "|---|---|---|" + "---:|" * (len(stages) + 1)]
+                "| artifact | backend | precision | " + " | ".join(stages) + " | total p50 | x model p50 |",
+                "|---|---|---|" + "---:|" * (len(stages) + 2)]
         for r in e2e:
+            ratio = f"{r['over_model']:.2f}x" if r.get("over_model") else "-"
             out.append(f"| {r['artifact']} | {r['backend']} | {r['precision']} | "
                        + " | ".join(f"{r['stages_ms'][s]['p50']:.3f}" if s in r["stages_ms"] else "-" for s in stages)
-                       + f" | {r['p50_ms']:.3f} |")
+                       + f" | {r['p50_ms']:.3f} | {ratio} |")
+        out += ["", "x model p50: end_to_end p50 / the same artifact's model p50 at batch 1 (both timed in the same "
+                "worker processes, interleaved)."]
     return "\n".join(out + _stream_lines(result)) + "\n"
 
 

@@ -296,6 +296,10 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
             runs[-1].update({"fps": job["fps"], "throughput": round(len(a) / (cfg.stream_seconds * cfg.rounds), 2),
                              "stream": summarize(job["fps"], cfg.stream_seconds, streams[i])})
     for r in runs:
+        if r["mode"] == "end_to_end":  # what the stream adds to the model, same artifact, same processes
+            model = next((m for m in runs if m["mode"] == "model" and m["batch"] == 1 and m["id"] == r["id"]
+                          and m["backend"] == r["backend"] and m["baseline"] == r["baseline"]), None)
+            r["over_model"] = round(r["p50_ms"] / model["p50_ms"], 3) if model else None
         base = next((b for b in runs if b["baseline"] and b["mode"] == r["mode"] and b["batch"] == r["batch"]
                      and b.get("fps") == r.get("fps")), None)
         r["speedup_vs_baseline"] = round(base["p50_ms"] / r["p50_ms"], 3) if base else None

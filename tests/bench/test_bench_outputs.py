@@ -44,6 +44,10 @@ def test_json_runs_and_end_to_end_stages(bench_files):
         assert set(v) == {"p50", "p90", "p99"} and 0 <= v["p50"] <= v["p90"] <= v["p99"], k
     # the stages are parts of one frame: their medians cannot add up to much more than the frame's
     assert sum(v["p50"] for v in e2e["stages_ms"].values()) <= 1.5 * e2e["p50_ms"]
+    # the model alone was timed in the end_to_end worker processes (same peak RSS), and the ratio is reported
+    model = next(r for r in runs if r["mode"] == "model")
+    assert model["peak_rss_mb"] == e2e["peak_rss_mb"]
+    assert e2e["over_model"] == pytest.approx(e2e["p50_ms"] / model["p50_ms"], abs=1e-3)
 
 
 def test_csv_has_one_row_per_run_matching_the_json(bench_files):
@@ -65,7 +69,7 @@ def test_markdown_tables(bench_files):
     table = [ln for ln in md.splitlines() if ln.startswith("| ")]
     assert sum(1 for ln in table if "| onnxruntime | fp32 |" in ln) == 3  # 2 runs + the stage breakdown row
     assert "end_to_end per video frame at 15 fps" in md
-    assert "| " + " | ".join(STAGES) + " | total p50 |" in md
+    assert "| " + " | ".join(STAGES) + " | total p50 | x model p50 |" in md
     assert "Command: `" in md
 
 
