@@ -114,7 +114,10 @@ def _units(jobs: list[dict]) -> list[tuple[int, int | None]]:
     for i, j in enumerate(jobs):
         if i in done:
             continue
-        unit = (i, partner[i]) if j["mode"] == "end_to_end" else (partner[i], i) if i in partner else (i, None)
+        if i not in partner:
+            unit = (i, None)
+        else:
+            unit = (i, partner[i]) if j["mode"] == "end_to_end" else (partner[i], i)
         units.append(unit)
         done.update(k for k in unit if k is not None)
     return units

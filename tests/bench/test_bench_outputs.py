@@ -102,3 +102,16 @@ def test_a_worker_that_does_not_finish_is_stopped(avnet_bundle_dir):
                                           r"and was stopped") as exc:
         benchmark(avnet_bundle_dir, cfg)
     assert "\n" not in str(exc.value)
+
+
+def test_each_end_to_end_job_shares_a_process_with_its_batch_1_model_job():
+    from edgemm.bench.run import _units
+
+    def job(mode, batch=1, artifact="a.onnx", backend="onnxruntime", baseline=False):
+        return {"mode": mode, "batch": batch, "artifact": artifact, "backend": backend, "precision": "fp32", "baseline": baseline}
+
+    jobs = [job("model"), job("model", 8), job("end_to_end"), job("model", artifact="b.onnx"),
+            job("end_to_end", artifact="c.onnx"), job("stream")]
+    assert _units(jobs) == [(2, 0), (1, None), (3, None), (4, None), (5, None)]
+    assert _units([job("end_to_end")]) == [(0, None)]  # --modes end_to_end alone
+    assert _units([job("model", 8), job("model")]) == [(0, None), (1, None)]
