@@ -388,6 +388,7 @@ class Stream:
                                                     keep=self._audio_n)
                     if self.stall == "skip" and (STALLED in info.flags or ENDED in info.flags):
                         self._count_drop("sync_skip")
+                        self._buffer_pool.append(bufs)
                         continue
                     self.ring.release_before(self.ring.index_at(job.frame.t) - self._audio_n)
                     job.flags.extend(info.flags)

@@ -258,7 +258,8 @@ class StreamingLogMel:
     are those of the offline frontend applied to the whole stream resampled once: ``log_mel`` of
     ``resample(stream)[end - n_samples:end]`` (zero before the start of the stream). Frames that
     need audio not pushed yet are computed as if the stream ended there (zeros), and not kept.
-    C kernels when the extension is built, else the numpy reference with the same results."""
+    With the extension built, the whole state machine is the C object ``StreamFrontend`` (one call
+    per push or window); else this numpy reference runs, with the same results."""
 
     LAZY_FRAMES = 64  # complete STFT frames that may wait for a window before push computes them
 
@@ -274,9 +275,16 @@ class StreamingLogMel:
 
             self._bank, self._half, self._taps = polyphase_bank(self.up, self.down)
         self._hop, self._wl, self._ns, self._nf, self._nm = cfg.hop, cfg.win_length, cfg.n_samples, cfg.n_frames, cfg.n_mels
-        self._mel_args = (*_mel_consts(cfg), cfg.n_fft, cfg.hop)
         self.out_shape = (1, 1, cfg.n_mels, cfg.n_frames)
         self.native = _ext is not None
+        self._c = None
+        if self.native:  # the same state machine in C (StreamFrontend): a video frame's audio step is one call
+            bank, half, taps = (self._bank, self._half, self._taps) if not self.same_rate else (np.ones((1, 1), np.float32), 0, 1)
+            win, fb, start, stop = _mel_consts(cfg)
+            self._c = _ext.StreamFrontend(bank, self.up, self.down, half, taps, win, fb, start, stop, cfg.n_fft, cfg.hop,
+                                          cfg.n_samples, cfg.n_frames, cfg.n_mels, cfg.log_floor, self.rate, cfg.sample_rate,
+                                          self.LAZY_FRAMES)
+            return
         hop, wl, nf = cfg.hop, cfg.win_length, cfg.n_frames
         pad = -(-wl // hop) * hop + -(-cfg.n_samples // hop) * hop  # zeros before the stream: whole windows of silence
         self.x = _Buffer(4 * self.rate)  # source samples [base, end) (end: samples pushed)
@@ -285,14 +293,6 @@ class StreamingLogMel:
         self.keep = 2 * nf  # mel frames kept behind the newest one
         self.mel = np.zeros((cfg.n_mels, 4 * nf + 64), np.float32)
         self.f_base = self.f_end = -pad // hop  # frame j starts at resampled index j * hop
-        self._c = None
-        if self.native:  # the same state machine in C: a video frame's audio step is one call
-            bank, half, taps = (self._bank, self._half, self._taps) if not self.same_rate else (np.ones((1, 1), np.float32), 0, 1)
-            win, fb, start, stop = _mel_consts(cfg)
-            self._c = _ext.StreamFrontend(bank, self.up, self.down, half, taps, win, fb, start, stop, cfg.n_fft, hop,
-                                          cfg.n_samples, nf, cfg.n_mels, cfg.log_floor, self.rate, cfg.sample_rate,
-                                          self.LAZY_FRAMES)
-            return
         self._advance()
 
     # --------------------------------------------------------------- geometry
@@ -358,14 +358,13 @@ class StreamingLogMel:
             return
         self.y.reserve(self.f_end * self._hop, m1 - self.y.end)
         lo = max(self.x.base, self._x_needed(m0))
-        xs, ys = self.x.view(lo, self.x.end), self.y.view(m0, m1)
-        if _ext is None:
-            resample_segment(xs, lo, self.up, self.down, m0, ys)
-        else:
-            _ext.resample(xs, lo, self._bank, self.up, self.down, self._half, self._taps, m0, ys)
+        resample_segment(self.x.view(lo, self.x.end), lo, self.up, self.down, m0, self.y.view(m0, m1))
 
     def _frames_into(self, f0: int, f1: int) -> None:
-        """Mel frames [f0, f1) (their samples are in the y buffer) into the ring columns."""
+        """Mel frames [f0, f1) (their samples are in the y buffer) into the ring columns (numpy reference)."""
+        from ...data.audio import log_mel_frames
+
+        warn_fallback()
         hop, cfg = self._hop, self.cfg
         cap = self.mel.shape[1]
         while f0 < f1:
@@ -374,13 +373,7 @@ class StreamingLogMel:
             k = min(f1 - f0, cap - (f0 - self.f_base))
             seg = self.y.view(f0 * hop, (f0 + k - 1) * hop + self._wl)
             col = f0 - self.f_base
-            if _ext is None:
-                from ...data.audio import log_mel_frames
-
-                warn_fallback()
-                self.mel[:, col:col + k] = log_mel_frames(seg, k, cfg)
-            else:
-                _ext.log_mel(seg, self.mel, *self._mel_args, k, self._nm, cfg.log_floor, cap, col)
+            self.mel[:, col:col + k] = log_mel_frames(seg, k, cfg)
             f0 += k
 
     def _make_room(self, last: int, keep_from: int) -> None:
@@ -414,7 +407,8 @@ class StreamingLogMel:
         if (end - self._ns) % hop:
             raise ValueError(f"window end {end} is not on the hop grid (use hop_aligned_end)")
         if self._c is not None:
-            into = out if out is not None and out.dtype == np.float32 else np.empty(self.out_shape, np.float32)
+            fits = out is not None and out.dtype == np.float32 and out.flags.c_contiguous and out.size == np.prod(self.out_shape)
+            into = out if fits else np.empty(self.out_shape, np.float32)
             if not self._c.window(int(end), into):
                 return None
             if out is not None and into is not out:
