@@ -51,7 +51,10 @@ def test_ctrl_c_stops_a_live_run(avnet_bundle_dir, tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "edgemm", "run", str(avnet_bundle_dir), "--backend", "onnxruntime",
                           "--video", "synthetic:video?fps=30&frames=0&live=1&size=320x240",
                           "--audio", "synthetic:audio?live=1&seconds=0", "--json-lines", str(out)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         # a shell that starts the tests in the background (`cmd &`) passes SIGINT on ignored,
+                         # and Python keeps it so: give the CLI the default disposition a terminal gives it
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 10):
         time.sleep(0.1)
