@@ -131,7 +131,8 @@ def _prune(teacher, spec, cfg: PruneConfig, train, evaluation, progress) -> Prun
     student.eval()
     final = {**count(student, args), "top1": evaluate(student, spec, evaluation)}
     report = pruning_report(
-        request={**{k: v for k, v in asdict(cfg).items() if k in ("criterion", "sparsity", "iterative_steps", "epochs", "finetune_minutes", "distill_temperature", "lr", "seed")},
+        request={**{k: v for k, v in asdict(cfg).items() if k in ("criterion", "sparsity", "iterative_steps", "epochs", "finetune_minutes", "distill_temperature", "lr",
+                                                                     "mixup", "shift", "bn_recalibrate", "seed")},
                  "ratios": dict(cfg.ratios)},
         params=(before["params"], final["params"]), flops=(before["flops"], final["flops"]),
         accuracy={"before": before["top1"], "after_pruning": after_pruning["top1"] if after_pruning else {}, "after_finetune": final["top1"] if history else {}},

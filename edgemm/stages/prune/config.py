@@ -52,6 +52,8 @@ class PruneConfig:
     max_drop: float | None = 0.015  # pruning's own budget: top-1 drop vs the original on every head (None: report only)
     mixup: bool = True  # also match the teacher on blends of two training samples (outputs and branch features)
     recombine: bool = False  # also distill on inputs re-paired across samples (teacher-labelled; training split only)
+    shift: float = 0.0  # translate every batch by up to this fraction (image: space, audio: time), teacher-labelled; 0: off
+    bn_recalibrate: bool = False  # after fine-tuning, re-estimate BatchNorm statistics on the clean training inputs
     seed: int = 0
 
     def __post_init__(self):
@@ -70,6 +72,8 @@ class PruneConfig:
                 raise EdgemmError(f"{name} is {v}; it must be >= 0 (0: no fine-tuning)")
         if self.max_drop is not None and not 0 <= self.max_drop < 1:
             raise EdgemmError(f"prune max_drop is {self.max_drop}; give a top-1 drop in [0, 1) like 0.015 (1.5 points), or none")
+        if not 0 <= self.shift < 0.5:
+            raise EdgemmError(f"prune shift is {self.shift}; give the largest translation as a fraction of the input's extent in [0, 0.5), e.g. 0.125 (0: off)")
         if self.lr <= 0 or self.batch_size < 1 or self.distill_temperature <= 0 or not 0 <= self.distill_weight <= 1 or self.feature_weight < 0:
             raise EdgemmError("prune lr, batch_size and distill_temperature must be > 0, distill_weight in [0, 1] and feature_weight >= 0; check the [prune] settings")
 
