@@ -36,6 +36,9 @@ def test_parse_forms():
     table = parse_prune({"ratio": "image=0.4", "criterion": "taylor", "epochs": 2})
     assert (table.ratios, table.criterion, table.epochs) == ({"image": 0.4}, "taylor", 2)
     assert parse_prune(0.5, epochs=3, iterative_steps=2).iterative_steps == 2
+    recipe = parse_prune({"ratio": 0.5, "shift": 0.0, "bn_recalibrate": False})  # a recipe [prune] table turns them off
+    assert (recipe.shift, recipe.bn_recalibrate, recipe.mixup) == (0.0, False, True)
+    assert (PruneConfig(ratios={ALL: 0.5}).shift, PruneConfig(ratios={ALL: 0.5}).bn_recalibrate) == (0.125, True)
     c = PruneConfig(ratios={ALL: 0.5})
     assert c.ratio_for("image") == 0.5 and c.ratio_for("fusion") == 0.5  # a global ratio covers the whole model
     named = PruneConfig(ratios={"image": 0.5})
