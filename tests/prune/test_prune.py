@@ -36,6 +36,9 @@ def test_parse_forms():
     table = parse_prune({"ratio": "image=0.4", "criterion": "taylor", "epochs": 2})
     assert (table.ratios, table.criterion, table.epochs) == ({"image": 0.4}, "taylor", 2)
     assert parse_prune(0.5, epochs=3, iterative_steps=2).iterative_steps == 2
+    recipe = parse_prune({"ratio": 0.5, "shift": 0.0, "bn_recalibrate": False})  # a recipe [prune] table turns them off
+    assert (recipe.shift, recipe.bn_recalibrate, recipe.mixup) == (0.0, False, True)
+    assert (PruneConfig(ratios={ALL: 0.5}).shift, PruneConfig(ratios={ALL: 0.5}).bn_recalibrate) == (0.125, True)
     c = PruneConfig(ratios={ALL: 0.5})
     assert c.ratio_for("image") == 0.5 and c.ratio_for("fusion") == 0.5  # a global ratio covers the whole model
     named = PruneConfig(ratios={"image": 0.5})
@@ -47,6 +50,7 @@ def test_parse_forms():
     ("image=1.2", "'image' is 1.2, outside"), ("image=abc", "not a number"), ("image0.5,audio=0.3", "write BRANCH=RATIO pairs"),
     ("image=0.5,image=0.3", "given twice"), (True, "not a ratio"), ([0.5], "not understood"),
     ("3:4", "not a number"), ({"ratio": 0.5, "epoch": 3}, "did you mean 'epochs'"),
+    ({"ratio": 0.5, "shift": 0.6}, "prune shift is 0.6"), ({"ratio": 0.5, "shift": -1}, "fraction of the input's extent"),
 ])
 def test_parse_errors(value, match):
     with pytest.raises(EdgemmError, match=match) as err:
@@ -296,3 +300,58 @@ def test_avnet_finetune_recovers(avnet_parts, avnet_data, quiet):
     assert acc["after_finetune"]["digit"] > acc["after_pruning"]["digit"] + 0.05
     assert acc["after_finetune"]["speaker"] > acc["after_pruning"]["speaker"]
     assert any("epoch 2/2" in line for line in lines)
+
+
+# ------------------------------------------------------------------ fine-tune: shifts, BatchNorm re-estimation
+
+
+def _trainer(cfg, n=64, modalities=("image", "audio")):
+    from dataclasses import replace
+
+    from edgemm.stages.prune.finetune import Trainer
+
+    m, spec = TinyAttnAV(), tiny_spec()
+    spec = replace(spec, inputs=tuple(replace(t, modality=k) for t, k in zip(spec.inputs, modalities)))
+    student = copy.deepcopy(m)
+    return Trainer(student, m, spec, tiny_samples(m, n, seed=1), cfg)
+
+
+def _crops(x, ph, pw):
+    """Every translation of ``x`` [C, H, W] by up to (ph, pw) with the edges replicated."""
+    p = torch.nn.functional.pad(x[None], (pw, pw, ph, ph), mode="replicate")[0]
+    h, w = x.shape[-2:]
+    return [p[:, dy:dy + h, dx:dx + w] for dy in range(2 * ph + 1) for dx in range(2 * pw + 1)]
+
+
+def test_shift_translates_images_in_space_and_audio_in_time():
+    t = _trainer(parse_prune(0.5, shift=0.25))  # 8x8 image: up to 2 px each way; 10 audio frames: up to 2 frames
+    image = torch.randn(16, 3, 8, 8)
+    audio = torch.randn(16, 1, 8, 10)
+    si, sa = t._shifted([image, audio])
+    assert si.shape == image.shape and sa.shape == audio.shape
+    assert all(any(torch.equal(s, c) for c in _crops(x, 2, 2)) for s, x in zip(si, image))
+    assert all(any(torch.equal(s, c) for c in _crops(x, 0, 2)) for s, x in zip(sa, audio))  # time only: mel bands stay
+    assert not torch.equal(si, image) and not torch.equal(sa, audio)
+    t = _trainer(parse_prune(0.5, shift=0.25), modalities=("tensor", "tensor"))
+    assert all(torch.equal(a, b) for a, b in zip(t._shifted([image, audio]), [image, audio]))  # plain tensors: untouched
+
+
+def test_bn_recalibrate_puts_statistics_back_on_the_training_inputs():
+    t = _trainer(parse_prune(0.5, bn_recalibrate=True))
+    bn = t.student.img[0][1]
+    bn.running_mean.fill_(5.0)
+    bn.running_var.fill_(9.0)
+    assert t.recalibrate_bn()
+    with torch.no_grad():
+        out = t.student.img[0][0](t.xs[0])  # the conv before that BatchNorm, on all 64 training inputs (2 batches of 32)
+    assert torch.allclose(bn.running_mean, out.mean((0, 2, 3)), atol=1e-5)
+    assert bn.momentum == 0.1 and not t.student.training
+
+
+def test_finetune_with_shift_and_bn_recalibrate_runs(quiet):
+    m, spec = TinyAttnAV(), tiny_spec()
+    train, evaluation = tiny_samples(m, 96, seed=1), tiny_samples(m, 64, seed=2)
+    sink, lines = quiet
+    res = prune_model(m, spec, parse_prune(0.5, epochs=2, shift=0.125, bn_recalibrate=True), train, evaluation, progress=sink)
+    assert any("BatchNorm statistics re-estimated" in line for line in lines)
+    assert res.report["finetune"]["epochs"] == 2

@@ -12,6 +12,10 @@ hint, trained along, dropped afterwards) maps the student's width to the teacher
 
 ``cfg.mixup``: function matching on blends of two training samples (teacher outputs and features
 as targets), which spreads a small training split over the space between its samples.
+``cfg.shift``: every batch translated at random (image inputs in space, audio inputs in time; the
+teacher's outputs and features on the shifted inputs as targets; labels stay valid).
+``cfg.bn_recalibrate``: after the last epoch, BatchNorm running statistics are re-estimated on the
+clean training inputs (training updated them on blended and shifted batches too).
 """
 from __future__ import annotations
 
@@ -198,30 +202,55 @@ class Trainer:
             t = _outs(self.teacher(*xs))
         return distill_loss(_outs(self.student(*xs)), t, [None] * len(t), self.cfg)
 
-    def _mixup_loss(self, idx, hooks: _Features):
+    def _teacher(self, batch):
+        """The teacher's outputs and branch features on ``batch``."""
+        torch = lazy_import("torch")
+        hooks = _Features(self.teacher, list(self.teacher_feats))
+        try:
+            with torch.no_grad():
+                outs = _outs(self.teacher(*batch))
+        finally:
+            hooks.close()
+        return outs, hooks.take()
+
+    def _shifted(self, batch) -> list:
+        """Each sample translated by up to ``cfg.shift`` of its extent (edges replicated): image inputs
+        in both spatial axes, audio inputs along time (the last axis); other inputs unchanged."""
+        torch = lazy_import("torch")
+        F = torch.nn.functional
+        out = []
+        for x, t in zip(batch, self.spec.inputs):
+            axes = {"image": 2, "audio": 1}.get(t.modality, 0) if x.dim() == 4 and x.is_floating_point() else 0
+            if not axes:
+                out.append(x)
+                continue
+            h, w = x.shape[-2:]
+            ph, pw = (int(self.cfg.shift * h) if axes == 2 else 0), int(self.cfg.shift * w)
+            padded = F.pad(x, (pw, pw, ph, ph), mode="replicate")
+            dy = torch.randint(0, 2 * ph + 1, (len(x),), generator=self.gen)
+            dx = torch.randint(0, 2 * pw + 1, (len(x),), generator=self.gen)
+            out.append(torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(len(x))]))
+        return out
+
+    def _mixup_loss(self, idx, hooks: _Features, batch):
         """Function matching on mixed inputs: each sample blended with another (one weight per sample,
         the same for every input), the teacher's outputs and branch features as targets. The small
         training split then covers the space between its samples, where the teacher is still right."""
         torch = lazy_import("torch")
-        other = idx[torch.randperm(len(idx), generator=self.gen)]
+        other = torch.randperm(len(idx), generator=self.gen)
         lam = torch.rand(len(idx), generator=self.gen)
         xs = []
-        for x in self.xs:
+        for x in batch:
             if not x.is_floating_point():
-                xs.append(x[idx])  # token ids: not blended
+                xs.append(x)  # token ids: not blended
                 continue
             w = lam.view(-1, *([1] * (x.dim() - 1)))
-            xs.append(w * x[idx] + (1 - w) * x[other])
-        teacher_hooks = _Features(self.teacher, list(self.teacher_feats))
-        try:
-            with torch.no_grad():
-                targets = _outs(self.teacher(*xs))
-        finally:
-            teacher_hooks.close()
+            xs.append(w * x + (1 - w) * x[other])
+        targets, t_feats = self._teacher(xs)
         hooks.take()
         loss = distill_loss(_outs(self.student(*xs)), targets, [None] * len(targets), self.cfg)
         if self.teacher_feats:
-            loss = loss + self.cfg.feature_weight * feature_loss(hooks.take(), teacher_hooks.take(), self.adapters)
+            loss = loss + self.cfg.feature_weight * feature_loss(hooks.take(), t_feats, self.adapters)
         return loss
 
     def epoch(self, optimizer, deadline: float | None) -> float:
@@ -241,12 +270,21 @@ class Trainer:
     def _step(self, idx, optimizer, hooks: _Features) -> float:
         from .sparsity import reapply
 
-        outs = _outs(self.student(*[x[idx] for x in self.xs]))
-        loss = distill_loss(outs, [t[idx] for t in self.teacher_outs], [y[idx] if y is not None else None for y in self.ys], self.cfg)
+        batch = [x[idx] for x in self.xs]
+        labels = [y[idx] if y is not None else None for y in self.ys]
+        if self.cfg.shift > 0:  # new inputs each time: the teacher's targets on the fly
+            batch = self._shifted(batch)
+            targets, t_feats = self._teacher(batch)
+        else:
+            targets = [t[idx] for t in self.teacher_outs]
+            t_feats = {n: f[idx] for n, f in self.teacher_feats.items()}
+        hooks.take()
+        outs = _outs(self.student(*batch))
+        loss = distill_loss(outs, targets, labels, self.cfg)
         if self.teacher_feats:
-            loss = loss + self.cfg.feature_weight * feature_loss(hooks.take(), {n: f[idx] for n, f in self.teacher_feats.items()}, self.adapters)
+            loss = loss + self.cfg.feature_weight * feature_loss(hooks.take(), t_feats, self.adapters)
         if self.cfg.mixup:
-            loss = loss + self._mixup_loss(idx, hooks)
+            loss = loss + self._mixup_loss(idx, hooks, batch)
         if self.cfg.recombine and len(self.xs) > 1:
             loss = loss + self._recombined_loss(idx)
         hooks.take()  # the recombined pass's features: same per-branch inputs, nothing new to match
@@ -275,4 +313,31 @@ class Trainer:
             acc = evaluate(self.student, self.spec, evaluation)
             history.append({"epoch": e + 1, "loss": loss, "top1": acc})
             progress(f"{label} epoch {e + 1}/{epochs} loss {loss:.4f}" + "".join(f" {h} {v:.3f}" for h, v in acc.items()))
+        if history and self.cfg.bn_recalibrate and self.recalibrate_bn():
+            acc = evaluate(self.student, self.spec, evaluation)
+            progress(f"{label}: BatchNorm statistics re-estimated on the training split" + "".join(f" {h} {v:.3f}" for h, v in acc.items()))
         return history
+
+    def recalibrate_bn(self) -> bool:
+        """Re-estimate every BatchNorm's running mean / variance on the clean training inputs (one pass,
+        cumulative average). Training updates them on blended, re-paired or shifted batches too, whose
+        statistics differ from real inputs'; this puts them back on real data. False: no BatchNorm."""
+        torch = lazy_import("torch")
+        bns = [m for m in self.student.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        if not bns:
+            return False
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average over the pass
+        was = self.student.training
+        self.student.train()
+        try:
+            with torch.no_grad():
+                for idx in self._batches():
+                    self.student(*[x[idx] for x in self.xs])
+        finally:
+            for m, mom in zip(bns, momenta):
+                m.momentum = mom
+            self.student.train(was)
+        return True

@@ -4,7 +4,8 @@ Keys (numbers: counts, bytes, milliseconds; accuracies are top-1 fractions in [0
 
 - ``format``: 1
 - ``request``: ``{"ratios": {branch: ratio} ("*" = the whole model, fusion included), "criterion",
-  "sparsity" (null | "2:4"), "iterative_steps", "epochs", "finetune_minutes", "distill_temperature"}``
+  "sparsity" (null | "2:4"), "iterative_steps", "epochs", "finetune_minutes", "distill_temperature", "lr",
+  "mixup", "shift", "bn_recalibrate", "seed"}`` (the fine-tune recipe)
 - ``params`` / ``flops`` / ``size_bytes``: ``{"before", "after", "ratio"}`` (after / before; FLOPs count
   one multiply-accumulate as 2); ``size_bytes`` is the fp32 ONNX file of the original and the pruned model
 - ``latency_ms``: ``{backend: {"before", "after", "speedup", "batch", "threads"}}`` (medians; speedup =
