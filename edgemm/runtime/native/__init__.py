@@ -276,6 +276,7 @@ class StreamingLogMel:
             self._bank, self._half, self._taps = polyphase_bank(self.up, self.down)
         self._hop, self._wl, self._ns, self._nf, self._nm = cfg.hop, cfg.win_length, cfg.n_samples, cfg.n_frames, cfg.n_mels
         self.out_shape = (1, 1, cfg.n_mels, cfg.n_frames)
+        self._out_size = cfg.n_mels * cfg.n_frames
         self.native = _ext is not None
         self._c = None
         if self.native:  # the same state machine in C (StreamFrontend): a video frame's audio step is one call
@@ -407,7 +408,7 @@ class StreamingLogMel:
         if (end - self._ns) % hop:
             raise ValueError(f"window end {end} is not on the hop grid (use hop_aligned_end)")
         if self._c is not None:
-            fits = out is not None and out.dtype == np.float32 and out.flags.c_contiguous and out.size == np.prod(self.out_shape)
+            fits = out is not None and out.dtype == np.float32 and out.flags.c_contiguous and out.size == self._out_size
             into = out if fits else np.empty(self.out_shape, np.float32)
             if not self._c.window(int(end), into):
                 return None
