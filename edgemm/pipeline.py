@@ -308,13 +308,17 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
             pruned = _prune(resolved, cfg, eval_samples)
             deployed = pruned.module
         with step(f"exporting ONNX (opset {cfg.export.opset}, {cfg.export.exporter} exporter)"):
-            info = export_onnx(program if cfg.export.exporter == "dynamo" and deployed is resolved.model else deployed,
-                               args, spec, w.path(ONNX_PATH), cfg.export)
+            info = export_onnx(deployed, args, spec, w.path(ONNX_PATH), cfg.export,
+                               program=program if deployed is resolved.model else None)
         logger.info("  %s: %d nodes (%d before onnxslim), exporter %s", ONNX_PATH, info["nodes"], info["nodes_before_slim"], info["exporter"])
+        if info["rewritten_attention"]:
+            logger.info("  attention exported batch-first with split heads: %s ([export] rewrite_attention = false keeps torch's graph)",
+                        ", ".join(info["rewritten_attention"]))
         w.add_artifact(Artifact(ONNX_PATH, "onnx", "fp32", onnx_backend, onnx_backend,
                                 toolchain={"torch": version_of("torch") or "?", "onnx": version_of("onnx") or "?",
                                            "onnxruntime": version_of("onnxruntime") or "?", "onnxslim": version_of("onnxslim") or "?"},
-                                extra={"exporter": info["exporter"], "opset": info["opset"], "nodes": info["nodes"]}))
+                                extra={"exporter": info["exporter"], "opset": info["opset"], "nodes": info["nodes"],
+                                       **({"rewritten_attention": info["rewritten_attention"]} if info["rewritten_attention"] else {})}))
         # compile: every target's fp32 artifacts
         from .stages.compile import compile_targets
 

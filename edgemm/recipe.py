@@ -71,6 +71,7 @@ class ExportConfig:
     opset: int = 18
     exporter: str = "dynamo"  # dynamo (falls back to legacy with a warning) | legacy
     slim: bool = True
+    rewrite_attention: bool = True  # export nn.MultiheadAttention batch-first with fewer layout ops (edgemm/stages/rewrite.py)
     fp16: bool = True  # also write fp16-compressed artifacts where the target supports it
 
     def __post_init__(self):

@@ -79,11 +79,21 @@ def export_reference(model, args, spec: IOSpec, path: Path):
     return ep
 
 
-def export_onnx(model, args, spec: IOSpec, path: Path, cfg: ExportConfig) -> dict:
-    """torch -> ONNX (dynamo exporter, legacy fallback), onnxslim, dynamic-axis check, full onnx.checker."""
+def export_onnx(model, args, spec: IOSpec, path: Path, cfg: ExportConfig, program=None) -> dict:
+    """torch -> ONNX (dynamo exporter, legacy fallback), onnxslim, dynamic-axis check, full onnx.checker.
+
+    ``model``'s attention modules are rewritten on a copy first (``cfg.rewrite_attention``, stages/rewrite.py);
+    without any to rewrite, ``program`` (``model`` already traced by torch.export) is exported instead of tracing again."""
     torch = lazy_import("torch")
     onnx = lazy_import("onnx")
     path.parent.mkdir(parents=True, exist_ok=True)
+    rewritten: list[str] = []
+    if cfg.rewrite_attention and not is_program(model):
+        from .rewrite import rewrite_attention
+
+        model, rewritten = rewrite_attention(model)
+    if not rewritten and program is not None and cfg.exporter == "dynamo":
+        model = program
     names = dict(input_names=spec.input_names, output_names=spec.output_names, opset_version=cfg.opset)
     used = cfg.exporter
     fallback_reason = None
@@ -116,7 +126,7 @@ def export_onnx(model, args, spec: IOSpec, path: Path, cfg: ExportConfig) -> dic
     for leftover in path.parent.glob(path.name + ".data"):
         leftover.unlink()
     return {"exporter": used, "opset": cfg.opset, "nodes": len(proto.graph.node), "nodes_before_slim": nodes_before,
-            "fallback_reason": fallback_reason}
+            "fallback_reason": fallback_reason, "rewritten_attention": rewritten}
 
 
 def _check_dynamic_axes(proto, spec: IOSpec) -> None:

@@ -2,44 +2,100 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ...lazy import INSTALL_HINTS, lazy_import
 from ...errors import BundleError, SpecError
 from ...iospec import IOSpec
+from ...log import logger
 from ...trust import disable_telemetry
 from ..base import Availability, Backend, Compiled, Runner, RunnerOptions, version_of
 
 
+class _Request:
+    """An infer request and, for a static-shape model, views of its own input tensors (feeds are copied in)."""
+
+    def __init__(self, compiled, static: bool):
+        self.request = compiled.create_infer_request()
+        self.views = [self.request.get_input_tensor(i).data for i in range(len(compiled.inputs))] if static else None
+
+
 class OpenVinoRunner(Runner):
+    """Runs an IR (or ONNX) file on OpenVINO's CPU plugin.
+
+    A model with dynamic axes (the batch) is compiled once as it is, and once more with static shapes for
+    each of the first ``STATIC_SHAPES`` input shape sets it sees (on first use, ~0.1 s for avnet): the CPU
+    plugin re-infers shapes and re-plans memory on every run of a dynamic model, which cost avnet 11 %
+    (unpruned) to 25 % (50 % pruned) per call at batch 1. Later shape sets run on the dynamic model.
+    Feeds are copied into a static request's own input tensors and the outputs read from its output
+    tensors, not passed as a dict: 40 µs less per call (16 % of the pruned avnet's 0.28 ms; a dict of
+    shared arrays costs 51 µs on a one-node model, this path 23 µs)."""
+
     backend = "openvino"
+    STATIC_SHAPES = 4
 
     def __init__(self, path: Path, spec: IOSpec, options: RunnerOptions):
         super().__init__(spec)
-        ov = lazy_import("openvino", "the openvino backend")
-        core = ov.Core()
-        config = {"PERFORMANCE_HINT": "LATENCY"}
+        self._ov = ov = lazy_import("openvino", "the openvino backend")
+        self._core = ov.Core()
+        self._config = {"PERFORMANCE_HINT": "LATENCY"}
         if options.precision in ("fp32", "int8"):
             # The CPU plugin silently computes in bf16 where the CPU has it; fp32 and the float parts of int8 artifacts must not.
-            config["INFERENCE_PRECISION_HINT"] = "f32"
+            self._config["INFERENCE_PRECISION_HINT"] = "f32"
         if options.threads:
-            config["INFERENCE_NUM_THREADS"] = int(options.threads)
+            self._config["INFERENCE_NUM_THREADS"] = int(options.threads)
+        self._path, self._device = path, options.device.upper()
         try:
-            self.compiled = core.compile_model(str(path), options.device.upper(), config)
+            self._model = self._core.read_model(str(path))
+            self.compiled = self._core.compile_model(self._model, self._device, self._config)
         except Exception as exc:  # openvino raises RuntimeError with multi-line text
             raise BundleError(f"openvino cannot load {path} ({str(exc).splitlines()[0]}); re-export the bundle") from exc
-        self.request = self.compiled.create_infer_request()
         self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         names = [o.get_any_name() for o in self.compiled.outputs]
         if names != spec.output_names:
             raise SpecError(f"{path} has outputs {names}, the bundle's IOSpec says {spec.output_names}; re-export the bundle")
-        self._outputs = list(self.compiled.outputs)
+        self._inputs = [i.get_any_name() for i in self._model.inputs]
+        dynamic = any(i.get_partial_shape().is_dynamic for i in self._model.inputs)
+        self._dynamic = _Request(self.compiled, static=False) if dynamic else None
+        self._requests: dict[tuple, _Request] = {}  # input shapes -> the model compiled for them
+        if not dynamic:
+            self._requests[tuple(tuple(i.get_shape()) for i in self._model.inputs)] = _Request(self.compiled, static=True)
+
+    def _request_for(self, feeds) -> _Request:
+        key = tuple(tuple(np.shape(feeds[n])) for n in self._inputs)
+        entry = self._requests.get(key)
+        if entry is None and self._dynamic is not None and len(self._requests) < self.STATIC_SHAPES:
+            model = self._model.clone()
+            try:
+                model.reshape(dict(zip(self._inputs, (list(k) for k in key))))
+                entry = _Request(self._core.compile_model(model, self._device, self._config), static=True)
+            except Exception as exc:  # openvino raises RuntimeError with multi-line text; the dynamic model still runs it
+                logger.warning("warning: openvino cannot compile %s for input shapes %s (%s); running them on the dynamic model",
+                               self._path.name, key, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                entry = self._dynamic
+            self._requests[key] = entry
+        return entry or self._dynamic
 
     def _infer(self, feeds):
-        res = self.request.infer(feeds)
-        return [res[o].copy() for o in self._outputs]
+        entry = self._request_for(feeds)
+        if entry is None:  # a model without dynamic axes, fed other shapes
+            raise SpecError(f"{self._path.name} takes input shapes {list(self._requests)[0]}, got "
+                            f"{[np.shape(feeds[n]) for n in self._inputs]}; feed those shapes or re-export with a dynamic batch axis")
+        request = entry.request
+        if entry.views is not None:
+            for view, name in zip(entry.views, self._inputs):
+                np.copyto(view, feeds[name])
+        else:
+            for i, name in enumerate(self._inputs):
+                request.set_input_tensor(i, self._ov.Tensor(np.ascontiguousarray(feeds[name]), shared_memory=True))
+        request.infer()
+        return [request.get_output_tensor(i).data.copy() for i in range(len(self.spec.output_names))]
 
     def close(self):
-        self.request = None
+        self._requests.clear()
+        self._dynamic = None
         self.compiled = None
+        self._model = None
 
 
 class OpenVinoBackend(Backend):

@@ -1,0 +1,98 @@
+"""Export-time rewrites: modules swapped, on a copy, for equivalents whose ONNX graph has fewer layout ops.
+
+``nn.MultiheadAttention`` exports (torch 2.13, dynamo) as 8 Transpose + 10 Reshape/Squeeze/Gather nodes
+per attention: its ``batch_first`` inputs go to sequence-first, the heads are split as ``[L, B*H, D]``,
+and everything goes back. :class:`SplitHeadAttention` computes the same thing batch-first, with the
+projections as ``Linear`` layers (Gemm/FullyConnected with the bias fused in every runtime), one
+Transpose per tensor into ``[B, H, L, D]`` (K straight to ``[B, H, D, L]``), one back, and the
+``1/sqrt(D)`` scale folded into the query projection: 5 Transpose + 5 Reshape per attention. On the
+pruned avnet this is what lets the narrower layers show: the fixed per-node cost was as large as the
+convolutions' (README, "Pruning").
+
+The rewritten module is what the ONNX is exported from; the torch reference (``reference/model.pt2``)
+stays the user's module, and the verify stage checks the ONNX against it like any export.
+Calls the rewrite cannot express exactly (masks, ``is_causal``, training mode, ``add_bias_kv``,
+``add_zero_attn``) run the original module, unchanged.
+"""
+from __future__ import annotations
+
+import copy
+
+from ..lazy import lazy_import
+
+
+def _split_head_attention_class():
+    torch = lazy_import("torch")
+    F = torch.nn.functional
+
+    class SplitHeadAttention(torch.nn.Module):
+        """``nn.MultiheadAttention`` in eval mode without masks, batch-first, one transpose per head split."""
+
+        def __init__(self, mha):
+            super().__init__()
+            self.original = mha
+            self.heads, self.head_dim, self.batch_first = mha.num_heads, mha.head_dim, mha.batch_first
+            e = mha.embed_dim
+            if mha._qkv_same_embed_dim:
+                wq, wk, wv = mha.in_proj_weight.detach().split(e, 0)
+            else:
+                wq, wk, wv = mha.q_proj_weight.detach(), mha.k_proj_weight.detach(), mha.v_proj_weight.detach()
+            bias = mha.in_proj_bias.detach() if mha.in_proj_bias is not None else torch.zeros(3 * e, dtype=wq.dtype)
+            bq, _, bv = bias.split(e, 0)  # K's bias adds one constant per query row to the scores: softmax drops it
+            scale = self.head_dim ** -0.5
+            wo = mha.out_proj.weight.detach()
+            bo = mha.out_proj.bias.detach() if mha.out_proj.bias is not None else torch.zeros(e, dtype=wq.dtype)
+            bo = bo + wo @ bv  # each row of attention weights sums to 1: V's bias passes through unchanged, into out_proj
+            for name, t in (("wq", wq * scale), ("bq", bq * scale), ("wk", wk), ("wv", wv), ("wo", wo), ("bo", bo)):
+                self.register_buffer(name, t.clone().contiguous())
+            self.fuse_kv = wk.shape == wv.shape  # K and V from one tensor: one projection (kdim == vdim)
+            if self.fuse_kv:
+                self.register_buffer("wkv", torch.cat([wk, wv]).contiguous())
+            self.train(mha.training)  # a new module starts in training mode; this one follows the one it replaces
+
+        def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                    average_attn_weights=True, is_causal=False):
+            if key_padding_mask is not None or attn_mask is not None or is_causal or self.training or query.dim() != 3:
+                return self.original(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
+                                     attn_mask=attn_mask, average_attn_weights=average_attn_weights, is_causal=is_causal)
+            shared_kv = key is value and self.fuse_kv
+            if not self.batch_first:
+                query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
+            heads = (self.heads, self.head_dim)
+            q = F.linear(query, self.wq, self.bq).unflatten(-1, heads).transpose(1, 2)  # [B, H, Lq, D]
+            if shared_kv:  # one projection for both: [B, Lk, 2H, D] -> [B, 2H, Lk, D] -> K, V
+                k, v = F.linear(key, self.wkv).unflatten(-1, (2 * self.heads, self.head_dim)).transpose(1, 2).chunk(2, 1)
+            else:
+                k = F.linear(key, self.wk).unflatten(-1, heads).transpose(1, 2)  # [B, H, Lk, D]
+                v = F.linear(value, self.wv).unflatten(-1, heads).transpose(1, 2)
+            weights = torch.softmax(torch.matmul(q, k.transpose(-1, -2)), -1)  # [B, H, Lq, Lk]; the transpose folds into the MatMul
+            out = F.linear(torch.matmul(weights, v).transpose(1, 2).flatten(2), self.wo, self.bo)  # [B, Lq, E]
+            if not self.batch_first:
+                out = out.transpose(0, 1)
+            if not need_weights:
+                return out, None
+            return out, (weights.mean(1) if average_attn_weights else weights)
+
+    return SplitHeadAttention
+
+
+def _rewritable(torch, m) -> bool:
+    return (isinstance(m, torch.nn.MultiheadAttention) and m.bias_k is None and m.bias_v is None
+            and not m.add_zero_attn and m.head_dim * m.num_heads == m.embed_dim)
+
+
+def rewrite_attention(model):
+    """``(copy, names)``: a copy of ``model`` with every rewritable ``nn.MultiheadAttention`` replaced by
+    :class:`SplitHeadAttention` (``names``: their module paths); ``(model, [])`` when there is none."""
+    torch = lazy_import("torch")
+    if not isinstance(model, torch.nn.Module) or not any(_rewritable(torch, m) for m in model.modules()):
+        return model, []
+    SplitHeadAttention = _split_head_attention_class()
+    copied = copy.deepcopy(model)
+    names = []
+    for parent_name, parent in list(copied.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            if _rewritable(torch, child):
+                setattr(parent, child_name, SplitHeadAttention(child))
+                names.append(f"{parent_name}.{child_name}" if parent_name else child_name)
+    return copied, names

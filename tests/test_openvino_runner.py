@@ -1,0 +1,54 @@
+"""The OpenVINO runner: a dynamic-batch IR runs on models compiled for the shapes it is fed (a few shape sets),
+then on the dynamic model; every path gives the torch model's numbers, and a run never sees the previous run's data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgemm.backends.base import RunnerOptions
+from edgemm.backends.registry import get_backend
+from edgemm.bundle import Bundle
+
+from models.tiny import TinyAV, tiny_feeds, torch_outputs
+
+pytestmark = pytest.mark.openvino
+
+
+def _runner(bundle_dir):
+    bundle = Bundle.open(bundle_dir)
+    art = next(a for a in bundle.artifacts if a.backend == "openvino" and a.precision == "fp32")
+    return get_backend("openvino").create_runner(bundle.root / art.path, bundle.spec, RunnerOptions(threads=2, precision="fp32"))
+
+
+def test_batches_run_on_static_models_then_the_dynamic_one(tiny_bundle_dir):
+    model = TinyAV(0)
+    runner = _runner(tiny_bundle_dir)
+    try:
+        batches = [1, 3, 1, 2, 5, 7, 9, 1, 7]
+        for i, b in enumerate(batches):
+            feeds = tiny_feeds(b, seed=i)
+            got = runner.infer(feeds)
+            for name, want in zip(("cls", "spk"), torch_outputs(model, feeds)):
+                np.testing.assert_allclose(got[name], want, atol=1e-5, rtol=1e-4, err_msg=f"batch {b}, run {i}")
+        # batches 1, 3, 2, 5 got models of their own; 7 and 9 ran on the dynamic model
+        assert sorted(k[0][0] for k in runner._requests) == [1, 2, 3, 5] and runner.STATIC_SHAPES == 4
+        assert runner._request_for(tiny_feeds(7)) is runner._dynamic
+    finally:
+        runner.close()
+
+
+def test_outputs_are_copies_and_inputs_are_not_kept(tiny_bundle_dir):
+    runner = _runner(tiny_bundle_dir)
+    try:
+        a, b = tiny_feeds(1, seed=1), tiny_feeds(1, seed=2)
+        first = runner.infer(a)
+        kept = {k: v.copy() for k, v in first.items()}
+        runner.infer(b)  # the same request and output tensors again
+        for k in first:
+            np.testing.assert_array_equal(first[k], kept[k])
+        a["image"][:] = 0  # the caller reuses its buffer: the next run reads the new values
+        again = runner.infer(a)
+        want = torch_outputs(TinyAV(0), a)
+        np.testing.assert_allclose(again["cls"], want[0], atol=1e-5, rtol=1e-4)
+    finally:
+        runner.close()

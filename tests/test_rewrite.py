@@ -1,0 +1,131 @@
+"""Export-time attention rewrite: the same numbers as nn.MultiheadAttention, fewer layout nodes in the ONNX graph,
+the caller's module untouched, and the original module wherever the rewrite cannot be exact."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from edgemm.iospec import IOSpec, TensorSpec
+from edgemm.recipe import ExportConfig
+from edgemm.stages.export import export_onnx
+from edgemm.stages.rewrite import rewrite_attention
+
+
+def _mha(seed: int = 0, **kw) -> nn.MultiheadAttention:
+    torch.manual_seed(seed)
+    m = nn.MultiheadAttention(**{"embed_dim": 16, "num_heads": 4, **kw}).eval()
+    with torch.no_grad():  # non-zero biases everywhere: the K bias is dropped and the V bias folded, both must be exact
+        for name, p in m.named_parameters():
+            if "bias" in name:
+                p.normal_(0, 0.5)
+    return m
+
+
+class Holder(nn.Module):
+    def __init__(self, attn):
+        super().__init__()
+        self.attn = attn
+
+
+def _rewritten(m: nn.MultiheadAttention):
+    copy, names = rewrite_attention(Holder(m))
+    assert names == ["attn"]
+    return copy.attn
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("shared_kv", [True, False])
+@pytest.mark.parametrize("weights", ["none", "average", "per_head"])
+def test_same_outputs_as_multihead_attention(batch_first, shared_kv, weights):
+    m = _mha(batch_first=batch_first)
+    r = _rewritten(m)
+    g = torch.Generator().manual_seed(1)
+    shape = (lambda b, n: (b, n, 16)) if batch_first else (lambda b, n: (n, b, 16))
+    q, k = torch.randn(shape(3, 5), generator=g), torch.randn(shape(3, 7), generator=g)
+    v = k if shared_kv else torch.randn(shape(3, 7), generator=g)
+    kw = {"need_weights": weights != "none", "average_attn_weights": weights == "average"}
+    with torch.no_grad():
+        want, want_w = m(q, k, v, **kw)
+        got, got_w = r(q, k, v, **kw)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    if weights == "none":
+        assert got_w is None and want_w is None
+    else:
+        torch.testing.assert_close(got_w, want_w, atol=1e-6, rtol=1e-5)
+
+
+def test_separate_key_value_widths_and_no_bias():
+    m = _mha(kdim=10, vdim=12, bias=False, batch_first=True)
+    r = _rewritten(m)
+    q, k, v = torch.randn(2, 5, 16), torch.randn(2, 7, 10), torch.randn(2, 7, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(r(q, k, v, need_weights=False)[0], m(q, k, v, need_weights=False)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_masks_run_the_original_module():
+    m = _mha(batch_first=True)
+    r = _rewritten(m)
+    q, k = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    pad = torch.zeros(2, 7, dtype=torch.bool)
+    pad[:, -2:] = True
+    with torch.no_grad():
+        want = m(q, k, k, key_padding_mask=pad, need_weights=False)[0]
+        got = r(q, k, k, key_padding_mask=pad, need_weights=False)[0]
+    assert torch.equal(got, want)  # the very same computation, not an approximation of it
+
+
+def test_unsupported_variants_and_the_callers_module_stay():
+    model = nn.Sequential()
+    model.add_module("kv", nn.MultiheadAttention(16, 4, add_bias_kv=True))
+    model.add_module("zero", nn.MultiheadAttention(16, 4, add_zero_attn=True))
+    same, names = rewrite_attention(model)
+    assert same is model and names == []
+    holder = Holder(_mha(batch_first=True))
+    copy, names = rewrite_attention(holder)
+    assert names == ["attn"] and isinstance(holder.attn, nn.MultiheadAttention) and copy is not holder
+
+
+class CrossAV(nn.Module):
+    """Two token streams, attention both ways (avnet's fusion in small)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a2b = nn.MultiheadAttention(16, 4, batch_first=True)
+        self.b2a = nn.MultiheadAttention(16, 4, batch_first=True)
+        self.head = nn.Linear(32, 3)
+        self.eval()
+
+    def forward(self, a, b):
+        x, _ = self.a2b(a, b, b, need_weights=False)
+        y, _ = self.b2a(b, a, a)  # need_weights left at its default: the weights are unused
+        return self.head(torch.cat([x.mean(1), y.mean(1)], 1))
+
+
+def test_export_has_fewer_layout_nodes_and_the_same_outputs(tmp_path):
+    spec = IOSpec(inputs=(TensorSpec("a", "float32", ("batch", 6, 16)), TensorSpec("b", "float32", ("batch", 9, 16))),
+                  outputs=(TensorSpec("out", "float32", ("batch", 3)),))
+    model = CrossAV()
+    args = (torch.randn(2, 6, 16), torch.randn(2, 9, 16))
+    feeds = {"a": np.random.default_rng(0).standard_normal((3, 6, 16)).astype(np.float32),
+             "b": np.random.default_rng(1).standard_normal((3, 9, 16)).astype(np.float32)}
+    with torch.no_grad():
+        want = model(*(torch.from_numpy(feeds[n]) for n in ("a", "b"))).numpy()
+    counts, outs = {}, {}
+    for rewrite in (True, False):
+        path = tmp_path / f"{rewrite}.onnx"
+        info = export_onnx(model, args, spec, path, ExportConfig(rewrite_attention=rewrite))
+        assert info["rewritten_attention"] == (["a2b", "b2a"] if rewrite else [])
+        counts[rewrite] = Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+        outs[rewrite] = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(outs[True], want, atol=1e-5)
+    np.testing.assert_allclose(outs[False], want, atol=1e-5)
+    layout = lambda c: c["Transpose"] + c["Reshape"] + c["Squeeze"] + c["Unsqueeze"] + c["Gather"]  # noqa: E731
+    assert layout(counts[True]) < layout(counts[False]), (counts[True], counts[False])
+    assert sum(counts[True].values()) < sum(counts[False].values())
