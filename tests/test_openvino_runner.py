@@ -52,3 +52,17 @@ def test_outputs_are_copies_and_inputs_are_not_kept(tiny_bundle_dir):
         np.testing.assert_allclose(again["cls"], want[0], atol=1e-5, rtol=1e-4)
     finally:
         runner.close()
+
+
+def test_int8_artifacts_stay_on_the_dynamic_model(tiny_bundle_dir):
+    """OpenVINO's low-precision passes can crash the process compiling an int8 graph at static shapes: never tried."""
+    bundle = Bundle.open(tiny_bundle_dir)
+    art = next(a for a in bundle.artifacts if a.backend == "openvino" and a.precision == "fp32")
+    runner = get_backend("openvino").create_runner(bundle.root / art.path, bundle.spec, RunnerOptions(threads=2, precision="int8"))
+    try:
+        for b in (1, 2):
+            feeds = tiny_feeds(b)
+            np.testing.assert_allclose(runner.infer(feeds)["cls"], torch_outputs(TinyAV(0), feeds)[0], atol=1e-5, rtol=1e-4)
+        assert runner._requests == {}
+    finally:
+        runner.close()

@@ -43,7 +43,7 @@ def _split_head_attention_class():
             wo = mha.out_proj.weight.detach()
             bo = mha.out_proj.bias.detach() if mha.out_proj.bias is not None else torch.zeros(e, dtype=wq.dtype)
             bo = bo + wo @ bv  # each row of attention weights sums to 1: V's bias passes through unchanged, into out_proj
-            for name, t in (("wq", wq * scale), ("bq", bq * scale), ("wk", wk), ("wv", wv), ("wo", wo), ("bo", bo)):
+            for name, t in (("wq", wq * scale), ("bq", (bq * scale).reshape(self.heads, 1, self.head_dim)), ("wk", wk), ("wv", wv), ("wo", wo), ("bo", bo)):
                 self.register_buffer(name, t.clone().contiguous())
             self.fuse_kv = wk.shape == wv.shape  # K and V from one tensor: one projection (kdim == vdim)
             if self.fuse_kv:
@@ -59,7 +59,9 @@ def _split_head_attention_class():
             if not self.batch_first:
                 query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
             heads = (self.heads, self.head_dim)
-            q = F.linear(query, self.wq, self.bq).unflatten(-1, heads).transpose(1, 2)  # [B, H, Lq, D]
+            # The query bias is added after the head split: OpenVINO 2026.4's low-precision passes crash (SIGFPE in
+            # ReshapeTransformation) on an int8 Q/DQ MatMul -> Add(bias) -> Reshape chain that splits heads.
+            q = F.linear(query, self.wq).unflatten(-1, heads).transpose(1, 2) + self.bq  # [B, H, Lq, D]
             if shared_kv:  # one projection for both: [B, Lk, 2H, D] -> [B, 2H, Lk, D] -> K, V
                 k, v = F.linear(key, self.wkv).unflatten(-1, (2 * self.heads, self.head_dim)).transpose(1, 2).chunk(2, 1)
             else:

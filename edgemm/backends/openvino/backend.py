@@ -23,7 +23,7 @@ class _Request:
 class OpenVinoRunner(Runner):
     """Runs an IR (or ONNX) file on OpenVINO's CPU plugin.
 
-    A model with dynamic axes (the batch) is compiled once as it is, and once more with static shapes for
+    A float model with dynamic axes (the batch) is compiled once as it is, and once more with static shapes for
     each of the first ``STATIC_SHAPES`` input shape sets it sees (on first use, ~0.1 s for avnet): the CPU
     plugin re-infers shapes and re-plans memory on every run of a dynamic model, which cost avnet 11 %
     (unpruned) to 25 % (50 % pruned) per call at batch 1. Later shape sets run on the dynamic model.
@@ -46,8 +46,8 @@ class OpenVinoRunner(Runner):
             self._config["INFERENCE_NUM_THREADS"] = int(options.threads)
         self._path, self._device = path, options.device.upper()
         try:
+            self.compiled = self._core.compile_model(str(path), self._device, self._config)
             self._model = self._core.read_model(str(path))
-            self.compiled = self._core.compile_model(self._model, self._device, self._config)
         except Exception as exc:  # openvino raises RuntimeError with multi-line text
             raise BundleError(f"openvino cannot load {path} ({str(exc).splitlines()[0]}); re-export the bundle") from exc
         self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
@@ -57,6 +57,9 @@ class OpenVinoRunner(Runner):
         self._inputs = [i.get_any_name() for i in self._model.inputs]
         dynamic = any(i.get_partial_shape().is_dynamic for i in self._model.inputs)
         self._dynamic = _Request(self.compiled, static=False) if dynamic else None
+        # Not for int8: OpenVINO 2026.4's low-precision passes die with SIGFPE (ReshapeTransformation, no exception to
+        # catch) compiling avnet's int8 Q/DQ graph at a static batch size, which they compile fine with a dynamic one.
+        self._specialise = dynamic and options.precision != "int8"
         self._requests: dict[tuple, _Request] = {}  # input shapes -> the model compiled for them
         if not dynamic:
             self._requests[tuple(tuple(i.get_shape()) for i in self._model.inputs)] = _Request(self.compiled, static=True)
@@ -64,7 +67,7 @@ class OpenVinoRunner(Runner):
     def _request_for(self, feeds) -> _Request:
         key = tuple(tuple(np.shape(feeds[n])) for n in self._inputs)
         entry = self._requests.get(key)
-        if entry is None and self._dynamic is not None and len(self._requests) < self.STATIC_SHAPES:
+        if entry is None and self._specialise and len(self._requests) < self.STATIC_SHAPES:
             model = self._model.clone()
             try:
                 model.reshape(dict(zip(self._inputs, (list(k) for k in key))))

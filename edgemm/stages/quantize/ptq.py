@@ -114,28 +114,34 @@ class TargetResult:
     speed_report: dict | None = None  # reports/speed.json entry: profile, per-node decisions, candidates tried
 
 
-def _median_latency(runner, feeds, iters: int = 150) -> float:
-    for _ in range(10):
+def _timed_calls(runner, feeds, iters: int) -> list[float]:
+    for _ in range(3):
         runner.infer(feeds, check=False)
     ts = []
     for _ in range(iters):
         t0 = time.perf_counter()
         runner.infer(feeds, check=False)
         ts.append(time.perf_counter() - t0)
-    return float(np.median(ts) * 1e3)
+    return ts
 
 
 def compare_latency(backend: str, spec: IOSpec, a: Path, a_precision: str, b: Path, b_precision: str,
-                    feeds, threads: int, rounds: int = 5) -> tuple[float, float]:
-    """Interleaved batch-1 medians of two artifacts on one backend (this machine is noisy: ±25 % between rounds)."""
+                    feeds, threads: int, rounds: int = 30, iters: int = 25) -> tuple[float, float]:
+    """Batch-1 medians (ms) of two artifacts on one backend, timed in alternating short blocks (``rounds`` pairs of
+    ``iters`` calls, the first of each pair alternating): this VM's speed drifts by up to 2x over seconds, and
+    blocks a few ms apart see the same drift (benchmarks/bench_prune.py)."""
     be = get_backend(backend)
-    ma, mb = [], []
+    ta, tb = [], []
     with be.create_runner(a, spec, RunnerOptions(threads=threads, precision=a_precision)) as ra, \
             be.create_runner(b, spec, RunnerOptions(threads=threads, precision=b_precision)) as rb:
-        for _ in range(rounds):
-            ma.append(_median_latency(ra, feeds))
-            mb.append(_median_latency(rb, feeds))
-    return float(np.median(ma)), float(np.median(mb))
+        for r in range(rounds):
+            if r % 2 == 0:
+                ta += _timed_calls(ra, feeds, iters)
+                tb += _timed_calls(rb, feeds, iters)
+            else:
+                tb += _timed_calls(rb, feeds, iters)
+                ta += _timed_calls(ra, feeds, iters)
+    return float(np.median(ta) * 1e3), float(np.median(tb) * 1e3)
 
 
 def check_backend(target: Backend, quantizer: Quantizer) -> str:
@@ -265,9 +271,9 @@ def quantize_target(
         def measure(c: Candidate) -> float:
             """int8/fp32 latency ratio at the deployed batch; a "slower" verdict is confirmed by a second measurement,
             since sub-millisecond timings here swing by more than the 5 % tolerance between measurements."""
-            f, c.latency_ms = compare_latency(backend, spec, fp32_onnx, "fp32", c.path, "int8", one, cfg.threads, rounds=7)
+            f, c.latency_ms = compare_latency(backend, spec, fp32_onnx, "fp32", c.path, "int8", one, cfg.threads)
             if c.latency_ms > f * (1 + cfg.speed_tolerance):
-                f2, l2 = compare_latency(backend, spec, fp32_onnx, "fp32", c.path, "int8", one, cfg.threads, rounds=7)
+                f2, l2 = compare_latency(backend, spec, fp32_onnx, "fp32", c.path, "int8", one, cfg.threads)
                 if l2 / f2 < c.latency_ms / f:
                     f, c.latency_ms = f2, l2
             c.fp32_ms = f
