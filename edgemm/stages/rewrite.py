@@ -19,10 +19,12 @@ Calls the rewrite cannot express exactly (masks, ``is_causal``, training mode, `
 from __future__ import annotations
 
 import copy
+from functools import lru_cache
 
 from ..lazy import lazy_import
 
 
+@lru_cache(maxsize=1)
 def _split_head_attention_class():
     torch = lazy_import("torch")
     F = torch.nn.functional
@@ -81,8 +83,7 @@ def _split_head_attention_class():
 
 
 def _rewritable(torch, m) -> bool:
-    return (isinstance(m, torch.nn.MultiheadAttention) and m.bias_k is None and m.bias_v is None
-            and not m.add_zero_attn and m.head_dim * m.num_heads == m.embed_dim)
+    return isinstance(m, torch.nn.MultiheadAttention) and m.bias_k is None and m.bias_v is None and not m.add_zero_attn
 
 
 def rewrite_attention(model):

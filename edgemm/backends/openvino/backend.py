@@ -46,8 +46,8 @@ class OpenVinoRunner(Runner):
             self._config["INFERENCE_NUM_THREADS"] = int(options.threads)
         self._path, self._device = path, options.device.upper()
         try:
-            self.compiled = self._core.compile_model(str(path), self._device, self._config)
             self._model = self._core.read_model(str(path))
+            self.compiled = self._core.compile_model(self._model, self._device, self._config)
         except Exception as exc:  # openvino raises RuntimeError with multi-line text
             raise BundleError(f"openvino cannot load {path} ({str(exc).splitlines()[0]}); re-export the bundle") from exc
         self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
