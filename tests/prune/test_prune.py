@@ -12,6 +12,7 @@ from torch import nn
 from edgemm.errors import EdgemmError
 from edgemm.stages.prune import (ALL, STAGES, PruneConfig, is_2_4, model_branches, parse_prune, prune_model,
                                  pruning_report)
+from edgemm.stages.prune.heads import schedule
 from prune_tiny import TinyAttnAV, Untraceable, run, tiny_samples, tiny_spec
 
 
@@ -63,6 +64,8 @@ def test_unknown_branch_hint():
         parse_prune("imgae=0.5", ["image", "audio"])
     with pytest.raises(EdgemmError, match="unknown prune criterion 'tailor' \\(did you mean 'taylor'"):
         parse_prune(0.5, criterion="tailor")
+    with pytest.raises(EdgemmError, match="unknown prune heads mode 'narow' \\(did you mean 'narrow'\\?\\); use remove"):
+        parse_prune(0.5, heads="narow")
 
 
 def test_unknown_branch_checked_by_prune_model():
@@ -127,9 +130,12 @@ def test_avnet_channels_really_removed(avnet_pruned):
                  "audio.body.0.0", "audio.body.1.0", "audio.body.2.0", "audio.body.3.0"):
         assert new[name][1] == old[name][1] // 2, name
     p = res.module
-    for attn in (p.img_from_aud.attn, p.aud_from_img.attn):  # ... the attention keeps its 4 heads, each half as wide
-        assert (attn.embed_dim, attn.num_heads, attn.head_dim) == (48, 4, 12)
+    for attn in (p.img_from_aud.attn, p.aud_from_img.attn):  # ... the attention loses 2 of its 4 heads (2 x 24)
+        assert (attn.embed_dim, attn.num_heads, attn.head_dim) == (48, 2, 24)
         assert attn.in_proj_weight.shape == (3 * 48, 48) and attn.out_proj.weight.shape == (48, 48)
+    [group] = [g for g in res.report["groups"] if "attention" in g]
+    assert group["heads"] == [4, 2] and group["head_dim"] == [24, 24]
+    assert sorted(group["attention"]) == ["aud_from_img.attn", "img_from_aud.attn"]
     assert p.img_pos.shape == (1, 64, 48) and p.img_from_aud.norm.normalized_shape == (48,)
     # the concat of four pooled 48-wide features feeds the MLP, whose hidden width halves too
     assert p.fuse[0].in_features == 4 * 48 and p.fuse[0].out_features == 64
@@ -142,19 +148,58 @@ def test_avnet_channels_really_removed(avnet_pruned):
     assert set(rep["accuracy"]) >= {"before", "after_pruning"} and rep["accuracy"]["before"]["digit"] > 0.9
 
 
-def test_avnet_heads_keep_their_own_channels(avnet_parts):
-    """Every pruned head keeps channels of its own head, the same positions in every head (no mixing)."""
+def _kept_channels(model, pruned, name):
+    """Original token channels the pruned attention block kept (where its LayerNorm's weights came from)."""
+    ln0, ln1 = getattr(model, name).norm.weight.detach(), getattr(pruned, name).norm.weight.detach()
+    return [int((ln0 == w).nonzero()[0]) for w in ln1]
+
+
+def test_avnet_whole_heads_leave(avnet_parts):
+    """0.5 removes two whole heads: the kept channels are two complete heads of the original, and the pruned
+    attention computes exactly what the original computes with those two heads' outputs dropped."""
     model, spec = avnet_parts
     p = prune_model(model, spec, parse_prune(0.5, epochs=0), progress=lambda s: None).module
+    rng = np.random.default_rng(0)
     for name in ("img_from_aud", "aud_from_img"):
         before, after = getattr(model, name).attn, getattr(p, name).attn
+        kept, d = _kept_channels(model, p, name), before.head_dim
+        heads = sorted({k // d for k in kept})
+        assert len(heads) == 2 and kept == [h * d + i for h in heads for i in range(d)]
+        ref = copy.deepcopy(before).eval()
+        dropped = [c for c in range(before.embed_dim) if c not in kept]
+        with torch.no_grad():
+            ref.out_proj.weight[:, dropped] = 0  # the removed heads' outputs, gone
+            q = torch.from_numpy(rng.standard_normal((2, 5, after.embed_dim)).astype(np.float32))
+            kv = torch.from_numpy(rng.standard_normal((2, 7, after.embed_dim)).astype(np.float32))
+            wide = lambda t: torch.zeros(*t.shape[:2], before.embed_dim).index_copy_(2, torch.tensor(kept), t)  # noqa: E731
+            got = after(q, kv, kv, need_weights=False)[0]
+            want = ref(wide(q), wide(kv), wide(kv), need_weights=False)[0][..., kept]
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_avnet_narrow_heads_keep_their_own_channels(avnet_parts):
+    """heads="narrow": every head keeps channels of its own head, the same positions in every head (no mixing)."""
+    model, spec = avnet_parts
+    res = prune_model(model, spec, parse_prune(0.5, epochs=0, heads="narrow"), progress=lambda s: None)
+    p = res.module
+    assert not [g for g in res.report["groups"] if "attention" in g] and res.report["request"]["heads"] == "narrow"
+    for name in ("img_from_aud", "aud_from_img"):
+        before, after = getattr(model, name).attn, getattr(p, name).attn
+        assert (after.embed_dim, after.num_heads, after.head_dim) == (48, 4, 12)
         e0, e1, hd0 = before.embed_dim, after.embed_dim, before.head_dim
-        # the kept token channels are where the pruned LayerNorm's weights came from
-        ln0, ln1 = getattr(model, name).norm.weight.detach(), getattr(p, name).norm.weight.detach()
-        kept = [int((ln0 == w).nonzero()[0]) for w in ln1]
+        kept = _kept_channels(model, p, name)
         assert torch.equal(before.in_proj_weight[:e0][kept][:, kept], after.in_proj_weight[:e1])  # q rows follow them
         positions = [sorted(k % hd0 for k in kept if k // hd0 == h) for h in range(before.num_heads)]
         assert all(pos == positions[0] for pos in positions) and len(positions[0]) == after.head_dim
+
+
+@pytest.mark.parametrize("ratio, steps, plan", [
+    (0.5, 1, [(2, 24)]), (0.5, 2, [(3, 24), (2, 24)]), (0.3, 1, [(3, 22)]), (0.1, 1, [(4, 21)]),
+    (0.2, 1, [(3, 24)]), (0.9, 1, [(1, 9)]), (0.6, 3, [(3, 22), (3, 21), (2, 19)]),
+])
+def test_head_schedule(ratio, steps, plan):
+    """Heads left = round(H * (1 - r)) (at least 1), the rest narrowed to the ratio; steps move linearly."""
+    assert schedule(4, 24, ratio, steps) == plan
 
 
 def test_avnet_per_branch_ratio_touches_only_that_branch(avnet_parts):
@@ -174,10 +219,38 @@ def test_tiny_fusion_prunes_attention_and_mlp_width():
     m, spec = TinyAttnAV(), tiny_spec()
     res = prune_model(m, spec, "image=0.5,audio=0.5,fusion=0.5", progress=lambda s: None)
     p = res.module
-    assert (p.attn.embed_dim, p.attn.num_heads, p.attn.head_dim) == (8, 4, 2) and p.img_proj.out_features == 8
+    assert (p.attn.embed_dim, p.attn.num_heads, p.attn.head_dim) == (8, 2, 4) and p.img_proj.out_features == 8
     assert p.mlp[0].out_features == 16 and p.cls.out_features == 4 and p.spk.out_features == 3
     feeds = tiny_samples(m, 5, seed=3).feeds
     assert [o.shape for o in run(p, feeds)] == [(5, 4), (5, 3)]
+
+
+class TwoHeadCounts(TinyAttnAV):
+    """Two attentions on one token width with 4 and 2 heads: their heads do not line up channel for channel."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn2 = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.eval()
+
+    def forward(self, image, audio):
+        it = self.img_proj(self.img(image).flatten(2).transpose(1, 2))
+        at = self.aud_proj(self.aud(audio).flatten(2).transpose(1, 2))
+        x = it + self.attn(it, at, at, need_weights=False)[0]
+        x = x + self.attn2(x, x, x, need_weights=False)[0]
+        z = self.mlp(x.mean(1))
+        return self.cls(z), self.spk(z)
+
+
+def test_heads_that_do_not_line_up_are_narrowed():
+    m, spec = TwoHeadCounts(), tiny_spec()
+    res = prune_model(m, spec, 0.5, progress=lambda s: None)
+    p = res.module
+    assert (p.attn.embed_dim, p.attn.num_heads, p.attn.head_dim) == (8, 4, 2)
+    assert (p.attn2.embed_dim, p.attn2.num_heads, p.attn2.head_dim) == (8, 2, 4)
+    assert not [g for g in res.report["groups"] if "attention" in g]
+    feeds = tiny_samples(m, 3, seed=4).feeds
+    assert [o.shape for o in run(p, feeds)] == [(3, 4), (3, 3)]
 
 
 def test_tiny_named_branches_keep_attention():

@@ -16,7 +16,7 @@ def cmd_export(args) -> int:
         max_drop=args.max_drop if args.max_drop is not None else "recipe",
         quantizer=_quantizers(args.quantizer), calibration_method=args.calib_method,
         speed_guard=False if args.no_speed_guard else None,
-        prune_options={"criterion": args.prune_criterion, "epochs": args.finetune_epochs, "finetune_minutes": args.finetune_minutes,
+        prune_options={"criterion": args.prune_criterion, "heads": args.prune_heads, "epochs": args.finetune_epochs, "finetune_minutes": args.finetune_minutes,
                        "max_drop": args.prune_max_drop},
     )
     result = getattr(bundle, "last_verify", None)
@@ -66,12 +66,15 @@ def register(sub) -> None:
     e.add_argument("--int8", action="store_true", help="INT8 post-training quantization")
     e.add_argument("--qat", action="store_true", help="quantization-aware training")
     e.add_argument("--prune", default=None, metavar="RATIO",
-                   help="structured pruning: 0.5 (the whole model: both branches, the token width where they meet, attention head "
-                        "dims and MLP widths; inputs and outputs stay), image=0.5,audio=0.3 (only the named branches; add fusion=R "
+                   help="structured pruning: 0.5 (the whole model: both branches, the token width where they meet, attention "
+                        "heads and MLP widths; inputs and outputs stay), image=0.5,audio=0.3 (only the named branches; add fusion=R "
                         "for the part where they meet) or 2:4 (semi-structured sparsity for TensorRT sparse weights; no CPU speedup). Channels "
                         "are removed for real, then the model is fine-tuned with distillation from the original on the training "
                         "split; the original stays the accuracy reference (default: the recipe's [prune])")
     e.add_argument("--prune-criterion", choices=("magnitude", "taylor"), default=None, help="channel importance (default magnitude)")
+    e.add_argument("--prune-heads", choices=("remove", "narrow"), default=None,
+                   help="attention: remove whole heads (4x24 -> 2x24 at 0.5, then narrow the rest to the ratio) or narrow every head "
+                        "and keep their number (4x24 -> 4x12) (default remove)")
     e.add_argument("--finetune-epochs", type=int, default=None, metavar="N", help="pruning fine-tune epochs in total (default 40)")
     e.add_argument("--prune-max-drop", default=None, metavar="DROP",
                    help="pruning's own accuracy budget: top-1 drop vs the original on every head after fine-tuning "

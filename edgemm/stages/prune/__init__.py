@@ -131,7 +131,7 @@ def _prune(teacher, spec, cfg: PruneConfig, train, evaluation, progress) -> Prun
     student.eval()
     final = {**count(student, args), "top1": evaluate(student, spec, evaluation)}
     report = pruning_report(
-        request={**{k: v for k, v in asdict(cfg).items() if k in ("criterion", "sparsity", "iterative_steps", "epochs", "finetune_minutes", "distill_temperature", "lr",
+        request={**{k: v for k, v in asdict(cfg).items() if k in ("criterion", "heads", "sparsity", "iterative_steps", "epochs", "finetune_minutes", "distill_temperature", "lr",
                                                                      "mixup", "shift", "bn_recalibrate", "seed")},
                  "ratios": dict(cfg.ratios)},
         params=(before["params"], final["params"]), flops=(before["flops"], final["flops"]),

@@ -3,7 +3,7 @@
 Forms accepted by :func:`parse_prune`:
 
 - ``0.5`` / ``"0.5"``: remove 50 % of the channels of the whole model: every modality branch and
-  the fusion part (the token width where the branches meet, attention head dims, MLP widths);
+  the fusion part (the token width where the branches meet, attention heads, MLP widths);
   model inputs and outputs stay;
 - ``"image=0.5,audio=0.3"`` / ``{"image": 0.5, "audio": 0.3}``: only the named branches (branch =
   model input name); the fusion part stays intact unless ``fusion=`` is named too;
@@ -21,6 +21,7 @@ FUSION = "fusion"
 ALL = "*"  # key of a global ratio: the whole model (every branch and the fusion)
 CRITERIA = ("magnitude", "taylor")
 SPARSITY = ("2:4",)
+HEAD_MODES = ("remove", "narrow")
 Ratios = Union[float, Mapping[str, float]]
 
 
@@ -43,6 +44,9 @@ class PruneConfig:
     sparsity: str | None = None  # "2:4": semi-structured sparsity for TensorRT (weights zeroed, shapes kept)
     epochs: int | None = None  # fine-tune epochs in total (all iterative steps); None: finetune_minutes decides
     finetune_minutes: float | None = None  # wall-clock budget of the whole fine-tune; None: epochs decide
+    # attention: "remove" whole heads (4 x 24 -> 2 x 24 at 0.5; then narrow the rest to the ratio), or
+    # "narrow" every head and keep their number (4 x 24 -> 4 x 12); see heads.py
+    heads: str = "remove"
     iterative_steps: int = 1  # prune -> fine-tune rounds (1: one-shot; feature distillation recovers faster than 3 rounds did)
     lr: float = 2e-3
     batch_size: int = 32
@@ -70,6 +74,8 @@ class PruneConfig:
         object.__setattr__(self, "ratios", {str(k): _check_ratio(k, v) for k, v in dict(self.ratios).items()})
         if self.criterion not in CRITERIA:
             raise EdgemmError(f"unknown prune criterion {self.criterion!r}{close_match_hint(self.criterion, CRITERIA)}; use one of: {', '.join(CRITERIA)}")
+        if self.heads not in HEAD_MODES:
+            raise EdgemmError(f"unknown prune heads mode {self.heads!r}{close_match_hint(self.heads, HEAD_MODES)}; use remove (whole heads) or narrow (every head thinner)")
         if self.sparsity is not None and self.sparsity not in SPARSITY:
             raise EdgemmError(f"unknown sparsity pattern {self.sparsity!r}; the supported one is '2:4' (TensorRT sparse weights)")
         if not self.ratios and self.sparsity is None:

@@ -11,6 +11,7 @@ from ...errors import EdgemmError
 from ...iospec import IOSpec
 from .branches import group_branch, group_members
 from .config import FUSION, PruneConfig
+from .heads import HeadGroup, find_head_groups, prune_heads
 
 INSTALL = "pip install 'edgemm[prune]' (torch-pruning)"
 
@@ -116,6 +117,7 @@ class GroupInfo:
     modules: list[str]  # modules whose output channels the group removes
     channels: int
     ratio: float
+    heads: HeadGroup | None = None  # attentions whose whole heads this group removes
 
 
 class StructuredPruner:
@@ -152,18 +154,23 @@ class StructuredPruner:
                     f"keep that branch as plain tensor ops or leave it out of --prune"
                 )
         self.groups: list[GroupInfo] = []
+        ratio_of = lambda g: cfg.ratio_for(group_branch(g, names, branches))  # noqa: E731
+        # whole heads leave where the attentions' heads line up (heads.py); torch-pruning's MetaPruner
+        # gets ratio 0 for those groups and narrows heads only where they do not (the fallback)
+        self.head_groups = find_head_groups(dg, groups, names, ratio_of, cfg.iterative_steps) if cfg.heads == "remove" else []
+        by_head = {id(g): hg for g, hg in self.head_groups}
         ratio_dict = {}
         for g in groups:
             branch = group_branch(g, names, branches)
             members = group_members(g, names)
             ratio = cfg.ratio_for(branch)
-            self.groups.append(GroupInfo(branch, members, len(g[0][1]), ratio))
+            self.groups.append(GroupInfo(branch, members, len(g[0][1]), ratio, by_head.get(id(g))))
             for n in members:
-                ratio_dict[model.get_submodule(n)] = ratio
+                ratio_dict[model.get_submodule(n)] = 0.0 if id(g) in by_head else ratio
         self.ignored = [names.get(m, "") for m in ignored]
-        # nn.MultiheadAttention ties its inner (q/k/v) width to the token width (embed_dim), so a head
-        # cannot leave alone; its width is pruned per head instead: the same head dims go from every
-        # head (channel groups = heads), which keeps each head's channels together.
+        # Fallback: nn.MultiheadAttention ties its inner (q/k/v) width to the token width (embed_dim);
+        # where its heads cannot leave whole, its width is pruned per head: the same head dims go from
+        # every head (channel groups = heads), which keeps each head's channels together.
         kwargs = dict(
             importance=_importance(tp, cfg.criterion), pruning_ratio=0.0, pruning_ratio_dict=ratio_dict or None,
             ignored_layers=ignored, iterative_steps=cfg.iterative_steps, root_module_types=roots,
@@ -172,8 +179,11 @@ class StructuredPruner:
             warnings.simplefilter("ignore")
             self.pruner = tp.pruner.MetaPruner(model, list(args), **kwargs)
             enable_feature_concats(self.pruner.DG)
+        removing = {id(m) for _, hg in self.head_groups for m in hg.modules}
         for m, n in heads.items():
-            self.pruner.out_channel_groups[m] = self.pruner.in_channel_groups[m] = n
+            if id(m) not in removing:
+                self.pruner.out_channel_groups[m] = self.pruner.in_channel_groups[m] = n
+        self._tp, self._taylor, self._step = tp, cfg.criterion == "taylor", 0
         self.args = args
 
     @property
@@ -185,9 +195,18 @@ class StructuredPruner:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.pruner.step()
+            for _, hg in self.head_groups:
+                prune_heads(self.pruner, self._tp, hg, self._step, self._taylor)
+        self._step += 1
 
     def summary(self) -> list[dict]:
-        return [{"branch": g.branch, "modules": g.modules, "channels": g.channels, "ratio": g.ratio} for g in self.groups]
+        out = []
+        for g in self.groups:
+            row = {"branch": g.branch, "modules": g.modules, "channels": g.channels, "ratio": g.ratio}
+            if g.heads is not None:
+                row.update(g.heads.summary())
+            out.append(row)
+        return out
 
 
 def count(model, args) -> dict:
