@@ -561,6 +561,48 @@ def test_ctrl_c_while_quantizing_for_openvino(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
+@pytest.mark.openvino
+def test_ctrl_c_while_evaluating_the_reference_after_openvino(tmp_path):
+    """Ctrl-C after the OpenVINO INT8 step (here: running the torch reference) died with SIGSEGV in 0.1 s: the
+    OpenVINO runners timed side by side had left the main thread on an unmapped alternate signal stack
+    (see edgemm.backends.openvino.backend.shared_core). Exit 130 within seconds, nothing left."""
+    out = tmp_path / "avnet"
+    rc, secs, err = _sigint_export([REPO / "export" / "avnet.toml", "--int8", "--target", "openvino"],
+                                   "evaluating the reference", out, delay=1.0)  # the phase lasts ~5 s
+    assert rc == 130, (rc, err[-3000:])
+    assert err.rstrip().splitlines()[-1] == "edgemm: interrupted"
+    assert secs < 10, secs
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.openvino
+def test_sigint_after_openvino_runners_freed_out_of_order(tiny_bundle_dir):
+    """The cause of the SIGSEGV above, in seconds: two OpenVINO runners freed oldest first, then a SIGINT must still
+    be a KeyboardInterrupt (it was a SIGSEGV: each runner's own Core left a stale sigaltstack behind)."""
+    script = f"""
+import gc, os, signal, sys
+sys.path[:0] = [{str(REPO)!r}]
+from edgemm.backends.base import RunnerOptions
+from edgemm.backends.registry import get_backend
+from edgemm.bundle import Bundle
+b = Bundle.open({str(tiny_bundle_dir)!r})
+art = next(a for a in b.artifacts if a.backend == "openvino" and a.precision == "fp32")
+be = get_backend("openvino")
+first = be.create_runner(b.root / art.path, b.spec, RunnerOptions(threads=1, precision="fp32"))
+second = be.create_runner(b.root / art.path, b.spec, RunnerOptions(threads=1, precision="fp32"))
+first.close(); second.close()
+del first; gc.collect()
+del second; gc.collect()
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert res.returncode == 0 and res.stdout.strip() == "interrupted", (res.returncode, res.stderr[-3000:])
+
+
 # --------------------------------------------------------------------------- one line everywhere
 
 

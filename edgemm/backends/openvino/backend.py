@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,33 @@ from ...iospec import IOSpec
 from ...log import logger
 from ...trust import disable_telemetry
 from ..base import Availability, Backend, Compiled, Runner, RunnerOptions, version_of
+
+
+_CORE = None
+_CORE_LOCK = threading.Lock()
+
+
+def shared_core():
+    """The one ``openvino.Core`` of this process (every runner, every availability check).
+
+    Why one: each ``Core`` loads its own CPU plugin object, and that object's constructor points the calling
+    thread's alternate signal stack (``sigaltstack``) at a fresh mmap, its destructor munmaps it and puts back the
+    stack it found, but only if its own is still the current one (OpenVINO 2026.4, libopenvino_intel_cpu_plugin).
+    Plugins freed out of creation order therefore leave the thread on an unmapped alternate stack: core A (stack
+    SA), then core B (SB, remembers SA); A freed (SB current: SA unmapped, nothing restored); B freed (restores
+    SA). CPython installs its SIGINT handler with SA_ONSTACK, so the kernel cannot build the next Ctrl-C's
+    signal frame and kills the process with SIGSEGV (si_code SI_KERNEL, wherever the main thread is; no
+    faulthandler trace: its handler uses that stack too). A Core per runner did exactly that: the two runners
+    ptq.compare_latency times side by side, and runners verified one after another, are freed oldest first, so
+    every Ctrl-C after the OpenVINO INT8 step crashed. One Core, kept for the life of the process, loads the CPU
+    plugin once and never frees it while edgemm runs (and saves reloading the plugin for every runner); other
+    libraries' short-lived Cores (NNCF's engines) nest inside it.
+    """
+    global _CORE
+    with _CORE_LOCK:
+        if _CORE is None:
+            _CORE = lazy_import("openvino", "the openvino backend").Core()
+        return _CORE
 
 
 class _Request:
@@ -36,8 +64,8 @@ class OpenVinoRunner(Runner):
 
     def __init__(self, path: Path, spec: IOSpec, options: RunnerOptions):
         super().__init__(spec)
-        self._ov = ov = lazy_import("openvino", "the openvino backend")
-        self._core = ov.Core()
+        self._ov = lazy_import("openvino", "the openvino backend")
+        self._core = shared_core()  # never a Core of its own: see shared_core
         self._config = {"PERFORMANCE_HINT": "LATENCY"}
         if options.precision in ("fp32", "int8"):
             # The CPU plugin silently computes in bf16 where the CPU has it; fp32 and the float parts of int8 artifacts must not.
@@ -116,8 +144,7 @@ class OpenVinoBackend(Backend):
         v = version_of("openvino")
         if v is None:
             return Availability(False, reason="openvino is not installed", install=INSTALL_HINTS["openvino"])
-        ov = lazy_import("openvino")
-        return Availability(True, version=v, devices=tuple(ov.Core().available_devices))
+        return Availability(True, version=v, devices=tuple(shared_core().available_devices))
 
     def create_runner(self, path: Path, spec: IOSpec, options: RunnerOptions = RunnerOptions()) -> Runner:
         self.require()
