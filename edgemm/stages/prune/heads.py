@@ -42,7 +42,6 @@ class HeadGroup:
 
     names: list[str]  # the attentions (module names)
     modules: list
-    ratio: float
     plan: list[tuple[int, int]]  # (heads, head_dim) after each step
     history: list[tuple[int, int]] = field(default_factory=list)
 
@@ -74,7 +73,7 @@ def find_head_groups(dg, groups, names, ratio_of, steps: int) -> list[tuple[obje
         h, d, _ = shapes.pop()
         if h < 2:
             continue
-        found.append((g, HeadGroup([names[m] for m in mhas], mhas, ratio, schedule(h, d, ratio, steps), [(h, d)])))
+        found.append((g, HeadGroup([names[m] for m in mhas], mhas, schedule(h, d, ratio, steps), [(h, d)])))
     return found
 
 
