@@ -154,14 +154,15 @@ class StructuredPruner:
                     f"keep that branch as plain tensor ops or leave it out of --prune"
                 )
         self.groups: list[GroupInfo] = []
-        ratio_of = lambda g: cfg.ratio_for(group_branch(g, names, branches))  # noqa: E731
+        branch_of = {id(g): group_branch(g, names, branches) for g in groups}
+        ratio_of = lambda g: cfg.ratio_for(branch_of[id(g)])  # noqa: E731
         # whole heads leave where the attentions' heads line up (heads.py); torch-pruning's MetaPruner
         # gets ratio 0 for those groups and narrows heads only where they do not (the fallback)
         self.head_groups = find_head_groups(dg, groups, names, ratio_of, cfg.iterative_steps) if cfg.heads == "remove" else []
         by_head = {id(g): hg for g, hg in self.head_groups}
         ratio_dict = {}
         for g in groups:
-            branch = group_branch(g, names, branches)
+            branch = branch_of[id(g)]
             members = group_members(g, names)
             ratio = cfg.ratio_for(branch)
             self.groups.append(GroupInfo(branch, members, len(g[0][1]), ratio, by_head.get(id(g))))
