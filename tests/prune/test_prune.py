@@ -253,6 +253,34 @@ def test_heads_that_do_not_line_up_are_narrowed():
     assert [o.shape for o in run(p, feeds)] == [(3, 4), (3, 3)]
 
 
+def test_keep_leaves_the_named_modules_channel_groups_whole():
+    """keep: the named module's group (and only it) keeps its width; a container name covers the modules under it."""
+    m, spec = TinyAttnAV(), tiny_spec()
+    res = prune_model(m, spec, parse_prune(0.5, keep=["mlp.0", "img.0"]), progress=lambda s: None)
+    p = res.module
+    assert p.mlp[0].out_features == 32 and p.img[0][0].out_channels == 16  # kept
+    assert p.attn.embed_dim == 8 and p.aud[0][0].out_channels == 8 and p.img[1][0].out_channels == 12  # pruned
+    assert {tuple(g["modules"]) for g in res.report["groups"] if g["ratio"] == 0} >= {("mlp.0",)}
+    assert res.report["request"]["keep"] == ["mlp.0", "img.0"]
+    feeds = tiny_samples(m, 3, seed=5).feeds
+    assert [o.shape for o in run(p, feeds)] == [(3, 4), (3, 3)]
+
+
+def test_keep_an_attention_keeps_its_heads():
+    m, spec = TinyAttnAV(), tiny_spec()
+    p = prune_model(m, spec, parse_prune(0.5, keep="attn"), progress=lambda s: None).module
+    assert (p.attn.embed_dim, p.attn.num_heads) == (16, 4) and p.mlp[0].out_features == 16
+
+
+@pytest.mark.parametrize("keep, match", [
+    ("mpl.0", r"prune keep names no module 'mpl\.0' \(did you mean 'mlp\.0'\?\)"),
+    ("cls", r"prune keep 'cls' covers no prunable channels"),
+])
+def test_keep_bad_names(keep, match):
+    with pytest.raises(EdgemmError, match=match):
+        prune_model(TinyAttnAV(), tiny_spec(), parse_prune(0.5, keep=keep), progress=lambda s: None)
+
+
 def test_tiny_named_branches_keep_attention():
     m, spec = TinyAttnAV(), tiny_spec()
     p = prune_model(m, spec, "image=0.5,audio=0.5", progress=lambda s: None).module

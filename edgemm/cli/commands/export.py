@@ -16,7 +16,7 @@ def cmd_export(args) -> int:
         max_drop=args.max_drop if args.max_drop is not None else "recipe",
         quantizer=_quantizers(args.quantizer), calibration_method=args.calib_method,
         speed_guard=False if args.no_speed_guard else None,
-        prune_options={"criterion": args.prune_criterion, "heads": args.prune_heads, "epochs": args.finetune_epochs, "finetune_minutes": args.finetune_minutes,
+        prune_options={"criterion": args.prune_criterion, "heads": args.prune_heads, "keep": args.prune_keep, "epochs": args.finetune_epochs, "finetune_minutes": args.finetune_minutes,
                        "max_drop": args.prune_max_drop},
     )
     result = getattr(bundle, "last_verify", None)
@@ -75,6 +75,9 @@ def register(sub) -> None:
     e.add_argument("--prune-heads", choices=("remove", "narrow"), default=None,
                    help="attention: remove whole heads (4x24 -> 2x24 at 0.5, then narrow the rest to the ratio) or narrow every head "
                         "and keep their number (4x24 -> 4x12) (default remove)")
+    e.add_argument("--prune-keep", default=None, metavar="MODULE,...",
+                   help="module names whose output channels stay unpruned (their whole channel group keeps its width), e.g. "
+                        "image.body.0.0,fuse.0; reports/pruning.json lists each group's modules (default: the recipe's [prune] keep)")
     e.add_argument("--finetune-epochs", type=int, default=None, metavar="N", help="pruning fine-tune epochs in total (default 40)")
     e.add_argument("--prune-max-drop", default=None, metavar="DROP",
                    help="pruning's own accuracy budget: top-1 drop vs the original on every head after fine-tuning "

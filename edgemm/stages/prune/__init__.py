@@ -133,7 +133,7 @@ def _prune(teacher, spec, cfg: PruneConfig, train, evaluation, progress) -> Prun
     report = pruning_report(
         request={**{k: v for k, v in asdict(cfg).items() if k in ("criterion", "heads", "sparsity", "iterative_steps", "epochs", "finetune_minutes", "distill_temperature", "lr",
                                                                      "mixup", "shift", "bn_recalibrate", "seed")},
-                 "ratios": dict(cfg.ratios)},
+                 "ratios": dict(cfg.ratios), "keep": list(cfg.keep)},
         params=(before["params"], final["params"]), flops=(before["flops"], final["flops"]),
         accuracy={"before": before["top1"], "after_pruning": after_pruning["top1"] if after_pruning else {}, "after_finetune": final["top1"] if history else {}},
         branches=describe(branches, spec.input_names), groups=pruner.summary() if pruner else [],

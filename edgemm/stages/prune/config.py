@@ -47,6 +47,9 @@ class PruneConfig:
     # attention: "remove" whole heads (4 x 24 -> 2 x 24 at 0.5; then narrow the rest to the ratio), or
     # "narrow" every head and keep their number (4 x 24 -> 4 x 12); see heads.py
     heads: str = "remove"
+    # keep: module names (as in model.named_modules()) whose output channels stay: every channel group
+    # that holds one of them gets ratio 0 (e.g. a stem conv that carries most of a branch's accuracy)
+    keep: tuple[str, ...] = ()
     iterative_steps: int = 1  # prune -> fine-tune rounds (1: one-shot; feature distillation recovers faster than 3 rounds did)
     lr: float = 2e-3
     batch_size: int = 32
@@ -72,6 +75,10 @@ class PruneConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "ratios", {str(k): _check_ratio(k, v) for k, v in dict(self.ratios).items()})
+        keep = self.keep.split(",") if isinstance(self.keep, str) else self.keep
+        if not isinstance(keep, (list, tuple)) or not all(isinstance(k, str) for k in keep):
+            raise EdgemmError(f"prune keep is {self.keep!r}; give module names, e.g. keep = [\"image.body.0.0\", \"fuse.0\"]")
+        object.__setattr__(self, "keep", tuple(k.strip() for k in keep if k.strip()))
         if self.criterion not in CRITERIA:
             raise EdgemmError(f"unknown prune criterion {self.criterion!r}{close_match_hint(self.criterion, CRITERIA)}; use one of: {', '.join(CRITERIA)}")
         if self.heads not in HEAD_MODES:

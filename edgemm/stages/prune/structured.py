@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from ...lazy import lazy_import
-from ...errors import EdgemmError
+from ...errors import EdgemmError, close_match_hint
 from ...iospec import IOSpec
 from .branches import group_branch, group_members
 from .config import FUSION, PruneConfig
@@ -105,6 +105,26 @@ def enable_feature_concats(dg) -> None:
             node.enable_index_mapping = True
 
 
+def _kept_groups(groups, names, keep: Sequence[str], model) -> set[int]:
+    """ids of the groups whose output channels a ``keep`` name covers (the module itself, or any module under it,
+    ``image.body.0`` -> ``image.body.0.0``); a name that is no module, or covers no prunable channels, is refused."""
+    if not keep:
+        return set()
+    known = [n for n, _ in model.named_modules() if n]
+    members = {id(g): group_members(g, names) for g in groups}
+    out: set[int] = set()
+    for k in keep:
+        if k not in known:
+            raise EdgemmError(f"prune keep names no module {k!r}{close_match_hint(k, known)}; give names from model.named_modules() "
+                              f"(reports/pruning.json lists each channel group's modules)")
+        hit = {g for g, ms in members.items() if any(m == k or m.startswith(k + ".") for m in ms)}
+        if not hit:
+            raise EdgemmError(f"prune keep {k!r} covers no prunable channels (it is an input, output or parameter-free module); "
+                              f"name a conv / linear / attention module, or a container of them")
+        out |= hit
+    return out
+
+
 def _importance(tp, criterion: str):
     if criterion == "taylor":
         return tp.importance.GroupTaylorImportance()
@@ -154,8 +174,9 @@ class StructuredPruner:
                     f"keep that branch as plain tensor ops or leave it out of --prune"
                 )
         self.groups: list[GroupInfo] = []
+        kept = _kept_groups(groups, names, cfg.keep, model)
         branch_of = {id(g): group_branch(g, names, branches) for g in groups}
-        ratio_of = lambda g: cfg.ratio_for(branch_of[id(g)])  # noqa: E731
+        ratio_of = lambda g: 0.0 if id(g) in kept else cfg.ratio_for(branch_of[id(g)])  # noqa: E731
         # whole heads leave where the attentions' heads line up (heads.py); torch-pruning's MetaPruner
         # gets ratio 0 for those groups and narrows heads only where they do not (the fallback)
         self.head_groups = find_head_groups(dg, groups, names, ratio_of, cfg.iterative_steps) if cfg.heads == "remove" else []
@@ -164,7 +185,7 @@ class StructuredPruner:
         for g in groups:
             branch = branch_of[id(g)]
             members = group_members(g, names)
-            ratio = cfg.ratio_for(branch)
+            ratio = ratio_of(g)
             self.groups.append(GroupInfo(branch, members, len(g[0][1]), ratio, by_head.get(id(g))))
             for n in members:
                 ratio_dict[model.get_submodule(n)] = 0.0 if id(g) in by_head else ratio
