@@ -105,13 +105,9 @@ def enable_feature_concats(dg) -> None:
             node.enable_index_mapping = True
 
 
-def _kept_groups(groups, names, keep: Sequence[str], model) -> set[int]:
+def _kept_groups(members: Mapping[int, list[str]], known: Sequence[str], keep: Sequence[str]) -> set[int]:
     """ids of the groups whose output channels a ``keep`` name covers (the module itself, or any module under it,
     ``image.body.0`` -> ``image.body.0.0``); a name that is no module, or covers no prunable channels, is refused."""
-    if not keep:
-        return set()
-    known = [n for n, _ in model.named_modules() if n]
-    members = {id(g): group_members(g, names) for g in groups}
     out: set[int] = set()
     for k in keep:
         if k not in known:
@@ -174,7 +170,8 @@ class StructuredPruner:
                     f"keep that branch as plain tensor ops or leave it out of --prune"
                 )
         self.groups: list[GroupInfo] = []
-        kept = _kept_groups(groups, names, cfg.keep, model)
+        members_of = {id(g): group_members(g, names) for g in groups}
+        kept = _kept_groups(members_of, list(names.values()), cfg.keep)
         branch_of = {id(g): group_branch(g, names, branches) for g in groups}
         ratio_of = lambda g: 0.0 if id(g) in kept else cfg.ratio_for(branch_of[id(g)])  # noqa: E731
         # whole heads leave where the attentions' heads line up (heads.py); torch-pruning's MetaPruner
@@ -184,7 +181,7 @@ class StructuredPruner:
         ratio_dict = {}
         for g in groups:
             branch = branch_of[id(g)]
-            members = group_members(g, names)
+            members = members_of[id(g)]
             ratio = ratio_of(g)
             self.groups.append(GroupInfo(branch, members, len(g[0][1]), ratio, by_head.get(id(g))))
             for n in members:
