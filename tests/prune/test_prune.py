@@ -12,7 +12,7 @@ from torch import nn
 from edgemm.errors import EdgemmError
 from edgemm.stages.prune import (ALL, STAGES, PruneConfig, is_2_4, model_branches, parse_prune, prune_model,
                                  pruning_report)
-from edgemm.stages.prune.heads import schedule
+from edgemm.stages.prune.heads import prune_heads, schedule
 from prune_tiny import TinyAttnAV, Untraceable, run, tiny_samples, tiny_spec
 
 
@@ -202,6 +202,21 @@ def test_head_schedule(ratio, steps, plan):
     assert schedule(4, 24, ratio, steps) == plan
 
 
+def test_head_pruning_invariant_is_an_explicit_check():
+    """A head plan the attention cannot reach raises (a bug, not a user error), also under python -O."""
+    from edgemm.stages.prune.branches import example_args, module_branches
+    from edgemm.stages.prune.structured import StructuredPruner
+
+    m, spec = TinyAttnAV(), tiny_spec()
+    args = example_args(spec, batch=2)
+    pruner = StructuredPruner(m, spec, parse_prune(0.5), args, module_branches(m, spec))
+    [(_, hg)] = pruner.head_groups
+    hg.plan = [(2, 6)]  # 2 heads of 6: wider than the 4-wide heads there are
+    with pytest.raises(RuntimeError, match=r"bug in edgemm's head pruning: attention 'attn' has .* \(8, 2, 4\) .* expected \(12, 2, 6\)") as err:
+        prune_heads(pruner.pruner, pruner._tp, hg, 0, taylor=False)
+    assert not isinstance(err.value, EdgemmError)
+
+
 def test_avnet_per_branch_ratio_touches_only_that_branch(avnet_parts):
     model, spec = avnet_parts
     res = prune_model(model, spec, "image=0.5", progress=lambda s: None)
@@ -328,6 +343,41 @@ def test_two_four_sparsity():
         assert float((w == 0).float().mean()) >= 0.5 - 1e-6
     assert _params(p) == _params(m) and not is_2_4(m.get_submodule("mlp.0").weight)
     assert res.report["sparsity"] == {"pattern": "2:4", "layers": res.sparse_layers, "cpu_speedup": False}
+
+
+def test_two_four_keep_leaves_the_named_layers_dense():
+    """2:4 alone with keep: the named layers (and those under a container name) stay dense, the others get 2:4."""
+    m, spec = TinyAttnAV(), tiny_spec()
+    res = prune_model(m, spec, parse_prune("2:4", epochs=0, keep="mlp.0,img"), progress=lambda s: None)
+    p = res.module
+    for name in ("mlp.0", "img.1.0"):  # img covers img.1.0 (img.0.0, a 3-channel stem, is dense anyway)
+        assert name not in res.sparse_layers
+        assert torch.equal(p.get_submodule(name).weight, m.get_submodule(name).weight), name
+    assert {"aud.1.0", "img_proj", "aud_proj", "attn.out_proj", "cls", "spk"} <= set(res.sparse_layers)
+    for name in res.sparse_layers:
+        w = p.get_submodule(name).weight
+        assert is_2_4(w) and float((w == 0).float().mean()) >= 0.5 - 1e-6, name
+    assert res.report["request"]["keep"] == ["mlp.0", "img"]
+    assert res.report["sparsity"]["layers"] == res.sparse_layers
+
+
+def test_two_four_keep_with_channel_ratios():
+    """Channel pruning + 2:4: a kept layer keeps its width and stays dense."""
+    m, spec = TinyAttnAV(), tiny_spec()
+    res = prune_model(m, spec, parse_prune({"ratio": 0.5, "sparsity": "2:4", "keep": ["mlp.0"], "epochs": 0}), progress=lambda s: None)
+    p = res.module
+    assert p.mlp[0].out_features == 32 and "mlp.0" not in res.sparse_layers and bool((p.mlp[0].weight != 0).all())
+    assert {"aud.1.0", "cls"} <= set(res.sparse_layers) and all(is_2_4(p.get_submodule(n).weight) for n in res.sparse_layers)
+
+
+@pytest.mark.parametrize("keep, match", [
+    ("mpl.0", r"prune keep names no module 'mpl\.0' \(did you mean 'mlp\.0'\?\)"),
+    ("img.0", r"prune keep 'img\.0' covers no layer that 2:4 sparsity applies to"),  # the 3-channel stem: dense anyway
+])
+def test_two_four_keep_bad_names(keep, match):
+    with pytest.raises(EdgemmError, match=match) as err:
+        prune_model(TinyAttnAV(), tiny_spec(), parse_prune("2:4", epochs=0, keep=keep), progress=lambda s: None)
+    assert "\n" not in str(err.value)
 
 
 # ------------------------------------------------------------------ refusals

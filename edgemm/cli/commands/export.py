@@ -77,7 +77,8 @@ def register(sub) -> None:
                         "and keep their number (4x24 -> 4x12) (default remove)")
     e.add_argument("--prune-keep", default=None, metavar="MODULE,...",
                    help="module names whose output channels stay unpruned (their whole channel group keeps its width), e.g. "
-                        "image.body.0.0,fuse.0; reports/pruning.json lists each group's modules (default: the recipe's [prune] keep)")
+                        "image.body.0.0,fuse.0; with 2:4 the named layers (and those under them) stay dense; reports/pruning.json lists "
+                        "each group's modules (default: the recipe's [prune] keep)")
     e.add_argument("--finetune-epochs", type=int, default=None, metavar="N", help="pruning fine-tune epochs in total (default 40)")
     e.add_argument("--prune-max-drop", default=None, metavar="DROP",
                    help="pruning's own accuracy budget: top-1 drop vs the original on every head after fine-tuning "

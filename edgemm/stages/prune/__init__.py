@@ -21,7 +21,7 @@ from .branches import describe, example_args, module_branches
 from .config import ALL, FUSION, PruneConfig, parse_prune
 from .finetune import Trainer, evaluate
 from .report import STAGES, pruning_report
-from .sparsity import apply_2_4, is_2_4
+from .sparsity import apply_2_4, check_keep, is_2_4
 from .structured import StructuredPruner, check_same_io, count, output_shapes, run_checked
 
 __all__ = ["PruneConfig", "PruneResult", "PruneBudgetNotMet", "check_budget", "parse_prune", "prune_model", "pruning_report", "model_branches", "is_2_4", "STAGES", "FUSION", "ALL"]
@@ -100,7 +100,9 @@ def _prune(teacher, spec, cfg: PruneConfig, train, evaluation, progress) -> Prun
     deadline = time.monotonic() + 60 * cfg.finetune_minutes if cfg.finetune_minutes is not None else None
     if cfg.finetune_minutes == 0:
         per_step = [0] * steps
-    pruner = StructuredPruner(student, spec, cfg, args, branches) if cfg.structured else None
+    pruner = StructuredPruner(student, spec, cfg, args, branches) if cfg.structured else None  # checks keep against channel groups
+    if cfg.sparsity == "2:4" and pruner is None:
+        check_keep(student, cfg.keep)  # 2:4 alone: keep names the layers that stay dense
     outputs = describe(branches, spec.input_names)  # where each modality branch meets the fusion: feature distillation
     features = [n for b in spec.input_names for n in outputs.get(b, [])]
     trainer = Trainer(student, teacher, spec, train, cfg, features=features) if train is not None and len(train) else None
@@ -115,7 +117,7 @@ def _prune(teacher, spec, cfg: PruneConfig, train, evaluation, progress) -> Prun
             pruner.step()
             student.zero_grad(set_to_none=True)
         if s == steps - 1 and cfg.sparsity == "2:4":
-            masks = apply_2_4(student)
+            masks = apply_2_4(student, cfg.keep)  # layers under a keep name stay dense
             if trainer is not None:
                 trainer.masks = masks
         check_same_io(student, spec, args, want)

@@ -117,6 +117,11 @@ def prune_heads(pruner, tp, hg: HeadGroup, step: int, taylor: bool) -> None:
         m.num_heads = h_new  # torch-pruning sets head_dim = embed_dim // num_heads
     group = pruner.DG.get_pruning_group(lead, tp.prune_multihead_attention_out_channels, drop)
     group.prune()
-    for m in hg.modules:
-        assert (m.embed_dim, m.num_heads, m.head_dim) == (h_new * d_new, h_new, d_new), (m.embed_dim, m.num_heads, m.head_dim)
+    for m, name in zip(hg.modules, hg.names):
+        got, want = (m.embed_dim, m.num_heads, m.head_dim), (h_new * d_new, h_new, d_new)
+        if got != want:  # an internal invariant (not user input): a bug, not an EdgemmError
+            raise RuntimeError(
+                f"bug in edgemm's head pruning: attention {name!r} has (embed_dim, num_heads, head_dim) = {got} after "
+                f"pruning step {step + 1}, expected {want}; please report it"
+            )
     hg.history.append((h_new, d_new))

@@ -2,7 +2,10 @@
 dimension of a Conv/Linear, the 2 smallest are zeroed. Shapes stay; no CPU speedup is claimed."""
 from __future__ import annotations
 
+from typing import Sequence
+
 from ...lazy import lazy_import
+from .config import covers, kept_by
 
 
 def _mask_2_4(weight):
@@ -18,20 +21,34 @@ def _mask_2_4(weight):
     return keep.reshape(wp.shape).permute(*inv).contiguous()
 
 
-def apply_2_4(model) -> dict[str, "object"]:
-    """Zero 2 of every 4 weights along the input dim of each eligible Conv/Linear; name -> mask.
+def sparse_candidates(model) -> dict[str, "object"]:
+    """name -> module for each Conv/Linear that 2:4 applies to: an input dimension (per group) divisible
+    by 4 (depthwise convs and 3-channel stems are left dense, as TensorRT's sparse kernels require)."""
+    nn = lazy_import("torch").nn
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m.weight.dim() >= 2 and m.weight.shape[1] % 4 == 0}
 
-    Eligible: an input dimension (per group) divisible by 4 (depthwise convs and 3-channel stems are
-    left dense, as TensorRT's sparse kernels require)."""
+
+def check_keep(model, keep: Sequence[str]) -> None:
+    """Refuse ``keep`` names of a 2:4-only request that name no module (close-match hint) or cover no layer 2:4 applies to."""
+    known = [n for n, _ in model.named_modules() if n]
+    kept_by({n: [n] for n in sparse_candidates(model)}, known, keep,
+            "prune keep {name!r} covers no layer that 2:4 sparsity applies to (a Conv/Linear whose input width is divisible "
+            "by 4; 3-channel stems, depthwise convs and parameter-free modules stay dense anyway); name such a layer or a container of them")
+
+
+def apply_2_4(model, keep: Sequence[str] = ()) -> dict[str, "object"]:
+    """Zero 2 of every 4 weights along the input dim of each eligible Conv/Linear (:func:`sparse_candidates`)
+    that no ``keep`` name covers (those stay dense); name -> mask."""
     torch = lazy_import("torch")
-    nn = torch.nn
     masks = {}
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m.weight.dim() >= 2 and m.weight.shape[1] % 4 == 0:
-            mask = _mask_2_4(m.weight)
-            with torch.no_grad():
-                m.weight.mul_(mask)
-            masks[name] = mask
+    for name, m in sparse_candidates(model).items():
+        if any(covers(k, name) for k in keep):
+            continue
+        mask = _mask_2_4(m.weight)
+        with torch.no_grad():
+            m.weight.mul_(mask)
+        masks[name] = mask
     return masks
 
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from ...lazy import lazy_import
-from ...errors import EdgemmError, close_match_hint
+from ...errors import EdgemmError
 from ...iospec import IOSpec
 from .branches import group_branch, group_members
-from .config import FUSION, PruneConfig
+from .config import FUSION, PruneConfig, kept_by
 from .heads import HeadGroup, find_head_groups, prune_heads
 
 INSTALL = "pip install 'edgemm[prune]' (torch-pruning)"
@@ -108,17 +108,8 @@ def enable_feature_concats(dg) -> None:
 def _kept_groups(members: Mapping[int, list[str]], known: Sequence[str], keep: Sequence[str]) -> set[int]:
     """ids of the groups whose output channels a ``keep`` name covers (the module itself, or any module under it,
     ``image.body.0`` -> ``image.body.0.0``); a name that is no module, or covers no prunable channels, is refused."""
-    out: set[int] = set()
-    for k in keep:
-        if k not in known:
-            raise EdgemmError(f"prune keep names no module {k!r}{close_match_hint(k, known)}; give names from model.named_modules() "
-                              f"(reports/pruning.json lists each channel group's modules)")
-        hit = {g for g, ms in members.items() if any(m == k or m.startswith(k + ".") for m in ms)}
-        if not hit:
-            raise EdgemmError(f"prune keep {k!r} covers no prunable channels (it is an input, output or parameter-free module); "
-                              f"name a conv / linear / attention module, or a container of them")
-        out |= hit
-    return out
+    return kept_by(members, known, keep, "prune keep {name!r} covers no prunable channels (it is an input, output or parameter-free "
+                                         "module); name a conv / linear / attention module, or a container of them")
 
 
 def _importance(tp, criterion: str):
