@@ -79,6 +79,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="iterative prune -> fine-tune steps (default: the stage's)")
     ap.add_argument("--criterion", default="magnitude")
     ap.add_argument("--seed", type=int, default=None, help="fine-tune seed (default: the stage's, 0)")
+    ap.add_argument("--keep", default="", help="module names whose channel groups keep their width (as --prune-keep), comma-separated")
     ap.add_argument("--heads", default="remove", choices=("remove", "narrow"), help="attention: remove whole heads or narrow each (default remove)")
     ap.add_argument("--train", type=Path, default=DATA / "train.npz", help="fine-tuning split (default: the recipe's [data] training)")
     ap.add_argument("--rounds", type=int, default=150, help="paired blocks per backend (default 150)")
@@ -93,7 +94,7 @@ def main() -> None:
     train = load_samples(args.train, spec)
     evaluation = load_samples(DATA / "eval.npz", spec)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("iterative_steps", args.steps), ("seed", args.seed)) if v is not None}
-    cfg = parse_prune(args.prune, spec.input_names, criterion=args.criterion, heads=args.heads, **overrides)
+    cfg = parse_prune(args.prune, spec.input_names, criterion=args.criterion, heads=args.heads, keep=args.keep, **overrides)
     t0 = time.monotonic()
     result = prune_model(model, spec, cfg, train, evaluation)
     prune_s = time.monotonic() - t0
