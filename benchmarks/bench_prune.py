@@ -7,7 +7,8 @@
 values; the accuracy figures are then the un-fine-tuned ones).
 
 Builds avnet from export/avnet.toml's factory, prunes it with edgemm's prune stage (fine-tuned with
-distillation on the recipe's training split, calibration_data/avmnist/train.npz; evaluated on eval.npz,
+distillation on the recipe's training split, [data.training]: 9,600 pairs rendered from
+calibration_data/avmnist/train-material.npz; ``--train FILE.npz`` for a sample file; evaluated on eval.npz,
 which fine-tuning never sees), exports the unpruned and the pruned module with ``edgemm.export`` (ONNX + OpenVINO IR), then
 times all four artifacts in this one process (all four loaded), batch 1, backend by backend; within a backend the
 unpruned and the pruned model alternate in short blocks (``--rounds`` x ``--iters`` calls each, the first of each
@@ -34,6 +35,8 @@ import numpy as np
 import edgemm
 from edgemm.bench.machine import machine_info
 from edgemm.data.datasets import load_samples
+from edgemm.data.generated import read_training, resolve_training
+from edgemm.recipe import load_recipe
 from edgemm.stages.prune import parse_prune, prune_model, pruning_report
 from edgemm.zoo import avnet
 
@@ -81,7 +84,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=None, help="fine-tune seed (default: the stage's, 0)")
     ap.add_argument("--keep", default="", help="module names whose channel groups keep their width (as --prune-keep), comma-separated")
     ap.add_argument("--heads", default="remove", choices=("remove", "narrow"), help="attention: remove whole heads or narrow each (default remove)")
-    ap.add_argument("--train", type=Path, default=DATA / "train.npz", help="fine-tuning split (default: the recipe's [data] training)")
+    ap.add_argument("--train", type=Path, default=None, help="fine-tuning sample file (default: the recipe's [data] training)")
     ap.add_argument("--rounds", type=int, default=150, help="paired blocks per backend (default 150)")
     ap.add_argument("--iters", type=int, default=40, help="timed calls per artifact per block (default 40)")
     ap.add_argument("--threads", type=int, default=2)
@@ -91,7 +94,8 @@ def main() -> None:
 
     spec = avnet.iospec()
     model = avnet.build()
-    train = load_samples(args.train, spec)
+    recipe = load_recipe(ROOT / "export" / "avnet.toml")
+    train = load_samples(args.train, spec) if args.train else read_training(resolve_training(recipe.data.training, recipe.resolve), spec)
     evaluation = load_samples(DATA / "eval.npz", spec)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("iterative_steps", args.steps), ("seed", args.seed)) if v is not None}
     cfg = parse_prune(args.prune, spec.input_names, criterion=args.criterion, heads=args.heads, keep=args.keep, **overrides)

@@ -21,6 +21,7 @@ from .backends.base import version_of
 from .backends.registry import get_backend
 from .bundle import FORMAT_VERSION, MANIFEST, Artifact, Bundle, BundleWriter, sha256_file
 from .data.datasets import Samples, load_samples
+from .data.generated import describe, read_training, resolve_training
 from .errors import EdgemmError, SpecError
 from .iospec import IOSpec
 from .log import logger, step
@@ -189,7 +190,7 @@ def export(
     data = DataConfig(
         calibration=str(calib_path) if calib_path else (str(recipe.resolve(recipe.data.calibration)) if recipe.data.calibration else None),
         evaluation=str(evaluation) if evaluation else (str(recipe.resolve(recipe.data.evaluation)) if recipe.data.evaluation else None),
-        training=str(recipe.resolve(recipe.data.training)) if recipe.data.training else None,
+        training=resolve_training(recipe.data.training, recipe.resolve),
     )
     int8 = int8 or qat  # QAT produces INT8 artifacts; PTQ ones are kept beside them for comparison
     ptq = None
@@ -227,11 +228,15 @@ def _prune(resolved: ResolvedModel, cfg: PipelineConfig, eval_samples: Samples |
         raise EdgemmError("a torch.export program (.pt2) cannot be pruned: its graph is frozen; pass the nn.Module instead "
                           "(a recipe [model] factory, or edgemm.export(module, ...) from Python)")
     source = cfg.data.training or cfg.data.calibration
-    train = load_samples(source, resolved.spec) if source else None
+    if source:
+        with step(f"reading the training split {describe(source)}"):
+            train = read_training(source, resolved.spec)
+    else:
+        train = None
     if train is None and (cfg.prune.epochs or cfg.prune.finetune_minutes):
         raise EdgemmError("--prune fine-tunes on training data: set [data] training (or calibration) in the recipe, or pass --calib")
     with step(f"pruning ({', '.join(f'{k}={v}' for k, v in cfg.prune.ratios.items()) or cfg.prune.sparsity}; "
-              f"fine-tuning on {source or 'no data'})"):
+              f"fine-tuning on {len(train) if train is not None else 'no'} samples)"):
         return prune_model(resolved.model, resolved.spec, cfg.prune, train=train, evaluation=eval_samples,
                            progress=lambda msg: logger.info("  %s", msg))
 

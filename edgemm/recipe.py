@@ -22,6 +22,7 @@ labels = ["0", "1", ...]
 [data]
 calibration = "../calibration_data/avmnist/calib.npz"
 evaluation = "../calibration_data/avmnist/eval.npz"
+training = "../calibration_data/avmnist/train.npz"   # fine-tuning (prune, QAT); or a [data.training] generator table
 
 [export]
 targets = ["onnxruntime", "openvino"]
@@ -62,7 +63,13 @@ class ModelConfig:
 class DataConfig:
     calibration: str | None = None
     evaluation: str | None = None
-    training: str | None = None  # QAT fine-tuning data (default: the calibration data)
+    training: str | dict | None = None  # pruning / QAT fine-tuning data (default: the calibration data): a path or a
+    # [data.training] table with generator = "module:callable" (edgemm.data.generated)
+
+    def __post_init__(self):
+        from .data.generated import check_training
+
+        check_training(self.training)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Rebuild calibration_data/avmnist/{calib,eval,train}.npz from the original FSDD and MNIST files.
+"""Rebuild calibration_data/avmnist/{calib,eval,train,train-material}.npz from the original FSDD and MNIST files.
 
     python scripts/build_avmnist.py --data ../shared/data --out calibration_data/avmnist
 
@@ -7,7 +7,9 @@ Deterministic (fixed seeds). eval: all 600 FSDD evaluation takes (40-49), each p
 distinct MNIST evaluation image (index 8000-9999) of the same digit. calib: 300 pairs from the
 training material (takes 0-39, MNIST 0-7999), 5 per speaker and digit. train: 1,200 pairs from the
 same training material, 20 per speaker and digit (the fine-tuning split of pruning and QAT: recipes'
-[data] training).
+[data] training in other recipes). train-material: the raw training material (every training-take
+recording as recorded, MNIST 0-7999) that the avnet recipe's [data.training] generator,
+edgemm.zoo.avmnist:training_pairs, renders its 9,600-pair fine-tuning split from.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("calibration_data/avmnist"))
     ap.add_argument("--calib-per-class", type=int, default=5, help="calibration pairs per (speaker, digit)")
     ap.add_argument("--train-per-class", type=int, default=20, help="training pairs per (speaker, digit)")
-    ap.add_argument("--only", choices=("eval", "calib", "train"), action="append", help="build only these splits")
+    ap.add_argument("--only", choices=("eval", "calib", "train", "material"), action="append", help="build only these splits")
     args = ap.parse_args()
 
     images, labels = avmnist.read_mnist(args.data / "mnist")
@@ -59,6 +61,11 @@ def main() -> None:
         path = args.out / f"{name}.npz"
         np.savez_compressed(path, **data)
         print(f"{path}: {len(subset)} pairs, {path.stat().st_size / 1e6:.1f} MB")
+    if not args.only or "material" in args.only:
+        material = avmnist.training_material(clips, images, labels)
+        path = args.out / "train-material.npz"
+        np.savez_compressed(path, **material)
+        print(f"{path}: {len(material['fsdd_file'])} recordings, {len(material['mnist_label'])} images, {path.stat().st_size / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,22 @@ def _to_feed(arrays, t: TensorSpec, base_dir: Path, where: str) -> np.ndarray:
     return preprocess_input(t, arr, base_dir=base_dir, sample_rate=rate, batched=True, where=where)
 
 
+def samples_from_arrays(arrays, spec: IOSpec, where: str, base_dir: Path, limit: int | None = None) -> Samples:
+    """One set of arrays in the sample-file format (an .npz's contents, or what a generator returned)."""
+    missing = [n for n in spec.input_names if n not in arrays]
+    if missing:
+        raise SpecError(f"{where} lacks input(s) {', '.join(missing)}; every sample file needs all inputs: {', '.join(spec.input_names)}")
+    n = len(arrays[spec.input_names[0]])
+    for t in spec.inputs:
+        if len(arrays[t.name]) != n:
+            raise SpecError(f"{where}: input {t.name!r} has {len(arrays[t.name])} samples, {spec.input_names[0]!r} has {n}; inputs must be aligned")
+    if limit is not None:
+        arrays = {k: (v[:limit] if v.ndim and len(v) == n else v) for k, v in arrays.items()}
+    feeds = {t.name: _to_feed(arrays, t, base_dir, where) for t in spec.inputs}
+    labels = {o.name: np.asarray(arrays[o.name]).astype(np.int64) for o in spec.outputs if o.name in arrays}
+    return Samples(feeds, labels, where)
+
+
 def load_samples(path: str | Path, spec: IOSpec, base_dir: Path | None = None, limit: int | None = None) -> Samples:
     path = Path(path)
     files = sorted(path.glob("*.npz")) if path.is_dir() else [path]
@@ -68,20 +84,11 @@ def load_samples(path: str | Path, spec: IOSpec, base_dir: Path | None = None, l
             arrays = dict(np.load(f, allow_pickle=False))
         except (OSError, ValueError) as exc:
             raise SpecError(f"cannot read {f} as .npz ({exc}); write it with numpy.savez") from exc
-        missing = [n for n in spec.input_names if n not in arrays]
-        if missing:
-            raise SpecError(f"{f} lacks input(s) {', '.join(missing)}; every sample file needs all inputs: {', '.join(spec.input_names)}")
-        n = len(arrays[spec.input_names[0]])
-        for t in spec.inputs:
-            if len(arrays[t.name]) != n:
-                raise SpecError(f"{f}: input {t.name!r} has {len(arrays[t.name])} samples, {spec.input_names[0]!r} has {n}; inputs must be aligned")
-        if limit is not None:
-            arrays = {k: (v[:limit] if v.ndim and len(v) == n else v) for k, v in arrays.items()}
-        for t in spec.inputs:
-            feeds[t.name].append(_to_feed(arrays, t, base_dir or f.parent, str(f)))
-        for o in spec.outputs:
-            if o.name in arrays:
-                labels.setdefault(o.name, []).append(arrays[o.name].astype(np.int64))
+        part = samples_from_arrays(arrays, spec, str(f), base_dir or f.parent, limit)
+        for k, v in part.feeds.items():
+            feeds[k].append(v)
+        for k, v in part.labels.items():
+            labels.setdefault(k, []).append(v)
     partial = {k: len(v) for k, v in labels.items() if len(v) != len(files)}
     if partial:  # a head labelled in some files only would silently switch its accuracy budget off
         head, have = next(iter(partial.items()))

@@ -21,6 +21,14 @@ from ..iospec import IOSpec
 from ..log import logger
 
 
+MAX_SAMPLES = 9_600  # the default fine-tune sees at most this many samples (4 epochs of 1,200; 1 of avnet's 9,600)
+
+
+def default_epochs(samples: int, epochs: int = 4) -> int:
+    """QAT's default length: ``epochs``, fewer on a large training split (at most MAX_SAMPLES samples seen, >= 1 epoch)."""
+    return max(1, min(epochs, MAX_SAMPLES // max(1, samples)))
+
+
 @dataclass(frozen=True)
 class QATConfig:
     epochs: int = 4
@@ -185,7 +193,7 @@ def add_qat_artifacts(w, model, spec: IOSpec, args, cfg, calib_src, eval_samples
     from pathlib import Path
 
     from ..backends.registry import get_backend
-    from ..data.datasets import load_samples
+    from ..data.generated import describe, read_training
     from ..log import step
     from ..torchutil import is_program
     from .export import export_onnx
@@ -197,16 +205,17 @@ def add_qat_artifacts(w, model, spec: IOSpec, args, cfg, calib_src, eval_samples
     source = cfg.data.training or cfg.data.calibration
     if source is None:
         raise EdgemmError("--qat needs training data: set [data] training (or calibration) in the recipe, or pass --calib")
-    train = load_samples(source, spec)
+    with step(f"reading the training split {describe(source)}"):
+        train = read_training(source, spec)
     ptq = cfg.ptq
     symmetric = all(quantizer_for(get_backend(t), ptq.quantizers.get(t)).symmetric_activations for t in cfg.export.targets)
     from ..cpu import cpu_int8
 
     # Train on the grid the deployed model uses: 7-bit weights on CPU targets whose int8 sums saturate (edgemm.cpu).
     cpu_targets = any(get_backend(t).device == "cpu" for t in cfg.export.targets)
-    qcfg = QATConfig(symmetric_activations=symmetric, threads=cfg.threads or 2,
+    qcfg = QATConfig(symmetric_activations=symmetric, threads=cfg.threads or 2, epochs=default_epochs(len(train)),
                      weight_bits=7 if cpu_targets and cpu_int8().u8s8_saturates else 8)
-    with step(f"QAT: fine-tuning with fake-quant on {len(train)} samples of {source} ({qcfg.epochs} epochs, distilled from fp32)"):
+    with step(f"QAT: fine-tuning with fake-quant on {len(train)} samples ({qcfg.epochs} epochs, distilled from fp32)"):
         student = qat_finetune(model, spec, train.feeds, train.labels, qcfg)
     ptq_drop = {r.target: r.candidate.drop for r in ptq_results}
     with tempfile.TemporaryDirectory(prefix="edgemm-qat-") as tmp:
@@ -216,7 +225,7 @@ def add_qat_artifacts(w, model, spec: IOSpec, args, cfg, calib_src, eval_samples
         results = add_int8_artifacts(
             w, qat_onnx, spec, calib_src, eval_samples, cfg.export.targets, ptq, model=student, reference=reference,
             method_name="qat", stem="model.int8.qat",
-            extra_info={"qat": {"data": source, "samples": len(train), "epochs": qcfg.epochs, "lr": qcfg.lr,
+            extra_info={"qat": {"data": describe(source), "samples": len(train), "epochs": qcfg.epochs, "lr": qcfg.lr,
                                 "distillation_temperature": qcfg.temperature, "symmetric_activations": qcfg.symmetric_activations,
                                 "weight_bits": qcfg.weight_bits,
                                 "ptq_drop_on_target": ptq_drop}},

@@ -111,3 +111,10 @@ shape = ["batch", 3]
 [export]
 targets = ["onnxruntime"]
 """
+
+
+def generated_training(path=None, n: int = 64, seed: int = 0) -> dict:
+    """A ``[data.training]`` generator (``prune_tiny:generated_training``): ``n`` samples of :func:`tiny_samples`
+    as arrays in the sample-file format (inputs + labels), as a recipe's own rendering code returns them."""
+    s = tiny_samples(TinyAttnAV(), n, seed)
+    return {**s.feeds, **s.labels}

@@ -2,11 +2,13 @@
 ``edgemm: error:`` line on stderr, exit code 2, and no bundle folder (nothing half-written)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,3 +66,28 @@ def test_pt2_program_refused_with_what_to_pass(tmp_path):
     torch.export.save(ep, str(path))
     out = tmp_path / "b"
     _refused(_export(str(path), "--prune", "0.5", "-o", str(out)), out, ".pt2", "cannot be pruned", "pass the nn.Module")
+
+
+def _generator_recipe(tmp_path, options: str) -> Path:
+    """The tiny model's recipe with an evaluation file and a [data.training] generator (prune_tiny:generated_training)."""
+    ev = tiny_samples(TinyAttnAV(), 48, seed=1)
+    np.savez(tmp_path / "eval.npz", **ev.feeds, **ev.labels)
+    recipe = tmp_path / "gen.toml"
+    recipe.write_text(TINY_RECIPE.format(name="gen", factory="TinyAttnAV") + '\n[data]\nevaluation = "eval.npz"\n\n'
+                      '[data.training]\ngenerator = "prune_tiny:generated_training"\n' + options)
+    return recipe
+
+
+def test_generated_training_split_fine_tunes_and_is_reported(tmp_path):
+    out = tmp_path / "b"
+    res = _export(str(_generator_recipe(tmp_path, "n = 96\nseed = 2\n")), "--prune", "0.5", "--finetune-epochs", "2",
+                  "--prune-max-drop", "none", "-o", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    ft = json.loads((out / "reports" / "pruning.json").read_text())["finetune"]
+    assert ft["split"] == "prune_tiny:generated_training(n=96, seed=2)" and ft["samples"] == 96 and ft["epochs"] == 2
+
+
+def test_generator_with_bad_options_is_refused(tmp_path):
+    out = tmp_path / "b"
+    _refused(_export(str(_generator_recipe(tmp_path, 'n = "many"\n')), "--prune", "0.5", "-o", str(out)), out,
+             "[data.training] generator prune_tiny:generated_training failed")

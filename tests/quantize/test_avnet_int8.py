@@ -64,7 +64,7 @@ def test_calibration_and_qat_are_recorded(int8_bundle, accuracy):
     assert cal["samples"] == 300 and cal["method"] == "minmax" and cal["sha256"]
     assert set(cal["coverage"]) == {"image", "audio"}
     qat = next(a for a in m["artifacts"] if a["path"] == "onnx/model.int8.qat.onnx")["extra"]["qat"]
-    assert qat["samples"] == 1200 and qat["data"].endswith("train.npz") and "onnxruntime" in qat["ptq_drop_on_target"]
+    assert qat["samples"] == 9600 and qat["epochs"] == 1 and qat["data"].startswith("edgemm.zoo.avmnist:training_pairs(") and "onnxruntime" in qat["ptq_drop_on_target"]
 
 
 def test_int8_runtime_runs_and_agrees_with_fp32(int8_bundle, eval_arrays):

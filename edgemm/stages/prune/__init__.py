@@ -26,7 +26,14 @@ from .structured import StructuredPruner, check_same_io, count, output_shapes, r
 
 __all__ = ["PruneConfig", "PruneResult", "PruneBudgetNotMet", "check_budget", "parse_prune", "prune_model", "pruning_report", "model_branches", "is_2_4", "STAGES", "FUSION", "ALL"]
 
-DEFAULT_EPOCHS = 40  # avnet 50 %, 1,200 training pairs, mixup + shifts + BatchNorm re-estimation: digit 0.963 -> 0.955-0.958 (~13 s/epoch, 1 thread)
+DEFAULT_EPOCHS = 40  # at most; avnet 50 %, 1,200 training pairs (train.npz): digit 0.963 -> 0.948-0.958 (~13 s/epoch, 1 thread)
+DEFAULT_SAMPLES = 144_000  # ... and at most this many samples seen: 15 epochs of avnet's 9,600 rendered pairs
+# (digit 0.958-0.965, benchmarks/results/prune-accuracy-2026-12-03.json); 80 epochs of 1,200 gained nothing.
+
+
+def default_epochs(samples: int) -> int:
+    """The fine-tune's default length: 40 epochs, fewer on a large split (at most 144,000 samples seen)."""
+    return max(1, min(DEFAULT_EPOCHS, round(DEFAULT_SAMPLES / max(1, samples))))
 
 
 @dataclass
@@ -89,7 +96,8 @@ def _prune(teacher, spec, cfg: PruneConfig, train, evaluation, progress) -> Prun
     branches = module_branches(student, spec, feeds)
     before = {**count(student, args), "top1": evaluate(teacher, spec, evaluation)}
     steps = cfg.iterative_steps if cfg.structured else 1
-    epochs = cfg.epochs if cfg.epochs is not None else (None if cfg.finetune_minutes is not None else DEFAULT_EPOCHS)
+    n_train = len(train) if train is not None else 0
+    epochs = cfg.epochs if cfg.epochs is not None else (None if cfg.finetune_minutes is not None else default_epochs(n_train))
     if epochs is None:  # time budget only: epochs are cut by the deadline
         epochs = 10_000
     per_step = _split(int(epochs), steps)

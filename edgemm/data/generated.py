@@ -1,0 +1,90 @@
+"""The fine-tuning split: a sample file, or samples that the recipe's own code renders.
+
+```toml
+[data]
+training = "train.npz"                  # a sample file (or a folder of them), like calibration
+```
+or
+```toml
+[data.training]
+generator = "edgemm.zoo.avmnist:training_pairs"           # "package.module:callable", trusted like [model] factory
+path = "../calibration_data/avmnist/train-material.npz"   # optional: resolved like every recipe path, passed as path=
+renders = 4                                               # any other key is passed as a keyword argument
+```
+The callable returns a mapping of arrays in the sample-file format (``edgemm.data.datasets``: input
+names -> raw or model-level data, output names -> labels). It suits training data that is rendered
+from raw material (many renders of few recordings), which would be too large to ship rendered. Only
+fine-tuning reads it (pruning, QAT): calibration and evaluation stay files, and a bundle never names
+code to run.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+from ..errors import EdgemmError, RecipeError, SpecError
+from ..iospec import IOSpec
+from .datasets import Samples, load_samples, samples_from_arrays
+
+GENERATOR = "generator"
+PATH = "path"
+
+
+def check_training(value, source: str = "recipe") -> None:
+    """A [data] training value is a path string or a table with ``generator = "module:callable"``."""
+    if value is None or isinstance(value, (str, os.PathLike)):
+        return
+    if not isinstance(value, Mapping):
+        raise RecipeError(f"{source}: [data] training must be a path (\"train.npz\") or a table with generator = \"module:callable\"")
+    ref = value.get(GENERATOR)
+    if not isinstance(ref, str) or ":" not in ref:
+        raise RecipeError(f"{source}: [data.training] needs generator = \"package.module:callable\" (the code that renders the "
+                          f"training samples), got {ref!r}; or write [data] training = \"train.npz\"")
+    if PATH in value and not isinstance(value[PATH], str):
+        raise RecipeError(f"{source}: [data.training] path must be a string, not {value[PATH]!r}")
+
+
+def resolve_training(value, resolve: Callable[[str], Path]):
+    """The training source with its path(s) made absolute by ``resolve`` (the recipe's base folder)."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        out = dict(value)
+        if PATH in out:
+            out[PATH] = str(resolve(out[PATH]))
+        return out
+    return str(resolve(value))
+
+
+def describe(source) -> str:
+    """One line naming a training source: its path, or ``module:callable(options)``."""
+    if isinstance(source, Mapping):
+        opts = ", ".join(f"{k}={v!r}" for k, v in source.items() if k != GENERATOR)
+        return f"{source[GENERATOR]}({opts})"
+    return str(source)
+
+
+def read_training(source, spec: IOSpec) -> Samples:
+    """The fine-tuning samples of ``source`` (a sample file/folder, or a generator table)."""
+    if not isinstance(source, Mapping):
+        return load_samples(source, spec)
+    from ..trust import import_callable
+
+    check_training(source)
+    ref = source[GENERATOR]
+    kwargs = {k: v for k, v in source.items() if k != GENERATOR}
+    if PATH in kwargs and not Path(kwargs[PATH]).exists():
+        raise SpecError(f"[data.training] path {kwargs[PATH]} not found (the material {ref} renders from); fix the path")
+    fn = import_callable(ref)
+    try:
+        arrays = fn(**kwargs)
+    except (TypeError, ValueError, OSError) as exc:
+        raise EdgemmError(f"[data.training] generator {ref} failed: {exc}; check its options in the recipe") from exc
+    if not isinstance(arrays, Mapping):
+        raise SpecError(f"[data.training] generator {ref} returned a {type(arrays).__name__}; it must return a mapping "
+                        f"of arrays like an .npz sample file (input names, label names)")
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    return samples_from_arrays(arrays, spec, describe(source), Path(kwargs.get(PATH, ".")).parent)
