@@ -370,6 +370,16 @@ def test_two_four_keep_with_channel_ratios():
     assert {"aud.1.0", "cls"} <= set(res.sparse_layers) and all(is_2_4(p.get_submodule(n).weight) for n in res.sparse_layers)
 
 
+def test_two_four_keep_with_channel_ratios_accepts_a_layer_only_2_4_touches():
+    """Channel pruning + 2:4: an output head (no channel group of its own) named in keep stays dense."""
+    m, spec = TinyAttnAV(), tiny_spec()
+    res = prune_model(m, spec, parse_prune({"ratio": 0.5, "sparsity": "2:4", "keep": ["cls"], "epochs": 0}), progress=lambda s: None)
+    assert "cls" not in res.sparse_layers and "spk" in res.sparse_layers
+    assert bool((res.module.cls.weight != 0).all()) and res.module.mlp[0].out_features == 16
+    with pytest.raises(EdgemmError, match=r"prune keep 'mlp\.1' covers no prunable channels .* nor a layer 2:4 applies to"):
+        prune_model(m, spec, parse_prune({"ratio": "audio=0.5", "sparsity": "2:4", "keep": ["mlp.1"], "epochs": 0}), progress=lambda s: None)
+
+
 @pytest.mark.parametrize("keep, match", [
     ("mpl.0", r"prune keep names no module 'mpl\.0' \(did you mean 'mlp\.0'\?\)"),
     ("img.0", r"prune keep 'img\.0' covers no layer that 2:4 sparsity applies to"),  # the 3-channel stem: dense anyway

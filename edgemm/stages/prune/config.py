@@ -13,7 +13,7 @@ Forms accepted by :func:`parse_prune`:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Hashable, Mapping, Sequence, TypeVar, Union
+from typing import Mapping, Sequence, Union
 
 from ...errors import EdgemmError, close_match_hint
 
@@ -23,7 +23,6 @@ CRITERIA = ("magnitude", "taylor")
 SPARSITY = ("2:4",)
 HEAD_MODES = ("remove", "narrow")
 Ratios = Union[float, Mapping[str, float]]
-K = TypeVar("K", bound=Hashable)
 
 
 def _check_ratio(name: str, value) -> float:
@@ -118,28 +117,6 @@ class PruneConfig:
                 raise EdgemmError(
                     f"unknown prune branch {key!r}{close_match_hint(key, known)}; this model's branches are: {', '.join(known)}"
                 )
-
-
-def covers(keep: str, module: str) -> bool:
-    """``keep`` names ``module`` itself or a container of it (``image.body.0`` covers ``image.body.0.0``)."""
-    return module == keep or module.startswith(keep + ".")
-
-
-def kept_by(members: Mapping[K, Sequence[str]], known: Sequence[str], keep: Sequence[str], covers_nothing: str) -> set[K]:
-    """Keys of ``members`` (key -> module names) whose modules a ``keep`` name covers (:func:`covers`).
-
-    A name that is no module in ``known`` is refused with a close-match hint; one that covers no key with
-    ``covers_nothing`` (a message; ``{name}`` is the keep name)."""
-    out: set[K] = set()
-    for k in keep:
-        if k not in known:
-            raise EdgemmError(f"prune keep names no module {k!r}{close_match_hint(k, known)}; give names from model.named_modules() "
-                              f"(reports/pruning.json lists each channel group's modules)")
-        hit = {key for key, ms in members.items() if any(covers(k, m) for m in ms)}
-        if not hit:
-            raise EdgemmError(covers_nothing.format(name=k))
-        out |= hit
-    return out
 
 
 def _parse_ratios(text: str) -> dict[str, float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ...lazy import lazy_import
-from .config import covers, kept_by
+from .keep import covers, kept_by
 
 
 def _mask_2_4(weight):

@@ -10,7 +10,9 @@ from ...lazy import lazy_import
 from ...errors import EdgemmError
 from ...iospec import IOSpec
 from .branches import group_branch, group_members
-from .config import FUSION, PruneConfig, kept_by
+from .config import FUSION, PruneConfig
+from .keep import covers, kept_by
+from .sparsity import sparse_candidates
 from .heads import HeadGroup, find_head_groups, prune_heads
 
 INSTALL = "pip install 'edgemm[prune]' (torch-pruning)"
@@ -105,11 +107,16 @@ def enable_feature_concats(dg) -> None:
             node.enable_index_mapping = True
 
 
-def _kept_groups(members: Mapping[int, list[str]], known: Sequence[str], keep: Sequence[str]) -> set[int]:
+def _kept_groups(members: Mapping[int, list[str]], known: Sequence[str], keep: Sequence[str], dense: Sequence[str] = ()) -> set[int]:
     """ids of the groups whose output channels a ``keep`` name covers (the module itself, or any module under it,
-    ``image.body.0`` -> ``image.body.0.0``); a name that is no module, or covers no prunable channels, is refused."""
-    return kept_by(members, known, keep, "prune keep {name!r} covers no prunable channels (it is an input, output or parameter-free "
-                                         "module); name a conv / linear / attention module, or a container of them")
+    ``image.body.0`` -> ``image.body.0.0``); a name that is no module, or covers no prunable channels, is refused.
+    ``dense``: layers the request's 2:4 step would sparsify; a name that covers only those keeps them dense
+    (sparsity.apply_2_4) and is accepted here."""
+    grouped = [m for ms in members.values() for m in ms]
+    own = [k for k in keep if not (any(covers(k, m) for m in dense) and not any(covers(k, m) for m in grouped))]
+    return kept_by(members, known, own, "prune keep {name!r} covers no prunable channels (it is an input, output or parameter-free "
+                                        "module)" + (" nor a layer 2:4 applies to" if dense else "")
+                   + "; name a conv / linear / attention module, or a container of them")
 
 
 def _importance(tp, criterion: str):
@@ -162,7 +169,8 @@ class StructuredPruner:
                 )
         self.groups: list[GroupInfo] = []
         members_of = {id(g): group_members(g, names) for g in groups}
-        kept = _kept_groups(members_of, list(names.values()), cfg.keep)
+        dense = list(sparse_candidates(model)) if cfg.sparsity == "2:4" else []
+        kept = _kept_groups(members_of, list(names.values()), cfg.keep, dense)
         branch_of = {id(g): group_branch(g, names, branches) for g in groups}
         ratio_of = lambda g: 0.0 if id(g) in kept else cfg.ratio_for(branch_of[id(g)])  # noqa: E731
         # whole heads leave where the attentions' heads line up (heads.py); torch-pruning's MetaPruner
