@@ -70,7 +70,7 @@ def register(sub) -> None:
                         "heads and MLP widths; inputs and outputs stay), image=0.5,audio=0.3 (only the named branches; add fusion=R "
                         "for the part where they meet) or 2:4 (semi-structured sparsity for TensorRT sparse weights; no CPU speedup). Channels "
                         "are removed for real, then the model is fine-tuned with distillation from the original on the training "
-                        "split; the original stays the accuracy reference (default: the recipe's [prune])")
+                        "split (the recipe's [data] training: a sample file or a [data.training] generator; else the calibration data); the original stays the accuracy reference (default: the recipe's [prune])")
     e.add_argument("--prune-criterion", choices=("magnitude", "taylor"), default=None, help="channel importance (default magnitude)")
     e.add_argument("--prune-heads", choices=("remove", "narrow"), default=None,
                    help="attention: remove whole heads (4x24 -> 2x24 at 0.5, then narrow the rest to the ratio) or narrow every head "
