@@ -21,7 +21,7 @@ from .backends.base import version_of
 from .backends.registry import get_backend
 from .bundle import FORMAT_VERSION, MANIFEST, Artifact, Bundle, BundleWriter, sha256_file
 from .data.datasets import Samples, load_samples
-from .data.generated import describe, read_training, resolve_training
+from .data.generated import check_training, describe, read_training, resolve_training
 from .errors import EdgemmError, SpecError
 from .iospec import IOSpec
 from .log import logger, step
@@ -152,6 +152,7 @@ def export(
     targets: Sequence[str] | None = None,
     calibration: str | os.PathLike | None = None,
     evaluation: str | os.PathLike | None = None,
+    training: str | os.PathLike | Mapping[str, Any] | None = None,
     opset: int | None = None,
     exporter: str | None = None,
     verify: bool = True,
@@ -175,7 +176,9 @@ def export(
     fine-tunes with fake-quant (PTQ artifacts are kept beside the QAT ones). ``prune``: ``0.5``,
     ``"image=0.5,audio=0.3"`` or ``"2:4"`` (structured pruning + distillation fine-tune on the training split;
     ``prune_options``: ``criterion``, ``epochs``, ``finetune_minutes``, ... of ``edgemm.stages.prune.PruneConfig``);
-    the original model stays the accuracy reference.
+    the original model stays the accuracy reference. ``training``: the fine-tuning split of pruning and QAT
+    (an .npz file/dir, or ``{"generator": "module:callable", ...}`` as a recipe's [data.training]; default: the
+    recipe's, else the calibration data).
     """
     resolved = resolve_model(model_or_path, example_inputs, spec)
     recipe = resolved.recipe
@@ -190,7 +193,7 @@ def export(
     data = DataConfig(
         calibration=str(calib_path) if calib_path else (str(recipe.resolve(recipe.data.calibration)) if recipe.data.calibration else None),
         evaluation=str(evaluation) if evaluation else (str(recipe.resolve(recipe.data.evaluation)) if recipe.data.evaluation else None),
-        training=resolve_training(recipe.data.training, recipe.resolve),
+        training=_training(training) if training is not None else resolve_training(recipe.data.training, recipe.resolve),
     )
     int8 = int8 or qat  # QAT produces INT8 artifacts; PTQ ones are kept beside them for comparison
     ptq = None
@@ -207,6 +210,12 @@ def export(
         threads=threads, example_inputs=example_inputs,
     )
     return run_pipeline(resolved, cfg)
+
+
+def _training(value):
+    """``training=`` of the API: a path, or a generator table (paths relative to the working directory)."""
+    check_training(value, "training=")
+    return resolve_training(value, lambda p: Path(p).expanduser().resolve())
 
 
 def _prune_config(prune, recipe: Recipe, overrides: Mapping[str, Any] | None = None):

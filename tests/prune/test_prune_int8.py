@@ -91,3 +91,17 @@ def test_pruning_budget_missed_keeps_bundle_and_says_what_to_do(data):
     assert budget["met"] is False and budget["max_drop"] == 0.005 and budget["stage"] == "after_pruning"
     assert set(budget["drop"]) == {"cls", "spk"} and max(budget["drop"].values()) > 0.005
     assert (out / "manifest.json").is_file()
+
+
+def test_training_argument_takes_a_generator(data):
+    """``edgemm.export(..., training={"generator": ...})``: the fine-tune reads the rendered split, not the calibration data."""
+    d, m, train, ev, evaluation = data
+    b = edgemm.export(m, spec=tiny_spec(), example_inputs={k: v[:2] for k, v in evaluation.feeds.items()}, output=d / "gen",
+                      prune=0.5, calibration=train, evaluation=ev, targets=["onnxruntime"],
+                      training={"generator": "prune_tiny:generated_training", "n": 80, "seed": 3},
+                      prune_options={"epochs": 1, "max_drop": None})
+    ft = json.loads((b.root / "reports/pruning.json").read_text())["finetune"]
+    assert ft["split"] == "prune_tiny:generated_training(n=80, seed=3)" and ft["samples"] == 80
+    with pytest.raises(edgemm.EdgemmError, match="training must be a path"):
+        edgemm.export(m, spec=tiny_spec(), output=d / "bad", prune=0.5, training=3)
+    assert not (d / "bad").exists()
