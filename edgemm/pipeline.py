@@ -21,7 +21,7 @@ from .backends.base import version_of
 from .backends.registry import get_backend
 from .bundle import FORMAT_VERSION, MANIFEST, Artifact, Bundle, BundleWriter, sha256_file
 from .data.datasets import Samples, load_samples
-from .data.generated import check_training, describe, read_training, resolve_training
+from .data.generated import TrainingSplit, check_training, resolve_training
 from .errors import EdgemmError, SpecError
 from .iospec import IOSpec
 from .log import logger, step
@@ -229,19 +229,13 @@ def _prune_config(prune, recipe: Recipe, overrides: Mapping[str, Any] | None = N
     return parse_prune(table, recipe.spec.input_names)
 
 
-def _prune(resolved: ResolvedModel, cfg: PipelineConfig, eval_samples: Samples | None):
+def _prune(resolved: ResolvedModel, cfg: PipelineConfig, eval_samples: Samples | None, train: Samples | None):
     """The prune stage: the user's module -> a physically smaller copy, fine-tuned on the training split."""
     from .stages.prune import prune_model
 
     if is_program(resolved.model):
         raise EdgemmError("a torch.export program (.pt2) cannot be pruned: its graph is frozen; pass the nn.Module instead "
                           "(a recipe [model] factory, or edgemm.export(module, ...) from Python)")
-    source = cfg.data.training or cfg.data.calibration
-    if source:
-        with step(f"reading the training split {describe(source)}"):
-            train = read_training(source, resolved.spec)
-    else:
-        train = None
     if train is None and (cfg.prune.epochs or cfg.prune.finetune_minutes):
         raise EdgemmError("--prune fine-tunes on training data: set [data] training (or calibration) in the recipe, or pass --calib")
     with step(f"pruning ({', '.join(f'{k}={v}' for k, v in cfg.prune.ratios.items()) or cfg.prune.sparsity}; "
@@ -317,9 +311,10 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
             program = export_reference(resolved.model, args, spec, w.path(REFERENCE_PATH))
         w.add_artifact(Artifact(REFERENCE_PATH, "torch-export", "fp32", _reference_name(), _reference_name(), toolchain={"torch": version_of("torch") or "?"}))
         deployed = resolved.model  # what the ONNX is exported from (the pruned model when pruning)
+        training = TrainingSplit(cfg.data.training or cfg.data.calibration, spec)  # pruning and QAT share one read
         pruned = None
         if cfg.prune is not None:
-            pruned = _prune(resolved, cfg, eval_samples)
+            pruned = _prune(resolved, cfg, eval_samples, training.read())
             deployed = pruned.module
         with step(f"exporting ONNX (opset {cfg.export.opset}, {cfg.export.exporter} exporter)"):
             info = export_onnx(deployed, args, spec, w.path(ONNX_PATH), cfg.export,
@@ -351,7 +346,7 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
 
                 # With --qat the QAT artifacts answer to the budget; PTQ ones stay for comparison.
                 int8_results = add_qat_artifacts(w, deployed, spec, args, cfg, calib_src, eval_samples, int8_results, reference,
-                                                  resolved.recipe)
+                                                  resolved.recipe, training)
                 every_int8 += int8_results
         if pruned is not None:
             w.write_json("reports/pruning.json", _pruning_report(w, resolved, pruned, cfg, args, every_int8))

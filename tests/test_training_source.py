@@ -65,12 +65,13 @@ def without_audio() -> dict:
     return {"image": np.zeros((4, 64, 64, 3), np.uint8), "digit": np.zeros(4, np.int64)}
 
 
-def _recipe(tmp_path, table: str):
+def _recipe(tmp_path, table: str, data_line: str = ""):
+    """The shipped recipe with its [data.training] table replaced by ``table`` (and ``data_line`` added to [data])."""
     text = RECIPE.read_text().replace('"../', f'"{ROOT}/')
     start = text.index("[data.training]")
     end = text.index("\n[", start + 1)
     p = tmp_path / "r.toml"
-    p.write_text(text[:start] + table + text[end:])
+    p.write_text(text[:start].replace("[data]\n", f"[data]\n{data_line}\n") + table + text[end:])
     return p
 
 
@@ -98,15 +99,30 @@ def test_bad_generator_is_one_clear_error(tmp_path, table, error, needle):
 
 
 def test_training_must_be_a_path_or_a_table(tmp_path):
-    text = RECIPE.read_text().replace('"../', f'"{ROOT}/')
-    start = text.index("[data.training]")
-    end = text.index("\n[", start + 1)
-    p = tmp_path / "d.toml"
-    p.write_text(text[:start].replace("[data]\n", "[data]\ntraining = 3\n") + text[end:])
     with pytest.raises(RecipeError, match="must be a path"):
-        load_recipe(p)
+        load_recipe(_recipe(tmp_path, "", "training = 3"))
 
 
 def test_default_fine_tune_lengths_follow_the_split_size():
     assert [prune_epochs(n) for n in (300, 1200, 2400, 4800, 9600, 100_000)] == [40, 40, 40, 30, 15, 1]
     assert [qat_epochs(n) for n in (300, 1200, 2400, 9600, 20_000)] == [4, 4, 4, 1, 1]
+
+
+CALLS = []
+
+
+def counted() -> dict:
+    """A generator that records each call (TrainingSplit renders once per export)."""
+    CALLS.append(1)
+    return {"image": np.zeros((4, 64, 64, 3), np.uint8), "audio": np.zeros((4, 8000), np.int16), "audio.sample_rate": 8000,
+            "digit": np.zeros(4, np.int64)}
+
+
+def test_training_split_is_read_once_for_pruning_and_qat():
+    from edgemm.data.generated import TrainingSplit
+
+    CALLS.clear()
+    split = TrainingSplit({"generator": "test_training_source:counted"}, iospec())
+    first, second = split.read(), split.read()
+    assert first is second and len(first) == 4 and len(CALLS) == 1
+    assert TrainingSplit(None, iospec()).read() is None

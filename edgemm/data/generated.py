@@ -88,3 +88,21 @@ def read_training(source, spec: IOSpec) -> Samples:
                         f"of arrays like an .npz sample file (input names, label names)")
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
     return samples_from_arrays(arrays, spec, describe(source), Path(kwargs.get(PATH, ".")).parent)
+
+
+class TrainingSplit:
+    """One export's fine-tuning split (``source``: a path, a generator table or None), read on first use and
+    shared by the stages that fine-tune (pruning, QAT): a rendered split is rendered once."""
+
+    def __init__(self, source, spec: IOSpec):
+        self.source, self.spec, self._samples = source, spec, None
+
+    def read(self) -> Samples | None:
+        if self.source is None:
+            return None
+        if self._samples is None:
+            from ..log import step
+
+            with step(f"reading the training split {describe(self.source)}"):
+                self._samples = read_training(self.source, self.spec)
+        return self._samples

@@ -184,16 +184,17 @@ def _finetune(torch, F, model, spec: IOSpec, feeds, labels, cfg: QATConfig):
     return student.eval()
 
 
-def add_qat_artifacts(w, model, spec: IOSpec, args, cfg, calib_src, eval_samples, ptq_results, reference, recipe):
+def add_qat_artifacts(w, model, spec: IOSpec, args, cfg, calib_src, eval_samples, ptq_results, reference, recipe, training):
     """The QAT stage: fine-tune with fake-quant (distilled from ``model``), export, quantize like PTQ, compare.
 
-    ``cfg`` is the pipeline's config (targets, PTQ config, data); returns the QAT INT8 results.
+    ``cfg`` is the pipeline's config (targets, PTQ config, data); ``training`` the export's TrainingSplit
+    (edgemm.data.generated); returns the QAT INT8 results.
     """
     import tempfile
     from pathlib import Path
 
     from ..backends.registry import get_backend
-    from ..data.generated import describe, read_training
+    from ..data.generated import describe
     from ..log import step
     from ..torchutil import is_program
     from .export import export_onnx
@@ -202,11 +203,9 @@ def add_qat_artifacts(w, model, spec: IOSpec, args, cfg, calib_src, eval_samples
 
     if is_program(model):
         raise EdgemmError("--qat needs the model as an nn.Module (a recipe factory or the Python API), not a .pt2 program")
-    source = cfg.data.training or cfg.data.calibration
-    if source is None:
+    train = training.read()
+    if train is None:
         raise EdgemmError("--qat needs training data: set [data] training (or calibration) in the recipe, or pass --calib")
-    with step(f"reading the training split {describe(source)}"):
-        train = read_training(source, spec)
     ptq = cfg.ptq
     symmetric = all(quantizer_for(get_backend(t), ptq.quantizers.get(t)).symmetric_activations for t in cfg.export.targets)
     from ..cpu import cpu_int8
@@ -225,7 +224,7 @@ def add_qat_artifacts(w, model, spec: IOSpec, args, cfg, calib_src, eval_samples
         results = add_int8_artifacts(
             w, qat_onnx, spec, calib_src, eval_samples, cfg.export.targets, ptq, model=student, reference=reference,
             method_name="qat", stem="model.int8.qat",
-            extra_info={"qat": {"data": describe(source), "samples": len(train), "epochs": qcfg.epochs, "lr": qcfg.lr,
+            extra_info={"qat": {"data": describe(training.source), "samples": len(train), "epochs": qcfg.epochs, "lr": qcfg.lr,
                                 "distillation_temperature": qcfg.temperature, "symmetric_activations": qcfg.symmetric_activations,
                                 "weight_bits": qcfg.weight_bits,
                                 "ptq_drop_on_target": ptq_drop}},
