@@ -12,7 +12,7 @@ __all__ = ["EdgemmError", "IOSpec", "TensorSpec", "export", "compile", "verify",
 def __getattr__(name: str):
     # Keep `import edgemm` light: torch/onnx are imported only when a function needs them.
     if name == "export":
-        from .pipeline import export
+        from .configure import export
 
         return export
     if name == "compile":

@@ -7,7 +7,7 @@ ORDER = 10
 
 
 def cmd_export(args) -> int:
-    from ...pipeline import export
+    from ...configure import export
 
     bundle = export(
         args.model, output=args.output, int8=args.int8, qat=args.qat, prune=args.prune,
