@@ -16,6 +16,46 @@ from .errors import SpecError, close_match_hint
 
 MODALITIES = ("image", "audio", "text", "tensor")
 Dim = Union[int, str]
+DEFAULT_AXIS_MAX = 4096  # a named axis without a declared range: what torch.export and the runners accept
+
+
+@dataclass(frozen=True)
+class AxisRange:
+    """The sizes a named dynamic axis may take: ``min <= opt <= max`` (``opt``: the size to optimise for, e.g.
+    a TensorRT profile's opt shape or the shape an ahead-of-time compile fixes)."""
+
+    min: int = 1
+    opt: int = 1
+    max: int = DEFAULT_AXIS_MAX
+
+    def __post_init__(self):
+        for k in ("min", "opt", "max"):
+            v = getattr(self, k)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise SpecError(f"axis range {k} must be a positive integer, not {v!r}")
+        if not self.min <= self.opt <= self.max:
+            raise SpecError(f"axis range must satisfy min <= opt <= max, got min={self.min} opt={self.opt} max={self.max}")
+
+    def to_dict(self) -> dict:
+        return {"min": self.min, "opt": self.opt, "max": self.max}
+
+    @classmethod
+    def from_value(cls, value: Any, where: str) -> "AxisRange":
+        """``{min, opt, max}`` (each optional), ``[min, opt, max]`` or one int (a fixed size)."""
+        if isinstance(value, AxisRange):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return cls(value, value, value)
+        if isinstance(value, (list, tuple)) and len(value) == 3:
+            return cls(*value)
+        if isinstance(value, Mapping):
+            unknown = set(value) - {"min", "opt", "max"}
+            if unknown:
+                raise SpecError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; an axis range has min, opt, max")
+            lo = value.get("min", 1)
+            opt = value.get("opt", lo)
+            return cls(lo, opt, value.get("max", max(DEFAULT_AXIS_MAX, opt)))
+        raise SpecError(f"{where}: expected {{min, opt, max}}, [min, opt, max] or an integer, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -189,6 +229,8 @@ class TensorSpec:
 class IOSpec:
     inputs: tuple[TensorSpec, ...] = field(default_factory=tuple)
     outputs: tuple[TensorSpec, ...] = field(default_factory=tuple)
+    # named dynamic axis -> the sizes it may take; an axis not listed takes 1..DEFAULT_AXIS_MAX (opt 1)
+    axes: Mapping[str, AxisRange] = field(default_factory=dict, hash=False, compare=True)
 
     def __post_init__(self):
         names = [t.name for t in self.inputs] + [t.name for t in self.outputs]
@@ -197,6 +239,32 @@ class IOSpec:
             raise SpecError(f"input/output names must be unique, repeated: {', '.join(sorted(dup))}")
         if not self.inputs:
             raise SpecError("the IOSpec has no inputs; name at least one")
+        axes = {k: AxisRange.from_value(v, f"axis {k!r}") for k, v in dict(self.axes or {}).items()}
+        named = {d for t in self.inputs + self.outputs for d in t.shape if isinstance(d, str)}
+        stray = sorted(set(axes) - named)
+        if stray:
+            raise SpecError(f"axis range(s) for {', '.join(map(repr, stray))} name no dynamic axis of any input or output; "
+                            f"named axes: {', '.join(sorted(named)) or 'none'}")
+        object.__setattr__(self, "axes", axes)
+
+    @property
+    def axis_names(self) -> list[str]:
+        """Every named dynamic axis of the inputs, in order of first appearance."""
+        return list(dict.fromkeys(d for t in self.inputs for d in t.shape if isinstance(d, str)))
+
+    def axis_range(self, name: str) -> AxisRange:
+        """The declared range of a named axis, else 1..DEFAULT_AXIS_MAX with opt 1."""
+        return self.axes.get(name) or AxisRange()
+
+    def shape_range(self, input_name: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """(min, opt, max) shapes of an input from its axes' ranges (a TensorRT profile's three shapes)."""
+        t = self.input(input_name)
+        pick = lambda k: tuple(d if isinstance(d, int) else getattr(self.axis_range(d), k) for d in t.shape)  # noqa: E731
+        return pick("min"), pick("opt"), pick("max")
+
+    def with_axes(self, axes: Mapping[str, Any]) -> "IOSpec":
+        """This spec with ``axes`` ranges merged over the declared ones."""
+        return dataclasses.replace(self, axes={**self.axes, **dict(axes)})
 
     @property
     def input_names(self) -> list[str]:
@@ -243,10 +311,20 @@ class IOSpec:
                         "all inputs must share it"
                     )
                 bound.setdefault(axis_name, (t.name, size))
+        for axis_name, (tname, size) in bound.items():
+            r = self.axis_range(axis_name)
+            if not r.min <= size <= r.max:
+                raise SpecError(
+                    f"{where}axis {axis_name!r} of input {tname!r} is {size}; this model takes {r.min}..{r.max}"
+                    + (" (an empty batch has nothing to run: pass at least one sample)" if size == 0 else "")
+                )
         return out
 
     def to_manifest(self) -> dict:
-        return {"inputs": [t.to_dict("input") for t in self.inputs], "outputs": [t.to_dict("output") for t in self.outputs]}
+        out = {"inputs": [t.to_dict("input") for t in self.inputs], "outputs": [t.to_dict("output") for t in self.outputs]}
+        if self.axes:
+            out["axes"] = {k: v.to_dict() for k, v in self.axes.items()}
+        return out
 
     @classmethod
     def from_manifest(cls, data: Mapping[str, Any]) -> "IOSpec":
@@ -255,7 +333,10 @@ class IOSpec:
             outputs = tuple(TensorSpec.from_dict(d, "output") for d in data.get("outputs", []))
         except (KeyError, TypeError) as exc:
             raise SpecError(f"malformed inputs/outputs ({exc}); each entry must be a table with name, dtype, shape") from exc
-        return cls(inputs=inputs, outputs=outputs)
+        axes = data.get("axes") or {}
+        if not isinstance(axes, Mapping):
+            raise SpecError(f"'axes' must map axis names to {{min, opt, max}}, not {type(axes).__name__}")
+        return cls(inputs=inputs, outputs=outputs, axes=dict(axes))
 
     def example_feeds(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
         """Random feeds of the right names/dtypes/shapes (shape checks, synthetic benchmarks)."""
