@@ -37,6 +37,10 @@ class RecipeError(EdgemmError):
     """A recipe (TOML) that cannot be used as written."""
 
 
+class ConfigError(RecipeError):
+    """A setting (recipe key, CLI flag, API argument) whose value its options class does not allow."""
+
+
 class BundleError(EdgemmError):
     """A bundle directory that is missing, corrupt or tampered with."""
 

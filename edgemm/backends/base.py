@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, UnsupportedFeature
 from ..iospec import IOSpec
+from ..options import Options
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,10 @@ class Backend(ABC):
     machine when this one cannot, e.g. TensorRT's Q/DQ model in ONNX Runtime); ``reference``
     (the PyTorch eager backend: the accuracy reference and benchmark baseline);
     ``load_priority`` (lower is preferred by ``edgemm.load`` when no latency report says better);
-    ``order`` (display order in ``edgemm backends``).
+    ``order`` (display order in ``edgemm backends``); ``options`` (its options class, an
+    ``edgemm.options.Options`` subclass of section ``compile.<name>``: the recipe's ``[compile.<name>]``
+    table, the ``--<name>-*`` flags of ``edgemm export`` / ``edgemm compile`` and ``options=`` of the
+    Python API; ``compile`` receives an instance of it).
     """
 
     name: ClassVar[str]
@@ -110,6 +114,7 @@ class Backend(ABC):
     reference: ClassVar[bool] = False
     load_priority: ClassVar[int] = 50
     order: ClassVar[int] = 50
+    options: ClassVar[type[Options] | None] = None
 
     @property
     def folder(self) -> str:
@@ -145,9 +150,10 @@ class Backend(ABC):
         raise UnsupportedFeature(f"backend {self.name!r} runs artifact files, not live modules")
 
     def compile(self, source: Path, out_dir: Path, spec: IOSpec, precision: str, *,
-                source_precision: str = "fp32") -> list[Compiled]:
+                source_precision: str = "fp32", options: Options | None = None) -> list[Compiled]:
         """Turn an ONNX file (fp32, or an int8 Q/DQ model when ``source_precision`` is int8) into this
-        backend's own artifact(s) of ``precision`` inside ``out_dir``. The default: nothing to compile."""
+        backend's own artifact(s) of ``precision`` inside ``out_dir``. ``options``: an instance of
+        ``self.options`` (None: its defaults). The default: nothing to compile."""
         raise UnsupportedFeature(f"backend {self.name!r} has nothing to compile: it runs {', '.join(self.formats)} files as they are")
 
 
