@@ -1,0 +1,56 @@
+"""``[compile.openvino]``: how ``edgemm compile --target openvino`` (and export) writes the IR, and how it is run.
+
+Run-time properties (``performance_hint``, ``num_streams``) travel inside the IR, in the model's
+``rt_info["runtime_options"]`` (OpenVINO's own place for a model's compile-time properties): the
+runner reads them back with :func:`runtime_options`, so a compiled artifact runs as it was compiled.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import field_validator
+
+from ...options import Options, option, options
+
+RT_SECTION = "runtime_options"
+
+
+@options("compile.openvino")
+class OpenVinoOptions(Options):
+    performance_hint: Literal["LATENCY", "THROUGHPUT"] = option(
+        "LATENCY", help="what the CPU plugin optimises the compiled IR for: LATENCY (one request at a time) or THROUGHPUT "
+                        "(several parallel streams, for many threads or batched serving)")
+    num_streams: int | None = option(None, ge=1, help="parallel inference streams (default: what the performance hint picks)")
+    static_axes: dict[str, int] = option(
+        {}, metavar="AXIS=N,...", help="reshape named dynamic axes to fixed sizes in the IR, e.g. batch=1: a static model "
+                                       "(no shape inference per call) that runs only those sizes")
+
+    @field_validator("static_axes")
+    @classmethod
+    def _sizes(cls, value: dict[str, int]) -> dict[str, int]:
+        for axis, size in value.items():
+            if not axis.strip() or size < 1:
+                raise ValueError(f"each axis needs a name and a size >= 1 (got {axis!r} = {size}), e.g. batch=1")
+        return value
+
+    def runtime(self) -> dict[str, str]:
+        """OpenVINO properties of the runner (``compile_model`` config) that these options set."""
+        out = {"PERFORMANCE_HINT": self.performance_hint}
+        if self.num_streams is not None:
+            out["NUM_STREAMS"] = str(self.num_streams)
+        return out
+
+
+def store_runtime_options(model, opts: OpenVinoOptions) -> None:
+    """Write ``opts.runtime()`` into ``model``'s rt_info (saved with the IR)."""
+    for key, value in opts.runtime().items():
+        model.set_rt_info(value, [RT_SECTION, key])
+
+
+def runtime_options(model) -> dict[str, str]:
+    """The run-time properties an IR was compiled with (empty for IRs without them: exported before, or ONNX files)."""
+    if not model.has_rt_info(RT_SECTION):
+        return {}
+    known = ("PERFORMANCE_HINT", "NUM_STREAMS")
+    section = model.get_rt_info()[RT_SECTION]
+    return {k: str(section[k].astype(str)) if hasattr(section[k], "astype") else str(section[k]) for k in known if k in section}
