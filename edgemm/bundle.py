@@ -5,6 +5,12 @@ path it names (artifacts and their files, reports, parity samples, tokenizer voc
 evaluation path) must stay inside the bundle root after symlinks are resolved. Every artifact file
 carries a sha256 checked on load.
 
+Format 2 (this version) holds graphs: ``graphs: {name: {inputs, outputs, axes, parity}}`` and every
+artifact names its graph; the top-level ``inputs`` / ``outputs`` / ``parity_samples`` mirror the default
+graph (``main``, else the first) for readers of format 1. A format-1 bundle opens as one graph ``main``
+(read-only compatible: open, verify, run, bench, compile). ``Bundle.graph(name)`` is a view with its own
+spec, artifacts and parity samples; file names come from ``edgemm.layout``.
+
 Written into a temporary sibling directory and swapped into place (fsynced; the path always holds
 either the old or the new bundle), so a failed or interrupted export never leaves a half-written
 bundle. An existing folder is replaced only if it is an edgemm bundle whose files its manifest lists.
@@ -32,8 +38,10 @@ from .errors import BundleError, EdgemmError, close_match_hint, one_line
 from .files import sha256_file  # noqa: F401  (re-exported: edgemm.bundle.sha256_file)
 from .version import __version__
 from .iospec import IOSpec
+from .layout import MAIN, check_graph_name
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 MANIFEST = "manifest.json"
 REQUIRED_KEYS = ("format_version", "edgemm_version", "model", "inputs", "outputs", "artifacts", "calibration", "reports")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -133,6 +141,30 @@ def validate_manifest(manifest: Any, where: str) -> None:
     ps = manifest.get("parity_samples", {})
     if "path" in ps and not isinstance(ps["path"], str):
         raise bad("parity_samples.path", "a path string", ps["path"])
+    if fv >= 2 or "graphs" in manifest:
+        graphs = manifest.get("graphs")
+        if not isinstance(graphs, dict) or not graphs:
+            raise bad("graphs", "an object naming at least one graph", graphs)
+        for name, g in graphs.items():
+            try:
+                check_graph_name(name)
+            except EdgemmError as exc:
+                raise BundleError(f"{where} is malformed: {exc}; re-export the bundle") from exc
+            if not isinstance(g, dict):
+                raise bad(f"graphs.{name}", "an object", g)
+            for key in ("inputs", "outputs"):
+                if not isinstance(g.get(key), list) or not all(isinstance(e, dict) for e in g[key]):
+                    raise bad(f"graphs.{name}.{key}", "a list of objects", g.get(key))
+            for key in ("parity", "axes"):
+                if key in g and not isinstance(g[key], dict):
+                    raise bad(f"graphs.{name}.{key}", "an object", g[key])
+            for key, rel in (g.get("parity") or {}).items():
+                if key in ("path", "reference_outputs", "pruned_reference_outputs") and not isinstance(rel, str):
+                    raise bad(f"graphs.{name}.parity.{key}", "a path string", rel)
+        for i, a in enumerate(manifest["artifacts"]):
+            if a.get("graph", MAIN) not in graphs:
+                raise BundleError(f"{where} is malformed: artifacts[{i}] names graph {a.get('graph', MAIN)!r}, which 'graphs' "
+                                  f"does not list ({', '.join(map(str, graphs))}); re-export the bundle")
     ev = manifest.get("evaluation", {})
     if ev.get("source") is not None and not isinstance(ev["source"], str):
         raise bad("evaluation.source", "a path string or null", ev["source"])
@@ -165,6 +197,17 @@ def confined(root: Path, rel: Any, what: str, *, real_root: Path | None = None) 
     return full
 
 
+def graph_entries(manifest: dict) -> dict[str, dict]:
+    """``{graph: {inputs, outputs, axes, parity}}`` of a validated manifest; a format-1 manifest is one graph ``main``."""
+    if isinstance(manifest.get("graphs"), dict):
+        return manifest["graphs"]
+    entry = {"inputs": manifest.get("inputs", []), "outputs": manifest.get("outputs", []),
+             "parity": manifest.get("parity_samples", {})}
+    if "axes" in manifest:
+        entry["axes"] = manifest["axes"]
+    return {MAIN: entry}
+
+
 def manifest_paths(manifest: dict) -> list[tuple[str, str]]:
     """Every (what, relative path) a validated manifest names inside the bundle."""
     out: list[tuple[str, str]] = []
@@ -172,15 +215,17 @@ def manifest_paths(manifest: dict) -> list[tuple[str, str]]:
         out.append(("artifact path", a.get("path")))
         out.extend(("artifact file", f) for f in (a.get("files") or {}))
     out.extend((f"report {k!r}", v) for k, v in manifest.get("reports", {}).items() if v)
-    ps = manifest.get("parity_samples", {})
-    for key in ("path", "reference_outputs", "pruned_reference_outputs"):
-        if key in ps:
-            out.append((f"parity samples {key}", ps[key]))
-    for t in manifest.get("inputs", []):
-        pre = t.get("preprocessing") or {}
-        for key in ("tokenizer", "vocab", "vocabulary"):
-            if isinstance(pre, dict) and pre.get(key) is not None:
-                out.append((f"input {t.get('name')!r} {key}", pre[key]))
+    graphs = graph_entries(manifest)
+    for g in [*graphs.values(), {"inputs": manifest.get("inputs", []), "parity": manifest.get("parity_samples", {})}]:
+        ps = g.get("parity") or {}
+        for key in ("path", "reference_outputs", "pruned_reference_outputs"):
+            if key in ps:
+                out.append((f"parity samples {key}", ps[key]))
+        for t in g.get("inputs", []):
+            pre = t.get("preprocessing") or {}
+            for key in ("tokenizer", "vocab", "vocabulary"):
+                if isinstance(pre, dict) and pre.get(key) is not None:
+                    out.append((f"input {t.get('name')!r} {key}", pre[key]))
     src = manifest.get("evaluation", {}).get("source")
     if isinstance(src, str) and src and not Path(src).expanduser().is_absolute():
         out.append(("evaluation source", src))
@@ -188,16 +233,23 @@ def manifest_paths(manifest: dict) -> list[tuple[str, str]]:
 
 
 class Bundle:
-    """A bundle on disk. ``Bundle.open(path)`` validates the manifest, its paths and every artifact hash."""
+    """A bundle on disk. ``Bundle.open(path)`` validates the manifest, its paths and every artifact hash.
+
+    ``spec`` / ``select()`` / ``parity`` answer for the default graph; ``graph(name)`` is the view of one graph."""
 
     def __init__(self, root: Path, manifest: dict):
         self.root = Path(root)
         self.manifest = manifest
         validate_manifest(manifest, str(self.root / MANIFEST))
-        try:
-            self.spec = IOSpec.from_manifest(manifest)
-        except EdgemmError as exc:
-            raise BundleError(f"{self.root / MANIFEST}: {exc}; re-export the bundle") from exc
+        self.specs: dict[str, IOSpec] = {}
+        for name, g in graph_entries(manifest).items():
+            try:
+                self.specs[name] = IOSpec.from_manifest(g)
+            except EdgemmError as exc:
+                where = "" if name == MAIN and "graphs" not in manifest else f"graph {name!r}: "
+                raise BundleError(f"{self.root / MANIFEST}: {where}{exc}; re-export the bundle") from exc
+        self.default_graph = MAIN if MAIN in self.specs else next(iter(self.specs))
+        self.spec = self.specs[self.default_graph]
         self.artifacts = [Artifact.from_dict(a) for a in manifest["artifacts"]]
         real_root = self.root.resolve()
         for what, rel in manifest_paths(manifest):
@@ -221,10 +273,10 @@ class Bundle:
         missing = [k for k in REQUIRED_KEYS if k not in manifest]
         if missing:
             raise BundleError(f"{mf} lacks key(s) {', '.join(missing)}; re-export the bundle")
-        if manifest["format_version"] != FORMAT_VERSION:
+        if manifest["format_version"] not in READABLE_FORMATS:
             raise BundleError(
-                f"{root} has bundle format {manifest['format_version']!r}, this edgemm {__version__} reads format "
-                f"{FORMAT_VERSION}; re-export it with this version"
+                f"{root} has bundle format {manifest['format_version']!r}, this edgemm {__version__} reads formats "
+                f"{', '.join(map(str, READABLE_FORMATS))}; re-export it with this version"
             )
         bundle = cls(root, manifest)
         if verify_hashes:
@@ -252,8 +304,31 @@ class Bundle:
         name = self.manifest["model"].get("name")
         return name if isinstance(name, str) and name else self.root.name
 
+    @property
+    def format_version(self) -> int:
+        return self.manifest["format_version"]
+
     def graphs(self) -> list[str]:
-        return sorted({a.graph for a in self.artifacts})
+        """Graph names in manifest order (a format-1 bundle: ``["main"]``)."""
+        return list(self.specs)
+
+    def check_graph(self, graph: str | None) -> str:
+        """``graph`` if the bundle has it (None: the default graph), else one BundleError line with the names."""
+        if graph is None:
+            return self.default_graph
+        if graph not in self.specs:
+            names = self.graphs()
+            raise BundleError(f"bundle {self.root} has no graph {graph!r}{close_match_hint(str(graph), names)}; graphs: {', '.join(names)}")
+        return graph
+
+    def graph(self, name: str | None = None) -> "GraphView":
+        """The view of one graph: its own spec, artifacts and parity samples (None: the default graph)."""
+        return GraphView(self, self.check_graph(name))
+
+    @property
+    def parity(self) -> dict:
+        """The default graph's parity samples entry ({path, source, reference_outputs, ...})."""
+        return dict(graph_entries(self.manifest)[self.default_graph].get("parity") or {})
 
     def select(self, backend: str | None = None, precision: str | None = None, graph: str | None = None) -> list[Artifact]:
         """Artifacts matching the filters (unknown names are errors with a close-match hint)."""
@@ -261,12 +336,9 @@ class Bundle:
         for value, choices, what in ((backend, known, "backend"), (precision, PRECISIONS, "precision")):
             if value is not None and value not in choices:
                 raise BundleError(f"unknown {what} {value!r}{close_match_hint(value, choices)}; use one of {', '.join(choices)}")
-        graphs = self.graphs()
-        if not graphs:
+        if not self.artifacts:
             raise BundleError(f"bundle {self.root} has no artifacts; re-export it")
-        if graph is not None and graph not in graphs:
-            raise BundleError(f"bundle {self.root} has no graph {graph!r}{close_match_hint(graph, graphs)}; graphs: {', '.join(graphs)}")
-        graph = graph or ("main" if "main" in graphs else graphs[0])
+        graph = self.check_graph(graph)
         return [
             a for a in self.artifacts
             if a.graph == graph and (backend is None or a.backend == backend) and (precision is None or a.precision == precision)
@@ -308,6 +380,59 @@ class Bundle:
             self.manifest["reports"][key] = rel
             _atomic_write_json(self.root / MANIFEST, self.manifest)
         return target
+
+
+class GraphView:
+    """One graph of a bundle, shaped like a single-graph bundle for its readers (verify, runtime, bench).
+
+    ``spec``, ``artifacts``, ``select()`` and ``parity`` are the graph's own; ``manifest`` is the bundle's with
+    the top-level ``inputs`` / ``outputs`` / ``parity_samples`` of this graph; files, reports and writes go to
+    the bundle."""
+
+    def __init__(self, bundle: Bundle, name: str):
+        self.bundle = bundle
+        self.graph_name = name
+        self.root = bundle.root
+        self.spec = bundle.specs[name]
+        entry = graph_entries(bundle.manifest)[name]
+        self.parity = dict(entry.get("parity") or {})
+        self.manifest = {**bundle.manifest, "inputs": entry["inputs"], "outputs": entry["outputs"], "parity_samples": self.parity}
+        self.artifacts = [a for a in bundle.artifacts if a.graph == name]
+        self.default_graph = name
+        self.specs = {name: self.spec}
+
+    @property
+    def name(self) -> str:
+        return self.bundle.name
+
+    def graphs(self) -> list[str]:
+        return [self.graph_name]
+
+    def graph(self, name: str | None = None) -> "GraphView":
+        if name not in (None, self.graph_name):
+            return self.bundle.graph(name)
+        return self
+
+    def select(self, backend: str | None = None, precision: str | None = None, graph: str | None = None) -> list[Artifact]:
+        return self.bundle.select(backend, precision, graph or self.graph_name)
+
+    def file(self, rel: str, what: str = "path") -> Path:
+        return self.bundle.file(rel, what)
+
+    def artifact_id(self, art: Artifact) -> str:
+        return self.bundle.artifact_id(art)
+
+    def report_path(self, key: str) -> Path | None:
+        return self.bundle.report_path(key)
+
+    def report(self, key: str) -> dict | None:
+        return self.bundle.report(key)
+
+    def verify_hashes(self) -> None:
+        self.bundle.verify_hashes()
+
+    def __repr__(self) -> str:
+        return f"GraphView({self.root}, graph={self.graph_name!r})"
 
 
 def _umask() -> int:
@@ -631,13 +756,20 @@ class BundleWriter:
     def write_json(self, rel: str, data: Any) -> None:
         _atomic_write_json(self.path(rel), data)
 
+    def full_manifest(self, manifest: dict) -> dict:
+        """``manifest`` with the format, version, artifact list and the default graph's top-level mirror."""
+        out = {"format_version": FORMAT_VERSION, "edgemm_version": __version__, **manifest,
+               "artifacts": [a.to_dict() for a in self.artifacts]}
+        graphs = out.get("graphs") or {}
+        if graphs:
+            entry = graphs[MAIN if MAIN in graphs else next(iter(graphs))]
+            out.setdefault("inputs", entry["inputs"])
+            out.setdefault("outputs", entry["outputs"])
+            out.setdefault("parity_samples", entry.get("parity", {}))
+        return out
+
     def commit(self, manifest: dict) -> Bundle:
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "edgemm_version": __version__,
-            **manifest,
-            "artifacts": [a.to_dict() for a in self.artifacts],
-        }
+        manifest = self.full_manifest(manifest)
         missing = [k for k in REQUIRED_KEYS if k not in manifest]
         if missing:
             raise BundleError(f"internal: manifest lacks {missing}")

@@ -1,48 +1,63 @@
-"""The pipeline: resolve the model, then run the stages a config asks for into one bundle.
+"""The pipeline: resolve the model's graphs, then run the stages the config asks for into one bundle.
 
-    export (torch -> reference .pt2 + fp32 ONNX) -> prune -> compile (per target) -> quantize (PTQ)
-    -> QAT -> parity samples + manifest -> verify -> commit
+    per graph: reference -> prune -> onnx -> compile -> [plugin stages] -> ptq -> qat -> pruning-report -> parity
+    then: manifest -> verify -> commit
 
-The pipeline owns the bundle (``BundleWriter``: a temp dir renamed into place when complete);
-each stage takes artifacts and returns artifacts. ``edgemm.export()`` and ``edgemm export`` are
-thin layers over ``run_pipeline``.
+Each stage is a unit (``edgemm.stages.base.Stage``) over one ``StageContext``; the list comes from
+``edgemm.stages.registry.plan``. The pipeline owns the bundle (``BundleWriter``: a temp dir renamed
+into place when complete). ``edgemm.export()`` and ``edgemm export`` are thin layers over
+``edgemm.configure`` + ``run_pipeline``.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from . import layout
 from .lazy import lazy_import
-from .backends.base import version_of
 from .backends.registry import get_backend
-from .bundle import FORMAT_VERSION, MANIFEST, Artifact, Bundle, BundleWriter, sha256_file
-from .data.datasets import Samples, load_samples
+from .bundle import MANIFEST, Bundle, BundleWriter, sha256_file
+from .data.datasets import load_samples
 from .data.generated import TrainingSplit
 from .errors import EdgemmError, SpecError
 from .iospec import IOSpec
 from .log import logger, step
 from .recipe import DataConfig, ExportConfig, ModelConfig, Recipe, VerifyConfig, load_recipe
-from .stages.export import ONNX_PATH, PARITY_SAMPLES, REFERENCE_PATH, export_onnx, export_reference, spec_from_examples, spec_from_program
-from .torchutil import example_args, is_program, load_pt2, run_module
-from .version import __version__
+from .stages.base import GraphState, StageContext
+from .stages.export import spec_from_examples, spec_from_program
+from .torchutil import example_args, is_program, load_pt2
 
-PARITY_REFERENCE = "data/parity_reference.npz"
-PARITY_REFERENCE_PRUNED = "data/parity_reference.pruned.npz"
+
+@dataclass
+class GraphModel:
+    """One graph of the user's model: the module (or program), its IOSpec and the user's example inputs."""
+
+    model: Any  # nn.Module or torch.export.ExportedProgram
+    spec: IOSpec
+    example_inputs: Mapping[str, np.ndarray] | None = None
 
 
 @dataclass
 class ResolvedModel:
-    """The user's model and everything known about where it came from."""
+    """The user's model (one graph, or several: ``{"image": m1, "text": m2}``) and where it came from."""
 
-    model: Any  # nn.Module or torch.export.ExportedProgram
-    spec: IOSpec
+    graphs: dict[str, GraphModel]
     recipe: Recipe
     source: str
     sha256: str
+
+    @property
+    def model(self):
+        """The first graph's model (the only one of a single-graph export)."""
+        return next(iter(self.graphs.values())).model
+
+    @property
+    def spec(self) -> IOSpec:
+        return next(iter(self.graphs.values())).spec
 
     @property
     def module(self):
@@ -70,11 +85,27 @@ class PipelineConfig:
     stages: tuple[str, ...] = ()  # extra stages to run by name (the edgemm.stages registry), e.g. ("ort-format",)
 
 
-def resolve_model(model_or_path, example_inputs=None, spec: IOSpec | None = None) -> ResolvedModel:
-    """A recipe .toml, a .pt2 program or a live nn.Module/program -> the model, its IOSpec and its recipe."""
+def resolve_model(model_or_path, example_inputs=None, spec: IOSpec | Mapping[str, IOSpec] | None = None) -> ResolvedModel:
+    """A recipe .toml, a .pt2 program, a live nn.Module/program, or ``{graph name: module}`` -> the graphs, their
+    IOSpecs and the recipe. With several graphs ``example_inputs`` and ``spec`` are keyed by graph name too."""
+    if isinstance(model_or_path, Mapping):
+        return _resolve_graphs(model_or_path, example_inputs, spec)
+    if isinstance(spec, Mapping):
+        raise SpecError("spec= is a mapping of graph names, but the model is a single module; pass one IOSpec")
+    model, spec, recipe, source = _resolve_one(model_or_path, example_inputs, spec)
+    sha = ""
+    for ref in (recipe.model.checkpoint, recipe.model.path):
+        if ref and recipe.resolve(ref).is_file():
+            sha = sha256_file(recipe.resolve(ref))
+            break
+    return ResolvedModel({layout.MAIN: GraphModel(model, spec, example_inputs)}, recipe, source, sha)
+
+
+def _resolve_one(model_or_path, example_inputs, spec: IOSpec | None, graph: str | None = None):
     torch = lazy_import("torch", "export")
     recipe: Recipe | None = None
-    if isinstance(model_or_path, (str, os.PathLike)):
+    of = f" for graph {graph!r}" if graph else ""
+    if isinstance(model_or_path, (str, os.PathLike)) and graph is None:
         p = Path(model_or_path)
         if p.suffix == ".toml":
             recipe = load_recipe(p)
@@ -94,254 +125,215 @@ def resolve_model(model_or_path, example_inputs=None, spec: IOSpec | None = None
         model = model_or_path
         source = f"python {type(model).__module__}.{type(model).__qualname__}"
     else:
-        raise EdgemmError(f"cannot export a {type(model_or_path).__name__}: pass an nn.Module, a .pt2 path or a recipe .toml path")
+        raise EdgemmError(f"cannot export a {type(model_or_path).__name__}{of}: pass an nn.Module, a .pt2 path or a recipe .toml path"
+                          + (" (each graph of a multi-graph export is an nn.Module or a torch.export program)" if graph else ""))
     if spec is None:
         if is_program(model):
             spec = spec_from_program(model)
         elif example_inputs is None:
-            raise SpecError("an nn.Module needs spec=IOSpec(...) or example_inputs={name: array} to name its inputs")
+            raise SpecError(f"an nn.Module{of} needs spec=IOSpec(...) or example_inputs={{name: array}} to name its inputs")
         else:
+            if not isinstance(example_inputs, Mapping):
+                raise SpecError(f"example_inputs{of} must be a dict of input name -> array, not {type(example_inputs).__name__}")
             spec = spec_from_examples(model, {k: np.asarray(v) for k, v in example_inputs.items()})
     if isinstance(model, torch.nn.Module):
         model.eval()
     recipe = recipe or Recipe(ModelConfig(name=type(model).__name__.lower()), spec)
-    sha = ""
-    for ref in (recipe.model.checkpoint, recipe.model.path):
-        if ref and recipe.resolve(ref).is_file():
-            sha = sha256_file(recipe.resolve(ref))
-            break
-    return ResolvedModel(model, spec, recipe, source, sha)
+    return model, spec, recipe, source
 
 
-def _prune(resolved: ResolvedModel, cfg: PipelineConfig, eval_samples: Samples | None, train: Samples | None):
-    """The prune stage: the user's module -> a physically smaller copy, fine-tuned on the training split."""
-    from .stages.prune import prune_model
-
-    if is_program(resolved.model):
-        raise EdgemmError("a torch.export program (.pt2) cannot be pruned: its graph is frozen; pass the nn.Module instead "
-                          "(a recipe [model] factory, or edgemm.export(module, ...) from Python)")
-    if train is None and (cfg.prune.epochs or cfg.prune.finetune_minutes):
-        raise EdgemmError("--prune fine-tunes on training data: set [data] training (or calibration) in the recipe, or pass --calib")
-    with step(f"pruning ({', '.join(f'{k}={v}' for k, v in cfg.prune.ratios.items()) or cfg.prune.sparsity}; "
-              f"fine-tuning on {len(train) if train is not None else 'no'} samples)"):
-        return prune_model(resolved.model, resolved.spec, cfg.prune, train=train, evaluation=eval_samples,
-                           progress=lambda msg: logger.info("  %s", msg))
-
-
-def _pruning_report(w: BundleWriter, resolved: ResolvedModel, pruned, cfg: PipelineConfig, args, int8_results) -> dict:
-    """reports/pruning.json: the pruning stage's report + file size, latency per CPU target, accuracy after INT8."""
-    import tempfile
-
-    from .stages.prune import pruning_report
-    from .stages.quantize.ptq import compare_latency
-
-    report = dict(pruned.report)
-    with tempfile.TemporaryDirectory(prefix="edgemm-prune-") as tmp:
-        original = Path(tmp) / "original.onnx"
-        with step("exporting the unpruned model to ONNX for the pruning report"):
-            export_onnx(resolved.model, args, resolved.spec, original, cfg.export)
-        latency = {}
-        one = {k: v[:1].numpy() for k, v in zip(resolved.spec.input_names, args)}
-        threads = cfg.threads or 2
-        for target in cfg.export.targets:
-            backend = get_backend(target)
-            if backend.device != "cpu" or not backend.runs("onnx") or not backend.availability().available:
-                continue
-            with step(f"timing unpruned vs pruned fp32 on {target} (batch 1, {threads} threads, interleaved)"):
-                before, after = compare_latency(target, resolved.spec, original, "fp32", w.path(ONNX_PATH), "fp32", one, threads)
-            latency[target] = {"before": before, "after": after, "batch": 1, "threads": threads}
-        size = (original.stat().st_size, w.path(ONNX_PATH).stat().st_size)
-    accuracy = {k: v for k, v in report.get("accuracy", {}).items()}
-    int8 = {}
-    for r in int8_results:
-        for head, v in (r.candidate.metrics or {}).items():
-            int8[head] = min(v, int8.get(head, 1.0))  # the worst target
-    if int8:
-        accuracy["after_int8"] = int8
-    keep = {k: report[k] for k in ("request", "branches", "groups", "finetune", "sparsity") if k in report}
-    params, flops = report.get("params") or {}, report.get("flops") or {}
-    return pruning_report(**keep, params=(params.get("before"), params.get("after")), flops=(flops.get("before"), flops.get("after")),
-                          size_bytes=size, latency_ms=latency, accuracy=accuracy, max_drop=(report.get("budget") or {}).get("max_drop"))
+def _resolve_graphs(models: Mapping, example_inputs, spec) -> ResolvedModel:
+    if not models:
+        raise SpecError("edgemm.export got an empty mapping of graphs; pass {graph name: nn.Module, ...}")
+    for what, value in (("example_inputs", example_inputs), ("spec", spec)):
+        if value is not None and not (isinstance(value, Mapping) and set(value) <= set(models)):
+            raise SpecError(f"with several graphs, {what} must be keyed by graph name ({', '.join(map(str, models))}), "
+                            f"e.g. {what}={{{next(iter(models))!r}: ...}}")
+    graphs: dict[str, GraphModel] = {}
+    for name, model in models.items():
+        layout.check_graph_name(name)
+        ex = (example_inputs or {}).get(name)
+        m, s, _, _ = _resolve_one(model, ex, (spec or {}).get(name), graph=name)
+        graphs[name] = GraphModel(m, s, ex)
+    first = next(iter(graphs.values()))
+    recipe = Recipe(ModelConfig(name="_".join(graphs)), first.spec)
+    source = "python " + ", ".join(f"{g}: {type(gm.model).__module__}.{type(gm.model).__qualname__}" for g, gm in graphs.items())
+    return ResolvedModel(graphs, recipe, source, "")
 
 
-def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
-    spec = resolved.spec
-    for t in cfg.export.targets:
-        backend = get_backend(t)
-        if backend.device == "cpu":  # GPU targets build on their device from the ONNX written here
-            backend.require()
-    calib_src = None
-    if cfg.int8:
-        from .data.calibration import calibration_source
+def _graph_state(name: str, gm: GraphModel, cfg: PipelineConfig, multi: bool, recipe: Recipe, shared: dict) -> GraphState:
+    """A graph's data: evaluation samples, calibration source, examples, the training split."""
+    spec = gm.spec
+    eval_samples = calib = None
+    limit = recipe.quantize.calibration_limit
+    if multi:
+        from .data.calibration import CalibrationSource, calibration_source
+        from .data.datasets import samples_from_arrays
+        from .data.graphs import graph_arrays
 
-        calib_src = calibration_source(cfg.calibration, spec, limit=resolved.recipe.quantize.calibration_limit)
-    vcfg = cfg.verify
-    eval_samples: Samples | None = None
-    if cfg.data.evaluation:
-        with step(f"reading evaluation data {cfg.data.evaluation}"):
-            eval_samples = load_samples(cfg.data.evaluation, spec, limit=vcfg.eval_limit)
-    if cfg.example_inputs is not None:
-        examples = spec.check_feeds({k: np.asarray(v) for k, v in cfg.example_inputs.items()}, "example_inputs: ")
+        if cfg.data.evaluation:
+            arrays = graph_arrays(shared["evaluation"], name, spec)
+            eval_samples = samples_from_arrays(arrays, spec, f"{cfg.data.evaluation} (graph {name!r})",
+                                               Path(cfg.data.evaluation).parent, cfg.verify.eval_limit)
+        if cfg.int8:
+            if isinstance(cfg.calibration, (str, os.PathLike)) and str(cfg.calibration) != "synthetic":
+                arrays = graph_arrays(shared["calibration"], name, spec)
+                feeds = samples_from_arrays(arrays, spec, f"{cfg.calibration} (graph {name!r})", Path(cfg.calibration).parent, limit).feeds
+                calib = calibration_source([feeds], spec, limit=limit)
+                calib = CalibrationSource(calib.feeds, f"{cfg.calibration} (graph {name!r})", shared["calibration_sha256"])
+            else:
+                calib = calibration_source(cfg.calibration, spec, limit=limit)
+    else:
+        if cfg.int8:
+            from .data.calibration import calibration_source
+
+            calib = calibration_source(cfg.calibration, spec, limit=limit)
+        if cfg.data.evaluation:
+            with step(f"reading evaluation data {cfg.data.evaluation}"):
+                eval_samples = load_samples(cfg.data.evaluation, spec, limit=cfg.verify.eval_limit)
+    given = gm.example_inputs if gm.example_inputs is not None else (cfg.example_inputs if not multi else None)
+    if given is not None:
+        where = "example_inputs: " if not multi else f"example_inputs[{name!r}]: "
+        examples = spec.check_feeds({k: np.asarray(v) for k, v in given.items()}, where)
     elif eval_samples is not None:
         examples = {k: v[:2] for k, v in eval_samples.feeds.items()}
     else:
         examples = spec.example_feeds(batch=2)
-    args = example_args(spec, examples)
-    onnx_backend = _onnx_backend()
+    training = TrainingSplit(cfg.data.training or cfg.data.calibration, spec) if not multi else TrainingSplit(None, spec)
+    return GraphState(name, gm.model, spec, examples, example_args(spec, examples), eval_samples=eval_samples,
+                      calibration=calib, training=training, deployed=gm.model)
 
+
+def _shared_data(resolved: ResolvedModel, cfg: PipelineConfig) -> dict:
+    """Sample files read once for every graph of a multi-graph export (keys: input names or graph/input)."""
+    from .data.graphs import check_shared_names, read_arrays
+
+    specs = {g: gm.spec for g, gm in resolved.graphs.items()}
+    shared: dict = {}
+    if cfg.data.evaluation:
+        with step(f"reading evaluation data {cfg.data.evaluation}"):
+            shared["evaluation"] = read_arrays(cfg.data.evaluation)
+        check_shared_names(specs, shared["evaluation"], str(cfg.data.evaluation))
+    if cfg.int8 and isinstance(cfg.calibration, (str, os.PathLike)) and str(cfg.calibration) != "synthetic":
+        shared["calibration"] = read_arrays(cfg.calibration)
+        check_shared_names(specs, shared["calibration"], str(cfg.calibration))
+        p = Path(cfg.calibration)
+        shared["calibration_sha256"] = sha256_file(p) if p.is_file() else None
+    return shared
+
+
+def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
+    from .stages.registry import plan
+
+    for t in cfg.export.targets:
+        backend = get_backend(t)
+        if backend.device == "cpu":  # GPU targets build on their device from the ONNX written here
+            backend.require()
+    stages = plan(tuple(cfg.stages))
+    multi = len(resolved.graphs) > 1
+    if multi and (cfg.prune is not None or cfg.qat):
+        raise EdgemmError("--prune and --qat fine-tune one model; a multi-graph export takes neither yet: "
+                          "export the graph to fine-tune on its own, or drop prune=/qat=")
+    shared = _shared_data(resolved, cfg) if multi else {}
+    manifest_extra: dict = {}
+    reports: dict = {}
+    notes: list = []
+    states: list[GraphState] = []
     with BundleWriter(cfg.output) as w:
-        # export: the user's original model, kept as the fp32 reference
-        with step("saving the fp32 torch reference (torch.export)"):
-            program = export_reference(resolved.model, args, spec, w.path(REFERENCE_PATH))
-        w.add_artifact(Artifact(REFERENCE_PATH, "torch-export", "fp32", _reference_name(), _reference_name(), toolchain={"torch": version_of("torch") or "?"}))
-        deployed = resolved.model  # what the ONNX is exported from (the pruned model when pruning)
-        training = TrainingSplit(cfg.data.training or cfg.data.calibration, spec)  # pruning and QAT share one read
-        pruned = None
-        if cfg.prune is not None:
-            pruned = _prune(resolved, cfg, eval_samples, training.read())
-            deployed = pruned.module
-        with step(f"exporting ONNX (opset {cfg.export.opset}, {cfg.export.exporter} exporter)"):
-            info = export_onnx(deployed, args, spec, w.path(ONNX_PATH), cfg.export,
-                               program=program if deployed is resolved.model else None)
-        logger.info("  %s: %d nodes (%d before onnxslim), exporter %s", ONNX_PATH, info["nodes"], info["nodes_before_slim"], info["exporter"])
-        if info["rewritten_attention"]:
-            logger.info("  attention exported batch-first with split heads: %s ([export] rewrite_attention = false keeps torch's graph)",
-                        ", ".join(info["rewritten_attention"]))
-        w.add_artifact(Artifact(ONNX_PATH, "onnx", "fp32", onnx_backend, onnx_backend,
-                                toolchain={"torch": version_of("torch") or "?", "onnx": version_of("onnx") or "?",
-                                           "onnxruntime": version_of("onnxruntime") or "?", "onnxslim": version_of("onnxslim") or "?"},
-                                extra={"exporter": info["exporter"], "opset": info["opset"], "nodes": info["nodes"],
-                                       **({"rewritten_attention": info["rewritten_attention"]} if info["rewritten_attention"] else {})}))
-        # compile: every target's fp32 artifacts
-        from .stages.compile import compile_targets
-
-        compile_targets(w, ONNX_PATH, spec, cfg.export.targets, cfg.export.fp16, onnx_backend)
-        # quantize (PTQ), then QAT
-        int8_results, every_int8 = [], []
-        if cfg.int8:
-            from .stages.quantize import add_int8_artifacts, reference_metrics
-
-            reference = reference_metrics(_module(deployed), spec, eval_samples)
-            int8_results = add_int8_artifacts(w, w.path(ONNX_PATH), spec, calib_src, eval_samples, cfg.export.targets,
-                                              replace(cfg.ptq, parity_floor=vcfg.cosine_min_int8), model=deployed, reference=reference)
-            every_int8 = list(int8_results)
-            if cfg.qat:
-                from .stages.qat import add_qat_artifacts
-
-                # With --qat the QAT artifacts answer to the budget; PTQ ones stay for comparison.
-                int8_results = add_qat_artifacts(w, deployed, spec, args, cfg, calib_src, eval_samples, int8_results, reference,
-                                                  resolved.recipe, training)
-                every_int8 += int8_results
-        if pruned is not None:
-            w.write_json("reports/pruning.json", _pruning_report(w, resolved, pruned, cfg, args, every_int8))
-        # parity samples + the reference's outputs on them (verify compares without running the reference's code)
-        if eval_samples is not None:
-            parity = eval_samples.take(slice(0, vcfg.parity_samples)).feeds
-            parity_kind = f"first {min(vcfg.parity_samples, len(eval_samples))} samples of {cfg.data.evaluation}"
-        elif calib_src is not None and not calib_src.synthetic:
-            from .stages.quantize import held_out
-
-            _, held, parity_kind = held_out(calib_src, None)  # the samples INT8 was checked on, not calibrated on
-            parity = {k: v[:vcfg.parity_samples] for k, v in held.items()}
-        else:
-            parity = spec.example_feeds(batch=vcfg.parity_samples, seed=1)
-            parity_kind = "random feeds (no evaluation data given)"
-        np.savez_compressed(w.path(PARITY_SAMPLES), **parity)
-        ref_out = run_module(_module(resolved.model), parity, spec.input_names)
-        np.savez_compressed(w.path(PARITY_REFERENCE), **dict(zip(spec.output_names, ref_out)))
-        if pruned is not None:  # pruned artifacts compute the pruned model: parity against it, accuracy against the original
-            np.savez_compressed(w.path(PARITY_REFERENCE_PRUNED),
-                                **dict(zip(spec.output_names, run_module(pruned.module, parity, spec.input_names))))
-            for art in w.artifacts:
-                if art.path != REFERENCE_PATH:
-                    art.extra["pruned"] = True
-        manifest = _manifest(resolved, cfg, calib_src, eval_samples, parity_kind, info)
+        for name, gm in resolved.graphs.items():
+            g = _graph_state(name, gm, cfg, multi, resolved.recipe, shared)
+            ctx = StageContext(cfg, w, g, manifest_extra, reports, notes, resolved.source, resolved.recipe)
+            for stage in stages:
+                if stage.wanted(ctx):
+                    _run_stage(stage, ctx)
+            states.append(g)
+        for key, data in reports.items():
+            w.write_json(layout.report_path(key), data)
+        manifest = _manifest(resolved, cfg, states)
+        manifest.update(manifest_extra)
+        for key in reports:
+            manifest["reports"][key] = layout.report_path(key)
+        int8_results = [r for g in states for r in g.int8_results]
         if int8_results:
             from .stages.quantize import speed_report
 
             speed = speed_report(int8_results)
             if speed is not None:
-                w.write_json("reports/speed.json", speed)
-                manifest["reports"]["speed"] = "reports/speed.json"
-        manifest["model"]["sha256"] = manifest["model"]["sha256"] or sha256_file(w.path(REFERENCE_PATH))
-        if pruned is not None:
-            manifest["pruning"] = {"ratios": dict(cfg.prune.ratios), "criterion": cfg.prune.criterion,
-                                   "sparsity": cfg.prune.sparsity, "sparse_layers": pruned.sparse_layers,
-                                   "reference": "the unpruned original model (reference/model.pt2)"}
-            manifest["reports"]["pruning"] = "reports/pruning.json"
-            manifest["parity_samples"]["pruned_reference_outputs"] = PARITY_REFERENCE_PRUNED
+                w.write_json(layout.report_path("speed"), speed)
+                manifest["reports"]["speed"] = layout.report_path("speed")
+        manifest["model"]["sha256"] = manifest["model"]["sha256"] or sha256_file(w.path(layout.reference_path(states[0].name)))
         result = None
         if cfg.run_verify:
             from .stages.verify import verify as run_verify
 
             # A provisional manifest, so that verify's timing workers can open the staged bundle; commit rewrites it.
-            w.write_json(MANIFEST, {"format_version": FORMAT_VERSION, "edgemm_version": __version__, **manifest,
-                                    "artifacts": [a.to_dict() for a in w.artifacts]})
+            w.write_json(MANIFEST, w.full_manifest(manifest))
             staged = Bundle.open(w.tmp, verify_hashes=False)
-            result = run_verify(staged, samples=eval_samples, config=vcfg, reference_module=_module(resolved.model),
-                                threads=cfg.threads, write=False)
+            result = run_verify(staged, samples={g.name: g.eval_samples for g in states},
+                                reference_module={g.name: g.module for g in states}, threads=cfg.threads, write=False)
             for key, data in result.reports().items():
-                rel = f"reports/{key}.json"
-                w.write_json(rel, data)
-                manifest["reports"][key] = rel
+                w.write_json(layout.report_path(key), data)
+                manifest["reports"][key] = layout.report_path(key)
             result.raise_on_breach()
         bundle = w.commit(manifest)
     logger.info("bundle written to %s", bundle.root)
+    pruned = any(g.pruned is not None for g in states)
     if int8_results:
         from .stages.quantize import slower_line
 
         for r in int8_results:
-            line = slower_line(r, pruned=pruned is not None)
+            line = slower_line(r, pruned=pruned)
             if line:
                 logger.warning("note: %s", line)
+    for line in notes:
+        logger.warning("note: %s", line)
     bundle.last_verify = result  # type: ignore[attr-defined]
-    if pruned is not None:
-        from .stages.prune import check_budget
+    for g in states:
+        if g.pruned is not None:
+            from .stages.prune import check_budget
 
-        check_budget(pruned.report, f"the bundle at {bundle.root}")
+            check_budget(g.pruned.report, f"the bundle at {bundle.root}")
     _raise_budget(bundle, int8_results, cfg)
     return bundle
 
 
-def _module(model):
-    return model.module() if is_program(model) else model
+def _run_stage(stage, ctx: StageContext) -> None:
+    """Run one stage; a plugin stage's own failure is reported as the plugin's (one line), never as edgemm's."""
+    from .stages.units import BUILTIN
+
+    if stage in BUILTIN:
+        stage.run(ctx)
+        return
+    try:
+        stage.run(ctx)
+    except (EdgemmError, KeyboardInterrupt, OSError):
+        raise
+    except Exception as exc:
+        origin = f"{type(stage).__module__}.{type(stage).__qualname__}"
+        raise EdgemmError(f"stage {stage.name!r} ({origin}, a plugin) failed: {type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:300]}; fix or uninstall that plugin, or export without --stage {stage.name}") from exc
 
 
-def _reference_name() -> str:
-    from .backends.registry import reference_backend
-
-    return reference_backend().name
-
-
-def _onnx_backend() -> str:
-    """The backend that runs the fp32 ONNX interchange file on this CPU (ONNX Runtime): the first CPU backend,
-    in the registry's order, whose artifact folder holds plain ONNX and that runs it."""
-    from .backends.registry import all_backends
-
-    for b in all_backends().values():
-        if not b.reference and b.device == "cpu" and b.formats[:1] == ("onnx",):
-            return b.name
-    raise EdgemmError("no installed backend runs ONNX on this CPU; pip install onnxruntime")
-
-
-def _manifest(resolved: ResolvedModel, cfg: PipelineConfig, calib_src, eval_samples, parity_kind: str, info: dict) -> dict:
+def _manifest(resolved: ResolvedModel, cfg: PipelineConfig, states: list[GraphState]) -> dict:
     vcfg = cfg.verify
     mc = resolved.recipe.model
+    calib = [g.calibration for g in states if g.calibration is not None]
+    eval_n = [len(g.eval_samples) for g in states if g.eval_samples is not None]
+    first = states[0]
     return {
         "model": {"name": cfg.name, "source": resolved.source, "sha256": resolved.sha256 or "",
                   # how to rebuild the user's original nn.Module (the benchmark baseline), when it came from a factory
                   "factory": mc.factory,
                   "checkpoint": str(resolved.recipe.resolve(mc.checkpoint)) if mc.checkpoint else None},
-        **resolved.spec.to_manifest(),
-        "calibration": calib_src.manifest_entry(cfg.ptq.method) if calib_src is not None
+        "graphs": {g.name: g.entry for g in states},
+        "calibration": calib[0].manifest_entry(cfg.ptq.method) if calib
         else {"source": None, "sha256": None, "samples": 0, "method": None},
         "evaluation": {
             "source": cfg.data.evaluation,
             "sha256": sha256_file(Path(cfg.data.evaluation)) if cfg.data.evaluation and Path(cfg.data.evaluation).is_file() else None,
-            "samples": len(eval_samples) if eval_samples is not None else 0,
+            "samples": eval_n[0] if eval_n else 0,
         },
-        "parity_samples": {"path": PARITY_SAMPLES, "source": parity_kind, "reference_outputs": PARITY_REFERENCE},
-        "export": info,
+        "export": first.export_info if len(states) == 1 else {g.name: g.export_info for g in states},
         "verify": {"cosine_min": vcfg.cosine_min, "cosine_min_fp16": vcfg.cosine_min_fp16,
                    "cosine_min_int8": vcfg.cosine_min_int8, "max_abs": vcfg.max_abs, "batch": vcfg.batch},
         "reports": {},

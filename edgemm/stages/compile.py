@@ -14,40 +14,34 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .. import layout
 from ..backends.base import Backend, Compiled, version_of
 from ..backends.registry import get_backend, target_names
-from ..bundle import Artifact, Bundle, BundleWriter
+from ..bundle import Artifact, Bundle
 from ..errors import BundleError, EdgemmError, close_match_hint
-from ..iospec import IOSpec
 from ..log import logger, step
 
 
-def compile_targets(w: BundleWriter, onnx_rel: str, spec: IOSpec, targets, fp16: bool, onnx_backend: str) -> None:
-    """fp32 artifacts of every target from the fp32 ONNX at ``onnx_rel`` (already listed under ``onnx_backend``)."""
-    onnx_art = next(a for a in w.artifacts if a.path == onnx_rel)
+def compile_targets(ctx, targets, fp16: bool, onnx_backend: str) -> None:
+    """fp32 artifacts of every target from the graph's fp32 ONNX (already listed under ``onnx_backend``)."""
+    onnx_art = ctx.fp32_onnx()
     for target in targets:
         backend = get_backend(target)
         if target == onnx_backend:
             continue
         precisions = [p for p in backend.export_precisions if p == "fp32" or (fp16 and p == "fp16")]
         if not precisions:  # runs the ONNX itself, or builds its engine from it on the target device
-            w.add_artifact(Artifact(onnx_rel, "onnx", "fp32", target, target, toolchain=dict(onnx_art.toolchain)))
+            ctx.add_artifact(Artifact(onnx_art.path, "onnx", "fp32", target, target, toolchain=dict(onnx_art.toolchain)))
             continue
+        folder = ctx.folder(backend.folder)
+        options = ctx.options(f"compile.{backend.name}")
         for precision in precisions:
             with step(f"compiling for {target} ({precision})"):
-                made = backend.compile(w.path(onnx_rel), w.path(backend.folder + "/x").parent, spec, precision)
-            _add(w, backend, made, precision, target)
-
-
-def _add(w: BundleWriter, backend: Backend, made: list[Compiled], precision: str, target: str, method: str = "fp32",
-         extra: dict | None = None) -> list[Artifact]:
-    out = []
-    for c in made:
-        rel = f"{backend.folder}/{c.main}"
-        out.append(w.add_artifact(Artifact(rel, c.format, precision, backend.name, target, method=method, toolchain=c.toolchain,
-                                           extra={**(extra or {}), **c.extra}),
-                                  files=[f"{backend.folder}/{f}" for f in c.files]))
-    return out
+                made = backend.compile(ctx.path(onnx_art.path), ctx.path(folder + "/x").parent, ctx.graph.spec, precision,
+                                       **({"options": options} if options is not None else {}))
+            for c in made:
+                ctx.add_artifact(Artifact(f"{folder}/{c.main}", c.format, precision, backend.name, target, toolchain=c.toolchain,
+                                          extra=dict(c.extra)), files=[f"{folder}/{f}" for f in c.files])
 
 
 def _source_for(bundle: Bundle, backend: Backend, precision: str, graph: str | None) -> Artifact:
@@ -66,8 +60,9 @@ def _source_for(bundle: Bundle, backend: Backend, precision: str, graph: str | N
 
 
 def compile_bundle(bundle_dir: str | os.PathLike, target: str, *, precision: str = "fp32", graph: str | None = None,
-                   verify: bool = True, threads: int | None = None) -> Bundle:
-    """``edgemm compile``: add ``target``'s compiled artifact of ``precision`` to an existing bundle, then verify it."""
+                   verify: bool = True, threads: int | None = None, options=None) -> Bundle:
+    """``edgemm compile``: add ``target``'s compiled artifact of ``precision`` to an existing bundle (every graph, or
+    ``graph``), then verify it. ``options``: the backend's options object or a dict (``Backend.options``)."""
     if target not in target_names():
         raise EdgemmError(f"unknown target {target!r}{close_match_hint(target, target_names())}; use one of {', '.join(target_names())}")
     backend = get_backend(target)
@@ -75,14 +70,22 @@ def compile_bundle(bundle_dir: str | os.PathLike, target: str, *, precision: str
     bundle = Bundle.open(bundle_dir)
     if precision not in backend.precisions:
         raise EdgemmError(f"{target} has no {precision} precision; use one of {', '.join(backend.precisions)}")
-    source = _source_for(bundle, backend, precision, graph)
-    staging = Path(tempfile.mkdtemp(prefix=f".{bundle.root.name}.compile-", dir=bundle.root.parent))
-    try:
-        with step(f"compiling {source.path} for {target} ({precision})"):
-            made = backend.compile(bundle.root / source.path, staging, bundle.spec, precision, source_precision=source.precision)
-        added = _install(bundle, backend, made, staging, precision, target, source)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    if options is not None and backend.options is not None:
+        from ..options import build_options
+
+        options = build_options(backend.options, options, f"compile.{target}")
+    graphs = [bundle.check_graph(graph)] if graph is not None else bundle.graphs()
+    added = []
+    for g in graphs:
+        source = _source_for(bundle, backend, precision, g)
+        staging = Path(tempfile.mkdtemp(prefix=f".{bundle.root.name}.compile-", dir=bundle.root.parent))
+        try:
+            with step(f"compiling {source.path} for {target} ({precision})"):
+                made = backend.compile(bundle.root / source.path, staging, bundle.specs[g], precision, source_precision=source.precision,
+                                       **({"options": options} if options is not None else {}))
+            added += _install(bundle, backend, made, staging, precision, target, source)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     logger.info("added %s", ", ".join(a.path for a in added))
     if verify:
         from .verify import verify as run_verify
@@ -98,13 +101,14 @@ def _install(bundle: Bundle, backend: Backend, made: list[Compiled], staging: Pa
     from ..bundle import sha256_file
 
     added = []
+    folder = layout.folder(source.graph, backend.folder)
     for c in made:
-        rels = [f"{backend.folder}/{f}" for f in c.files]
+        rels = [f"{folder}/{f}" for f in c.files]
         for rel, f in zip(rels, c.files):
             dest = bundle.root / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / f, dest)
-        art = Artifact(rels[0] if c.main == c.files[0] else f"{backend.folder}/{c.main}", c.format, precision, backend.name,
+        art = Artifact(rels[0] if c.main == c.files[0] else f"{folder}/{c.main}", c.format, precision, backend.name,
                        target, method=source.method, graph=source.graph,
                        files={rel: sha256_file(bundle.root / rel) for rel in rels},
                        toolchain={**c.toolchain, "edgemm-compile": version_of("edgemm") or "?"},

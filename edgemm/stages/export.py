@@ -18,10 +18,6 @@ from ..log import logger
 from ..recipe import ExportConfig
 from ..torchutil import dynamic_shapes, is_program, quiet, run_module
 
-REFERENCE_PATH = "reference/model.pt2"
-ONNX_PATH = "onnx/model.fp32.onnx"
-PARITY_SAMPLES = "data/parity_samples.npz"
-
 
 def spec_from_program(ep) -> IOSpec:
     """IOSpec of a torch.export program: forward() parameter names, dtypes, shapes (symbolic dims named)."""

@@ -184,12 +184,13 @@ def _finetune(torch, F, model, spec: IOSpec, feeds, labels, cfg: QATConfig):
     return student.eval()
 
 
-def add_qat_artifacts(w, model, spec: IOSpec, args, cfg, calib_src, eval_samples, ptq_results, reference, recipe, training):
-    """The QAT stage: fine-tune with fake-quant (distilled from ``model``), export, quantize like PTQ, compare.
-
-    ``cfg`` is the pipeline's config (targets, PTQ config, data); ``training`` the export's TrainingSplit
-    (edgemm.data.generated); returns the QAT INT8 results.
+def add_qat_artifacts(ctx, ptq_results):
+    """The QAT stage: fine-tune the graph's deployed model with fake-quant (distilled from it), export, quantize
+    like PTQ, compare with ``ptq_results``. ``ctx``: edgemm.stages.base.StageContext (the config's targets and
+    PTQ config, the graph's training split, calibration and evaluation data); returns the QAT INT8 results.
     """
+    g, cfg = ctx.graph, ctx.config
+    model, spec, args, training = g.deployed, g.spec, g.args, g.training
     import tempfile
     from pathlib import Path
 
@@ -222,8 +223,8 @@ def add_qat_artifacts(w, model, spec: IOSpec, args, cfg, calib_src, eval_samples
         with step("exporting the QAT model to ONNX"):
             export_onnx(student, args, spec, qat_onnx, cfg.export)
         results = add_int8_artifacts(
-            w, qat_onnx, spec, calib_src, eval_samples, cfg.export.targets, ptq, model=student, reference=reference,
-            method_name="qat", stem="model.int8.qat",
+            ctx, qat_onnx, g.calibration, cfg.export.targets, ptq, model=student, reference=g.reference_metrics,
+            method_name="qat",
             extra_info={"qat": {"data": describe(training.source), "samples": len(train), "epochs": qcfg.epochs, "lr": qcfg.lr,
                                 "distillation_temperature": qcfg.temperature, "symmetric_activations": qcfg.symmetric_activations,
                                 "weight_bits": qcfg.weight_bits,

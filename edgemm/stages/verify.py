@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -99,30 +99,73 @@ def verify(
     bundle: Bundle | str | os.PathLike,
     *,
     evaluation: str | os.PathLike | None = None,
-    samples: Samples | None = None,
+    samples: Samples | Mapping[str, Samples | None] | None = None,
     config: VerifyConfig | None = None,
     reference_module=None,
     threads: int | None = None,
     write: bool = True,
     latency: bool = True,
     trust_code: bool | None = None,
+    graph: str | None = None,
 ) -> VerifyResult:
-    """Compare every artifact of ``bundle`` with the fp32 reference; write the reports; raise on a breach.
+    """Compare every artifact of ``bundle`` (every graph, or ``graph``) with the fp32 reference; write the reports;
+    raise on a breach.
 
     The reference is the user's live module (at export), else the outputs of the fp32 torch reference stored in the
     bundle at export; ``trust_code=True`` runs the bundle's torch program instead (it is unpickled: see edgemm.trust).
+    ``samples`` / ``reference_module`` may be keyed by graph name.
     """
     from ..trust import allow_code, code_allowed
 
     root = bundle.root if isinstance(bundle, Bundle) else Path(bundle)
     trusted = code_allowed(root, trust_code)  # the argument, else the caller's allow_code() context (the CLI's --trust-code)
     with allow_code(trusted):
-        return _verify_bundle(bundle, evaluation, samples, config, reference_module, threads, write, latency, trusted)
+        if not isinstance(bundle, Bundle):
+            bundle = Bundle.open(bundle)
+        names = [bundle.check_graph(graph)] if graph is not None else bundle.graphs()
+        results = {}
+        for g in names:
+            view = bundle if len(bundle.graphs()) == 1 else bundle.graph(g)
+            results[g] = _verify_bundle(view, evaluation, _of_graph(samples, g), config, _of_graph(reference_module, g), threads,
+                                        latency, trusted)
+        result = results[names[0]] if len(results) == 1 else merge_results(results)
+        if write:
+            for key, data in result.reports().items():
+                bundle.write_report(key, data)
+        result.raise_on_breach()  # reports are written first, so a breach is on record
+        return result
 
 
-def _verify_bundle(bundle, evaluation, samples, config, reference_module, threads, write, latency, trust_code) -> VerifyResult:
-    if not isinstance(bundle, Bundle):
-        bundle = Bundle.open(bundle)
+def _of_graph(value, graph: str):
+    """A per-graph argument: ``{graph: value}`` picks the graph's; anything else applies to every graph."""
+    return value.get(graph) if isinstance(value, Mapping) else value
+
+
+def merge_results(results: Mapping[str, VerifyResult]) -> VerifyResult:
+    """One result for a multi-graph bundle: artifact rows of every graph (their ids are unique bundle-wide), the
+    per-graph headers under ``graphs``, the default (first) graph's headers at the top level."""
+    first = next(iter(results.values()))
+    parity = {**first.parity, "artifacts": {}, "graphs": {}}
+    for g, r in results.items():
+        parity["artifacts"].update({k: {**v, "graph": g} for k, v in r.parity["artifacts"].items()})
+        parity["graphs"][g] = {k: v for k, v in r.parity.items() if k != "artifacts"}
+    accuracy = None
+    if any(r.accuracy is not None for r in results.values()):
+        base = next(r.accuracy for r in results.values() if r.accuracy is not None)
+        accuracy = {**base, "artifacts": {}, "sensitivity": [], "graphs": {}}
+        for g, r in results.items():
+            if r.accuracy is None:
+                continue
+            accuracy["artifacts"].update({k: {**v, "graph": g} for k, v in r.accuracy["artifacts"].items()})
+            accuracy["sensitivity"] += [{**e, "graph": g} for e in r.accuracy["sensitivity"]]
+            accuracy["graphs"][g] = {k: v for k, v in r.accuracy.items() if k not in ("artifacts", "sensitivity")}
+    runs = [{**row, "graph": g} for g, r in results.items() for row in r.latency["runs"]]
+    latency = {**first.latency, "runs": runs}
+    return VerifyResult(parity, accuracy, latency, [b for r in results.values() for b in r.breaches])
+
+
+def _verify_bundle(bundle, evaluation, samples, config, reference_module, threads, latency, trust_code) -> VerifyResult:
+    """One graph (``bundle``: a single-graph Bundle or a GraphView)."""
     m = bundle.manifest
     stored = m.get("verify", {})
     cfg = config or VerifyConfig(**{k: v for k, v in stored.items() if k in ("cosine_min", "cosine_min_fp16", "cosine_min_int8", "max_abs", "batch")})
@@ -144,7 +187,7 @@ def _verify_bundle(bundle, evaluation, samples, config, reference_module, thread
             src = str(bundle.file(src, "evaluation source"))
         if src and Path(src).exists():
             with step(f"reading evaluation data {src}"):
-                samples = load_samples(src, spec, limit=cfg.eval_limit)
+                samples = _load_eval(src, bundle, spec, cfg.eval_limit)
         elif evaluation:
             raise EdgemmError(f"evaluation data {evaluation} not found; pass --eval PATH (an .npz with inputs + labels)")
         elif src:
@@ -171,14 +214,14 @@ def _verify_bundle(bundle, evaluation, samples, config, reference_module, thread
         ref_label = f"{stored} (outputs of the torch fp32 reference stored at export)"
     try:
         return _verify(bundle, spec, cfg, options, threads, reference, ref_label, parity_cmp, eval_cmp, stored,
-                       reference_module is not None, write, latency, trust_code)
+                       reference_module is not None, latency, trust_code)
     finally:
         if reference is not None:
             reference.close()
 
 
 def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOptions, threads: int, reference, ref_label: str,
-            parity_cmp: Comparator, eval_cmp: Comparator | None, stored: str | None, live_reference: bool, write: bool,
+            parity_cmp: Comparator, eval_cmp: Comparator | None, stored: str | None, live_reference: bool,
             latency: bool, trust_code: bool) -> VerifyResult:
     m = bundle.manifest
     has_labels = eval_cmp is not None and eval_cmp.labelled
@@ -251,18 +294,27 @@ def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOpti
         from ..bench.run import BenchConfig, benchmark
 
         with step("timing every artifact at batch 1, each in its own process"):
-            res = benchmark(bundle, BenchConfig(batches=(1,), modes=("model",), seconds=0.5, rounds=1, threads=threads,
+            whole, graph = (bundle.bundle, bundle.graph_name) if hasattr(bundle, "graph_name") else (bundle, None)
+            res = benchmark(whole, BenchConfig(batches=(1,), modes=("model",), seconds=0.5, rounds=1, threads=threads, graph=graph,
                                                 trust_code=trust_code or live_reference))
         for r in res["runs"]:
             runs.append({"artifact": "reference" if r["baseline"] else r["id"], "backend": r["backend"], "precision": r["precision"],
                          "baseline": r["baseline"], **{k: round(r[k], 4) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")},
                          "iterations": r["iterations"], "peak_rss_mb": r["peak_rss_mb"]})
-    result = VerifyResult(parity, accuracy, {"batch": 1, "threads": threads, "mode": "model", "runs": runs}, breaches)
-    if write:
-        for key, data in result.reports().items():
-            bundle.write_report(key, data)
-    result.raise_on_breach()  # reports are written first, so a breach is on record
-    return result
+    return VerifyResult(parity, accuracy, {"batch": 1, "threads": threads, "mode": "model", "runs": runs}, breaches)
+
+
+def _load_eval(src, bundle, spec: IOSpec, limit: int | None) -> Samples:
+    """The evaluation split for one graph: a multi-graph bundle's file keys inputs ``graph/name`` where graphs share one."""
+    from ..bundle import GraphView
+
+    if not isinstance(bundle, GraphView) or len(bundle.bundle.graphs()) == 1:
+        return load_samples(src, spec, limit=limit)
+    from ..data.datasets import samples_from_arrays
+    from ..data.graphs import graph_arrays, read_arrays
+
+    arrays = graph_arrays(read_arrays(src), bundle.graph_name, spec)
+    return samples_from_arrays(arrays, spec, f"{src} (graph {bundle.graph_name!r})", Path(src).parent, limit)
 
 
 def samples_source(cmp: Comparator, manifest: dict) -> str | None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ...backends.base import version_of
 from ...backends.registry import get_backend
-from ...bundle import Artifact, BundleWriter
+from ... import layout
+from ...bundle import Artifact
 from ...compare import Comparator
 from ...cpu import cpu_int8
 from ...data.calibration import CalibrationSource
@@ -95,13 +96,16 @@ def speed_report(results: list[TargetResult]) -> dict | None:
     return {"cpu": cpu_int8().to_dict(), "targets": targets}
 
 
-def add_int8_artifacts(w: BundleWriter, fp32: Path, spec: IOSpec, calib: CalibrationSource, samples: Samples | None,
-                       targets, cfg: PTQConfig, *, model, reference: dict[str, float] | None = None, method_name: str = "ptq",
-                       extra_info: dict | None = None, stem: str = "model.int8") -> list[TargetResult]:
-    """Quantize ``fp32`` (an ONNX file exported from ``model``) for every target; add the INT8 artifacts to ``w``.
+def add_int8_artifacts(ctx, fp32: Path, calib: CalibrationSource, targets, cfg: PTQConfig, *, model,
+                       reference: dict[str, float] | None = None, method_name: str = "ptq",
+                       extra_info: dict | None = None) -> list[TargetResult]:
+    """Quantize ``fp32`` (an ONNX file exported from ``model``) for every target; add the INT8 artifacts to the
+    context's graph (``ctx``: edgemm.stages.base.StageContext; its graph's spec and evaluation samples).
 
-    ``reference``: top-1 per head the budget is measured against (default: ``model``'s own on ``samples``).
+    ``reference``: top-1 per head the budget is measured against (default: ``model``'s own on the samples).
     """
+    spec, samples = ctx.graph.spec, ctx.graph.eval_samples
+    stem = layout.stem("int8", method_name)
     check_quantizers(targets, cfg)
     if reference is None:
         reference = reference_metrics(model, spec, samples)
@@ -113,8 +117,8 @@ def add_int8_artifacts(w: BundleWriter, fp32: Path, spec: IOSpec, calib: Calibra
             with step(f"INT8 for {target}"):
                 res = quantize_target(target, fp32, spec, calib, samples, reference, cfg, Path(tmp) / target, model=model,
                                       checks=checks)
-            rel_dir = backend.folder
-            files = install(res, w.path(rel_dir + "/x").parent, stem)
+            rel_dir = ctx.folder(backend.folder)
+            files = install(res, ctx.path(rel_dir + "/x").parent, stem)
             rels = [f"{rel_dir}/{f.name}" for f in files]
             extra = {
                 "quantizer": res.quantizer, "calibration_method": cfg.method, "kept_float": res.kept_float,
@@ -136,7 +140,7 @@ def add_int8_artifacts(w: BundleWriter, fp32: Path, spec: IOSpec, calib: Calibra
                 extra["tensorrt_qdq_check"] = {"valid": not res.validity, "problems": res.validity}
             # The target's artifact; where another backend checks it here (TensorRT's Q/DQ in ONNX Runtime), that one too.
             for name in dict.fromkeys([target] + ([backend.checked_by] if backend.checked_by else [])):
-                w.add_artifact(Artifact(rels[0], res.format, "int8", name, target, method=method_name, toolchain=_toolchain(res),
+                ctx.add_artifact(Artifact(rels[0], res.format, "int8", name, target, method=method_name, toolchain=_toolchain(res),
                                         extra=extra), files=rels)
             results.append(res)
     return results

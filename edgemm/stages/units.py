@@ -1,0 +1,235 @@
+"""The built-in stages, in pipeline order: each one adapts a stage module to the ``Stage`` contract.
+
+    reference -> prune -> onnx -> compile -> [plugin stages] -> ptq -> qat -> pruning-report -> parity
+
+Each unit reads the context (config, graph state), calls its stage module and leaves its results in
+the context; ``wanted`` says when the config asks for it.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from .. import layout
+from ..backends.base import version_of
+from ..errors import EdgemmError
+from ..log import logger, step
+from .base import Stage, StageContext
+
+
+def _reference_name() -> str:
+    from ..backends.registry import reference_backend
+
+    return reference_backend().name
+
+
+def onnx_backend() -> str:
+    """The backend that runs the fp32 ONNX interchange file on this CPU (ONNX Runtime): the first CPU backend,
+    in the registry's order, whose artifact folder holds plain ONNX and that runs it."""
+    from ..backends.registry import all_backends
+
+    for b in all_backends().values():
+        if not b.reference and b.device == "cpu" and b.formats[:1] == ("onnx",):
+            return b.name
+    raise EdgemmError("no installed backend runs ONNX on this CPU; pip install onnxruntime")
+
+
+class ReferenceStage(Stage):
+    """The user's original model saved as a torch.export program: the fp32 accuracy reference."""
+
+    name = "reference"
+    description = "save the user's model as the fp32 torch reference (torch.export .pt2)"
+
+    def wanted(self, ctx: StageContext) -> bool:
+        return True
+
+    def run(self, ctx: StageContext) -> None:
+        from ..bundle import Artifact
+        from .export import export_reference
+
+        g = ctx.graph
+        rel = layout.reference_path(g.name)
+        with step(f"saving the fp32 torch reference (torch.export){_of(g.name)}"):
+            g.program = export_reference(g.model, g.args, g.spec, ctx.path(rel))
+        ctx.add_artifact(Artifact(rel, "torch-export", "fp32", _reference_name(), _reference_name(),
+                                  toolchain={"torch": version_of("torch") or "?"}))
+
+
+class PruneStage(Stage):
+    """Structured pruning + distillation fine-tune: the graph's deployed model becomes a smaller copy."""
+
+    name = "prune"
+    description = "remove channels/heads for real, then fine-tune with distillation"
+
+    def wanted(self, ctx: StageContext) -> bool:
+        return ctx.config.prune is not None
+
+    def run(self, ctx: StageContext) -> None:
+        from ..torchutil import is_program
+        from .prune import prune_model
+
+        g, cfg = ctx.graph, ctx.config
+        if is_program(g.model):
+            raise EdgemmError("a torch.export program (.pt2) cannot be pruned: its graph is frozen; pass the nn.Module instead "
+                              "(a recipe [model] factory, or edgemm.export(module, ...) from Python)")
+        train = g.training.read()
+        if train is None and (cfg.prune.epochs or cfg.prune.finetune_minutes):
+            raise EdgemmError("--prune fine-tunes on training data: set [data] training (or calibration) in the recipe, or pass --calib")
+        with step(f"pruning ({', '.join(f'{k}={v}' for k, v in cfg.prune.ratios.items()) or cfg.prune.sparsity}; "
+                  f"fine-tuning on {len(train) if train is not None else 'no'} samples)"):
+            g.pruned = prune_model(g.model, g.spec, cfg.prune, train=train, evaluation=g.eval_samples,
+                                   progress=lambda msg: logger.info("  %s", msg))
+        g.deployed = g.pruned.module
+
+
+class OnnxStage(Stage):
+    """The deployed model (original or pruned) exported to the fp32 ONNX every target starts from."""
+
+    name = "onnx"
+    description = "export the fp32 ONNX interchange model"
+
+    def wanted(self, ctx: StageContext) -> bool:
+        return True
+
+    def run(self, ctx: StageContext) -> None:
+        from ..bundle import Artifact
+        from .export import export_onnx
+
+        g, cfg = ctx.graph, ctx.config
+        rel = layout.onnx_path(g.name)
+        with step(f"exporting ONNX{_of(g.name)} (opset {cfg.export.opset}, {cfg.export.exporter} exporter)"):
+            info = export_onnx(g.deployed, g.args, g.spec, ctx.path(rel), cfg.export,
+                               program=g.program if g.deployed is g.model else None)
+        g.export_info = info
+        logger.info("  %s: %d nodes (%d before onnxslim), exporter %s", rel, info["nodes"], info["nodes_before_slim"], info["exporter"])
+        if info["rewritten_attention"]:
+            logger.info("  attention exported batch-first with split heads: %s ([export] rewrite_attention = false keeps torch's graph)",
+                        ", ".join(info["rewritten_attention"]))
+        runner = onnx_backend()
+        ctx.add_artifact(Artifact(rel, "onnx", "fp32", runner, runner,
+                                  toolchain={"torch": version_of("torch") or "?", "onnx": version_of("onnx") or "?",
+                                             "onnxruntime": version_of("onnxruntime") or "?", "onnxslim": version_of("onnxslim") or "?"},
+                                  extra={"exporter": info["exporter"], "opset": info["opset"], "nodes": info["nodes"],
+                                         **({"rewritten_attention": info["rewritten_attention"]} if info["rewritten_attention"] else {})}))
+
+
+class CompileStage(Stage):
+    """Every target's fp32 (and fp16) artifacts from the fp32 ONNX."""
+
+    name = "compile"
+    description = "compile the fp32 ONNX for every target (OpenVINO IR fp32/fp16, ...)"
+
+    def wanted(self, ctx: StageContext) -> bool:
+        return True
+
+    def run(self, ctx: StageContext) -> None:
+        from .compile import compile_targets
+
+        compile_targets(ctx, ctx.config.export.targets, ctx.config.export.fp16, onnx_backend())
+
+
+class PTQStage(Stage):
+    """INT8 post-training quantization for every target, within the accuracy budget and the speed guard."""
+
+    name = "ptq"
+    description = "INT8 post-training quantization with calibration data (accuracy budget, speed guard)"
+
+    def wanted(self, ctx: StageContext) -> bool:
+        return bool(ctx.config.int8)
+
+    def run(self, ctx: StageContext) -> None:
+        from .quantize import add_int8_artifacts, reference_metrics
+
+        g, cfg = ctx.graph, ctx.config
+        g.reference_metrics = reference_metrics(g.deployed_module, g.spec, g.eval_samples)
+        g.int8_results = add_int8_artifacts(ctx, ctx.path(ctx.fp32_onnx().path), g.calibration, cfg.export.targets,
+                                            replace(cfg.ptq, parity_floor=cfg.verify.cosine_min_int8), model=g.deployed,
+                                            reference=g.reference_metrics)
+        g.every_int8 = list(g.int8_results)
+
+
+class QATStage(Stage):
+    """Quantization-aware fine-tuning; with --qat its INT8 artifacts answer to the budget (PTQ's stay for comparison)."""
+
+    name = "qat"
+    description = "quantization-aware training, then Q/DQ export like PTQ"
+
+    def wanted(self, ctx: StageContext) -> bool:
+        return bool(ctx.config.qat)
+
+    def run(self, ctx: StageContext) -> None:
+        from .qat import add_qat_artifacts
+
+        g = ctx.graph
+        g.int8_results = add_qat_artifacts(ctx, g.int8_results)
+        g.every_int8 += g.int8_results
+
+
+class PruningReportStage(Stage):
+    """reports/pruning.json: the pruning stage's report + size, latency per CPU target, accuracy after INT8."""
+
+    name = "pruning-report"
+    description = "time unpruned vs pruned and write reports/pruning.json"
+
+    def wanted(self, ctx: StageContext) -> bool:
+        return ctx.graph.pruned is not None
+
+    def run(self, ctx: StageContext) -> None:
+        from .prune import export_pruning_report
+
+        g, cfg = ctx.graph, ctx.config
+        ctx.reports["pruning"] = export_pruning_report(g.model, g.pruned, g.spec, g.args, ctx.path(ctx.fp32_onnx().path),
+                                                 cfg.export, cfg.threads, g.every_int8)
+        ctx.manifest["pruning"] = {"ratios": dict(cfg.prune.ratios), "criterion": cfg.prune.criterion,
+                                   "sparsity": cfg.prune.sparsity, "sparse_layers": g.pruned.sparse_layers,
+                                   "reference": f"the unpruned original model ({layout.reference_path(g.name)})"}
+        for art in ctx.artifacts():
+            if art.path != layout.reference_path(g.name):
+                art.extra["pruned"] = True
+
+
+class ParityStage(Stage):
+    """The graph's held-out parity samples and the reference's outputs on them (verify compares without running
+    the reference's code), and the graph's manifest entry."""
+
+    name = "parity"
+    description = "store parity samples and the reference outputs on them"
+
+    def wanted(self, ctx: StageContext) -> bool:
+        return True
+
+    def run(self, ctx: StageContext) -> None:
+        from ..torchutil import run_module
+
+        g, vcfg = ctx.graph, ctx.config.verify
+        n = vcfg.parity_samples
+        if g.eval_samples is not None:
+            parity = g.eval_samples.take(slice(0, n)).feeds
+            kind = f"first {min(n, len(g.eval_samples))} samples of {ctx.config.data.evaluation}"
+        elif g.calibration is not None and not g.calibration.synthetic:
+            from .quantize import held_out
+
+            _, held, kind = held_out(g.calibration, None)  # the samples INT8 was checked on, not calibrated on
+            parity = {k: v[:n] for k, v in held.items()}
+        else:
+            parity = g.spec.example_feeds(batch=n, seed=1)
+            kind = "random feeds (no evaluation data given)"
+        samples_rel, ref_rel = layout.parity_samples_path(g.name), layout.parity_reference_path(g.name)
+        np.savez_compressed(ctx.path(samples_rel), **parity)
+        np.savez_compressed(ctx.path(ref_rel), **dict(zip(g.spec.output_names, run_module(g.module, parity, g.spec.input_names))))
+        entry = {"path": samples_rel, "source": kind, "reference_outputs": ref_rel}
+        if g.pruned is not None:  # pruned artifacts compute the pruned model: parity against it, accuracy against the original
+            pruned_rel = layout.parity_reference_path(g.name, pruned=True)
+            np.savez_compressed(ctx.path(pruned_rel),
+                                **dict(zip(g.spec.output_names, run_module(g.pruned.module, parity, g.spec.input_names))))
+            entry["pruned_reference_outputs"] = pruned_rel
+        g.entry = {**g.spec.to_manifest(), "parity": entry}
+
+
+def _of(graph: str) -> str:
+    return "" if graph == layout.MAIN else f" of graph {graph!r}"
+
+
+BUILTIN: tuple[Stage, ...] = (ReferenceStage(), PruneStage(), OnnxStage(), CompileStage(), PTQStage(), QATStage(),
+                              PruningReportStage(), ParityStage())
