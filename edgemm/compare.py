@@ -3,6 +3,11 @@
 Verify, the PTQ search, INC and QAT all ask the same two questions of a model: "what does it
 output on these samples" and "how close is that to the reference" (parity, top-1, agreement).
 They ask them here.
+
+What a runner returns is checked against the spec before anything compares it: a runner (a plugin's,
+or one fed a tampered artifact) that returns fewer outputs, other shapes or non-numeric data is a
+parity breach naming the backend (and the plugin), not a crash further down; an exception raised
+inside a plugin's runner is reported as that plugin's (``UserCodeError``).
 """
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ import numpy as np
 
 from . import metrics
 from .backends.base import Runner, RunnerOptions
-from .backends.registry import get_backend, reference_backend
+from .backends.registry import get_backend, plugin_origin, reference_backend
+from .errors import EdgemmError, ParityError, UserCodeError, one_line
 from .iospec import IOSpec
 from .torchutil import is_program
 
@@ -21,14 +27,79 @@ Outputs = dict[str, np.ndarray]
 
 
 def run_batched(runner: Runner, feeds: Mapping[str, np.ndarray], batch: int) -> Outputs:
-    """All samples of ``feeds`` through ``runner`` in batches; outputs concatenated per name."""
+    """All samples of ``feeds`` through ``runner`` in batches; outputs concatenated per name, checked against its spec."""
     n = len(next(iter(feeds.values())))
     parts: dict[str, list] = {}
     for s in range(0, n, batch):
-        out = runner.infer({k: v[s:s + batch] for k, v in feeds.items()})
+        chunk = {k: v[s:s + batch] for k, v in feeds.items()}
+        out = checked_outputs(runner, chunk, _infer(runner, chunk))
         for k, v in out.items():
             parts.setdefault(k, []).append(v)
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def runner_origin(runner: Runner) -> str:
+    """``backend 'x'``, plus the plugin that provides it: ``backend 'x' (plugin pkg.mod:Backend)``."""
+    name = getattr(runner, "backend", "") or ""
+    plugin = plugin_origin(name) if name else None
+    cls = type(runner)
+    if plugin is None and not cls.__module__.startswith("edgemm."):
+        plugin = f"{cls.__module__}:{cls.__qualname__}"
+    return f"backend {name or cls.__qualname__!r}" + (f" (plugin {plugin})" if plugin else "")
+
+
+def _is_plugin(runner: Runner) -> bool:
+    return "(plugin " in runner_origin(runner)
+
+
+def _infer(runner: Runner, feeds: Mapping[str, np.ndarray]):
+    try:
+        return runner.infer(feeds)
+    except EdgemmError:
+        raise
+    except Exception as exc:
+        if not _is_plugin(runner):
+            raise
+        raise UserCodeError(f"the runner of {runner_origin(runner)} raised {type(exc).__name__}: {one_line(exc)[:300]}; "
+                            "fix or uninstall that plugin (traceback with -v)") from exc
+
+
+def checked_outputs(runner: Runner, feeds: Mapping[str, np.ndarray], out) -> Outputs:
+    """``out`` (what ``runner`` returned for ``feeds``) as arrays, or a ParityError naming what does not match the spec."""
+    spec = runner.spec
+    who = runner_origin(runner)
+    fix = "fix or uninstall that plugin" if "(plugin " in who else "re-export the bundle (the artifact does not match it)"
+
+    def breach(what: str) -> ParityError:
+        return ParityError(f"parity breach: {who} {what}; {fix}")
+
+    names = spec.output_names
+    if not isinstance(out, Mapping):
+        raise breach(f"returned a {type(out).__name__}, not outputs by name")
+    missing = [n for n in names if n not in out]
+    if missing:
+        raise breach(f"returned {len([n for n in names if n in out])} of the {len(names)} outputs "
+                     f"({', '.join(names)}): no {', '.join(map(repr, missing))}")
+    sizes = {}  # named axis -> size in the feeds (the batch)
+    for t in spec.inputs:
+        for axis, axis_name in t.dynamic_axes.items():
+            if t.name in feeds:
+                sizes.setdefault(axis_name, np.shape(feeds[t.name])[axis])
+    result = {}
+    for t in spec.outputs:
+        try:
+            a = np.asarray(out[t.name])
+        except Exception as exc:  # noqa: BLE001 - whatever the runner handed back
+            raise breach(f"returned output {t.name!r} that is not an array ({type(exc).__name__})") from exc
+        if a.dtype.kind not in "biuf":
+            raise breach(f"returned output {t.name!r} as {a.dtype} data, expected {t.dtype}")
+        if t.shape:
+            want = [d if isinstance(d, int) else sizes.get(d) for d in t.shape]
+            if a.ndim != len(want) or any(w is not None and g != w for g, w in zip(a.shape, want)):
+                shown = [w if w is not None else d for w, d in zip(want, t.shape)]
+                raise breach(f"returned output {t.name!r} with shape {list(a.shape)}, expected {shown}")
+        result[t.name] = a
+    return result
 
 
 class Comparator:

@@ -61,6 +61,11 @@ class ParityError(EdgemmError):
     """An artifact that does not compute what the reference model computes."""
 
 
+class UserCodeError(EdgemmError):
+    """An exception raised inside the user's own code (a recipe's model factory, a training generator, a plugin):
+    the message names the callable and the exception; the CLI shows its traceback with ``-v``."""
+
+
 def close_match_hint(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` when ``word`` looks like a typo of one of ``choices``."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -4,7 +4,8 @@ Each verb is a module in ``edgemm/cli/commands/`` with ``ORDER`` and ``register(
 adding a verb touches no file here. Every failure ends in one line on stderr:
 
 - user errors (EdgemmError) and OS errors (disk full, permission denied): ``edgemm: error: ...``, exit 2;
-- Ctrl-C: ``edgemm: interrupted``, exit 130;
+- Ctrl-C: ``edgemm: interrupted``, exit 130, from the first line of ``main`` on (parser building and the
+  imports of a command included; ``python -m edgemm`` also covers importing this module);
 - anything else is a bug in edgemm: ``edgemm: internal error: ...`` with a hint, exit 1
   (``-v`` prints the traceback, and the library traceback behind a user error).
 """
@@ -68,19 +69,22 @@ def _error(line: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    set_verbosity(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
-    from ..trust import disable_telemetry
+    args = None
+    try:  # everything, parser building and imports included: a Ctrl-C at any moment is one line
+        from ..plugins import plugins_deferred
+        from ..trust import disable_telemetry
 
-    disable_telemetry()  # no forked telemetry senders in our process group (Ctrl-C, offline boxes)
-    try:
+        with plugins_deferred():  # --help and --version never run a plugin's code
+            parser = build_parser()
+        args = parser.parse_args(argv)
+        set_verbosity(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+        disable_telemetry()  # no forked telemetry senders in our process group (Ctrl-C, offline boxes)
         return args.func(args)
     except KeyboardInterrupt:
         _error("edgemm: interrupted")
         return 130
     except EdgemmError as exc:
-        if args.verbose and exc.__cause__ is not None:
+        if _verbose(args, argv) and exc.__cause__ is not None:
             import traceback
 
             traceback.print_exception(exc.__cause__, file=sys.stderr)
@@ -90,21 +94,30 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")
         return 0
     except OSError as exc:  # disk full, permission denied, read-only file system ...
-        if args.verbose:
+        if _verbose(args, argv):
             import traceback
 
             traceback.print_exc(file=sys.stderr)
         _error(f"edgemm: error: {os_error_line(exc)}")
         return 2
     except Exception as exc:  # a bug in edgemm (or a library it calls): say so, in one line
-        if args.verbose:
+        verbose = _verbose(args, argv)
+        if verbose:
             import traceback
 
             traceback.print_exc(file=sys.stderr)
-        hint = "this is a bug in edgemm; please report it with the traceback above" if args.verbose else \
+        hint = "this is a bug in edgemm; please report it with the traceback above" if verbose else \
             "this is a bug in edgemm; rerun with -v for the traceback and please report it"
         _error(f"edgemm: internal error: {type(exc).__name__}: {exc} ({hint})")
         return 1
+
+
+def _verbose(args, argv: list[str] | None) -> bool:
+    """``-v`` as parsed, or as typed when the failure came before parsing finished."""
+    if args is not None:
+        return bool(getattr(args, "verbose", False))
+    words = sys.argv[1:] if argv is None else argv
+    return "-v" in words or "--verbose" in words
 
 
 if __name__ == "__main__":

@@ -37,12 +37,12 @@ def _quantizers(value: str | None):
 
 
 def _quantizer_help() -> str:
-    from ...backends.registry import all_backends
-    from ...stages.quantize.registry import all_quantizers
-
-    names = "; ".join(f"{q.name}: {q.description}" for q in all_quantizers().values())
-    defaults = ", ".join(f"{n}={b.default_quantizer}" for n, b in all_backends().items() if b.default_quantizer)
-    return f"{names}. Default per target: {defaults}"
+    # Static on purpose: the parser is also built for --help and --version, which must not read the registries
+    # (they load plugins' code). tests/test_plugin_isolation.py checks the names against the built-in quantizers.
+    return ("one quantizer for every target, or TARGET=Q,... per target. Built in: ort (ONNX Runtime Q/DQ, uint8 "
+            "activations), trt (TensorRT-valid symmetric int8 Q/DQ), nncf (NNCF on the OpenVINO model -> INT8 IR), "
+            "inc (Intel Neural Compressor PT2E on the torch model); plugins add more. Default: each target's own "
+            "(default_quantizer in `edgemm backends --json`)")
 
 
 def register(sub) -> None:

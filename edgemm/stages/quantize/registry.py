@@ -1,7 +1,9 @@
 """The quantizer registry: what each INT8 quantizer is (name, targets served, what it produces).
 
 Built-ins are declared here; other packages add theirs under the ``edgemm.quantizers`` entry-point
-group (an instance of ``Quantizer``). The recipe, the CLI and the pipeline all read this one set.
+group (an instance of ``Quantizer`` with a Q/DQ scheme). The recipe, the CLI and the pipeline all read
+this one set; a plugin that fails in any way is left out and named by ``broken_quantizers`` (and by
+``get_quantizer`` when asked for), see ``edgemm.plugins``.
 
 ``works_on`` says what the PTQ algorithm hands the quantizer: ``onnx-qdq`` (ONNX Runtime's Q/DQ
 insertion on the fp32 ONNX with ``scheme``), ``openvino`` (NNCF on the OpenVINO model) or
@@ -14,7 +16,11 @@ from functools import lru_cache
 
 from ...backends.base import Backend
 from ...errors import EdgemmError, close_match_hint
+from ...plugins import (BrokenPluginInfo, PluginRejected, check_name, check_strings, check_type, entry_point_values,
+                        load_entry_points, plugins_enabled)
 from .qdq import SCHEMES, QdqScheme
+
+GROUP = "edgemm.quantizers"
 
 
 @dataclass(frozen=True)
@@ -42,20 +48,46 @@ BUILTIN = (
 )
 
 
-@lru_cache(maxsize=1)
-def all_quantizers() -> dict[str, Quantizer]:
-    found = {q.name: q for q in BUILTIN}
-    from importlib.metadata import entry_points
+def check_quantizer(obj) -> None:
+    """Raise PluginRejected unless ``obj`` is a Quantizer a plugin may add (only Q/DQ schemes can come from a plugin)."""
+    if not isinstance(obj, Quantizer):
+        what = f"the class {obj.__module__}.{obj.__qualname__}" if isinstance(obj, type) else f"a {type(obj).__name__}"
+        raise PluginRejected(f"it is {what}, not an edgemm Quantizer instance (edgemm.stages.quantize.registry.Quantizer)")
+    check_name(obj.name, "name", {q.name: "a built-in quantizer's name" for q in BUILTIN})
+    check_type(obj.description, "description", (str,))
+    if obj.works_on != "onnx-qdq" or obj.produces != "onnx" or not isinstance(obj.scheme, QdqScheme):
+        raise PluginRejected("a plugin quantizer must work on ONNX Q/DQ (works_on='onnx-qdq', produces='onnx') with a "
+                             f"QdqScheme; it declares works_on={obj.works_on!r}, produces={obj.produces!r}, "
+                             f"scheme={type(obj.scheme).__name__}")
+    check_type(obj.symmetric_activations, "symmetric_activations", (bool,))
+    if obj.targets is not None:
+        check_strings(obj.targets, "targets")
+    check_type(obj.extra, "extra", (str,), none=True)
 
-    for ep in entry_points(group="edgemm.quantizers"):
-        try:
-            q = ep.load()
-        except Exception as exc:  # a broken third-party package: name it, keep the cause for -v
-            raise EdgemmError(f"the quantizer plugin {ep.name} ({ep.value}) fails to import; fix or uninstall it") from exc
-        if not isinstance(q, Quantizer) or q.works_on != "onnx-qdq" or q.scheme is None:
-            raise EdgemmError(f"entry point {ep.name} ({ep.value}) is not an edgemm Quantizer with a Q/DQ scheme; fix or uninstall it")
-        found.setdefault(q.name, q)
-    return found
+
+@lru_cache(maxsize=2)
+def _discover(with_plugins: bool) -> tuple[dict[str, Quantizer], dict[str, BrokenPluginInfo]]:
+    found = {q.name: q for q in BUILTIN}
+    if not with_plugins:
+        return found, {}
+    loaded, broken = load_entry_points(GROUP, check_quantizer)
+    for ep_name, q in loaded.items():
+        if q.name in found:
+            broken[ep_name] = BrokenPluginInfo(ep_name, entry_point_values(GROUP).get(ep_name, ep_name),
+                                               f"another plugin already registered the quantizer name {q.name!r}", GROUP)
+            continue
+        found[q.name] = q
+    return found, broken
+
+
+def all_quantizers() -> dict[str, Quantizer]:
+    """Built-in quantizers and the plugins' that work (broken plugins: ``broken_quantizers``)."""
+    return dict(_discover(plugins_enabled())[0])
+
+
+def broken_quantizers() -> dict[str, BrokenPluginInfo]:
+    """``edgemm.quantizers`` entry points that could not be used, with the reason."""
+    return dict(_discover(plugins_enabled())[1])
 
 
 def quantizer_names() -> tuple[str, ...]:
@@ -63,8 +95,10 @@ def quantizer_names() -> tuple[str, ...]:
 
 
 def get_quantizer(name: str) -> Quantizer:
-    qs = all_quantizers()
+    qs, broken = _discover(plugins_enabled())
     if name not in qs:
+        if name in broken:
+            raise EdgemmError(f"the quantizer {broken[name].line()}")
         raise EdgemmError(f"unknown quantizer {name!r}{close_match_hint(name, qs)}; use one of {', '.join(qs)}")
     return qs[name]
 
