@@ -180,7 +180,7 @@ def _graph_state(name: str, gm: GraphModel, cfg: PipelineConfig, multi: bool, re
                 arrays = graph_arrays(shared["calibration"], name, spec)
                 feeds = samples_from_arrays(arrays, spec, f"{cfg.calibration} (graph {name!r})", Path(cfg.calibration).parent, limit).feeds
                 calib = calibration_source([feeds], spec, limit=limit)
-                calib = CalibrationSource(calib.feeds, f"{cfg.calibration} (graph {name!r})", shared["calibration_sha256"])
+                calib = CalibrationSource(calib.feeds, str(cfg.calibration), shared["calibration_sha256"])
             else:
                 calib = calibration_source(cfg.calibration, spec, limit=limit)
     else:

@@ -24,7 +24,8 @@ class Runtime:
         """``runner``: an already created Runner for ``artifact`` (e.g. the live original module)."""
         self.bundle = bundle
         self.artifact = artifact
-        self.spec = bundle.spec
+        self.graph = artifact.graph
+        self.spec = bundle.specs[artifact.graph] if artifact.graph in bundle.specs else bundle.spec
         self.backend = artifact.backend
         self.precision = artifact.precision
         if artifact.precision == "int8":
@@ -89,7 +90,41 @@ class Runtime:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Runtime({self.bundle.root}, backend={self.backend!r}, precision={self.precision!r}, artifact={self.artifact.path!r})"
+        graph = f", graph={self.graph!r}" if len(self.bundle.graphs()) > 1 else ""
+        return f"Runtime({self.bundle.root}{graph}, backend={self.backend!r}, precision={self.precision!r}, artifact={self.artifact.path!r})"
+
+
+class GraphRuntimes:
+    """A multi-graph bundle loaded: one single-graph ``Runtime`` per graph (``rt.graph("text").run(feeds)``)."""
+
+    def __init__(self, bundle: Bundle, runtimes: dict[str, Runtime]):
+        self.bundle = bundle
+        self._runtimes = runtimes
+
+    @property
+    def graphs(self) -> list[str]:
+        return list(self._runtimes)
+
+    def graph(self, name: str) -> Runtime:
+        self.bundle.check_graph(name)
+        return self._runtimes[name]
+
+    def run(self, feeds):
+        raise SpecError(f"bundle {self.bundle.root} has graphs {', '.join(self.graphs)}: run one with "
+                        f"rt.graph({self.graphs[0]!r}).run(feeds), or load one with edgemm.load(B, graph={self.graphs[0]!r})")
+
+    def close(self) -> None:
+        for rt in self._runtimes.values():
+            rt.close()
+
+    def __enter__(self) -> "GraphRuntimes":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"GraphRuntimes({self.bundle.root}, " + ", ".join(f"{g}={rt.backend}/{rt.precision}" for g, rt in self._runtimes.items()) + ")"
 
 
 def _rank(bundle: Bundle, candidates: list[Artifact]) -> list[Artifact]:
@@ -108,23 +143,36 @@ def _rank(bundle: Bundle, candidates: list[Artifact]) -> list[Artifact]:
 
 
 def load(bundle_dir: str | os.PathLike | Bundle, backend: str | None = None, precision: str | None = None,
-         graph: str | None = None, threads: int | None = None, trust_code: bool = False) -> Runtime:
+         graph: str | None = None, threads: int | None = None, trust_code: bool = False) -> Runtime | GraphRuntimes:
     """Open a bundle and pick an artifact (the fastest available one unless ``backend``/``precision`` say).
 
-    ``trust_code=True`` allows the torch reference artifact (its .pt2 is unpickled: see edgemm.trust)."""
+    A bundle of several graphs gives a ``GraphRuntimes`` (``.graph(name)`` is each graph's ``Runtime``) unless
+    ``graph`` names one. ``trust_code=True`` allows the torch reference artifact (its .pt2 is unpickled: see
+    edgemm.trust)."""
     from ..trust import allow_code
 
     with allow_code(trust_code):
-        return _load(bundle_dir, backend, precision, graph, threads)
+        bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.open(bundle_dir)
+        if graph is None and len(bundle.graphs()) > 1:
+            runtimes: dict[str, Runtime] = {}
+            try:
+                for g in bundle.graphs():
+                    runtimes[g] = _load(bundle, backend, precision, g, threads)
+            except BaseException:
+                for rt in runtimes.values():
+                    rt.close()
+                raise
+            return GraphRuntimes(bundle, runtimes)
+        return _load(bundle, backend, precision, graph, threads)
 
 
-def _load(bundle_dir, backend, precision, graph, threads) -> Runtime:
-    bundle = bundle_dir if isinstance(bundle_dir, Bundle) else Bundle.open(bundle_dir)
+def _load(bundle: Bundle, backend, precision, graph, threads) -> Runtime:
     candidates = bundle.select(backend=backend, precision=precision, graph=graph)
     if not candidates:
         have = ", ".join(sorted({f"{a.backend}/{a.precision}" for a in bundle.artifacts}))
         want = "/".join(x for x in (backend, precision) if x)
-        raise BundleError(f"bundle {bundle.root} has no {want} artifact; it has: {have}")
+        of = f" for graph {graph!r}" if graph is not None and len(bundle.graphs()) > 1 else ""
+        raise BundleError(f"bundle {bundle.root} has no {want} artifact{of}; it has: {have}")
     reasons = []
     for art in _rank(bundle, candidates):
         backend = get_backend(art.backend)
