@@ -109,5 +109,8 @@ def test_missing_and_corrupt_files(tmp_path):
         load_samples(tmp_path, SPEC)  # an empty directory
     bad = tmp_path / "corrupt.npz"
     bad.write_bytes(b"this is not a zip file")
-    with pytest.raises(SpecError, match="cannot read"):
+    with pytest.raises(SpecError, match=r"sample file .*corrupt\.npz is not an \.npz file .*numpy\.savez"):
+        load_samples(bad, SPEC)
+    bad.write_bytes(b"PK\x03\x04 a zip record, then nothing")
+    with pytest.raises(SpecError, match=r"cannot read sample file .*corrupt\.npz as \.npz"):
         load_samples(bad, SPEC)

@@ -25,8 +25,10 @@ import numpy as np
 
 from ..backends.registry import get_backend, reference_backend
 from ..bundle import Bundle
-from ..errors import EdgemmError
+from ..data.datasets import SAMPLE_FIX, SAMPLE_KINDS
+from ..errors import EdgemmError, SpecError
 from ..log import logger
+from ..safeio import read_npz
 from .machine import machine_info
 
 MODES = ("model", "end_to_end", "stream")
@@ -132,8 +134,7 @@ def _points(cfg: BenchConfig, mode: str) -> list[tuple[int, float]]:
 
 def _importable(factory: str) -> bool:
     """With opt-in, a user factory that cannot be imported falls back to the torch.export program (as before)."""
-    from ..recipe import import_callable
-    from ..trust import is_trusted_factory
+    from ..trust import import_callable, is_trusted_factory
 
     if is_trusted_factory(factory):
         return True
@@ -151,12 +152,14 @@ def _raw_samples(bundle: Bundle, tmp: Path) -> Path | None:
         src = str(bundle.file(src, "evaluation source"))  # relative: inside the bundle
     if not src or not Path(src).is_file():
         return None
-    with np.load(src, allow_pickle=False) as z:
-        names = [t.name for t in bundle.spec.inputs]
-        if any(n not in z.files for n in names) or any(t.preprocessing is None for t in bundle.spec.inputs):
-            return None
-        arrays = {n: z[n][:32] for n in names}
-        arrays.update({k: z[k] for k in z.files if k.endswith(".sample_rate")})
+    names = [t.name for t in bundle.spec.inputs]
+    if any(t.preprocessing is None for t in bundle.spec.inputs):
+        return None
+    z = read_npz(src, "evaluation data", names={*names, *(f"{n}.sample_rate" for n in names)}, need_rows=names,
+                 allowed_kinds=SAMPLE_KINDS, error=SpecError, fix=SAMPLE_FIX)
+    if any(n not in z for n in names):
+        return None
+    arrays = {k: (v if k.endswith(".sample_rate") else v[:32]) for k, v in z.items()}
     path = tmp / "raw.npz"
     np.savez(path, **arrays)
     return path

@@ -17,8 +17,9 @@ import numpy as np
 def _feeds(bundle, batch: int):
     """``batch`` held-out samples (the bundle's parity samples, repeated if needed)."""
     path = bundle.file(bundle.manifest.get("parity_samples", {}).get("path", "data/parity_samples.npz"), "parity samples path")
-    with np.load(path, allow_pickle=False) as z:
-        data = {k: z[k] for k in z.files}
+    from ..safeio import read_npz
+
+    data = bundle.spec.check_feeds(read_npz(path, "parity samples", need_rows=True, fix="re-export the bundle"), f"{path}: ")
     n = len(next(iter(data.values())))
     idx = np.arange(batch) % n
     return {k: v[idx] for k, v in data.items()}

@@ -38,6 +38,8 @@ def preprocess_image(frame: np.ndarray, cfg: ImagePreprocess) -> np.ndarray:
     frame = np.asarray(frame)
     if frame.ndim not in (3, 4) or frame.shape[-1] != 3:
         raise SpecError(f"image must be an HxWx3 RGB frame (or a stack of them), got shape {list(frame.shape)}")
+    if 0 in frame.shape[-3:-1]:
+        raise SpecError(f"image frames must be at least 1x1 pixels, got shape {list(frame.shape)}")
     if frame.dtype != np.uint8:
         raise SpecError(f"image must be uint8 (0-255), got dtype {frame.dtype}; use frame.astype(np.uint8)")
     x = resize_bilinear(frame, *cfg.size)

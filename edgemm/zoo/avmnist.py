@@ -211,11 +211,14 @@ def training_pairs(path, renders: int = 4, seed: int = 100) -> dict:
     (benchmarks/results/prune-accuracy-2026-12-03.json)."""
     if not isinstance(renders, int) or isinstance(renders, bool) or renders < 1:
         raise ValueError(f"renders must be a whole number >= 1, not {renders!r}")
-    with np.load(path, allow_pickle=False) as f:
-        missing = [k for k in MATERIAL_KEYS if k not in f.files]
-        if missing:
-            raise ValueError(f"{path} is not avmnist training material (lacks {', '.join(missing)}); rebuild it with scripts/build_avmnist.py --only material")
-        m = {k: f[k] for k in MATERIAL_KEYS}
+    from ..errors import SpecError
+    from ..safeio import read_npz
+
+    m = read_npz(path, "avmnist training material", names=MATERIAL_KEYS, allowed_kinds=("f", "i", "u", "b", "U"),
+                 error=SpecError, fix="rebuild it with scripts/build_avmnist.py --only material")
+    missing = [k for k in MATERIAL_KEYS if k not in m]
+    if missing:
+        raise ValueError(f"{path} is not avmnist training material (lacks {', '.join(missing)}); rebuild it with scripts/build_avmnist.py --only material")
     offsets = m["fsdd_offsets"]
     clips = [Clip(int(d), int(s), int(t), Path(str(n))) for d, s, t, n in zip(m["fsdd_digit"], m["fsdd_speaker"], m["fsdd_take"], m["fsdd_file"])]
     waves = {c.path.name: m["fsdd_audio"][offsets[i]:offsets[i + 1]].astype(np.float32) / 32768.0 for i, c in enumerate(clips)}

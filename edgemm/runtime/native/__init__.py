@@ -101,7 +101,7 @@ def preprocess_image(frame: np.ndarray, cfg: ImagePreprocess, out: np.ndarray | 
 
         return _reference_into(reference(frame, cfg), out)
     frame = np.ascontiguousarray(frame)
-    if frame.ndim not in (3, 4) or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+    if frame.ndim not in (3, 4) or frame.shape[-1] != 3 or frame.dtype != np.uint8 or 0 in frame.shape[-3:-1]:
         from ...data.image import preprocess_image as reference
 
         return reference(frame, cfg)  # the reference raises the one-line SpecError
@@ -174,7 +174,8 @@ class ImageKernel:
     def __call__(self, frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         if out is None:
             out = self.new_output()
-        if _ext is None or frame.ndim != 3 or frame.dtype != np.uint8 or frame.shape[2] != 3 or not frame.flags.c_contiguous:
+        if (_ext is None or frame.ndim != 3 or frame.dtype != np.uint8 or frame.shape[2] != 3 or not frame.flags.c_contiguous
+                or 0 in frame.shape):  # the reference raises the one-line SpecError
             return preprocess_image(frame, self.cfg, out)
         oh, ow, bgr, nchw, mean, inv_std = self._args
         _ext.image(frame, out, frame.shape[0], frame.shape[1], oh, ow, bgr, nchw, mean, inv_std)
