@@ -33,7 +33,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import BundleError, RecipeError, UntrustedCode, close_match_hint, one_line
+from .errors import BundleError, RecipeError, UntrustedCode, one_line
+from .usercode import import_callable
 
 OPT_IN = "--trust-code (Python: trust_code=True or `with edgemm.trust.allow_code():`)"
 ZOO_PACKAGE = "edgemm.zoo"
@@ -144,21 +145,6 @@ def resolve_factory(ref: str, trust_code: bool | None = None, where: str = "the 
     if not code_allowed(trust_code=trust_code):
         raise untrusted(f"{where} names the model factory {ref!r}", "and building the model would import and run that code")
     return import_callable(ref)
-
-
-def import_callable(ref: str):
-    if ":" not in ref:
-        raise RecipeError(f"factory {ref!r} must look like 'package.module:function'")
-    mod_name, attr = ref.split(":", 1)
-    try:
-        mod = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise RecipeError(f"cannot import {mod_name!r} for factory {ref!r} ({exc}); is the package installed?") from exc
-    fn = getattr(mod, attr, None)
-    if fn is None:
-        names = [n for n in dir(mod) if not n.startswith("_")]
-        raise RecipeError(f"{mod_name} has no {attr!r}{close_match_hint(attr, names)}")
-    return fn
 
 
 

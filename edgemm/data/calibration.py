@@ -53,6 +53,36 @@ class CalibrationSource:
                 "synthetic": self.synthetic, "coverage": self.coverage()}
 
 
+def nonfinite(arrays: Mapping[str, np.ndarray]) -> tuple[str, int, int] | None:
+    """The first float array of ``arrays`` with NaN/inf: ``(key, count, first sample index)``; None if all are finite."""
+    for key, a in arrays.items():
+        a = np.asarray(a)
+        if a.dtype.kind in "fc":
+            bad = ~np.isfinite(a)
+            if bad.any():
+                first = int(np.argmax(bad.reshape(len(a), -1).any(axis=1))) if a.ndim else 0
+                return key, int(bad.sum()), first
+    return None
+
+
+def refuse_nonfinite(arrays: Mapping[str, np.ndarray], where: str, fix: str, path: Path | None = None,
+                     kind: str = "input") -> None:
+    """One SpecError line when a float array holds NaN/inf, naming ``where``, the input and the first sample
+    (and, for a folder of .npz files, the file) before any calibration or training sees the data."""
+    found = nonfinite(arrays)
+    if found is None:
+        return
+    key, count, first = found
+    if path is not None and path.is_dir():  # name the file, not only the folder (read again only on this failure)
+        for f in sorted(path.glob("*.npz")):
+            with np.load(f, allow_pickle=False) as z:
+                in_file = nonfinite({key: z[key]}) if key in z.files else None
+            if in_file is not None:
+                where, count, first = f"{where} (file {f.name})", in_file[1], in_file[2]
+                break
+    raise SpecError(f"{where}: {kind} {key!r} has {count} NaN/inf value(s) (first in sample {first}); {fix}")
+
+
 def _digest(path: Path) -> str:
     h = hashlib.sha256()
     files = sorted(path.glob("*.npz")) if path.is_dir() else [path]
@@ -94,9 +124,9 @@ def calibration_source(data, spec: IOSpec, *, min_samples: int = MIN_SAMPLES, li
         if limit:
             feeds = {k: v[:limit] for k, v in feeds.items()}
         src = CalibrationSource(feeds, "python iterable", None)
-    for name, a in src.feeds.items():
-        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
-            raise SpecError(f"calibration input {name!r} contains NaN/inf; clean the calibration data")
+    where = f"calibration data {src.source}" if src.source != "python iterable" else "the calibration iterable"
+    refuse_nonfinite(src.feeds, where, "clean the calibration data (its ranges would be meaningless)",
+                     Path(src.source) if isinstance(data, (str, os.PathLike)) else None)
     if len(src) < min_samples:
         logger.warning("warning: only %d calibration samples (counted over all inputs); %d or more give stable ranges",
                        len(src), min_samples)

@@ -25,12 +25,14 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ..errors import EdgemmError, RecipeError, SpecError
+from ..errors import RecipeError, SpecError
 from ..iospec import IOSpec
+from .calibration import refuse_nonfinite
 from .datasets import Samples, load_samples, samples_from_arrays
 
 GENERATOR = "generator"
 PATH = "path"
+FIX_DATA = "clean the training data (fine-tuning on it would ship a broken model)"
 
 
 def check_training(value, source: str = "recipe") -> None:
@@ -68,26 +70,37 @@ def describe(source) -> str:
 
 
 def read_training(source, spec: IOSpec) -> Samples:
-    """The fine-tuning samples of ``source`` (a sample file/folder, or a generator table)."""
+    """The fine-tuning samples of ``source`` (a sample file/folder, or a generator table), refused in one line
+    if they hold NaN/inf (fine-tuning on them would ship a broken model; labels are checked by the reader)."""
     if not isinstance(source, Mapping):
-        return load_samples(source, spec)
-    from ..trust import import_callable
+        samples = load_samples(source, spec)
+        refuse_nonfinite(samples.feeds, f"training data {source}", FIX_DATA, Path(source))
+        return samples
+    from ..usercode import import_callable
 
     check_training(source)
     ref = source[GENERATOR]
     kwargs = {k: v for k, v in source.items() if k != GENERATOR}
     if PATH in kwargs and not Path(kwargs[PATH]).exists():
         raise SpecError(f"[data.training] path {kwargs[PATH]} not found (the material {ref} renders from); fix the path")
-    fn = import_callable(ref)
-    try:
-        arrays = fn(**kwargs)
-    except (TypeError, ValueError, OSError) as exc:
-        raise EdgemmError(f"[data.training] generator {ref} failed: {exc}; check its options in the recipe") from exc
+    fn = import_callable(ref, "training generator")
+    arrays = fn(**kwargs)  # its exceptions are the user's: UserCodeError naming it (edgemm.usercode)
+    where = f"the training generator {ref}"
     if not isinstance(arrays, Mapping):
-        raise SpecError(f"[data.training] generator {ref} returned a {type(arrays).__name__}; it must return a mapping "
+        raise SpecError(f"{where} returned a {type(arrays).__name__}; it must return a mapping "
                         f"of arrays like an .npz sample file (input names, label names)")
-    arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    return samples_from_arrays(arrays, spec, describe(source), Path(kwargs.get(PATH, ".")).parent)
+    try:
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    except Exception as exc:  # noqa: BLE001 - ragged lists and odd objects the user's code returned
+        raise SpecError(f"{where} returned values that are not arrays ({type(exc).__name__}: {exc}); return numpy arrays") from exc
+    odd = [k for k, v in arrays.items() if v.dtype.kind in "OV"]
+    if odd:
+        raise SpecError(f"{where} returned {', '.join(map(repr, odd))} as Python objects; return numeric arrays")
+    fix = "fix the generator (training must not see them)"
+    refuse_nonfinite(arrays, f"the output of {where}", fix, kind="array")
+    samples = samples_from_arrays(arrays, spec, describe(source), Path(kwargs.get(PATH, ".")).parent)
+    refuse_nonfinite(samples.feeds, where, fix)
+    return samples
 
 
 class TrainingSplit:
