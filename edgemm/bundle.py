@@ -365,21 +365,153 @@ class Bundle:
             raise BundleError(f"report {p} is corrupt (not a JSON object); run `edgemm verify {self.root}` to rewrite it")
         return data
 
-    def replace_artifacts(self, artifacts: list[Artifact]) -> None:
-        """Rewrite the manifest's artifact list (the manifest is replaced atomically)."""
-        self.artifacts = list(artifacts)
-        self.manifest["artifacts"] = [a.to_dict() for a in self.artifacts]
-        _atomic_write_json(self.root / MANIFEST, self.manifest)
+    def update(self, wait_s: float = 120.0) -> "BundleUpdate":
+        """A change to this bundle committed as one (``with bundle.update() as u: ...``): see BundleUpdate."""
+        return BundleUpdate(self.root, wait_s=wait_s)
+
+    def write_reports(self, reports: dict[str, dict]) -> None:
+        """Write ``reports/<key>.json`` for each key and record them in the manifest, as one update."""
+        with self.update() as u:
+            for key, data in reports.items():
+                u.write_report(key, data)
+        self._reload(u.bundle)
 
     def write_report(self, key: str, data: dict) -> Path:
         """Write ``reports/<key>.json`` atomically and record it in the manifest."""
+        self.write_reports({key: data})
+        return self.file(f"reports/{key}.json", f"report {key!r}")
+
+    def _reload(self, fresh: "Bundle") -> None:
+        self.manifest, self.artifacts = fresh.manifest, fresh.artifacts
+
+
+class BundleUpdate:
+    """One change to an existing bundle (``edgemm compile`` adding artifacts, ``edgemm verify`` writing reports),
+    committed as one: under the bundle's lock (another writer is waited for, up to ``wait_s``, then refused in one
+    line), the manifest is read afresh, files are moved in from a work folder beside the bundle, and the manifest
+    is written once at the end. If anything fails before that (an error, disk full, Ctrl-C, SIGTERM), the files
+    moved in are taken out again and any file they replaced is put back: the bundle lists every file it holds.
+    The work folder (``self.work``: build files there) carries the staging marker, so an update killed with
+    SIGKILL leaves nothing that the next writer's ``recover_interrupted`` does not remove."""
+
+    def __init__(self, root: str | os.PathLike, wait_s: float = 120.0):
+        self.root = Path(root)
+        self.wait_s = wait_s
+        self.bundle: Bundle | None = None
+        self.work: Path | None = None
+        self._moved: list[tuple[Path, Path | None]] = []  # (file moved in, the file it replaced, kept in work/old)
+        self._lock = None
+        self._term = None
+
+    def __enter__(self) -> "BundleUpdate":
+        from .log import logger
+
+        real = self.root.resolve()
+        self._lock = _OutputLock(real.parent / real.name, wait_s=self.wait_s,
+                                 busy=f"another edgemm process is writing bundle {self.root} (an export, compile or verify) and did "
+                                      f"not finish within {self.wait_s:g} s; run this again when it has finished")
+        try:
+            for line in recover_interrupted(real):
+                logger.info("%s (left by an interrupted edgemm)", line)
+            self.bundle = Bundle.open(self.root, verify_hashes=False)  # what the last writer committed
+            self.work = make_work_folder(real, "update")
+            self._term = sigterm_as_interrupt()
+            self._term.__enter__()
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def install(self, source: Path, rel: str) -> Path:
+        """Move ``source`` (a file in ``self.work``) into the bundle at ``rel``; a file already there is kept aside."""
+        dest = confined(self.root, rel, "bundle path")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        old = None
+        if dest.exists():
+            old = self.work / "old" / rel
+            old.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(dest, old)
+        self._moved.append((dest, old))
+        os.replace(source, dest)
+        return dest
+
+    def set_artifacts(self, artifacts: list[Artifact]) -> None:
+        self.bundle.artifacts = list(artifacts)
+        self.bundle.manifest["artifacts"] = [a.to_dict() for a in artifacts]
+
+    def write_report(self, key: str, data: dict) -> None:
         rel = f"reports/{key}.json"
-        target = self.file(rel, f"report {key!r}")
-        _atomic_write_json(target, data)
-        if self.manifest["reports"].get(key) != rel:
-            self.manifest["reports"][key] = rel
-            _atomic_write_json(self.root / MANIFEST, self.manifest)
-        return target
+        staged = self.work / rel
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_json(staged, data)
+        self.install(staged, rel)
+        self.bundle.manifest["reports"][key] = rel
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                try:
+                    Bundle(self.root, self.bundle.manifest)  # the schema and paths a reader will check
+                    _atomic_write_json(self.root / MANIFEST, self.bundle.manifest)
+                except BaseException:
+                    self._undo()
+                    raise
+                self.bundle = Bundle(self.root, self.bundle.manifest)
+            else:
+                self._undo()
+        finally:
+            self._release()
+
+    def _undo(self) -> None:
+        for dest, old in reversed(self._moved):
+            try:
+                dest.unlink()
+            except FileNotFoundError:
+                pass
+            if old is not None:
+                os.replace(old, dest)
+        self._moved = []
+
+    def _release(self) -> None:
+        try:
+            if self.work is not None:
+                shutil.rmtree(self.work, ignore_errors=True)
+            if self._term is not None:
+                self._term.__exit__(None, None, None)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+
+def make_work_folder(bundle_root: Path, kind: str) -> Path:
+    """A hidden folder beside the bundle for files on their way in, marked as edgemm's: if the process dies,
+    the next writer of that bundle removes it (``recover_interrupted``)."""
+    real = Path(bundle_root).resolve()
+    work = Path(tempfile.mkdtemp(prefix=f".{real.name}.tmp-{os.getpid()}-", dir=real.parent))
+    (work / STAGING_MARKER).write_text(json.dumps({"pid": os.getpid(), "output": str(real), "kind": kind}) + "\n")
+    return work
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a service manager stopping edgemm) unwinds like Ctrl-C, so work folders are removed on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 class GraphView:
@@ -598,24 +730,38 @@ def recover_interrupted(output: Path) -> list[str]:
 
 
 class _OutputLock:
-    """One export per output at a time, leaving no file behind: an abstract unix socket named after the
-    output's real path (Linux), released by the kernel when the process dies; elsewhere an flock on the
-    parent folder."""
+    """One writer per bundle at a time (an export replacing it, a compile adding to it, a verify writing its
+    reports), leaving no file behind: an abstract unix socket named after the bundle's real path (Linux),
+    released by the kernel when the process dies; elsewhere an flock on the parent folder. ``wait_s``: how
+    long to wait for another writer before refusing in one line (0: refuse at once)."""
 
-    def __init__(self, output: Path):
+    def __init__(self, output: Path, wait_s: float = 0.0, busy: str | None = None):
         import hashlib as _h
+        import time
 
         self._sock = None
         self._fd = None
         key = _h.sha256(str(output).encode()).hexdigest()[:40]
-        busy = BundleError(f"another edgemm export is writing {output} right now; wait for it to finish or choose another -o directory")
+        busy_error = BundleError(busy or f"another edgemm export is writing {output} right now; wait for it to finish or "
+                                          "choose another -o directory")
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._acquire(key, output)
+                return
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    raise busy_error from exc
+                time.sleep(0.05)
+
+    def _acquire(self, key: str, output: Path) -> None:
         if sys.platform.startswith("linux"):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 s.bind(f"\0edgemm-export-{key}")
-            except OSError as exc:
+            except OSError:
                 s.close()
-                raise busy from exc
+                raise
             self._sock = s
         else:  # pragma: no cover - non-Linux
             import fcntl
@@ -623,9 +769,9 @@ class _OutputLock:
             fd = os.open(output.parent, os.O_RDONLY)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
+            except OSError:
                 os.close(fd)
-                raise busy from exc
+                raise
             self._fd = fd
 
     def release(self) -> None:
@@ -720,6 +866,8 @@ class BundleWriter:
         trust_root(self.tmp)  # this process writes it: its own verification may load the program it saved
         self.artifacts: list[Artifact] = []
         self.manifest: dict[str, Any] = {}
+        self._term = sigterm_as_interrupt()  # SIGTERM unwinds like Ctrl-C: the staging folder is removed
+        self._term.__enter__()
 
     def __enter__(self) -> "BundleWriter":
         return self
@@ -739,6 +887,7 @@ class BundleWriter:
                     except OSError:
                         break
         finally:
+            self._term.__exit__(None, None, None)
             self._lock.release()
 
     def path(self, rel: str) -> Path:

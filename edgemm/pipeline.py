@@ -80,9 +80,9 @@ class PipelineConfig:
     calibration: Any = None  # a path/"synthetic" or an iterable of feeds (API)
     threads: int | None = None
     example_inputs: Mapping[str, np.ndarray] | None = field(default=None, hash=False)
-    # the options seam (edgemm.options): section ("compile.openvino", "stages.ort-format", ...) -> a typed options object
+    # the options seam (edgemm.options): section ("compile.openvino", "stages.<name>", ...) -> a typed options object
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
-    stages: tuple[str, ...] = ()  # extra stages to run by name (the edgemm.stages registry), e.g. ("ort-format",)
+    stages: tuple[str, ...] = ()  # extra stages to run by name (the edgemm.stages registry: plugin packages)
 
 
 def resolve_model(model_or_path, example_inputs=None, spec: IOSpec | Mapping[str, IOSpec] | None = None) -> ResolvedModel:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import EdgemmError
 
-COLUMNS = ("artifact", "backend", "precision", "mode", "baseline", "batch", "threads", "p50_ms", "p90_ms", "p99_ms",
+COLUMNS = ("graph", "artifact", "backend", "precision", "mode", "baseline", "batch", "threads", "p50_ms", "p90_ms", "p99_ms",
            "mean_ms", "throughput", "speedup_vs_baseline", "peak_rss_mb", "size_mb")
 STREAM_COLUMNS = ("fps", "frames", "dropped_frames", "jitter_ms", "av_skew_p50_ms", "av_skew_p99_ms")
 

@@ -67,7 +67,7 @@ class StageContext:
     recipe: Any = None  # the recipe the export came from (None from Python)
 
     def options(self, section: str, default: Any = None) -> Any:
-        """The validated options of a section ("quantize", "compile.openvino", "stages.ort-format"), else ``default``."""
+        """The validated options of a section ("quantize", "compile.openvino", "stages.<name>"), else ``default``."""
         return (self.config.options or {}).get(section, default)
 
     def path(self, rel: str) -> Path:

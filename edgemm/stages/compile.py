@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from .. import layout
 from ..backends.base import Backend, Compiled, version_of
 from ..backends.registry import get_backend, target_names
-from ..bundle import Artifact, Bundle
+from ..bundle import Artifact, Bundle, BundleUpdate, make_work_folder, sha256_file, sigterm_as_interrupt
 from ..errors import BundleError, EdgemmError, close_match_hint
 from ..log import logger, step
 
@@ -75,17 +74,21 @@ def compile_bundle(bundle_dir: str | os.PathLike, target: str, *, precision: str
 
         options = build_options(backend.options, options, f"compile.{target}")
     graphs = [bundle.check_graph(graph)] if graph is not None else bundle.graphs()
-    added = []
-    for g in graphs:
-        source = _source_for(bundle, backend, precision, g)
-        staging = Path(tempfile.mkdtemp(prefix=f".{bundle.root.name}.compile-", dir=bundle.root.parent))
-        try:
-            with step(f"compiling {source.path} for {target} ({precision})"):
-                made = backend.compile(bundle.root / source.path, staging, bundle.specs[g], precision, source_precision=source.precision,
-                                       **({"options": options} if options is not None else {}))
-            added += _install(bundle, backend, made, staging, precision, target, source)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    staging = make_work_folder(bundle.root, "compile")  # the compiler writes here, outside the lock (it may take minutes)
+    try:
+        with sigterm_as_interrupt():
+            made = []
+            for g in graphs:
+                source = _source_for(bundle, backend, precision, g)
+                out = staging / g
+                out.mkdir()
+                with step(f"compiling {source.path} for {target} ({precision})"):
+                    made.append((source, out, backend.compile(bundle.root / source.path, out, bundle.specs[g], precision,
+                                                              source_precision=source.precision, options=options)))
+            with bundle.update() as u:  # one commit under the bundle's lock, on the manifest as it is now
+                added = [a for source, out, compiled in made for a in _install(u, backend, compiled, out, precision, target, source)]
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     logger.info("added %s", ", ".join(a.path for a in added))
     if verify:
         from .verify import verify as run_verify
@@ -95,26 +98,22 @@ def compile_bundle(bundle_dir: str | os.PathLike, target: str, *, precision: str
     return bundle
 
 
-def _install(bundle: Bundle, backend: Backend, made: list[Compiled], staging: Path, precision: str, target: str,
+def _install(u: BundleUpdate, backend: Backend, made: list[Compiled], staging: Path, precision: str, target: str,
              source: Artifact) -> list[Artifact]:
     """Move compiled files into the bundle and list them; an artifact of the same path is replaced (it is ours)."""
-    from ..bundle import sha256_file
-
     added = []
     folder = layout.folder(source.graph, backend.folder)
     for c in made:
         rels = [f"{folder}/{f}" for f in c.files]
+        files = {rel: sha256_file(staging / f) for rel, f in zip(rels, c.files)}
         for rel, f in zip(rels, c.files):
-            dest = bundle.root / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / f, dest)
+            u.install(staging / f, rel)
         art = Artifact(rels[0] if c.main == c.files[0] else f"{folder}/{c.main}", c.format, precision, backend.name,
-                       target, method=source.method, graph=source.graph,
-                       files={rel: sha256_file(bundle.root / rel) for rel in rels},
+                       target, method=source.method, graph=source.graph, files=files,
                        toolchain={**c.toolchain, "edgemm-compile": version_of("edgemm") or "?"},
                        extra={**c.extra, "source": source.path})
         art.sha256 = art.files[art.path]
         added.append(art)
     paths = {a.path for a in added}
-    bundle.replace_artifacts([a for a in bundle.artifacts if not (a.path in paths and a.backend == backend.name)] + added)
+    u.set_artifacts([a for a in u.bundle.artifacts if not (a.path in paths and a.backend == backend.name)] + added)
     return added

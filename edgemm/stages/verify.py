@@ -25,7 +25,7 @@ from ..data.preprocess import preprocess_input
 from ..errors import EdgemmError, ParityError
 from ..iospec import AudioPreprocess, ImagePreprocess, IOSpec
 from ..log import logger, step
-from ..recipe import VerifyConfig
+from .verify_options import VerifyConfig
 
 
 def default_threads() -> int:
@@ -130,8 +130,7 @@ def verify(
                                         latency, trusted)
         result = results[names[0]] if len(results) == 1 else merge_results(results)
         if write:
-            for key, data in result.reports().items():
-                bundle.write_report(key, data)
+            bundle.write_reports(result.reports())  # one update under the bundle's lock
         result.raise_on_breach()  # reports are written first, so a breach is on record
         return result
 
