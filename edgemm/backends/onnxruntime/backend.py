@@ -49,7 +49,7 @@ class OrtRunner(Runner):
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
-    formats = ("onnx",)
+    formats = ("onnx", "ort")  # ort: ONNX Runtime's flatbuffer format (mobile and minimal builds), loaded the same way
     precisions = ("fp32", "fp16", "int8")
     description = "ONNX Runtime, CPU execution provider"
     artifact_dir = "onnx"
