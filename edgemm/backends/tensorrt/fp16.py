@@ -22,7 +22,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ...errors import EdgemmError, UnsupportedFeature
+from ...errors import EdgemmError, UnsupportedFeature, close_match_hint
 from ...lazy import lazy_import
 
 # Ops whose fp16 range or precision loses the result (variance sums, exp/log/pow); ModelOpt AutoCast keeps the same
@@ -46,6 +46,16 @@ class Fp16Report:
     def to_dict(self) -> dict:
         return {"fp16_nodes": self.fp16_nodes, "fp32_nodes": sorted(self.fp32_nodes),
                 "kept_by_policy": sorted(self.kept_by_policy), "casts": self.casts}
+
+
+def check_node_names(model, names: Iterable[str]) -> None:
+    """Refuse fp32 node names that name no node of ``model`` (a typo would silently keep nothing in fp32)."""
+    have = {n.name for n in model.graph.node}
+    unknown = sorted(set(names) - have)
+    if unknown:
+        hint = close_match_hint(unknown[0], have)
+        raise EdgemmError(f"fp32 node(s) {', '.join(map(repr, unknown[:5]))} are not in the ONNX graph{hint}; "
+                          "name nodes of this ONNX model or drop them")
 
 
 def _schema_slots(onnx, node, opset: dict[str, int]):
@@ -87,11 +97,7 @@ def fp16_cast(model, keep_nodes: Iterable[str] = (), keep_ops: Iterable[str] = D
             raise UnsupportedFeature(f"the fp16 cast does not handle control flow ({n.op_type} node {n.name or n.output[0]!r}); "
                                      "build this graph as fp32 or int8")
     keep_nodes, keep_ops = set(keep_nodes), set(keep_ops)
-    names = {n.name for n in g.node}
-    unknown = sorted(keep_nodes - names)
-    if unknown:
-        raise EdgemmError(f"fp16: node(s) {', '.join(map(repr, unknown[:5]))} to keep in fp32 are not in the graph; "
-                          "name nodes of this ONNX model")
+    check_node_names(m, keep_nodes)
     opset = {(o.domain or ""): o.version for o in m.opset_import}
     inferred = shape_inference.infer_shapes(m)
     elem: dict[str, int] = {}

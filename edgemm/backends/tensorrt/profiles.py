@@ -122,3 +122,26 @@ def select_profile(profiles: Sequence[Profile], shapes: Mapping[str, Sequence[in
         raise SpecError(f"feed shapes ({got}) are outside every optimization profile of this engine ({have}); "
                         "feed sizes inside the range, or rebuild with wider axis ranges")
     return min(fits, key=lambda i: (profiles[i].distance(shapes), i))
+
+
+def dynamic_network_inputs(network_inputs: Mapping[str, Sequence[int]], profiles: Sequence[Profile]) -> list[str]:
+    """Check the parsed network's inputs (``-1`` marks a dynamic axis) against the profiles; return the dynamic ones.
+
+    Every network input needs a profile range of its rank whose fixed axes match the network's, and every dynamic
+    input needs a range in each profile (IOptimizationProfile.set_shape)."""
+    dynamic = []
+    for name, dims in network_inputs.items():
+        dims = tuple(int(d) for d in dims)
+        for p in profiles:
+            if name not in p.shapes:
+                raise SpecError(f"the ONNX model has input {name!r}, which the bundle's IOSpec does not list; re-export the bundle")
+            lo, _, hi = p.shapes[name]
+            if len(lo) != len(dims):
+                raise SpecError(f"input {name!r} has rank {len(dims)} in the ONNX model but {len(lo)} in the IOSpec; re-export the bundle")
+            for i, d in enumerate(dims):
+                if d >= 0 and not lo[i] == hi[i] == d:
+                    raise SpecError(f"input {name!r} axis {i} is fixed at {d} in the ONNX model, but the IOSpec range is "
+                                    f"{lo[i]}..{hi[i]}; give that axis the size {d}")
+        if any(d < 0 for d in dims):
+            dynamic.append(name)
+    return dynamic
