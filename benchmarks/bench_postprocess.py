@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 import edgemm
-from edgemm.runtime.native import TopLabels
+from edgemm.frontends.native import TopLabels
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ import numpy as np
 from edgemm.bench.live import write_media
 from edgemm.bench.machine import machine_info
 from edgemm.iospec import AudioPreprocess, ImagePreprocess
-from edgemm.runtime import native
+from edgemm.frontends import native
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 import edgemm
-from edgemm.runtime import native
+from edgemm.frontends import native
 
 ROOT = Path(__file__).resolve().parents[1]
 

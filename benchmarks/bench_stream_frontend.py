@@ -23,9 +23,9 @@ import numpy as np
 import scipy.signal
 
 from edgemm.bench.machine import machine_info
-from edgemm.data import audio as A
+from edgemm.frontends import audio as A
 from edgemm.iospec import AudioPreprocess, ImagePreprocess
-from edgemm.runtime import native
+from edgemm.frontends import native
 
 ROOT = Path(__file__).resolve().parents[1]
 

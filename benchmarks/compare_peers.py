@@ -53,8 +53,8 @@ WORKER_TIMEOUT_S = 600.0
 
 def features(npz: Path, out: Path, n: int | None = None) -> None:
     """Raw frames + 8 kHz audio -> the model's input tensors by edgemm's own training frontend."""
-    from edgemm.data.audio import preprocess_audio
-    from edgemm.data.image import preprocess_image
+    from edgemm.frontends.audio import preprocess_audio
+    from edgemm.frontends.image import preprocess_image
     from edgemm.recipe import load_recipe
 
     spec = load_recipe(RECIPE).spec

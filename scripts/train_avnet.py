@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgemm.data.audio import preprocess_audio
-from edgemm.data.image import preprocess_image
+from edgemm.frontends.audio import preprocess_audio
+from edgemm.frontends.image import preprocess_image
 from edgemm.zoo import avmnist, avnet
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -106,7 +106,7 @@ def _end_to_end(job: dict, bundle, runner) -> dict:
     into feed buffers that are reused frame after frame, as Stream's pool does -> model ->
     post-processing (top label per head). Per-stage times are recorded for every frame."""
     from ..iospec import AudioPreprocess, ImagePreprocess
-    from ..runtime import native
+    from ..frontends import native
     from ..runtime.runtime import Runtime
 
     raw = dict(np.load(job["raw"], allow_pickle=False))
@@ -118,7 +118,7 @@ def _end_to_end(job: dict, bundle, runner) -> dict:
         if isinstance(t.preprocessing, ImagePreprocess):
             images = (t.name, raw[t.name], native.ImageKernel(t.preprocessing))
         elif isinstance(t.preprocessing, AudioPreprocess):
-            from ..data.audio import to_float_waveform
+            from ..frontends.audio import to_float_waveform
 
             rate = int(raw.get(f"{t.name}.sample_rate", t.preprocessing.sample_rate))
             stream = np.ascontiguousarray(to_float_waveform(raw[t.name]).reshape(-1))

@@ -1,7 +1,7 @@
 """Dispatch raw modality data to the frontend of an input's pre-processing.
 
-Images and audio go to the compiled kernels of ``edgemm.runtime.native`` when the extension is
-built (equal to the numpy reference frontends in edgemm/data/image.py and audio.py within float
+Images and audio go to the compiled kernels of ``edgemm.frontends.native`` when the extension is
+built (equal to the numpy reference frontends in edgemm/frontends/image.py and audio.py within float
 tolerance), else to the numpy reference itself with a one-time warning."""
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SpecError
+from ..frontends.audio import preprocess_audio
+from ..frontends.native import log_mel, preprocess_image
+from ..frontends.text import preprocess_text
 from ..iospec import AudioPreprocess, ImagePreprocess, TensorSpec, TextPreprocess
 
 
@@ -18,23 +21,16 @@ def preprocess_input(t: TensorSpec, raw, *, base_dir: Path, sample_rate: int | N
     pre = t.preprocessing
     prefix = f"{where}: " if where else ""
     if isinstance(pre, ImagePreprocess):
-        from ..runtime.native import preprocess_image
-
         raw = np.asarray(raw)
         if raw.ndim != (4 if batched else 3):
             raise SpecError(f"{prefix}{t.name!r} expects {'a stack of ' if batched else 'an '}HxWx3 uint8 RGB frame{'s' if batched else ''}, got shape {list(raw.shape)}")
         out = preprocess_image(raw, pre)
     elif isinstance(pre, AudioPreprocess):
-        from ..runtime.native import log_mel
-        from .audio import preprocess_audio
-
         raw = np.asarray(raw)
         if raw.ndim != (2 if batched else 1):
             raise SpecError(f"{prefix}{t.name!r} expects {'[N, samples]' if batched else 'a mono 1-D'} waveform, got shape {list(raw.shape)}")
         out = preprocess_audio(raw, sample_rate or pre.sample_rate, pre, frontend=log_mel)
     elif isinstance(pre, TextPreprocess):
-        from .text import preprocess_text
-
         texts = [str(x) for x in np.asarray(raw).reshape(-1)] if batched else [raw]
         out = np.concatenate([preprocess_text(s, pre, base_dir) for s in texts])
     else:

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import EdgemmError, SpecError
 from ..iospec import AudioPreprocess, ImagePreprocess
-from . import native
+from ..frontends import native
 from .sources import Frame, Source, SourceError, open_audio, open_video
 from .sync import ENDED, NO_AUDIO, STALL_POLICIES, STALLED, AudioRing
 
@@ -440,7 +440,7 @@ class Stream:
         window, _ = self.ring.window(t, self._audio_n, wait_s=0.0, core=self._audio_core)
         if self._logmel is not None:
             return self._logmel(window)
-        from ..data.audio import preprocess_audio
+        from ..frontends.audio import preprocess_audio
 
         return preprocess_audio(window, self.ring.rate, self.audio_input.preprocessing, frontend=native.log_mel)
 

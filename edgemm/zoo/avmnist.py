@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.image import resize_bilinear
+from ..frontends.image import resize_bilinear
 
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
 DIGITS = tuple(str(d) for d in range(10))

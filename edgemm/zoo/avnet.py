@@ -2,7 +2,7 @@
 
 Inputs (fixed, DESIGN.md): ``image`` [batch, 3, 64, 64] (an RGB camera frame resized and
 normalised) and ``audio`` [batch, 1, 64, 98] (log-mel of the 1.0 s, 16 kHz window that ends at
-the frame, from ``edgemm.data.audio``). Heads: ``digit`` (10 logits, labels "0".."9") and
+the frame, from ``edgemm.frontends.audio``). Heads: ``digit`` (10 logits, labels "0".."9") and
 ``speaker`` (6 logits, FSDD speaker names).
 
 Image branch: depthwise-separable CNN -> 8x8 grid of tokens. Audio branch: CNN over the

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgemm.data.audio import log_mel, preprocess_audio, resample, to_float_waveform
-from edgemm.data.image import preprocess_image
+from edgemm.frontends.audio import log_mel, preprocess_audio, resample, to_float_waveform
+from edgemm.frontends.image import preprocess_image
 from edgemm.iospec import AudioPreprocess, ImagePreprocess
-from edgemm.runtime import native
+from edgemm.frontends import native
 
 needs_ext = pytest.mark.skipif(not native.available(), reason=f"C extension not in use: {native.reason()}")
 
@@ -100,9 +100,9 @@ def test_runtime_preprocess_gives_the_training_features(avnet_runtime, eval_data
 def test_numpy_fallback_warns_once_and_matches(tmp_path):
     code = (
         "import warnings, numpy as np\n"
-        "from edgemm.runtime import native\n"
+        "from edgemm.frontends import native\n"
         "from edgemm.iospec import ImagePreprocess, AudioPreprocess\n"
-        "from edgemm.data.image import preprocess_image\n"
+        "from edgemm.frontends.image import preprocess_image\n"
         "assert not native.available() and 'EDGEMM_NATIVE=0' in native.reason()\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
@@ -170,7 +170,7 @@ def test_kernels_release_the_gil():
 
 def test_top_labels_match_runtime_labels(avnet_runtime):
     """Stream's per-frame post-processing gives Runtime.labels' answer (label, and score within float32)."""
-    from edgemm.runtime.native import TopLabels
+    from edgemm.frontends.native import TopLabels
 
     top = TopLabels(avnet_runtime.outputs)
     rng = np.random.default_rng(0)

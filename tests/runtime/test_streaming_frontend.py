@@ -1,4 +1,4 @@
-"""The incremental audio frontend (edgemm.runtime.native.StreamingLogMel) against the offline
+"""The incremental audio frontend (edgemm.frontends.native.StreamingLogMel) against the offline
 frontend applied to the whole stream resampled once: windows aligned to the hop, the first
 window (reaching before the start of the stream) included, at every source rate."""
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 import soundfile as sf
 
 import edgemm
-from edgemm.data import audio as A
+from edgemm.frontends import audio as A
 from edgemm.iospec import AudioPreprocess
-from edgemm.runtime import native
+from edgemm.frontends import native
 
 CFG = AudioPreprocess()  # avnet's: 16 kHz, 1.0 s, n_fft 512, win 400, hop 160, 64 mels
 
@@ -155,8 +155,8 @@ def test_numpy_fallback_gives_the_same_windows(tmp_path, speech8k):
     code = (
         "import sys, numpy as np, warnings\n"
         "warnings.simplefilter('ignore')\n"
-        "from edgemm.runtime import native\n"
-        "from edgemm.data import audio as A\n"
+        "from edgemm.frontends import native\n"
+        "from edgemm.frontends import audio as A\n"
         "from edgemm.iospec import AudioPreprocess\n"
         "assert not native.available()\n"
         "cfg = AudioPreprocess(); x = np.load(sys.argv[1]); out = {}\n"

@@ -152,7 +152,7 @@ def preprocess_audio(waveform: np.ndarray, sample_rate: int, cfg: AudioPreproces
     """Raw mono waveform(s) ``[n]`` / ``[N, n]`` (any rate, int16 or float) -> ``[N, 1, n_mels, n_frames]``.
 
     ``frontend`` replaces the numpy ``log_mel`` (same signature), e.g. with the C kernel
-    ``edgemm.runtime.native.log_mel`` that the runtime dispatches to; default: this module's reference."""
+    ``edgemm.frontends.native.log_mel`` that the runtime dispatches to; default: this module's reference."""
     w = to_float_waveform(waveform)
     if w.ndim not in (1, 2):
         raise SpecError(f"audio must be a mono 1-D waveform (or a stack of them), got shape {list(w.shape)}; mix channels down first")

@@ -1,7 +1,7 @@
 """C pre-processing kernels (``_preproc``, built by ``pip install -e .``) with a numpy fallback.
 
 ``preprocess_image(frame, cfg, out=None)`` and ``log_mel(waveform, cfg, out=None)`` compute what
-``edgemm.data.image.preprocess_image`` / ``edgemm.data.audio.log_mel`` compute (the training-time
+``edgemm.frontends.image.preprocess_image`` / ``edgemm.frontends.audio.log_mel`` compute (the training-time
 reference frontends; equal within float tolerance, see tests/runtime/test_native_preproc.py) into a
 preallocated float32 buffer, and release the GIL while they run when the work is more than a few
 microseconds (per-frame calls keep it: re-taking it in a busy stream costs more; see _preproc.c).
@@ -33,7 +33,7 @@ def _import():
     try:
         from . import _preproc
     except ImportError as exc:
-        return None, (f"the C extension edgemm.runtime.native._preproc is not built ({exc}); rebuild it with "
+        return None, (f"the C extension edgemm.frontends.native._preproc is not built ({exc}); rebuild it with "
                       "`pip install -e .` on a machine with a C compiler and Python headers (apt-get install gcc python3-dev)")
     return _preproc, ""
 
@@ -97,12 +97,12 @@ def _reference_into(res: np.ndarray, out: np.ndarray | None) -> np.ndarray:
 def preprocess_image(frame: np.ndarray, cfg: ImagePreprocess, out: np.ndarray | None = None) -> np.ndarray:
     """HxWx3 (or NxHxWx3) uint8 RGB -> [N, 3, H, W] (or NHWC) float32, into ``out`` when given."""
     if _ext is None:
-        from ...data.image import preprocess_image as reference
+        from ..image import preprocess_image as reference
 
         return _reference_into(reference(frame, cfg), out)
     frame = np.ascontiguousarray(frame)
     if frame.ndim not in (3, 4) or frame.shape[-1] != 3 or frame.dtype != np.uint8 or 0 in frame.shape[-3:-1]:
-        from ...data.image import preprocess_image as reference
+        from ..image import preprocess_image as reference
 
         return reference(frame, cfg)  # the reference raises the one-line SpecError
     frames = frame[None] if frame.ndim == 3 else frame
@@ -123,7 +123,7 @@ def preprocess_image(frame: np.ndarray, cfg: ImagePreprocess, out: np.ndarray | 
 
 @lru_cache(maxsize=16)
 def _mel_consts(cfg: AudioPreprocess):
-    from ...data.audio import hann_window, mel_filterbank
+    from ..audio import hann_window, mel_filterbank
 
     fb = np.ascontiguousarray(mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax), dtype=np.float32)
     nz = fb > 0
@@ -136,10 +136,10 @@ def _mel_consts(cfg: AudioPreprocess):
 def log_mel(waveform: np.ndarray, cfg: AudioPreprocess, out: np.ndarray | None = None) -> np.ndarray:
     """``[n]`` or ``[N, n]`` float waveform at ``cfg.sample_rate`` -> ``[(N,) n_mels, n_frames]`` float32."""
     if _ext is None:
-        from ...data.audio import log_mel as reference
+        from ..audio import log_mel as reference
 
         return _reference_into(reference(waveform, cfg), out)
-    from ...data.audio import fit_window
+    from ..audio import fit_window
 
     x = fit_window(np.asarray(waveform, dtype=np.float32), cfg.n_samples)
     batch = x.shape[:-1]
@@ -207,8 +207,8 @@ class LogMelKernel:
 def resample_segment(x: np.ndarray, x_start: int, up: int, down: int, m0: int, out: np.ndarray) -> np.ndarray:
     """Outputs ``m0 .. m0 + len(out) - 1`` of the resampled stream whose samples ``x_start ..`` are
     in ``x`` (zero outside), into ``out`` (float32, contiguous). C when built, else the numpy reference
-    (``edgemm.data.audio.resample_segment``)."""
-    from ...data.audio import polyphase_bank, resample_segment as reference
+    (``edgemm.frontends.audio.resample_segment``)."""
+    from ..audio import polyphase_bank, resample_segment as reference
 
     if _ext is None:
         warn_fallback()
@@ -265,14 +265,14 @@ class StreamingLogMel:
     LAZY_FRAMES = 64  # complete STFT frames that may wait for a window before push computes them
 
     def __init__(self, cfg: AudioPreprocess, source_rate: int):
-        from ...data.audio import resample_factors
+        from ..audio import resample_factors
 
         self.cfg = cfg
         self.rate = int(source_rate)
         self.up, self.down = resample_factors(self.rate, cfg.sample_rate)
         self.same_rate = self.up == self.down == 1
         if not self.same_rate:
-            from ...data.audio import polyphase_bank
+            from ..audio import polyphase_bank
 
             self._bank, self._half, self._taps = polyphase_bank(self.up, self.down)
         self._hop, self._wl, self._ns, self._nf, self._nm = cfg.hop, cfg.win_length, cfg.n_samples, cfg.n_frames, cfg.n_mels
@@ -364,7 +364,7 @@ class StreamingLogMel:
 
     def _frames_into(self, f0: int, f1: int) -> None:
         """Mel frames [f0, f1) (their samples are in the y buffer) into the ring columns (numpy reference)."""
-        from ...data.audio import log_mel_frames
+        from ..audio import log_mel_frames
 
         warn_fallback()
         hop, cfg = self._hop, self.cfg

@@ -1,15 +1,15 @@
 /*
- * edgemm native pre-processing kernels (CPython extension ``edgemm.runtime.native._preproc``).
+ * edgemm native pre-processing kernels (CPython extension ``edgemm.frontends.native._preproc``).
  *
  *  image(src, out, src_h, src_w, out_h, out_w, bgr, nchw, mean3, inv_std3)
  *      HxWx3 uint8 RGB frame -> fused half-pixel bilinear resize (none when the sizes match) (as cv2 INTER_LINEAR and
- *      edgemm.data.image.resize_bilinear) + channel order + (x - mean) * inv_std + HWC->CHW,
+ *      edgemm.frontends.image.resize_bilinear) + channel order + (x - mean) * inv_std + HWC->CHW,
  *      written into a preallocated float32 buffer. mean / inv_std are in 0..255 units and in
  *      the model's channel order.
  *
  *  log_mel(x, out, window, fb, fb_start, fb_end, n_fft, hop, n_frames, n_mels, floor[, out_stride, out_offset])
  *      float32 waveform -> [n_mels, n_frames] float32 log-mel, exactly the recipe of
- *      edgemm.data.audio.log_mel: frames that end at the last sample (no centring), periodic Hann
+ *      edgemm.frontends.audio.log_mel: frames that end at the last sample (no centring), periodic Hann
  *      window, zero-padded radix-2 real FFT of size n_fft (a complex FFT of n_fft/2 points plus the
  *      split step), power, triangular mel filterbank (sparse rows fb_start..fb_end), log(max(., floor)).
  *      FFTs run 8 frames at a time in a structure-of-arrays layout so the compiler vectorises them.
@@ -18,21 +18,21 @@
  *      scipy.signal.resample_poly's filter (designed once in Python, passed as a polyphase bank)
  *      applied to a segment of an endless stream: output samples m0.. from the input samples that
  *      are in ``x`` (stream indices x_start..), zero elsewhere. The streaming audio frontend
- *      (edgemm.runtime.native.StreamingLogMel) calls it with only the audio that arrived since the
+ *      (edgemm.frontends.native.StreamingLogMel) calls it with only the audio that arrived since the
  *      previous video frame.
  *
  *  top1(logits)
  *      float32 vector -> (argmax, softmax score of it): a stream's per-frame post-processing.
  *
  *  StreamFrontend(...)
- *      the streaming audio frontend's state (edgemm.runtime.native.StreamingLogMel): push(samples),
+ *      the streaming audio frontend's state (edgemm.frontends.native.StreamingLogMel): push(samples),
  *      window(end, out); one call per video frame.
  *
  * Calls with more than ~50 us of work release the GIL while they compute (a big frame, a long block of
  * audio); per-frame calls of a few microseconds keep it: in a busy stream (capture, decoder, inference
  * and delivery threads) taking the GIL back costs more than the work (`edgemm run` on a 30 fps video +
  * 8 kHz wav: median pre-processing / inference 0.078-0.089 keeping it vs 0.116-0.173 releasing it,
- * benchmarks/bench_run_preprocess.py). The numpy code in edgemm/data/ is the reference;
+ * benchmarks/bench_run_preprocess.py). The numpy code in edgemm/frontends/ is the reference;
  * tests/runtime/test_native_preproc.py and test_streaming_frontend.py hold the parity tests.
  */
 #define PY_SSIZE_T_CLEAN
@@ -72,7 +72,7 @@ typedef struct {
     float w0, w1;
 } tap_t;
 
-/* Same arithmetic as edgemm.data.image._bilinear_taps (float64 positions, float32 weights). */
+/* Same arithmetic as edgemm.frontends.image._bilinear_taps (float64 positions, float32 weights). */
 static void bilinear_taps(int src, int dst, tap_t *taps) {
     double scale = (double)src / (double)dst;
     for (int i = 0; i < dst; i++) {
@@ -695,7 +695,7 @@ done:
 /*
  * StreamFrontend(bank, up, down, half_len, taps, window, fb, fb_start, fb_end, n_fft, hop,
  *                n_samples, n_frames, n_mels, floor, source_rate, model_rate, lazy_frames)
- * The state machine of edgemm.runtime.native.StreamingLogMel (whose Python code is the reference and
+ * The state machine of edgemm.frontends.native.StreamingLogMel (whose Python code is the reference and
  * the fallback), in C so that a video frame's audio step is one call with the GIL released:
  *   push(samples)      source-rate float32 samples in; resampled now, STFT frames computed lazily
  *   window(end, out)   the [n_mels, n_frames] log-mel of the window that ends at resampled index
@@ -1019,10 +1019,10 @@ static PyMethodDef sf_methods[] = {
 
 static PyTypeObject StreamFrontendType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "edgemm.runtime.native._preproc.StreamFrontend",
+    .tp_name = "edgemm.frontends.native._preproc.StreamFrontend",
     .tp_basicsize = sizeof(StreamFrontend),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "The streaming audio frontend's state machine (see edgemm.runtime.native.StreamingLogMel).",
+    .tp_doc = "The streaming audio frontend's state machine (see edgemm.frontends.native.StreamingLogMel).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)sf_init,
     .tp_dealloc = (destructor)sf_dealloc,
