@@ -174,8 +174,7 @@ def captured_library_logs(*names: str) -> Iterator[list[str]]:
 
     handler = _Keep(logging.DEBUG)
     saved = []
-    for name in names:
-        lg = logging.getLogger(name)
+    for lg in _loggers_under(names):
         saved.append((lg, lg.propagate, list(lg.handlers)))
         lg.handlers = [handler]
         lg.propagate = False
@@ -190,6 +189,19 @@ def captured_library_logs(*names: str) -> Iterator[list[str]]:
         lines.extend(f"warning: {w.category.__name__}: {w.message}" for w in caught)
         for line in lines:
             logger.debug("%s", line)
+
+
+def _loggers_under(names) -> list[logging.Logger]:
+    """The loggers ``names`` and every existing logger below them that prints by itself.
+
+    torch gives some of its loggers (``torch.export``, ``torch._dynamo`` ...) their own stderr handler with
+    ``propagate = False``: capturing ``torch`` alone lets their records (a whole traceback) through.
+    """
+    found = [logging.getLogger(n) for n in names]
+    for key, lg in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(lg, logging.Logger) and any(key.startswith(n + ".") for n in names) and (lg.handlers or not lg.propagate):
+            found.append(lg)
+    return found
 
 
 def load_torch_program(path: str | Path, trust_code: bool | None = None, what: str | None = None):
