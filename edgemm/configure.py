@@ -1,11 +1,15 @@
 """Turn a call of ``edgemm.export`` (or the CLI's flags, or a recipe) into a ``PipelineConfig``, then run it.
 
-``edgemm.export()`` and ``edgemm export`` are thin layers over ``configure`` + ``pipeline.run_pipeline``.
+``edgemm.export()`` and ``edgemm export`` are thin layers over :func:`configure` + ``pipeline.run_pipeline``.
+Every setting goes through the options seam (``edgemm.options``): a section's value is, from lowest to
+highest precedence, its options class's defaults, the recipe's table, a typed config passed to the API
+(``export=``, ``quantize=``, ``prune_options=``, ``verify_config=``), ``options={section: ...}``, then the
+single keyword arguments (``targets=``, ``max_drop=``, ...; the CLI's flags land here). An options instance
+replaces the section; a dict overrides the keys it names. Every value is validated by the section's class.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -13,10 +17,59 @@ import numpy as np
 
 from .bundle import Bundle
 from .data.generated import check_training, resolve_training
-from .errors import EdgemmError
+from .errors import ConfigError, close_match_hint
 from .iospec import IOSpec
-from .pipeline import PipelineConfig, resolve_model, run_pipeline
-from .recipe import DataConfig, Recipe, VerifyConfig, parse_max_drop
+from .options import Options, build_options
+from .pipeline import PipelineConfig, ResolvedModel, resolve_model, run_pipeline
+from .recipe import DataConfig, Recipe
+from .stages.export_options import ExportOptions
+from .stages.prune_options import PruneOptions
+from .stages.qat_options import QATOptions
+from .stages.quantize_options import QuantizeOptions
+from .stages.verify_options import VerifyOptions
+
+# sections whose options class is fixed; "compile.<backend>" and "stages.<name>" are found in their registries
+STAGE_SECTIONS: dict[str, type[Options]] = {"export": ExportOptions, "verify": VerifyOptions, "quantize": QuantizeOptions,
+                                            "prune": PruneOptions, "qat": QATOptions}
+
+
+def options_class(section: str, where: str = "options") -> type[Options]:
+    """The options class of a section name: a stage's (``quantize``), a backend's (``compile.openvino``) or a
+    registered stage's (``stages.ort-format``)."""
+    if section in STAGE_SECTIONS:
+        return STAGE_SECTIONS[section]
+    kind, _, name = section.partition(".")
+    if kind == "compile" and name:
+        from .backends.registry import get_backend, target_names
+
+        if name not in target_names():
+            raise ConfigError(f"{where}: unknown backend in section {section!r}{close_match_hint(name, target_names())}; "
+                              f"backends: {', '.join(target_names())}")
+        cls = get_backend(name).options
+        if cls is None:
+            raise ConfigError(f"{where}: backend {name!r} has no compile options (section {section!r})")
+        return cls
+    if kind == "stages" and name:
+        from .stages.registry import get_stage
+
+        cls = get_stage(name).options
+        if cls is None:
+            raise ConfigError(f"{where}: stage {name!r} takes no options (section {section!r})")
+        return cls
+    known = [*STAGE_SECTIONS, "compile.<backend>", "stages.<name>"]
+    raise ConfigError(f"{where}: unknown options section {section!r}{close_match_hint(section, STAGE_SECTIONS)}; "
+                      f"sections: {', '.join(known)}")
+
+
+def _apply(sections: dict[str, Options], section: str, value, where: str) -> None:
+    """An options instance replaces ``section``; a mapping overrides the keys it names."""
+    if value is None:
+        return
+    cls = options_class(section, where)
+    if isinstance(value, Options):
+        sections[section] = build_options(cls, value, where)
+    else:
+        sections[section] = build_options(cls, value, where, base=sections.get(section))
 
 
 def _split(value) -> tuple[str, ...] | None:
@@ -27,26 +80,128 @@ def _split(value) -> tuple[str, ...] | None:
     return tuple(value)
 
 
-def make_ptq_config(recipe: Recipe, targets, *, max_drop="recipe", quantizer=None, calibration_method=None,
-                    speed_guard=None, policy=None, threads=None):
-    """PTQConfig from the recipe's [quantize]/[precision] with the caller's overrides (None / "recipe": keep)."""
+def make_ptq_config(recipe: Recipe, targets, quantize: QuantizeOptions, *, policy=None, threads=None):
+    """PTQConfig from the resolved [quantize] options, the [precision] policy (or ``policy``) and ``threads``."""
     from .stages.quantize import PrecisionPolicy, PTQConfig, check_quantizers
     from .stages.verify import default_threads
 
-    qc = recipe.quantize
-    if isinstance(quantizer, str):
-        quantizer = {t: quantizer for t in targets}
-    drop, relative = parse_max_drop(qc.max_drop if max_drop == "recipe" else max_drop)
-    cfg = PTQConfig(
-        method=calibration_method or qc.method, quantizers={**dict(qc.quantizer), **dict(quantizer or {})},
-        max_drop=drop, relative=relative, speed_guard=qc.speed_guard if speed_guard is None else speed_guard,
-        policy=policy or recipe.precision or PrecisionPolicy(), threads=threads or default_threads(),
-    )
-    unknown = [t for t in dict(quantizer or {}) if t not in targets]  # the recipe may name targets this export skips
+    chosen = quantize.quantizers(targets)
+    recipe_pairs = recipe.quantize.quantizer if isinstance(recipe.quantize.quantizer, dict) else {}
+    unknown = [t for t, q in chosen.items() if t not in targets and recipe_pairs.get(t) != q]  # the recipe may name skipped targets
     if unknown:
-        raise EdgemmError(f"--quantizer names target(s) {unknown} that are not exported; targets: {', '.join(targets)}")
+        raise ConfigError(f"--quantizer names target(s) {unknown} that are not exported; targets: {', '.join(targets)}")
+    drop, relative = quantize.budget
+    cfg = PTQConfig(
+        method=quantize.method, quantizers={t: q for t, q in chosen.items() if t in targets}, max_drop=drop, relative=relative,
+        speed_guard=quantize.speed_guard, policy=policy or recipe.precision or PrecisionPolicy(), threads=threads or default_threads(),
+    )
     check_quantizers(targets, cfg)
     return cfg
+
+
+def configure(
+    model_or_path,
+    example_inputs: Mapping[str, np.ndarray] | None = None,
+    spec: IOSpec | None = None,
+    *,
+    output: str | os.PathLike,
+    int8: bool = False,
+    qat: bool = False,
+    prune=None,
+    targets: Sequence[str] | str | None = None,
+    calibration: str | os.PathLike | None = None,
+    evaluation: str | os.PathLike | None = None,
+    training: str | os.PathLike | Mapping[str, Any] | None = None,
+    name: str | None = None,
+    verify: bool = True,
+    threads: int | None = None,
+    stages: Sequence[str] = (),
+    options: Mapping[str, Options | Mapping[str, Any]] | None = None,
+    export: ExportOptions | Mapping[str, Any] | None = None,
+    quantize: QuantizeOptions | Mapping[str, Any] | None = None,
+    prune_options: PruneOptions | Mapping[str, Any] | None = None,
+    verify_config: VerifyOptions | Mapping[str, Any] | None = None,
+    opset: int | None = None,
+    exporter: str | None = None,
+    max_drop: float | str | None = "recipe",
+    quantizer: Mapping[str, str] | str | None = None,
+    calibration_method: str | None = None,
+    speed_guard: bool | None = None,
+    policy=None,
+    resolved: ResolvedModel | None = None,
+) -> tuple[ResolvedModel, PipelineConfig]:
+    """The model resolved and the ``PipelineConfig`` ``edgemm.export`` runs (arguments as :func:`export`).
+
+    ``resolved``: an already resolved model (skips loading it again)."""
+    resolved = resolved or resolve_model(model_or_path, example_inputs, spec)
+    recipe = resolved.recipe
+    sections = dict(recipe.sections())
+    for section, value, where in (("export", export, "export="), ("quantize", quantize, "quantize="),
+                                  ("prune", _drop_none(prune_options), "prune_options="), ("verify", verify_config, "verify_config=")):
+        _apply(sections, section, value, f"edgemm.export({where})")
+    if options is not None and not isinstance(options, Mapping):
+        raise ConfigError(f"edgemm.export(options=): {options!r} is not allowed: expected a mapping of section name -> "
+                          "options object or dict, e.g. {\"quantize\": {\"max_drop\": 0.02}}")
+    for section, value in (options or {}).items():
+        _apply(sections, str(section), value, f"edgemm.export(options[{section!r}])")
+    single = [("export", "targets", _split(targets), "targets"), ("export", "opset", opset, "opset"),
+              ("export", "exporter", exporter, "exporter"), ("quantize", "quantizer", quantizer, "quantizer"),
+              ("quantize", "method", calibration_method, "calibration_method"), ("quantize", "speed_guard", speed_guard, "speed_guard")]
+    given = [(section, key, value, arg) for section, key, value, arg in single if value is not None]
+    if max_drop != "recipe":  # None is a value here: no budget
+        given.append(("quantize", "max_drop", max_drop, "max_drop"))
+    if prune is not None and not isinstance(prune, bool):
+        given.append(("prune", "ratio", prune, "prune"))
+    for section, key, value, arg in given:
+        _apply(sections, section, {key: value}, f"edgemm.export({arg}=)")
+
+    export_cfg: ExportOptions = sections["export"]
+    calib_path = calibration if isinstance(calibration, (str, os.PathLike)) else None  # else an iterable of feeds
+    data = DataConfig(
+        calibration=str(calib_path) if calib_path else (str(recipe.resolve(recipe.data.calibration)) if recipe.data.calibration else None),
+        evaluation=str(evaluation) if evaluation else (str(recipe.resolve(recipe.data.evaluation)) if recipe.data.evaluation else None),
+        training=_training(training) if training is not None else resolve_training(recipe.data.training, recipe.resolve),
+    )
+    int8 = bool(int8 or qat)  # QAT produces INT8 artifacts; PTQ ones are kept beside them for comparison
+    ptq = make_ptq_config(recipe, export_cfg.targets, sections["quantize"], policy=policy, threads=threads) if int8 else None
+    prune_cfg = None
+    prune_opts = sections.get("prune")
+    if prune is False:
+        sections.pop("prune", None)
+    elif prune_opts is not None and (prune_opts.ratio is not None or prune_opts.sparsity is not None):
+        from .stages.prune import parse_prune
+
+        prune_cfg = parse_prune(prune_opts, recipe.spec.input_names if len(resolved.graphs) == 1 else None)
+    elif prune is True:
+        raise ConfigError("edgemm.export(prune=True): give the ratio: 0.5, 'image=0.5,audio=0.3' or '2:4' (or a recipe [prune] ratio)")
+    wanted = tuple(dict.fromkeys([*recipe.stages, *_stage_names(stages)]))
+    if wanted:
+        from .stages.registry import get_stage
+
+        for s in wanted:
+            get_stage(s)  # unknown stage: one line with a hint, before any work
+    cfg = PipelineConfig(
+        output=Path(output), name=name or recipe.model.name, export=export_cfg, data=data, verify=sections["verify"],
+        run_verify=verify, int8=int8, qat=bool(qat), prune=prune_cfg, ptq=ptq,
+        calibration=calibration if calib_path is None and calibration is not None else data.calibration,
+        threads=threads, example_inputs=example_inputs, options=sections, stages=wanted,
+    )
+    return resolved, cfg
+
+
+def _drop_none(values):
+    """``prune_options`` as the CLI passed it before the seam: keys with None mean "not given"."""
+    if isinstance(values, Mapping):
+        return {k: v for k, v in values.items() if v is not None}
+    return values
+
+
+def _stage_names(stages) -> list[str]:
+    if isinstance(stages, str):
+        return [s.strip() for s in stages.split(",") if s.strip()]
+    if not all(isinstance(s, str) for s in stages):
+        raise ConfigError(f"edgemm.export(stages=): {stages!r} is not allowed: expected stage names, e.g. stages=[\"ort-format\"]")
+    return list(stages)
 
 
 def export(
@@ -58,66 +213,56 @@ def export(
     int8: bool = False,
     qat: bool = False,
     prune=None,
-    targets: Sequence[str] | None = None,
+    targets: Sequence[str] | str | None = None,
     calibration: str | os.PathLike | None = None,
     evaluation: str | os.PathLike | None = None,
     training: str | os.PathLike | Mapping[str, Any] | None = None,
+    name: str | None = None,
+    verify: bool = True,
+    threads: int | None = None,
+    stages: Sequence[str] = (),
+    options: Mapping[str, Options | Mapping[str, Any]] | None = None,
+    export: ExportOptions | Mapping[str, Any] | None = None,
+    quantize: QuantizeOptions | Mapping[str, Any] | None = None,
+    prune_options: PruneOptions | Mapping[str, Any] | None = None,
+    verify_config: VerifyOptions | Mapping[str, Any] | None = None,
     opset: int | None = None,
     exporter: str | None = None,
-    verify: bool = True,
-    verify_config: VerifyConfig | None = None,
-    threads: int | None = None,
-    name: str | None = None,
     max_drop: float | str | None = "recipe",
     quantizer: Mapping[str, str] | str | None = None,
     calibration_method: str | None = None,
     speed_guard: bool | None = None,
     policy=None,
-    prune_options: Mapping[str, Any] | None = None,
 ) -> Bundle:
     """Export a model to a verified bundle at ``output`` (written to a temp dir, renamed when complete).
 
-    ``model_or_path``: an ``nn.Module``, a ``torch.export`` ``.pt2`` file or a recipe ``.toml``.
-    ``int8=True`` adds INT8 artifacts for every target (``calibration``: an .npz file/dir, an
-    iterable of feeds, or "synthetic"); ``max_drop`` is the accuracy budget on the evaluation split
-    (0.01 = 1 point absolute, "2%" relative, None = no budget). If the budget cannot be met, the
-    bundle is written with the best model found and ``BudgetNotMet`` is raised. ``qat=True``
-    fine-tunes with fake-quant (PTQ artifacts are kept beside the QAT ones). ``prune``: ``0.5``,
-    ``"image=0.5,audio=0.3"`` or ``"2:4"`` (structured pruning + distillation fine-tune on the training split;
-    ``prune_options``: ``criterion``, ``epochs``, ``finetune_minutes``, ... of ``edgemm.stages.prune.PruneConfig``);
-    the original model stays the accuracy reference. ``training``: the fine-tuning split of pruning and QAT
-    (an .npz file/dir, or ``{"generator": "module:callable", ...}`` as a recipe's [data.training]; default: the
-    recipe's, else the calibration data).
+    ``model_or_path``: an ``nn.Module``, a ``torch.export`` ``.pt2`` file, a recipe ``.toml`` or
+    ``{graph name: module}``. ``int8=True`` adds INT8 artifacts for every target (``calibration``: an .npz
+    file/dir, an iterable of feeds, or "synthetic"). If the accuracy budget cannot be met, the bundle is
+    written with the best model found and ``BudgetNotMet`` is raised. ``qat=True`` fine-tunes with fake-quant
+    (PTQ artifacts are kept beside the QAT ones). ``prune``: ``0.5``, ``"image=0.5,audio=0.3"`` or ``"2:4"``
+    (structured pruning + distillation fine-tune on the training split); the original model stays the accuracy
+    reference. ``training``: the fine-tuning split of pruning and QAT (an .npz file/dir, or
+    ``{"generator": "module:callable", ...}`` as a recipe's [data.training]; default: the recipe's, else the
+    calibration data). ``stages``: extra stages by name (``["ort-format"]``).
+
+    ``options``: section -> options object or dict, the same tables a recipe has::
+
+        options={"quantize": QuantizeOptions(max_drop=0.02), "prune": {"epochs": 3},
+                 "compile.openvino": {"performance_hint": "THROUGHPUT"}, "stages.ort-format": {...}}
+
+    Also accepted (keyword arguments): typed configs ``export=`` (ExportOptions), ``quantize=``
+    (QuantizeOptions), ``prune_options=`` (PruneOptions or a dict of [prune] keys), ``verify_config=``
+    (VerifyOptions); and single settings ``opset``, ``exporter``, ``max_drop`` (0.01 = 1 point absolute, "2%"
+    relative, None = no budget), ``quantizer`` (a name or {target: name}), ``calibration_method``,
+    ``speed_guard``, ``policy`` (a PrecisionPolicy), which land on the same option fields.
     """
-    resolved = resolve_model(model_or_path, example_inputs, spec)
-    recipe = resolved.recipe
-    export_cfg = recipe.export
-    if targets is not None:
-        export_cfg = replace(export_cfg, targets=_split(targets))
-    if opset is not None:
-        export_cfg = replace(export_cfg, opset=opset)
-    if exporter is not None:
-        export_cfg = replace(export_cfg, exporter=exporter)
-    calib_path = calibration if isinstance(calibration, (str, os.PathLike)) else None  # else an iterable of feeds
-    data = DataConfig(
-        calibration=str(calib_path) if calib_path else (str(recipe.resolve(recipe.data.calibration)) if recipe.data.calibration else None),
-        evaluation=str(evaluation) if evaluation else (str(recipe.resolve(recipe.data.evaluation)) if recipe.data.evaluation else None),
-        training=_training(training) if training is not None else resolve_training(recipe.data.training, recipe.resolve),
-    )
-    int8 = int8 or qat  # QAT produces INT8 artifacts; PTQ ones are kept beside them for comparison
-    ptq = None
-    if int8:
-        ptq = make_ptq_config(recipe, export_cfg.targets, max_drop=max_drop, quantizer=quantizer,
-                              calibration_method=calibration_method, speed_guard=speed_guard, policy=policy, threads=threads)
-    prune_cfg = None
-    if (prune is not None and prune is not False) or recipe.prune:
-        prune_cfg = _prune_config(prune, recipe, prune_options)
-    cfg = PipelineConfig(
-        output=Path(output), name=name or recipe.model.name, export=export_cfg, data=data, verify=verify_config or recipe.verify,
-        run_verify=verify, int8=int8, qat=qat, prune=prune_cfg, ptq=ptq,
-        calibration=calibration if calib_path is None and calibration is not None else data.calibration,
-        threads=threads, example_inputs=example_inputs,
-    )
+    resolved, cfg = configure(model_or_path, example_inputs, spec, output=output, int8=int8, qat=qat, prune=prune,
+                              targets=targets, calibration=calibration, evaluation=evaluation, training=training, name=name,
+                              verify=verify, threads=threads, stages=stages, options=options, export=export, quantize=quantize,
+                              prune_options=prune_options, verify_config=verify_config, opset=opset, exporter=exporter,
+                              max_drop=max_drop, quantizer=quantizer, calibration_method=calibration_method,
+                              speed_guard=speed_guard, policy=policy)
     return run_pipeline(resolved, cfg)
 
 
@@ -125,16 +270,3 @@ def _training(value):
     """``training=`` of the API: a path, or a generator table (paths relative to the working directory)."""
     check_training(value, "training=")
     return resolve_training(value, lambda p: Path(p).expanduser().resolve())
-
-
-def _prune_config(prune, recipe: Recipe, overrides: Mapping[str, Any] | None = None):
-    """``--prune`` / ``prune=`` (a ratio, ``image=0.5,audio=0.3``, ``2:4``) over the recipe's [prune] table."""
-    from .stages.prune import parse_prune
-
-    table = dict(recipe.prune or {})
-    if prune is not None and prune is not True:
-        table["ratio"] = prune
-    table.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return parse_prune(table, recipe.spec.input_names)
-
-

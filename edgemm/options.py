@@ -202,7 +202,7 @@ def build_options(cls: type[O], values: Mapping[str, Any] | Options | None, wher
     known = [f.name for f in option_fields(cls)]
     for key in values:
         if not isinstance(key, str) or key not in known:
-            raise ConfigError(f"{where}: unknown key {key!r}{close_match_hint(str(key), known)}; known keys: {', '.join(sorted(known))}")
+            raise ConfigError(f"{_prefix(where)}unknown key {key!r}{close_match_hint(str(key), known)}; known keys: {', '.join(sorted(known))}")
     merged = {**(_as_dict(base) if base is not None else {}), **values}
     made = cls.__new__(cls)
     try:
@@ -224,10 +224,17 @@ def _message(cls, exc: ValidationError, values: Mapping[str, Any], where: str) -
     value = values.get(key, err.get("input")) if key else err.get("input")
     fld = next((f for f in option_fields(cls) if f.name == key), None)
     allowed = _allowed(err, fld, value)
-    prefix = f"{where}: " if where else ""
+    prefix = _prefix(where)
     if not key:
         return f"{prefix}{allowed}"
     return f"{prefix}{key} = {_show(value)} is not allowed: {allowed}"
+
+
+def _prefix(where: str) -> str:
+    """``"r.toml [prune]"`` -> ``"r.toml [prune] "`` (the key follows its table); ``"prune_options="`` -> ``"prune_options=: "``."""
+    if not where:
+        return ""
+    return f"{where} " if where.endswith("]") else f"{where}: "
 
 
 def _show(value) -> str:
@@ -301,47 +308,70 @@ def _plural(a) -> str:
 # ------------------------------------------------------------------ CLI
 
 
-def add_flags(parser_or_group, cls, *, skip: tuple[str, ...] = ()) -> None:
-    """Add one flag per CLI field of ``cls`` (``skip``: field names a command declares by hand).
+def add_flags(parser_or_group, cls, *, skip: tuple[str, ...] = (), helps: Mapping[str, str] | None = None) -> None:
+    """Add one flag per CLI field of ``cls`` (``skip``: field names a command declares by hand; ``helps``: field
+    name -> help text where a command words it better, e.g. with names only known at run time).
 
     Values are converted by annotation (``int``, ``float``, ``none`` for optional fields, ``A,B`` for lists,
-    ``K=V,...`` for tables) and validated at parse time: a bad value is argparse's one-line usage error.
-    Bool fields become ``--x`` / ``--no-x``. Only flags the user gives show up in :func:`flag_values`.
+    ``K=V,...`` for tables); :func:`flag_values` validates them. Bool fields become ``--x`` / ``--no-x``.
+    Only flags the user gives show up in :func:`flag_values`.
     """
     for f in option_fields(cls):
         if f.flag is None or f.name in skip:
             continue
         dest = f"{_DEST}{f.section}:{f.name}"
-        help_text = f.help.replace("%", "%%")
+        help_text = (helps or {}).get(f.name, f.help).replace("%", "%%")
         if _members_without_none(f.annotation) == (bool,):
             parser_or_group.add_argument(f.flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                          help=help_text)
             continue
         metavar = f.metavar or ("{" + ",".join(str(c) for c in f.choices) + "}" if f.choices else f.name.upper())
-        parser_or_group.add_argument(f.flag, dest=dest, type=_flag_type(cls, f), default=argparse.SUPPRESS, metavar=metavar,
+        parser_or_group.add_argument(f.flag, dest=dest, type=_flag_type(f), default=argparse.SUPPRESS, metavar=metavar,
                                      help=help_text)
 
 
 def flag_values(cls, namespace: argparse.Namespace) -> dict[str, Any]:
-    """The fields of ``cls`` the user set on the command line (already converted and checked)."""
+    """The fields of ``cls`` the user set on the command line, converted and validated one by one.
+
+    Raises :class:`ConfigError` ``"--flag TEXT is not allowed: <what is allowed>"`` (the CLI: one line, exit 2).
+    """
     prefix = f"{_DEST}{section_of(cls)}:"
-    return {k[len(prefix):]: v for k, v in vars(namespace).items() if k.startswith(prefix)}
+    out = {}
+    for dest, given in vars(namespace).items():
+        if not dest.startswith(prefix):
+            continue
+        name = dest[len(prefix):]
+        if isinstance(given, _Given):
+            check_value(cls, name, given.value, given.flag, given.text)
+            out[name] = given.value
+        else:  # a bool flag
+            out[name] = given
+    return out
+
+
+def check_value(cls, name: str, value: Any, label: str, text: str) -> None:
+    """Validate one field's value; on failure ``ConfigError("<label> <text> is not allowed: <what is allowed>")``."""
+    try:
+        build_options(cls, {name: value}, "")
+    except ConfigError as exc:
+        allowed = str(exc).split(" is not allowed: ", 1)[-1]
+        raise ConfigError(f"{label} {text} is not allowed: {allowed}") from None
+
+
+@dataclass(frozen=True)
+class _Given:
+    value: Any
+    text: str
+    flag: str
 
 
 def _members_without_none(annotation) -> tuple:
     return tuple(a for a in _union_members(annotation) if a is not type(None))
 
 
-def _flag_type(cls, f: OptionField):
-    def convert(text: str):
-        value = from_text(f.annotation, text)
-        try:
-            build_options(cls, {f.name: value}, "")
-        except ConfigError as exc:
-            msg = str(exc)
-            allowed = msg.split(" is not allowed: ", 1)[-1]
-            raise argparse.ArgumentTypeError(f"{text} is not allowed: {allowed}") from None
-        return value
+def _flag_type(f: OptionField):
+    def convert(text: str) -> _Given:
+        return _Given(from_text(f.annotation, text), text, f.flag or f.name)
 
     convert.__name__ = f.name  # argparse names the type in its own messages
     return convert

@@ -24,26 +24,44 @@ calibration = "../calibration_data/avmnist/calib.npz"
 evaluation = "../calibration_data/avmnist/eval.npz"
 training = "../calibration_data/avmnist/train.npz"   # fine-tuning (prune, QAT); or a [data.training] generator table
 
-[export]
-targets = ["onnxruntime", "openvino"]
+[export]                                    # every table below is an options class (edgemm.options): its keys
+targets = ["onnxruntime", "openvino"]       # are typed and checked, and each has a CLI flag and an API form
 opset = 18
 
 [verify]
 parity_samples = 32
+
+[quantize]                                  # --int8: budget, calibration method, quantizers (QuantizeOptions)
+max_drop = 0.01
+[precision]                                 # parts kept float (PrecisionPolicy)
+[prune]                                     # --prune: ratio, criterion, fine-tune settings (PruneOptions)
+[qat]                                       # --qat: fine-tune settings (QATOptions)
+[compile.openvino]                          # a backend's compile options (its Backend.options class)
+performance_hint = "LATENCY"
+[stages]                                    # extra stages by name (the edgemm.stages registry) ...
+enable = ["ort-format"]
+[stages.ort-format]                         # ... and their options (the stage's options class)
 ```
-Relative paths are relative to the recipe file. Unknown keys are errors with a close-match hint.
+Relative paths are relative to the recipe file. Unknown keys are errors with a close-match hint; a value
+of the wrong type, out of range, not finite or not one of its choices is one ``ConfigError`` line naming
+the key, the value and what is allowed.
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from .errors import EdgemmError, RecipeError, close_match_hint
+from .errors import ConfigError, RecipeError, SpecError, close_match_hint
 from .iospec import IOSpec
-from .trust import import_callable  # noqa: F401  (the recipe's factory is the user's own code)
+from .options import Options, build_options, option, options
+from .stages.export_options import ExportConfig, ExportOptions  # noqa: F401  (ExportConfig: the name before the seam)
+from .stages.prune_options import ALL, FUSION, PruneOptions
+from .stages.qat_options import QATOptions
+from .stages.quantize_options import QuantizeConfig, QuantizeOptions, parse_max_drop  # noqa: F401
+from .stages.verify_options import VerifyConfig, VerifyOptions  # noqa: F401
+from .usercode import import_callable  # noqa: F401  (the recipe's factory is the user's own code)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,20 +69,22 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str = "model"
-    factory: str | None = None  # "package.module:callable"
-    checkpoint: str | None = None
-    path: str | None = None  # a .pt2 torch.export program
+@options("model")
+class ModelConfig(Options):
+    name: str = option("model", help="the model's name (bundle manifest, reports)")
+    factory: str | None = option(None, help="\"package.module:callable\" returning the nn.Module, called as factory(checkpoint=...)")
+    checkpoint: str | None = option(None, help="the checkpoint passed to the factory (relative to the recipe)")
+    path: str | None = option(None, help="a .pt2 torch.export program instead of a factory")
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    calibration: str | None = None
-    evaluation: str | None = None
-    training: str | dict | None = None  # pruning / QAT fine-tuning data (default: the calibration data): a path or a
-    # [data.training] table with generator = "module:callable" (edgemm.data.generated)
+@options("data")
+class DataConfig(Options):
+    calibration: str | None = option(None, help="calibration samples (.npz file or folder)")
+    evaluation: str | None = option(None, help="labelled evaluation samples (.npz file or folder)")
+    # pruning / QAT fine-tuning data (default: the calibration data): a path or a [data.training] table with
+    # generator = "module:callable" (edgemm.data.generated)
+    training: str | dict[str, Any] | None = option(None, help="fine-tuning split of pruning and QAT: a sample file or a "
+                                                              "[data.training] generator table")
 
     def __post_init__(self):
         from .data.generated import check_training
@@ -72,92 +92,25 @@ class DataConfig:
         check_training(self.training)
 
 
-@dataclass(frozen=True)
-class ExportConfig:
-    targets: tuple[str, ...] = ("onnxruntime", "openvino")
-    opset: int = 18
-    exporter: str = "dynamo"  # dynamo (falls back to legacy with a warning) | legacy
-    slim: bool = True
-    rewrite_attention: bool = True  # export nn.MultiheadAttention batch-first with fewer layout ops (edgemm/stages/rewrite.py)
-    fp16: bool = True  # also write fp16-compressed artifacts where the target supports it
-
-    def __post_init__(self):
-        from .backends.registry import target_names
-
-        targets = target_names()
-        for t in self.targets:
-            if t not in targets:
-                raise RecipeError(f"unknown target {t!r}{close_match_hint(t, targets)}; use one of {', '.join(targets)}")
-        if self.opset < 18:
-            raise RecipeError(f"opset {self.opset} is too old: the dynamo exporter needs opset >= 18")
-        if self.exporter not in ("dynamo", "legacy"):
-            raise RecipeError(f"exporter must be 'dynamo' or 'legacy', not {self.exporter!r}")
-
-
-@dataclass(frozen=True)
-class VerifyConfig:
-    parity_samples: int = 32  # held-out samples compared output by output
-    batch: int = 16
-    cosine_min: float = 0.9999  # fp32 artifacts
-    cosine_min_fp16: float = 0.999
-    cosine_min_int8: float = 0.95  # enforced only without labelled evaluation data (else the budget judges INT8)
-    max_abs: float | None = None  # optional absolute bound for fp32 artifacts
-    eval_limit: int | None = None  # evaluate accuracy on the first N samples only
-
-
-@dataclass(frozen=True)
-class QuantizeConfig:
-    method: str = "minmax"  # calibration method: minmax | percentile | entropy
-    max_drop: float | str | None = 0.01  # absolute top-1 drop (0.01 = 1 point) or "2%" relative
-    quantizer: dict = field(default_factory=dict)  # target -> a quantizer name (edgemm.stages.quantize.registry)
-    speed_guard: bool = True  # CPU targets: INT8 not slower than fp32 at batch 1 (5 %)
-    calibration_limit: int | None = None  # use only the first N calibration samples
-
-    def __post_init__(self):
-        from .backends.registry import target_names
-        from .stages.quantize.qdq import METHODS
-        from .stages.quantize.registry import quantizer_names
-
-        if self.method not in METHODS:
-            raise RecipeError(f"unknown calibration method {self.method!r}{close_match_hint(self.method, METHODS)}; use one of {', '.join(METHODS)}")
-        targets, names = target_names(), quantizer_names()
-        for target, q in dict(self.quantizer).items():
-            if target not in targets:
-                raise RecipeError(f"[quantize] quantizer names unknown target {target!r}{close_match_hint(target, targets)}")
-            if q not in names:
-                raise RecipeError(f"unknown quantizer {q!r} for {target}{close_match_hint(q, names)}; use one of {', '.join(names)}")
-
-
-def parse_max_drop(value) -> tuple[float | None, bool]:
-    """``0.01`` -> (0.01, absolute); ``"2%"`` -> (0.02, relative); ``"none"`` -> (None, False)."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "off")):
-        return None, False
-    text = str(value).strip()
-    try:
-        if text.endswith("%"):
-            return float(text[:-1]) / 100.0, True
-        v = float(text)
-    except ValueError as exc:
-        raise RecipeError(f"--max-drop {value!r} is not a number; write 0.01 (1 point absolute) or 2% (relative)") from exc
-    if not 0 <= v <= 1:
-        raise RecipeError(f"--max-drop {v} is outside [0, 1]; top-1 drops are fractions (0.01 = 1 point)")
-    return v, False
-
-
 def parse_precision(table: dict, source: str):
     """[precision] part = "fp32" | "int8", exclude_ops = [...], exclude_nodes = [...] -> PrecisionPolicy."""
     from .stages.quantize.ptq import PrecisionPolicy
 
+    if not isinstance(table, dict):
+        raise RecipeError(f"{source}: [precision] must be a table, e.g. [precision] audio = \"fp32\"")
     float_parts, ops, nodes = [], (), ()
     for key, value in table.items():
-        if key == "exclude_ops":
-            ops = tuple(value)
-        elif key == "exclude_nodes":
-            nodes = tuple(value)
+        if key in ("exclude_ops", "exclude_nodes"):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{source} [precision] {key} = {value!r} is not allowed: expected a list of strings")
+            if key == "exclude_ops":
+                ops = tuple(value)
+            else:
+                nodes = tuple(value)
         elif value in ("fp32", "fp16"):
             float_parts.append(key)
         elif value != "int8":
-            raise RecipeError(f"{source}: [precision] {key} = {value!r}; use \"fp32\" (keep float) or \"int8\"")
+            raise ConfigError(f"{source} [precision] {key} = {value!r} is not allowed: use \"fp32\" (keep float) or \"int8\"")
     return PrecisionPolicy(tuple(float_parts), ops, nodes)
 
 
@@ -166,11 +119,15 @@ class Recipe:
     model: ModelConfig
     spec: IOSpec
     data: DataConfig = field(default_factory=DataConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    verify: VerifyConfig = field(default_factory=VerifyConfig)
-    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    export: ExportOptions = field(default_factory=ExportOptions)
+    verify: VerifyOptions = field(default_factory=VerifyOptions)
+    quantize: QuantizeOptions = field(default_factory=QuantizeOptions)
     precision: Any = None  # PrecisionPolicy
-    prune: dict | None = None  # the [prune] table (checked by edgemm.stages.prune.parse_prune)
+    prune: PruneOptions | None = None  # the [prune] table (None: no pruning unless asked for)
+    qat: QATOptions = field(default_factory=QATOptions)
+    compile: Mapping[str, Options] = field(default_factory=dict)  # backend name -> its [compile.<backend>] options
+    stages: tuple[str, ...] = ()  # [stages] enable: extra stages by name
+    stage_options: Mapping[str, Options] = field(default_factory=dict)  # stage name -> its [stages.<name>] options
     base_dir: Path = Path(".")
     source: str = ""
 
@@ -179,6 +136,15 @@ class Recipe:
             return None
         p = Path(rel).expanduser()
         return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def sections(self) -> dict[str, Options]:
+        """Every options table of the recipe by section name (``"quantize"``, ``"compile.openvino"``, ``"stages.x"``)."""
+        out: dict[str, Options] = {"export": self.export, "verify": self.verify, "quantize": self.quantize, "qat": self.qat}
+        if self.prune is not None:
+            out["prune"] = self.prune
+        out.update({f"compile.{name}": o for name, o in self.compile.items()})
+        out.update({f"stages.{name}": o for name, o in self.stage_options.items()})
+        return out
 
     def build_model(self):
         """The user's nn.Module (factory + checkpoint) or the loaded .pt2 program's module."""
@@ -198,44 +164,80 @@ class Recipe:
         return fn(**kwargs)
 
 
-def _typed(cls, table: Any, section: str, source: str):
+def _table(raw: dict, section: str, source: str) -> dict:
+    table = raw.get(section, {})
     if not isinstance(table, dict):
-        raise RecipeError(f"{source}: [{section}] must be a table")
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in table:
-        if key not in known:
-            raise RecipeError(
-                f"{source}: unknown key {key!r} in [{section}]{close_match_hint(key, known)}; known keys: {', '.join(sorted(known))}"
-            )
-    list_fields = {"targets"}
-    for key in list_fields & set(table):
-        if not isinstance(table[key], list):
-            raise RecipeError(f"{source}: [{section}] {key} must be a list, e.g. {key} = [{table[key]!r}]".replace("'", '"'))
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
-    if cls.__name__ == "QuantizeConfig" and "max_drop" in kwargs:
-        parse_max_drop(kwargs["max_drop"])  # validate early
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise RecipeError(f"{source}: bad [{section}] ({exc})") from exc
+        raise RecipeError(f"{source}: [{section}] must be a table, not {table!r}")
+    return table
 
 
-def _prune_table(table, spec: IOSpec, source: str) -> dict | None:
-    """[prune] ratio = 0.5 | "image=0.5,audio=0.3" | "2:4", criterion, epochs, finetune_minutes, ... (checked now)."""
-    if table is None:
+def _typed(cls, raw: dict, section: str, source: str):
+    return build_options(cls, _table(raw, section, source), f"{source} [{section}]")
+
+
+def _prune(raw: dict, source: str) -> PruneOptions | None:
+    if "prune" not in raw:
         return None
+    table = raw["prune"]
     if not isinstance(table, dict):
         raise RecipeError(f"{source}: [prune] must be a table, e.g. [prune] ratio = 0.5")
-    from .stages.prune.config import parse_prune
+    return build_options(PruneOptions, table, f"{source} [prune]")
 
+
+def _compile(raw: dict, source: str) -> dict[str, Options]:
+    """[compile.<backend>] tables through each backend's options class."""
+    from .backends.registry import get_backend, target_names
+
+    out = {}
+    for name, table in _table(raw, "compile", source).items():
+        targets = target_names()
+        if name not in targets:
+            raise RecipeError(f"{source}: unknown backend in [compile.{name}]{close_match_hint(name, targets)}; "
+                              f"backends: {', '.join(targets)}")
+        cls = get_backend(name).options
+        if cls is None:
+            raise RecipeError(f"{source}: [compile.{name}]: backend {name!r} has no compile options; remove the table")
+        if not isinstance(table, dict):
+            raise RecipeError(f"{source}: [compile.{name}] must be a table")
+        out[name] = build_options(cls, table, f"{source} [compile.{name}]")
+    return out
+
+
+def _stages(raw: dict, source: str) -> tuple[tuple[str, ...], dict[str, Options]]:
+    """[stages] enable = [...] and [stages.<name>] option tables (through each stage's options class)."""
+    table = dict(_table(raw, "stages", source))
+    if not table:
+        return (), {}
+    from .stages.registry import get_stage
+
+    enable = table.pop("enable", [])
+    if not isinstance(enable, list) or not all(isinstance(n, str) for n in enable):
+        raise ConfigError(f"{source} [stages] enable = {enable!r} is not allowed: expected a list of stage names, "
+                          "e.g. enable = [\"ort-format\"]")
+    for name in enable:
+        _stage_or_error(get_stage, name, source)
+    opts = {}
+    for name, sub in table.items():
+        if not isinstance(sub, dict):
+            raise RecipeError(f"{source}: unknown key {name!r} in [stages]; [stages] holds enable = [...] and "
+                              f"[stages.<name>] option tables")
+        stage = _stage_or_error(get_stage, name, source)
+        if stage.options is None:
+            raise RecipeError(f"{source}: [stages.{name}]: stage {name!r} takes no options; remove the table")
+        opts[name] = build_options(stage.options, sub, f"{source} [stages.{name}]")
+    return tuple(dict.fromkeys(enable)), opts
+
+
+def _stage_or_error(get_stage, name: str, source: str):
     try:
-        parse_prune(table, spec.input_names)
-    except EdgemmError as exc:
-        raise RecipeError(f"{source}: {exc}") from exc
-    return dict(table)
+        return get_stage(name)
+    except RecipeError:
+        raise
+    except Exception as exc:  # EdgemmError from the registry: unknown stage (with its hint) or a broken plugin
+        raise RecipeError(f"{source}: [stages]: {exc}") from exc
 
 
-SECTIONS = ("model", "inputs", "outputs", "data", "export", "verify", "quantize", "precision", "prune")
+SECTIONS = ("model", "inputs", "outputs", "data", "export", "verify", "quantize", "precision", "prune", "qat", "compile", "stages")
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -254,21 +256,31 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(f"{src}: missing [model] section (name + factory/checkpoint or path)")
     if "inputs" not in raw:
         raise RecipeError(f"{src}: missing [[inputs]] (the model's named inputs)")
-    from .errors import SpecError
-
     try:
         spec = IOSpec.from_manifest({"inputs": raw["inputs"], "outputs": raw.get("outputs", [])})
     except SpecError as exc:
         raise RecipeError(f"{src}: {exc}") from exc
+    prune = _prune(raw, src)
+    if prune is not None and isinstance(prune.ratio, dict):  # branch names checked against the model's inputs now
+        known = [*spec.input_names, FUSION]
+        for key in prune.ratio:
+            if key != ALL and key not in known:
+                raise ConfigError(f"{src} [prune] ratio names {key!r}, not a branch of the model{close_match_hint(key, known)}; "
+                                  f"its branches: {', '.join(known)}")
+    stages, stage_options = _stages(raw, src)
     return Recipe(
-        model=_typed(ModelConfig, raw["model"], "model", src),
+        model=_typed(ModelConfig, raw, "model", src),
         spec=spec,
-        data=_typed(DataConfig, raw.get("data", {}), "data", src),
-        export=_typed(ExportConfig, raw.get("export", {}), "export", src),
-        verify=_typed(VerifyConfig, raw.get("verify", {}), "verify", src),
-        quantize=_typed(QuantizeConfig, raw.get("quantize", {}), "quantize", src),
+        data=_typed(DataConfig, raw, "data", src),
+        export=_typed(ExportOptions, raw, "export", src),
+        verify=_typed(VerifyOptions, raw, "verify", src),
+        quantize=_typed(QuantizeOptions, raw, "quantize", src),
         precision=parse_precision(raw.get("precision", {}), src),
-        prune=_prune_table(raw.get("prune"), spec, src),
+        prune=prune,
+        qat=_typed(QATOptions, raw, "qat", src),
+        compile=_compile(raw, src),
+        stages=stages,
+        stage_options=stage_options,
         base_dir=path.parent.resolve(),
         source=src,
     )

@@ -11,7 +11,6 @@ validity rules are identical; only the weights have learned to sit well on the i
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,27 +18,7 @@ from ..lazy import lazy_import
 from ..errors import EdgemmError
 from ..iospec import IOSpec
 from ..log import logger
-
-
-MAX_SAMPLES = 9_600  # the default fine-tune sees at most this many samples (4 epochs of 1,200; 1 of avnet's 9,600)
-
-
-def default_epochs(samples: int, epochs: int = 4) -> int:
-    """QAT's default length: ``epochs``, fewer on a large training split (at most MAX_SAMPLES samples seen, >= 1 epoch)."""
-    return max(1, min(epochs, MAX_SAMPLES // max(1, samples)))
-
-
-@dataclass(frozen=True)
-class QATConfig:
-    epochs: int = 4
-    lr: float = 5e-5
-    batch: int = 32
-    temperature: float = 2.0
-    label_weight: float = 0.5  # weight of the hard-label loss when labels are present
-    symmetric_activations: bool = False  # True for TensorRT-style int8
-    weight_bits: int = 8  # 7 where the deployed Q/DQ model uses 7-bit weights (CPU targets without VNNI: edgemm.cpu)
-    seed: int = 0
-    threads: int = 2
+from .qat_options import MAX_SAMPLES, QATConfig, QATOptions, default_epochs  # noqa: F401  (the [qat] options seam)
 
 
 def _fake_quant_modules(torch):
