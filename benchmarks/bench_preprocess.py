@@ -28,10 +28,10 @@ import numpy as np
 
 from bench_stream_frontend import per_frame  # this folder (benchmarks/) is the script's own path entry
 from edgemm.bench.machine import machine_info
+from edgemm.frontends import native
 from edgemm.frontends.audio import log_mel, to_float_waveform
 from edgemm.frontends.image import preprocess_image
 from edgemm.iospec import AudioPreprocess, ImagePreprocess
-from edgemm.frontends import native
 
 
 def machine() -> dict:

@@ -20,8 +20,8 @@ import numpy as np
 
 from edgemm.bench.live import write_media
 from edgemm.bench.machine import machine_info
-from edgemm.iospec import AudioPreprocess, ImagePreprocess
 from edgemm.frontends import native
+from edgemm.iospec import AudioPreprocess, ImagePreprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,8 +24,8 @@ import scipy.signal
 
 from edgemm.bench.machine import machine_info
 from edgemm.frontends import audio as A
-from edgemm.iospec import AudioPreprocess, ImagePreprocess
 from edgemm.frontends import native
+from edgemm.iospec import AudioPreprocess, ImagePreprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 

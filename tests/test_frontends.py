@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgemm.data.preprocess import preprocess_input
+from edgemm.errors import SpecError
 from edgemm.frontends.audio import fit_window, log_mel, mel_filterbank, preprocess_audio, resample, to_float_waveform
 from edgemm.frontends.image import preprocess_image, resize_bilinear
-from edgemm.data.preprocess import preprocess_input
 from edgemm.frontends.text import preprocess_text
-from edgemm.errors import SpecError
 from edgemm.iospec import AudioPreprocess, ImagePreprocess, TensorSpec, TextPreprocess
 
 

@@ -27,8 +27,8 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from ..errors import EdgemmError, SpecError
-from ..iospec import AudioPreprocess, ImagePreprocess
 from ..frontends import native
+from ..iospec import AudioPreprocess, ImagePreprocess
 from .sources import Frame, Source, SourceError, open_audio, open_video
 from .sync import ENDED, NO_AUDIO, STALL_POLICIES, STALLED, AudioRing
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgemm.frontends import native
 from edgemm.frontends.audio import log_mel, preprocess_audio, resample, to_float_waveform
 from edgemm.frontends.image import preprocess_image
 from edgemm.iospec import AudioPreprocess, ImagePreprocess
-from edgemm.frontends import native
 
 needs_ext = pytest.mark.skipif(not native.available(), reason=f"C extension not in use: {native.reason()}")
 

@@ -13,8 +13,8 @@ import soundfile as sf
 
 import edgemm
 from edgemm.frontends import audio as A
-from edgemm.iospec import AudioPreprocess
 from edgemm.frontends import native
+from edgemm.iospec import AudioPreprocess
 
 CFG = AudioPreprocess()  # avnet's: 16 kHz, 1.0 s, n_fft 512, win 400, hop 160, 64 mels
 
