@@ -2,7 +2,6 @@
 how to install it. :func:`availability_report` composes plain facts; :func:`probe` gathers them on this machine."""
 from __future__ import annotations
 
-import importlib.util
 from typing import Sequence
 
 from ...errors import BackendUnavailable, one_line
@@ -33,9 +32,10 @@ def availability_report(trt_version: str | None, load_error: str | None, gpus: S
 
 
 def probe() -> Availability:
-    if importlib.util.find_spec("tensorrt") is None:
+    from .build import import_tensorrt, make_logger, tensorrt_installed
+
+    if not tensorrt_installed():
         return availability_report(None, None, [], None)
-    from .build import import_tensorrt, make_logger
 
     dist = version_of("tensorrt") or version_of("tensorrt-cu12") or version_of("tensorrt-cu13")
     try:

@@ -29,9 +29,19 @@ INSTALL = ("pip install 'edgemm[tensorrt]' (TensorRT's libraries come from NVIDI
            "--extra-index-url https://pypi.nvidia.com; on Jetson they come with JetPack)")
 
 
+def tensorrt_installed() -> bool:
+    """Whether a ``tensorrt`` package is importable. A bare folder named ``tensorrt`` on ``sys.path`` (a namespace
+    package, e.g. a test folder) is not TensorRT: real packages have an ``__init__`` (their spec has an origin)."""
+    try:
+        spec = importlib.util.find_spec("tensorrt")
+    except (ImportError, ValueError):
+        return False
+    return spec is not None and spec.origin not in (None, "namespace")
+
+
 def import_tensorrt():
     """``(tensorrt module, TrtVersion)``; one BackendUnavailable line naming TensorRT and how to install it."""
-    if importlib.util.find_spec("tensorrt") is None:
+    if not tensorrt_installed():
         raise BackendUnavailable(f"TensorRT (the tensorrt Python package) is not installed; install it with: {INSTALL}")
     try:
         trt = importlib.import_module("tensorrt")
