@@ -556,3 +556,11 @@ def test_this_machines_tensorrt_availability_and_the_compile_refusal(tiny_bundle
     assert "TensorRT" in err and "pip install 'edgemm[tensorrt]'" in err
     before = sorted(p.relative_to(tiny_bundle_copy) for p in tiny_bundle_copy.rglob("*"))
     assert not any(str(p).startswith("tensorrt") for p in before)  # nothing half-written
+
+
+def test_a_producer_stream_is_recorded_so_the_runner_waits_for_it():
+    arr = _CudaArray((2, 3), np.float32)
+    arr.__cuda_array_interface__["stream"] = 1  # legacy default stream: work may be pending there
+    assert device_array_of(arr).sync_stream == 1
+    arr.__cuda_array_interface__["stream"] = None
+    assert device_array_of(arr).sync_stream is None

@@ -118,9 +118,15 @@ def build_engine(trt, onnx_path: Path, plan: BuildPlan, profiles: Sequence[Profi
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     config.builder_optimization_level = int(optimization_level)
     for name in plan.set_flags:
-        config.set_flag(getattr(trt.BuilderFlag, name))
+        flag = getattr(trt.BuilderFlag, name, None)
+        if flag is None:
+            raise UnsupportedFeature(f"TensorRT {plan.version} has no BuilderFlag.{name}, which a {plan.precision} build "
+                                     "needs here; build with TensorRT 10 or 11")
+        config.set_flag(flag)
     for name in plan.clear_flags:
-        config.clear_flag(getattr(trt.BuilderFlag, name))
+        flag = getattr(trt.BuilderFlag, name, None)
+        if flag is not None:  # a default-on flag this version lacks is already off
+            config.clear_flag(flag)
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer details for the engine inspector
     if dynamic:
         for p in profiles:
@@ -189,7 +195,8 @@ def build(source: Path, spec, precision: str, *, source_precision: str, opts, tr
             raise EdgemmError(f"{source.name} is not a TensorRT-valid Q/DQ model: {problems[0]}"
                               + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else "")
                               + "; re-export with `edgemm export ... --int8 --target tensorrt`")
-    check_node_names(model, opts.fp32_nodes)
+    if precision == "fp16":
+        check_node_names(model, opts.fp32_nodes)
     sparse = sparse_decision(opts.sparse_weights, sparse_layers(model), device.compute_capability)
     plan = build_plan(version, precision, source_precision=source_precision, dla_core=opts.dla_core,
                       gpu_fallback=opts.gpu_fallback, sparse_weights=sparse["enabled"], tf32=opts.tf32)

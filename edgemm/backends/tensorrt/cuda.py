@@ -233,7 +233,10 @@ class PyCuda(CudaApi):
         del stream
 
     def sync(self, stream) -> None:
-        stream.synchronize()
+        if isinstance(stream, int):  # another library's stream handle: pycuda can only wait for the whole context
+            self.drv.Context.synchronize()
+        else:
+            stream.synchronize()
 
     def htod(self, dst: int, host: np.ndarray, nbytes: int, stream) -> None:
         self.drv.memcpy_htod_async(dst, host[:nbytes], stream)

@@ -49,6 +49,7 @@ class DeviceArray:
     dtype: np.dtype
     device_id: int
     owner: Any
+    sync_stream: int | None = None  # a producer stream to wait for before reading (CUDA Array Interface v3 ``stream``)
 
     @property
     def nbytes(self) -> int:
@@ -82,12 +83,22 @@ def from_cuda_array_interface(obj: Any, where: str = "") -> DeviceArray:
     if strides is not None and not _c_contiguous(shape, strides, dtype.itemsize):
         raise SpecError(f"{where}the CUDA array is not C-contiguous (strides {list(strides)}); make it contiguous first "
                         "(e.g. tensor.contiguous() or cupy.ascontiguousarray)")
-    return DeviceArray(ptr, shape, dtype, -1, obj)  # the interface names no device: the pointer does
+    # v3 "stream": None = nothing pending; 1 / 2 = the legacy / per-thread default stream; else a stream pointer
+    stream = cai.get("stream")
+    return DeviceArray(ptr, shape, dtype, -1, obj, None if stream in (None, 0) else int(stream))
 
 
-def dlpack_view(obj: Any, where: str = "") -> tuple[DeviceArray, int]:
-    """``(array view, DLPack device type)`` of a DLPack producer (any device); the capsule rides in ``owner``."""
-    capsule = obj.__dlpack__()
+def dlpack_view(obj: Any, where: str = "", stream: int | None = None) -> tuple[DeviceArray, int]:
+    """``(array view, DLPack device type)`` of a DLPack producer (any device); the capsule rides in ``owner``.
+    ``stream``: the consumer's CUDA stream; the producer makes its pending work visible on it (DLPack's
+    ``__dlpack__(stream=...)`` contract)."""
+    if stream is None:
+        capsule = obj.__dlpack__()
+    else:
+        try:
+            capsule = obj.__dlpack__(stream=stream)
+        except TypeError:  # a producer without the stream keyword: its data is ready when exported
+            capsule = obj.__dlpack__()
     get = ctypes.pythonapi.PyCapsule_GetPointer
     get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
     addr = get(capsule, b"dltensor")
@@ -106,8 +117,9 @@ def dlpack_view(obj: Any, where: str = "") -> tuple[DeviceArray, int]:
     return DeviceArray(ptr, shape, dtype, int(t.device.device_id), (obj, capsule)), int(t.device.device_type)
 
 
-def device_array_of(obj: Any, where: str = "") -> DeviceArray | None:
-    """The device view of ``obj`` when it lives in GPU memory; None for host arrays."""
+def device_array_of(obj: Any, where: str = "", stream: int | None = None) -> DeviceArray | None:
+    """The device view of ``obj`` when it lives in GPU memory; None for host arrays. ``stream``: the consumer's
+    CUDA stream handle (passed to DLPack producers)."""
     if isinstance(obj, np.ndarray):
         return None
     if hasattr(obj, "__cuda_array_interface__"):
@@ -116,6 +128,6 @@ def device_array_of(obj: Any, where: str = "") -> DeviceArray | None:
         dev_type, _ = obj.__dlpack_device__()
         if int(dev_type) not in (KDL_CUDA, KDL_CUDA_MANAGED):
             return None
-        view, _ = dlpack_view(obj, where)
+        view, _ = dlpack_view(obj, where, stream)
         return view
     return None

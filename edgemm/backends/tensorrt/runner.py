@@ -29,11 +29,11 @@ from .device_arrays import DeviceArray, device_array_of
 from .profiles import Profile, select_profile
 
 
-def split_feeds(feeds: Mapping[str, object]) -> tuple[dict[str, np.ndarray], dict[str, DeviceArray]]:
-    """Host feeds (numpy) and device feeds (CUDA array interface / DLPack on a GPU)."""
+def split_feeds(feeds: Mapping[str, object], stream: int | None = None) -> tuple[dict[str, np.ndarray], dict[str, DeviceArray]]:
+    """Host feeds (numpy) and device feeds (CUDA array interface / DLPack on a GPU; ``stream``: the runner's)."""
     host, device = {}, {}
     for name, value in feeds.items():
-        dev = device_array_of(value, f"input {name!r}: ")
+        dev = device_array_of(value, f"input {name!r}: ", stream)
         if dev is not None:
             device[name] = dev
         else:
@@ -131,7 +131,7 @@ class TensorRTRunner(Runner):
         bound in place without a copy."""
         if not isinstance(feeds, Mapping):
             raise SpecError(f"feeds must be a dict of input name -> array, got {type(feeds).__name__}")
-        host, device = split_feeds(feeds)
+        host, device = split_feeds(feeds, self._api.stream_handle(self._stream))
         if check:
             # device arrays are checked through memory-less stand-ins of their shape and dtype
             checked = self.spec.check_feeds({**host, **{n: d.placeholder() for n, d in device.items()}})
@@ -170,6 +170,8 @@ class TensorRTRunner(Runner):
             for name, dev in device.items():
                 if dev.dtype != self._dtypes[name]:
                     raise SpecError(f"input {name!r} on the device is {dev.dtype}, the engine takes {self._dtypes[name]}; convert it first")
+                if dev.sync_stream is not None:  # the producer's writes may still be in flight on its stream
+                    api.sync(dev.sync_stream)
                 addresses[name] = dev.ptr
             out_shapes = {}
             for name in self._outputs:
