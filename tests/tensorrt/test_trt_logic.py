@@ -564,3 +564,12 @@ def test_a_producer_stream_is_recorded_so_the_runner_waits_for_it():
     assert device_array_of(arr).sync_stream == 1
     arr.__cuda_array_interface__["stream"] = None
     assert device_array_of(arr).sync_stream is None
+
+
+def test_an_axis_without_a_declared_range_is_capped_for_the_engine_but_a_declared_one_is_kept():
+    undeclared = _spec()  # "batch" has no range: the IOSpec's default 1..4096
+    (p,) = profiles_for_spec(undeclared, 1, undeclared_max=64)
+    assert p.shapes["image"][2] == (64, 3, 8, 8) and p.shapes["image"][0] == (1, 3, 8, 8)
+    (p,) = profiles_for_spec(_spec({"batch": [1, 2, 256]}), 1, undeclared_max=64)
+    assert p.shapes["image"][2] == (256, 3, 8, 8)
+    assert TensorRTOptions().undeclared_axis_max == 64

@@ -200,7 +200,7 @@ def build(source: Path, spec, precision: str, *, source_precision: str, opts, tr
     sparse = sparse_decision(opts.sparse_weights, sparse_layers(model), device.compute_capability)
     plan = build_plan(version, precision, source_precision=source_precision, dla_core=opts.dla_core,
                       gpu_fallback=opts.gpu_fallback, sparse_weights=sparse["enabled"], tf32=opts.tf32)
-    profiles = profiles_for_spec(spec, opts.profiles)
+    profiles = profiles_for_spec(spec, opts.profiles, opts.undeclared_axis_max)
     node_ops = {n.name: n.op_type for n in model.graph.node if n.name}
     fp16_report = None
     with tempfile.TemporaryDirectory(prefix="edgemm-trt-") as tmp:

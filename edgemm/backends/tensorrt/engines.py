@@ -153,7 +153,7 @@ def engine_for_device(plan: Path, spec, device: DeviceInfo, *, allow_rebuild: bo
         raise BundleError(f"the source ONNX {record['source']} of {plan.name} is missing from the bundle; re-export it")
     options = rebuild_options(record.get("options"), device)
     precision = record["precision"]
-    profiles = profiles_for_spec(spec, int(options.get("profiles", 1)))
+    profiles = profiles_for_spec(spec, int(options.get("profiles", 1)), options.get("undeclared_axis_max"))
     key = EngineKey(device.compute_capability, device.trt_version, precision, tuple(profiles))
     opts_digest = hashlib.sha256(json.dumps(options, sort_keys=True, default=list).encode()).hexdigest()[:8]
     cached = cache_dir() / f"{sha256_file(source)[:16]}-{key.tag}-{opts_digest}.plan"

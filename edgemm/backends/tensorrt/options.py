@@ -22,6 +22,9 @@ class TensorRTOptions(Options):
     profiles: int = option(
         1, ge=1, le=16, help="optimization profiles: each dynamic axis range (the IOSpec's min/opt/max) split into this many "
                              "geometric sub-ranges, each with kernels tuned for its own sizes")
+    undeclared_axis_max: int = option(
+        64, ge=1, metavar="N", help="largest size of a dynamic axis the IOSpec gives no range (give the axis a range to "
+                                    "go beyond; TensorRT reserves device memory for the largest shapes)")
     optimization_level: int = option(
         3, ge=0, le=5, help="builder optimization level (TensorRT's default 3; 4-5 search longer for faster kernels)")
     workspace_mb: int | None = option(

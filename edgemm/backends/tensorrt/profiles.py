@@ -104,13 +104,23 @@ def derive_profiles(ranges: Mapping[str, Sequence[Sequence[int]]], count: int = 
     return profiles
 
 
-def ranges_from_spec(spec) -> dict[str, ShapeRange]:
-    """``{input: (min, opt, max)}`` from an IOSpec's axis ranges (``IOSpec.shape_range``)."""
-    return {name: check_range(name, spec.shape_range(name)) for name in spec.input_names}
+def ranges_from_spec(spec, undeclared_max: int | None = None) -> dict[str, ShapeRange]:
+    """``{input: (min, opt, max)}`` from an IOSpec's axis ranges (``IOSpec.shape_range``). A named axis the spec gives
+    no range (``spec.axes`` lacks it) takes ``1..undeclared_max`` when that is set: TensorRT sizes an execution
+    context's memory for the profile's max shapes, and the spec's default max (4096) would reserve it for 4096."""
+    out = {}
+    for name in spec.input_names:
+        lo, opt, hi = spec.shape_range(name)
+        if undeclared_max is not None:
+            dims = spec.input(name).shape
+            hi = tuple(min(h, max(undeclared_max, o)) if isinstance(d, str) and d not in spec.axes else h
+                       for d, o, h in zip(dims, opt, hi))
+        out[name] = check_range(name, (lo, opt, hi))
+    return out
 
 
-def profiles_for_spec(spec, count: int = 1) -> list[Profile]:
-    return derive_profiles(ranges_from_spec(spec), count)
+def profiles_for_spec(spec, count: int = 1, undeclared_max: int | None = None) -> list[Profile]:
+    return derive_profiles(ranges_from_spec(spec, undeclared_max), count)
 
 
 def select_profile(profiles: Sequence[Profile], shapes: Mapping[str, Sequence[int]]) -> int:

@@ -21,7 +21,6 @@ from typing import Mapping
 import numpy as np
 
 from ...errors import BundleError, EdgemmError, SpecError, UnsupportedFeature, one_line
-from ...lazy import lazy_import
 from ...log import logger
 from ..base import Runner
 from .cuda import CudaError, cuda_api
