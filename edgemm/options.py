@@ -23,12 +23,13 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import sys
 import types
 from dataclasses import dataclass, fields as dc_fields
 from typing import Any, ClassVar, Literal, Mapping, TypeVar, Union, get_args, get_origin
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator
-from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic.dataclasses import dataclass as pydantic_dataclass, rebuild_dataclass
 from pydantic_core import ArgsKwargs
 
 from .errors import ConfigError, close_match_hint
@@ -68,6 +69,9 @@ def options(section: str):
             raise TypeError(f"@options({section!r}) decorates a subclass of edgemm.options.Options, not {cls!r}")
         cls.__edgemm_section__ = section
         made = pydantic_dataclass(cls, frozen=True, config=_CONFIG)
+        if not made.__pydantic_complete__:  # a class defined inside a function: its annotations name the function's locals
+            caller = sys._getframe(1)
+            rebuild_dataclass(made, force=True, _types_namespace={**caller.f_globals, **caller.f_locals})
         init = made.__init__
 
         @functools.wraps(init)
@@ -246,9 +250,11 @@ def _show(value) -> str:
 def _allowed(err: dict, fld: OptionField | None, value) -> str:
     kind = err.get("type", "")
     if kind == "finite_number" or (isinstance(value, float) and not math.isfinite(value)):
-        return "expected a finite number" + (f" {_bounds_text(fld.bounds)}" if fld and fld.bounds else "")
+        optional = fld is not None and len(_members_without_none(fld.annotation)) < len(_union_members(fld.annotation))
+        return "expected a finite number" + (f" {_bounds_text(fld.bounds)}" if fld and fld.bounds else "") + \
+            (" or none" if optional else "")
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and fld is not None:
-        return f"expected {_describe(fld.annotation, plain=True)} {_bounds_text(fld.bounds)}"
+        return _expected(fld)
     if kind == "literal_error" and fld is not None and fld.choices:
         hint = close_match_hint(value, [str(c) for c in fld.choices]) if isinstance(value, str) else ""
         return f"expected one of {', '.join(_show(c) for c in fld.choices)}{hint}"
@@ -256,8 +262,17 @@ def _allowed(err: dict, fld: OptionField | None, value) -> str:
         cause = (err.get("ctx") or {}).get("error")
         return str(cause) if cause is not None else err.get("msg", "")
     if fld is not None:
-        return f"expected {_describe(fld.annotation)}"
+        return _expected(fld)
     return err.get("msg", "not allowed")
+
+
+def _expected(fld: OptionField) -> str:
+    """``expected an integer >= 1 or none``: the field's type, its bounds, and whether it may be none."""
+    members = _members_without_none(fld.annotation)
+    optional = len(members) < len(_union_members(fld.annotation))
+    inner = _describe(Union[members] if len(members) > 1 else members[0])
+    bounds = f" {_bounds_text(fld.bounds)}" if fld.bounds else ""
+    return f"expected {inner}{bounds}" + (" or none" if optional else "")
 
 
 def _bounds_text(bounds: Mapping[str, float]) -> str:
@@ -272,7 +287,7 @@ def _bounds_text(bounds: Mapping[str, float]) -> str:
     return ""
 
 
-def _describe(annotation, plain: bool = False) -> str:
+def _describe(annotation) -> str:
     """``int | None`` -> "an integer or none"; ``tuple[str, ...]`` -> "a list of strings"."""
     parts = []
     for a in _union_members(annotation):
@@ -296,8 +311,6 @@ def _describe(annotation, plain: bool = False) -> str:
             parts.append("a table" + (f" of {_plural(args[1])}" if len(args) == 2 else ""))
         else:
             parts.append(getattr(a, "__name__", str(a)))
-    if plain and parts == ["a number"]:
-        return "a number"
     return " or ".join(parts)
 
 

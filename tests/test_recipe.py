@@ -146,3 +146,75 @@ def test_targets_as_a_string_is_explained(tmp_path):
     with pytest.raises(RecipeError) as exc:
         load_recipe(p)
     assert "'o'" not in str(exc.value) and "list" in str(exc.value)
+
+
+# ------------------------------------------------------------------ option tables (edgemm.options)
+
+
+def test_option_tables_are_typed(tmp_path):
+    base = BASE.split("\n[export]")[0]
+    p = _write(tmp_path, base + '\n[quantize]\nmax_drop = "2%"\nquantizer = {openvino = "nncf"}\n'
+                              '[prune]\nepochs = 3\n[qat]\nlr = 1e-4\n'
+                              '[compile.openvino]\nperformance_hint = "THROUGHPUT"\nnum_streams = 2\n'
+                              '[compile.onnxruntime]\noptimization_level = "basic"\n')
+    r = load_recipe(p)
+    assert r.quantize.max_drop == "2%" and r.quantize.budget == (pytest.approx(0.02), True)
+    assert r.quantize.quantizer == {"openvino": "nncf"}
+    assert r.prune.epochs == 3 and r.prune.ratio is None  # settings only: pruning runs when --prune gives the ratio
+    assert r.qat.lr == pytest.approx(1e-4)
+    assert (r.compile["openvino"].performance_hint, r.compile["openvino"].num_streams) == ("THROUGHPUT", 2)
+    assert r.compile["onnxruntime"].optimization_level == "basic"
+    assert set(r.sections()) == {"export", "verify", "quantize", "prune", "qat", "compile.openvino", "compile.onnxruntime"}
+
+
+@pytest.mark.parametrize("table, says", [
+    ("[compile.openvnio]\nnum_streams = 2", "did you mean 'openvino'"),
+    ("[compile.openvino]\nnum_stream = 2", "[compile.openvino] unknown key 'num_stream' (did you mean 'num_streams'?)"),
+    ("[compile.openvino]\nnum_streams = 0", "[compile.openvino] num_streams = 0 is not allowed: expected an integer >= 1 or none"),
+    ("[prune]\nratio = \"imgae=0.5\"", "not a branch of the model (did you mean 'image'?)"),
+    ("[prune]\nratio = 1.5", "outside (0, 1)"),
+    ("[stages]\nenable = [\"ort-fromat\"]", "unknown stage 'ort-fromat'"),
+    ("[stages.prune]\nx = 1", "stage 'prune' takes no options"),
+    ("[precision]\nexclude_ops = \"Softmax\"", "[precision] exclude_ops = 'Softmax' is not allowed: expected a list of strings"),
+    ("[export]\nopset = 18.0", "[export] opset = 18.0 is not allowed: expected an integer >= 18"),
+])
+def test_option_table_mistakes(tmp_path, table, says):
+    p = _write(tmp_path, BASE.split("\n[export]")[0] + "\n" + table + "\n")
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(p)
+    assert says in str(exc.value) and "\n" not in str(exc.value), str(exc.value)
+
+
+def test_stage_tables_go_through_the_stage_options(tmp_path, monkeypatch):
+    """[stages] enable + [stages.<name>] validated by the stage's options class (a stage registered for the test)."""
+    from typing import Literal
+
+    import edgemm.stages.registry as registry
+    from edgemm.options import Options, option, options
+    from edgemm.stages.base import Stage
+
+    @options("stages.demo")
+    class DemoOptions(Options):
+        level: Literal["basic", "all"] = option("basic", help="a level")
+
+    class Demo(Stage):
+        name = "demo"
+        options = DemoOptions
+
+    real = registry.get_stage
+    monkeypatch.setattr(registry, "get_stage", lambda n: Demo() if n == "demo" else real(n))
+    base = BASE.split("\n[export]")[0]
+    r = load_recipe(_write(tmp_path, base + '\n[stages]\nenable = ["demo"]\n[stages.demo]\nlevel = "all"\n'))
+    assert r.stages == ("demo",) and r.stage_options["demo"].level == "all" and r.sections()["stages.demo"].level == "all"
+    with pytest.raises(RecipeError, match=r"\[stages.demo\] level = 'al' is not allowed: expected one of 'basic', 'all'"):
+        load_recipe(_write(tmp_path, base + '\n[stages.demo]\nlevel = "al"\n', "r2.toml"))
+
+
+def test_old_config_names_stay_importable():
+    from edgemm.recipe import ExportConfig, QuantizeConfig, VerifyConfig, parse_max_drop
+    from edgemm.stages.export_options import ExportOptions
+    from edgemm.stages.quantize_options import QuantizeOptions
+    from edgemm.stages.verify_options import VerifyOptions
+
+    assert (ExportConfig, QuantizeConfig, VerifyConfig) == (ExportOptions, QuantizeOptions, VerifyOptions)
+    assert parse_max_drop("2%") == (pytest.approx(0.02), True) and parse_max_drop("none") == (None, False)

@@ -34,6 +34,13 @@ def parse_max_drop(value) -> tuple[float | None, bool]:
     return v, False
 
 
+def _non_finite(value) -> bool:
+    try:
+        return not math.isfinite(float(str(value).strip().rstrip("%")))
+    except ValueError:
+        return False
+
+
 @options("quantize")
 class QuantizeOptions(Options):
     method: Literal["minmax", "percentile", "entropy"] = option(
@@ -58,7 +65,9 @@ class QuantizeOptions(Options):
         try:
             drop, relative = parse_max_drop(value)
         except EdgemmError as exc:
-            raise ValueError("write 0.01 (1 point absolute, in [0, 1]), 2% (relative, in [0%, 100%]) or none") from exc
+            finite = not _non_finite(value)
+            raise ValueError(("" if finite else "expected a finite number: ") +
+                             "write 0.01 (1 point absolute, in [0, 1]), 2% (relative, in [0%, 100%]) or none") from exc
         if drop is None:
             return None
         return f"{drop * 100:g}%" if relative else drop
