@@ -38,6 +38,7 @@ from .errors import BundleError, EdgemmError, close_match_hint, one_line
 from .files import sha256_file  # noqa: F401  (re-exported: edgemm.bundle.sha256_file)
 from .version import __version__
 from .iospec import IOSpec
+from .safeio import read_json
 from .layout import MAIN, check_graph_name
 
 FORMAT_VERSION = 2
@@ -264,12 +265,7 @@ class Bundle:
         if not mf.is_file():
             raise BundleError(f"{root} has no manifest.json, so it is not an edgemm bundle; re-export it with `edgemm export`")
         confined(root, MANIFEST, "manifest")
-        try:
-            manifest = json.loads(mf.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleError(f"{mf} is corrupt ({exc}); re-export the bundle") from exc
-        if not isinstance(manifest, dict):
-            raise BundleError(f"{mf} is corrupt (not a JSON object); re-export the bundle")
+        manifest = read_json(mf, f"manifest {mf}", fix="re-export the bundle")  # bounded: size, depth, an object
         missing = [k for k in REQUIRED_KEYS if k not in manifest]
         if missing:
             raise BundleError(f"{mf} lacks key(s) {', '.join(missing)}; re-export the bundle")
@@ -357,13 +353,7 @@ class Bundle:
         p = self.report_path(key)
         if p is None or not p.is_file():
             return None
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleError(f"report {p} is corrupt; run `edgemm verify {self.root}` to rewrite it") from exc
-        if not isinstance(data, dict):
-            raise BundleError(f"report {p} is corrupt (not a JSON object); run `edgemm verify {self.root}` to rewrite it")
-        return data
+        return read_json(p, f"report {p}", fix=f"run `edgemm verify {self.root}` to rewrite it")
 
     def update(self, wait_s: float = 120.0) -> "BundleUpdate":
         """A change to this bundle committed as one (``with bundle.update() as u: ...``): see BundleUpdate."""
@@ -600,7 +590,7 @@ def _fsync_tree(root: Path) -> None:
 
 def _atomic_write_json(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` atomically (temp file + fsync + rename); non-finite floats become null."""
-    from .trust import finite_or_none
+    from .jsonsafe import finite_or_none
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -653,7 +643,7 @@ def replace_refusal(folder: Path) -> str | None:
     if mf.is_symlink() or not mf.is_file():
         return f"{not_ours} (no manifest.json); choose another -o directory or remove it yourself"
     try:
-        manifest = json.loads(mf.read_text(encoding="utf-8"))
+        manifest = read_json(mf, f"manifest {mf}")
         validate_manifest(manifest, str(mf))
     except (OSError, ValueError, BundleError):
         return f"{not_ours} (its manifest.json is not an edgemm manifest); choose another -o directory or remove it yourself"

@@ -56,7 +56,8 @@ class BenchConfig:
 
 
 def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None, notes: list[str], media: dict | None = None):
-    from ..trust import code_allowed, torch_reference_plan
+    from ..reference import torch_reference_plan
+    from ..trust import code_allowed
 
     trusted = code_allowed(bundle.root, cfg.trust_code)
     plan = torch_reference_plan(bundle, trusted)
@@ -64,7 +65,10 @@ def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None,
     if factory and trusted and not _importable(factory):
         factory = checkpoint = None
     jobs = []
-    for art in bundle.select(graph=cfg.graph):
+    graphs = [bundle.check_graph(cfg.graph)] if cfg.graph else bundle.graphs()
+    if len(bundle.graphs()) > 1:
+        factory = checkpoint = None  # a recipe factory builds one model; a multi-graph baseline is each graph's program
+    for art in (a for g in graphs for a in bundle.select(graph=g)):
         backend = get_backend(art.backend)
         if not backend.runs(art.format):
             continue  # e.g. an engine source, not an engine: `edgemm compile --target tensorrt` builds it
@@ -82,11 +86,11 @@ def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None,
             logger.info("skipping the torch baseline %s: %s", art.path, plan["reason"])
             continue
         for mode in cfg.modes:
-            if mode != "model" and raw_path is None or mode == "stream" and (baseline or not media):
+            if mode != "model" and (raw_path is None or art.graph != bundle.default_graph) or mode == "stream" and (baseline or not media):
                 continue  # no raw data; the stream mode measures the deployed artifacts
             for batch, fps in _points(cfg, mode):
                 jobs.append({
-                    "bundle": str(bundle.root), "artifact": art.path, "backend": art.backend, "precision": art.precision,
+                    "bundle": str(bundle.root), "graph": art.graph, "artifact": art.path, "backend": art.backend, "precision": art.precision,
                     "mode": mode, "batch": batch, "threads": threads, "warmup": cfg.warmup,
                     "raw": str(raw_path) if raw_path else None, "baseline": baseline, "trust_code": trusted,
                     "factory": factory if baseline else None, "checkpoint": checkpoint if baseline else None,
@@ -134,7 +138,8 @@ def _points(cfg: BenchConfig, mode: str) -> list[tuple[int, float]]:
 
 def _importable(factory: str) -> bool:
     """With opt-in, a user factory that cannot be imported falls back to the torch.export program (as before)."""
-    from ..trust import import_callable, is_trusted_factory
+    from ..trust import is_trusted_factory
+    from ..usercode import import_callable
 
     if is_trusted_factory(factory):
         return True
@@ -236,6 +241,15 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
     if cfg.rounds < 1 or cfg.seconds <= 0 or (cfg.threads is not None and cfg.threads < 1):
         raise EdgemmError(f"rounds, seconds and threads must be positive, got rounds={cfg.rounds} seconds={cfg.seconds} "
                           f"threads={cfg.threads}; e.g. rounds=2 seconds=1.5")
+    for g in ([bundle.check_graph(cfg.graph)] if cfg.graph else bundle.graphs()):
+        lead = bundle.specs[g].inputs[0].shape[:1]
+        if lead and isinstance(lead[0], str):  # the batch axis: its IOSpec range bounds what can be timed
+            r = bundle.specs[g].axis_range(lead[0])
+            outside = [b for b in cfg.batches if not r.min <= b <= r.max]
+            if outside:
+                raise EdgemmError(f"batch size(s) {outside} are outside axis {lead[0]!r} of {bundle.root}"
+                                  f"{'' if g == bundle.default_graph else f' graph {g!r}'}: it takes {r.min}..{r.max}; "
+                                  "choose --batch within that range")
     threads = cfg.threads or max(1, min(4, os.cpu_count() or 1))
     acc = bundle.report("accuracy") or {}
     with tempfile.TemporaryDirectory(prefix="edgemm-bench-") as tmp:
@@ -279,12 +293,13 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
     runs = []
     for i, job in enumerate(jobs):
         a = np.asarray(pooled[i])
+        graph_acc = acc.get("graphs", {}).get(job["graph"], acc)
         if job["baseline"]:
-            metrics = acc.get("reference", {}).get("metrics", {})
+            metrics = graph_acc.get("reference", {}).get("metrics", {})
         else:
             metrics = acc.get("artifacts", {}).get(job["id"], {}).get("metrics", {})
         runs.append({
-            "id": job["id"], "artifact": job["artifact"], "backend": job["backend"], "precision": job["precision"], "mode": job["mode"],
+            "id": job["id"], "graph": job["graph"], "artifact": job["artifact"], "backend": job["backend"], "precision": job["precision"], "mode": job["mode"],
             "baseline": job["baseline"], "baseline_source": ("original nn.Module (recipe factory + checkpoint)" if job["factory"]
                                                              else "torch.export program of the original") if job["baseline"] else None,
             "batch": job["batch"], "threads": threads,
@@ -306,7 +321,7 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
             model = next((m for m in runs if m["mode"] == "model" and m["batch"] == 1 and m["id"] == r["id"]
                           and m["backend"] == r["backend"] and m["baseline"] == r["baseline"]), None)
             r["over_model"] = round(r["p50_ms"] / model["p50_ms"], 3) if model else None
-        base = next((b for b in runs if b["baseline"] and b["mode"] == r["mode"] and b["batch"] == r["batch"]
+        base = next((b for b in runs if b["baseline"] and b["graph"] == r["graph"] and b["mode"] == r["mode"] and b["batch"] == r["batch"]
                      and b.get("fps") == r.get("fps")), None)
         r["speedup_vs_baseline"] = round(base["p50_ms"] / r["p50_ms"], 3) if base else None
     return {"machine": machine_info(), "config": {"batches": list(cfg.batches), "threads": threads, "modes": list(cfg.modes),

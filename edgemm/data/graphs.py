@@ -12,6 +12,8 @@ import numpy as np
 
 from ..errors import SpecError
 from ..iospec import IOSpec
+from ..safeio import read_npz
+from .datasets import SAMPLE_FIX, SAMPLE_KINDS
 
 
 def graph_arrays(arrays: Mapping[str, np.ndarray], graph: str, spec: IOSpec) -> dict[str, np.ndarray]:
@@ -46,10 +48,11 @@ def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
         raise SpecError(f"sample data {path} not found (expected an .npz file or a directory of them); check the path")
     parts: dict[str, list] = {}
     for f in files:
-        try:
-            with np.load(f, allow_pickle=False) as z:
-                for k in z.files:
-                    parts.setdefault(k, []).append(z[k])
-        except (OSError, ValueError) as exc:
-            raise SpecError(f"cannot read {f} as .npz ({' '.join(str(exc).split())}); write it with numpy.savez") from exc
-    return {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in parts.items()}
+        for k, v in read_npz(f, "sample file", allowed_kinds=SAMPLE_KINDS, error=SpecError, fix=SAMPLE_FIX).items():
+            parts.setdefault(k, []).append(v)
+    out = {}
+    for k, v in parts.items():
+        if len({(a.shape[1:], a.dtype) for a in v}) > 1:
+            raise SpecError(f"{path}: {k!r} has different shapes or dtypes across its .npz files; {SAMPLE_FIX}")
+        out[k] = v[0] if len(v) == 1 else np.concatenate(v)
+    return out

@@ -176,8 +176,6 @@ class PruningReportStage(Stage):
         return ctx.graph.pruned is not None
 
     def run(self, ctx: StageContext) -> None:
-        from .prune import export_pruning_report
-
         g, cfg = ctx.graph, ctx.config
         ctx.reports["pruning"] = export_pruning_report(g.model, g.pruned, g.spec, g.args, ctx.path(ctx.fp32_onnx().path),
                                                  cfg.export, cfg.threads, g.every_int8)
@@ -225,6 +223,46 @@ class ParityStage(Stage):
                                 **dict(zip(g.spec.output_names, run_module(g.pruned.module, parity, g.spec.input_names))))
             entry["pruned_reference_outputs"] = pruned_rel
         g.entry = {**g.spec.to_manifest(), "parity": entry}
+
+
+def export_pruning_report(original, pruned, spec, args, pruned_onnx, export_cfg, threads, int8_results) -> dict:
+    """reports/pruning.json of an export: the pruning stage's report + file size and fp32 latency per CPU target
+    (the unpruned model exported beside the pruned one, timed interleaved) + accuracy after INT8 (worst target)."""
+    import tempfile
+    from pathlib import Path
+
+    from ..backends.registry import get_backend
+    from .export import export_onnx
+    from .prune import pruning_report
+    from .quantize.ptq import compare_latency
+
+    report = dict(pruned.report)
+    with tempfile.TemporaryDirectory(prefix="edgemm-prune-") as tmp:
+        unpruned = Path(tmp) / "original.onnx"
+        with step("exporting the unpruned model to ONNX for the pruning report"):
+            export_onnx(original, args, spec, unpruned, export_cfg)
+        latency = {}
+        one = {k: v[:1].numpy() for k, v in zip(spec.input_names, args)}
+        threads = threads or 2
+        for target in export_cfg.targets:
+            backend = get_backend(target)
+            if backend.device != "cpu" or not backend.runs("onnx") or not backend.availability().available:
+                continue
+            with step(f"timing unpruned vs pruned fp32 on {target} (batch 1, {threads} threads, interleaved)"):
+                before, after = compare_latency(target, spec, unpruned, "fp32", Path(pruned_onnx), "fp32", one, threads)
+            latency[target] = {"before": before, "after": after, "batch": 1, "threads": threads}
+        size = (unpruned.stat().st_size, Path(pruned_onnx).stat().st_size)
+    accuracy = dict(report.get("accuracy", {}))
+    int8: dict = {}
+    for r in int8_results:
+        for head, v in (r.candidate.metrics or {}).items():
+            int8[head] = min(v, int8.get(head, 1.0))  # the worst target
+    if int8:
+        accuracy["after_int8"] = int8
+    keep = {k: report[k] for k in ("request", "branches", "groups", "finetune", "sparsity") if k in report}
+    params, flops = report.get("params") or {}, report.get("flops") or {}
+    return pruning_report(**keep, params=(params.get("before"), params.get("after")), flops=(flops.get("before"), flops.get("after")),
+                          size_bytes=size, latency_ms=latency, accuracy=accuracy, max_drop=(report.get("budget") or {}).get("max_drop"))
 
 
 def _of(graph: str) -> str:

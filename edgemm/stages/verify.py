@@ -20,7 +20,8 @@ from ..backends.base import RunnerOptions
 from ..backends.registry import get_backend, reference_backend
 from ..bundle import Artifact, Bundle
 from ..compare import Comparator
-from ..data.datasets import Samples, load_samples
+from ..data.datasets import Samples, load_samples, read_outputs
+from ..safeio import read_npz
 from ..data.preprocess import preprocess_input
 from ..errors import EdgemmError, ParityError
 from ..iospec import AudioPreprocess, ImagePreprocess, IOSpec
@@ -177,7 +178,8 @@ def _verify_bundle(bundle, evaluation, samples, config, reference_module, thread
     parity_path = bundle.file(parity_meta.get("path", "data/parity_samples.npz"), "parity samples path")
     if not parity_path.is_file():
         raise EdgemmError(f"{parity_path} is missing from the bundle; re-export it")
-    parity_feeds = spec.check_feeds(dict(np.load(parity_path, allow_pickle=False)), f"{parity_path.name}: ")
+    parity_feeds = spec.check_feeds(read_npz(parity_path, "parity samples", need_rows=True, fix="re-export the bundle"),
+                                    f"{parity_path.name}: ")
     parity_cmp = Comparator(spec, parity_feeds, batch=cfg.batch)
 
     if samples is None:
@@ -227,9 +229,11 @@ def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOpti
     if reference is not None:
         ref_parity = parity_cmp.run(reference)
     else:
-        ref_parity = dict(np.load(bundle.file(stored, "reference outputs path"), allow_pickle=False))
+        ref_parity = read_outputs(bundle.file(stored, "reference outputs path"), spec, len(parity_cmp), "reference outputs",
+                                  "re-export the bundle")
     pruned_rel = m.get("parity_samples", {}).get("pruned_reference_outputs")
-    pruned_parity = dict(np.load(bundle.file(pruned_rel, "reference outputs path"), allow_pickle=False)) if pruned_rel else None
+    pruned_parity = read_outputs(bundle.file(pruned_rel, "reference outputs path"), spec, len(parity_cmp), "pruned reference outputs",
+                                 "re-export the bundle") if pruned_rel else None
     parity = {"samples": len(parity_cmp), "reference": ref_label,
               "source": m.get("parity_samples", {}).get("source"), "artifacts": {}}
     accuracy = None

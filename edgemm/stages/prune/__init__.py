@@ -20,11 +20,11 @@ from ...iospec import IOSpec
 from .branches import describe, example_args, module_branches
 from .config import ALL, FUSION, PruneConfig, parse_prune
 from .finetune import Trainer, evaluate
-from .report import STAGES, export_pruning_report, pruning_report
+from .report import STAGES, pruning_report
 from .sparsity import apply_2_4, check_keep, is_2_4
 from .structured import StructuredPruner, check_same_io, count, output_shapes, run_checked
 
-__all__ = ["PruneConfig", "PruneResult", "PruneBudgetNotMet", "check_budget", "parse_prune", "prune_model", "pruning_report", "export_pruning_report", "model_branches", "is_2_4", "STAGES", "FUSION", "ALL"]
+__all__ = ["PruneConfig", "PruneResult", "PruneBudgetNotMet", "check_budget", "parse_prune", "prune_model", "pruning_report", "model_branches", "is_2_4", "STAGES", "FUSION", "ALL"]
 
 DEFAULT_EPOCHS = 40  # at most; avnet 50 %, 1,200 training pairs (train.npz): digit 0.963 -> 0.948-0.958 (~13 s/epoch, 1 thread)
 DEFAULT_SAMPLES = 144_000  # ... and at most this many samples seen: 15 epochs of avnet's 9,600 rendered pairs
