@@ -27,42 +27,10 @@ from .errors import EdgemmError, SpecError
 from .iospec import IOSpec
 from .log import logger, step
 from .recipe import DataConfig, ExportConfig, ModelConfig, Recipe, VerifyConfig, load_recipe
+from .resolved import GraphModel, ResolvedModel
 from .stages.base import GraphState, StageContext
 from .stages.export import spec_from_examples, spec_from_program
 from .torchutil import example_args, is_program, load_pt2
-
-
-@dataclass
-class GraphModel:
-    """One graph of the user's model: the module (or program), its IOSpec and the user's example inputs."""
-
-    model: Any  # nn.Module or torch.export.ExportedProgram
-    spec: IOSpec
-    example_inputs: Mapping[str, np.ndarray] | None = None
-
-
-@dataclass
-class ResolvedModel:
-    """The user's model (one graph, or several: ``{"image": m1, "text": m2}``) and where it came from."""
-
-    graphs: dict[str, GraphModel]
-    recipe: Recipe
-    source: str
-    sha256: str
-
-    @property
-    def model(self):
-        """The first graph's model (the only one of a single-graph export)."""
-        return next(iter(self.graphs.values())).model
-
-    @property
-    def spec(self) -> IOSpec:
-        return next(iter(self.graphs.values())).spec
-
-    @property
-    def module(self):
-        """A callable torch module (a program's module for a .pt2)."""
-        return self.model.module() if is_program(self.model) else self.model
 
 
 @dataclass(frozen=True)
@@ -86,10 +54,16 @@ class PipelineConfig:
 
 
 def resolve_model(model_or_path, example_inputs=None, spec: IOSpec | Mapping[str, IOSpec] | None = None) -> ResolvedModel:
-    """A recipe .toml, a .pt2 program, a live nn.Module/program, or ``{graph name: module}`` -> the graphs, their
-    IOSpecs and the recipe. With several graphs ``example_inputs`` and ``spec`` are keyed by graph name too."""
+    """A recipe .toml, a .pt2 program, a model folder, a live nn.Module/program, or ``{graph name: module}`` -> the
+    graphs, their IOSpecs and the recipe. With several graphs ``example_inputs`` and ``spec`` are keyed by graph name.
+    A module or folder of a known family (edgemm.families: Hugging Face, timm, ...) is resolved by its family."""
     if isinstance(model_or_path, Mapping):
         return _resolve_graphs(model_or_path, example_inputs, spec)
+    from .families import resolve_module
+
+    family = resolve_module(model_or_path, example_inputs, spec)  # None: not a family model (the generic path)
+    if family is not None:
+        return family
     if isinstance(spec, Mapping):
         raise SpecError("spec= is a mapping of graph names, but the model is a single module; pass one IOSpec")
     model, spec, recipe, source = _resolve_one(model_or_path, example_inputs, spec)
@@ -117,6 +91,10 @@ def _resolve_one(model_or_path, example_inputs, spec: IOSpec | None, graph: str 
             source = f"torch.export program {p}"
             recipe = Recipe(ModelConfig(name=p.stem, path=str(p)), spec or spec_from_program(model))
             spec = spec or recipe.spec
+        elif p.is_dir():  # a model folder (save_pretrained / torch.save): the family registry knows how to load it
+            from .families import resolve_folder
+
+            return resolve_folder(p)
         elif not p.exists():
             raise EdgemmError(f"{p} not found; pass a recipe (.toml), a torch.export program (.pt2) or an nn.Module")
         else:
