@@ -24,13 +24,11 @@ def _availability(name: str):
 
 @functools.lru_cache(maxsize=None)
 def _cuda_visible() -> bool:
-    from edgemm.backends.tensorrt.backend import _cuda_devices
+    from edgemm.backends.tensorrt.cuda import list_gpus
 
-    try:
-        if _cuda_devices():
-            return True
-    except Exception:  # a broken driver install counts as no device
-        pass
+    gpus, _why = list_gpus()  # never raises for a missing or broken driver
+    if gpus:
+        return True
     try:
         import torch
 
