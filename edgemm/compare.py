@@ -149,3 +149,22 @@ class Comparator:
     def evaluate(self, backend: str, path: Path, options: RunnerOptions = RunnerOptions()) -> dict[str, float]:
         """Top-1 per labelled head of the artifact at ``path``."""
         return self.top1(self.run_artifact(backend, path, options))
+
+
+def nonfinite_breach(ref, out) -> str | None:
+    """Why ``out`` (an artifact's output) cannot match ``ref``: non-finite values the reference does not have.
+
+    Verify must treat this as a parity breach: an all-inf output has a NaN cosine, and ``nan < floor``
+    is False, so a plain threshold check passes it.
+    """
+    a, b = np.asarray(ref), np.asarray(out)
+    bad_out = ~np.isfinite(b) if b.dtype.kind in "fc" else np.zeros(b.shape, bool)
+    bad_ref = ~np.isfinite(a) if a.dtype.kind in "fc" else np.zeros(a.shape, bool)
+    if a.shape == b.shape:
+        extra = bad_out & ~bad_ref
+    else:
+        extra = bad_out
+    n = int(extra.sum())
+    if n:
+        return f"{n} of {b.size} values are inf/NaN where the reference is finite"
+    return None

@@ -27,7 +27,7 @@ def is_program(model) -> bool:
 def load_pt2(path: Path):
     """A user's ``.pt2`` (``torch.export.save``) named on the command line or in the user's own recipe: the user
     chose it, so it is loaded (it is unpickled: see edgemm.trust); a corrupt file is one line."""
-    from .trust import load_torch_program
+    from .torchload import load_torch_program
 
     if not Path(path).is_file():
         raise EdgemmError(f"torch.export program {path} not found; save one with torch.export.save(ep, path)")

@@ -25,6 +25,7 @@ import edgemm
 from edgemm.bundle import MANIFEST, STAGING_MARKER, Bundle, BundleWriter, sha256_file
 from edgemm.errors import BundleError, EdgemmError, UntrustedCode, one_line
 from edgemm import trust
+from edgemm.compare import nonfinite_breach
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -402,9 +403,9 @@ def _minimal_bundle(w: BundleWriter, note: str = "x") -> Bundle:
     from models.tiny import tiny_spec
 
     (w.path("data/parity_samples.npz")).write_bytes(b"npz")
-    return w.commit({"model": {"name": note, "source": "test", "sha256": ""}, **tiny_spec().to_manifest(),
-                     "calibration": {"source": None, "sha256": None, "samples": 0, "method": None}, "reports": {},
-                     "parity_samples": {"path": "data/parity_samples.npz"}})
+    return w.commit({"model": {"name": note, "source": "test", "sha256": ""},
+                     "graphs": {"main": {**tiny_spec().to_manifest(), "parity": {"path": "data/parity_samples.npz"}}},
+                     "calibration": {"source": None, "sha256": None, "samples": 0, "method": None}, "reports": {}})
 
 
 def test_stale_leftovers_of_a_dead_export_are_cleaned_only_if_ours(tmp_path):
@@ -693,10 +694,10 @@ def test_json_lines_nan_score_is_null():
 
 def test_nonfinite_outputs_are_a_breach():
     ref = np.ones((2, 3), np.float32)
-    assert trust.nonfinite_breach(ref, np.full((2, 3), np.inf, np.float32)) == "6 of 6 values are inf/NaN where the reference is finite"
-    assert "1 of 6" in trust.nonfinite_breach(ref, np.where(np.eye(2, 3) * np.arange(6).reshape(2, 3) > 3, np.nan, 1.0))
-    assert trust.nonfinite_breach(ref, ref.copy()) is None
-    assert trust.nonfinite_breach(np.array([np.inf]), np.array([np.inf])) is None  # the reference has it too
+    assert nonfinite_breach(ref, np.full((2, 3), np.inf, np.float32)) == "6 of 6 values are inf/NaN where the reference is finite"
+    assert "1 of 6" in nonfinite_breach(ref, np.where(np.eye(2, 3) * np.arange(6).reshape(2, 3) > 3, np.nan, 1.0))
+    assert nonfinite_breach(ref, ref.copy()) is None
+    assert nonfinite_breach(np.array([np.inf]), np.array([np.inf])) is None  # the reference has it too
     a = ref.astype(np.float64).ravel()
     b = np.full(6, np.inf)
     with np.errstate(invalid="ignore"):

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = None
     try:  # everything, parser building and imports included: a Ctrl-C at any moment is one line
         from ..plugins import plugins_deferred
-        from ..trust import disable_telemetry
+        from ..telemetry import disable_telemetry
 
         with plugins_deferred():  # --help and --version never run a plugin's code
             parser = build_parser()

@@ -123,7 +123,7 @@ def build(checkpoint: str | Path | None = CHECKPOINT) -> AVNet:
         path = Path(checkpoint)
         if not path.is_file():
             raise EdgemmError(f"avnet checkpoint {path} not found; train it with `python scripts/train_avnet.py` or pass checkpoint=None")
-        from ..trust import load_checkpoint
+        from ..torchload import load_checkpoint
 
         state = load_checkpoint(path)  # weights-only; one line naming --trust-code if it would need code
         if not isinstance(state, dict):

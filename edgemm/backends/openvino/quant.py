@@ -6,7 +6,7 @@ from pathlib import Path
 from ...lazy import lazy_import
 from ...data.calibration import CalibrationSource
 from ...cpu import cpu_int8
-from ...trust import disable_telemetry
+from ...telemetry import disable_telemetry
 
 ONNX_TO_OV_TYPES = {
     "Conv": ["Convolution", "GroupConvolution"], "MatMul": ["MatMul"], "Gemm": ["MatMul"], "Add": ["Add"],

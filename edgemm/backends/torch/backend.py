@@ -77,6 +77,6 @@ class TorchBackend(Backend):
 
 def load_program(path: Path, trust_code: bool | None = None):
     """``torch.export.load`` behind the trust check (``--trust-code``); a corrupt archive is one BundleError line."""
-    from ...trust import load_torch_program
+    from ...torchload import load_torch_program
 
     return load_torch_program(path, trust_code=trust_code)

@@ -77,7 +77,7 @@ def _open_json_lines(path: str):
 
 def json_line(obj) -> str:
     """One result as one line of valid JSON: non-finite numbers (a NaN score) become null."""
-    from ...trust import finite_or_none
+    from ...jsonsafe import finite_or_none
 
     return json.dumps(finite_or_none(obj), allow_nan=False)
 
