@@ -9,7 +9,7 @@ from ...lazy import INSTALL_HINTS, lazy_import
 from ...errors import BundleError, SpecError
 from ...iospec import IOSpec
 from ...log import logger
-from ...trust import disable_telemetry
+from ...telemetry import disable_telemetry
 from ..base import Availability, Backend, Compiled, Runner, RunnerOptions, check_static_axes, static_suffix, version_of
 from .options import OpenVinoOptions, store_runtime_options
 
