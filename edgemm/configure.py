@@ -215,6 +215,7 @@ def export(
     prune=None,
     targets: Sequence[str] | str | None = None,
     calibration: str | os.PathLike | None = None,
+    calib: str | os.PathLike | None = None,
     evaluation: str | os.PathLike | None = None,
     training: str | os.PathLike | Mapping[str, Any] | None = None,
     name: str | None = None,
@@ -238,7 +239,7 @@ def export(
 
     ``model_or_path``: an ``nn.Module``, a ``torch.export`` ``.pt2`` file, a recipe ``.toml`` or
     ``{graph name: module}``. ``int8=True`` adds INT8 artifacts for every target (``calibration``: an .npz
-    file/dir, an iterable of feeds, or "synthetic"). If the accuracy budget cannot be met, the bundle is
+    file/dir, an iterable of feeds, or "synthetic"; ``calib=`` is the same). If the accuracy budget cannot be met, the bundle is
     written with the best model found and ``BudgetNotMet`` is raised. ``qat=True`` fine-tunes with fake-quant
     (PTQ artifacts are kept beside the QAT ones). ``prune``: ``0.5``, ``"image=0.5,audio=0.3"`` or ``"2:4"``
     (structured pruning + distillation fine-tune on the training split); the original model stays the accuracy
@@ -257,6 +258,10 @@ def export(
     relative, None = no budget), ``quantizer`` (a name or {target: name}), ``calibration_method``,
     ``speed_guard``, ``policy`` (a PrecisionPolicy), which land on the same option fields.
     """
+    if calib is not None:  # the CLI's name (--calib), kept as an alias
+        if calibration is not None:
+            raise ConfigError("edgemm.export(): give calibration= or calib= (the same thing), not both")
+        calibration = calib
     resolved, cfg = configure(model_or_path, example_inputs, spec, output=output, int8=int8, qat=qat, prune=prune,
                               targets=targets, calibration=calibration, evaluation=evaluation, training=training, name=name,
                               verify=verify, threads=threads, stages=stages, options=options, export=export, quantize=quantize,

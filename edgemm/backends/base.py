@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, UnsupportedFeature
 from ..iospec import IOSpec
-from ..options import Options
+from ..options import Options, option_fields
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,8 @@ class Backend(ABC):
         return {"formats": list(self.formats), "precisions": list(self.precisions), "device": self.device,
                 "artifact_dir": self.folder, "default_quantizer": self.default_quantizer,
                 "int8_symmetric_only": self.int8_symmetric_only, "export_precisions": list(self.export_precisions),
-                "checked_by": self.checked_by, "reference": self.reference}
+                "checked_by": self.checked_by, "reference": self.reference,
+                "options": [f.name for f in option_fields(self.options)] if self.options is not None else []}
 
     @abstractmethod
     def availability(self) -> Availability:
