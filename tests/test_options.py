@@ -46,8 +46,6 @@ SAMPLES = {
     ("prune", "ratio"): {"image": 0.5},
     ("prune", "keep"): ("fuse.0", "image.body.0.0"),
     ("prune", "sparsity"): "2:4",
-    ("compile.onnxruntime", "free_dimensions"): {"batch": 1},
-    ("compile.openvino", "static_axes"): {"batch": 1},
     ("compile.tensorrt", "fp32_ops"): ("Exp", "Softmax"),
     ("compile.tensorrt", "fp32_nodes"): ("node_1",),
 }

@@ -158,22 +158,6 @@ class Backend(ABC):
         raise UnsupportedFeature(f"backend {self.name!r} has nothing to compile: it runs {', '.join(self.formats)} files as they are")
 
 
-def check_static_axes(spec: IOSpec, axes: Mapping[str, int], where: str) -> None:
-    """Refuse fixed sizes for axis names that no input of ``spec`` has as a dynamic axis (with a close-match hint)."""
-    from ..errors import ConfigError, close_match_hint
-
-    names = sorted({d for t in spec.inputs for d in t.shape if isinstance(d, str)})
-    for axis in axes:
-        if axis not in names:
-            raise ConfigError(f"{where}: {axis!r} is not a dynamic axis of the model{close_match_hint(axis, names)}; "
-                              f"its dynamic axes: {', '.join(names) or 'none'}")
-
-
-def static_suffix(axes: Mapping[str, int]) -> str:
-    """``{"batch": 1}`` -> ``".batch1"``: compiled files with fixed axes sit beside the dynamic ones, not over them."""
-    return "".join(f".{axis}{size}" for axis, size in sorted(axes.items()))
-
-
 def version_of(dist: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from ...lazy import INSTALL_HINTS, lazy_import
 from ...errors import BundleError, SpecError
 from ...iospec import IOSpec
-from ..base import Availability, Backend, Compiled, Runner, RunnerOptions, check_static_axes, static_suffix, version_of
+from ..base import Availability, Backend, Compiled, Runner, RunnerOptions, version_of
 from .options import LEVELS, OnnxRuntimeOptions
 
 
@@ -72,19 +72,16 @@ class OnnxRuntimeBackend(Backend):
     def compile(self, source: Path, out_dir: Path, spec: IOSpec, precision: str, *, source_precision: str = "fp32",
                 options: OnnxRuntimeOptions | None = None) -> list[Compiled]:
         """ONNX Runtime's offline-optimized model (graph fusions at ``options.optimization_level``, default extended:
-        portable across x86 CPUs; ``options.free_dimensions`` fix named dynamic axes)."""
+        portable across x86 CPUs)."""
         self.require()
         opts = options or OnnxRuntimeOptions()
         if precision != source_precision:
             raise SpecError(f"onnxruntime compiles a {source_precision} model as {source_precision}, not {precision}; "
                             f"export with --int8 for an int8 model")
-        check_static_axes(spec, opts.free_dimensions, "[compile.onnxruntime] free_dimensions")
         ort = lazy_import("onnxruntime")
-        stem = f"model.{precision}.ort-{opts.optimization_level}{static_suffix(opts.free_dimensions)}"
+        stem = f"model.{precision}.ort-{opts.optimization_level}"
         so = ort.SessionOptions()
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[opts.optimization_level])
-        for axis, size in opts.free_dimensions.items():
-            so.add_free_dimension_override_by_name(axis, size)
         so.optimized_model_filepath = str(out_dir / f"{stem}.onnx")
         so.log_severity_level = 3
         try:
@@ -92,6 +89,4 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise BundleError(f"onnxruntime cannot optimize {source.name} ({str(exc).splitlines()[0]}); re-export the bundle") from exc
         extra = {"optimization_level": opts.optimization_level, "compiled_from": source_precision}
-        if opts.free_dimensions:
-            extra["static_axes"] = dict(opts.free_dimensions)
         return [Compiled(f"{stem}.onnx", (f"{stem}.onnx",), {"onnxruntime": self.availability().version or "?"}, "onnx", extra)]

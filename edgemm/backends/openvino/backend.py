@@ -10,7 +10,7 @@ from ...errors import BundleError, SpecError
 from ...iospec import IOSpec
 from ...log import logger
 from ...telemetry import disable_telemetry
-from ..base import Availability, Backend, Compiled, Runner, RunnerOptions, check_static_axes, static_suffix, version_of
+from ..base import Availability, Backend, Compiled, Runner, RunnerOptions, version_of
 from .options import OpenVinoOptions, store_runtime_options
 
 
@@ -156,7 +156,7 @@ class OpenVinoBackend(Backend):
                 options: OpenVinoOptions | None = None) -> list[Compiled]:
         """ONNX -> IR. ``fp16`` stores fp16-compressed weights (half the size; computed in the plugin's precision);
         an int8 Q/DQ ONNX becomes an int8 IR (OpenVINO keeps the FakeQuantize ops it reads from Q/DQ).
-        ``options``: ``static_axes`` reshape named dynamic axes to fixed sizes; the run-time hints are stored in the IR."""
+        ``options``: the run-time hints are stored in the IR (``OpenVinoOptions``)."""
         self.require()
         opts = options or OpenVinoOptions()
         disable_telemetry()  # openvino_telemetry forks a process per event; Ctrl-C must reach only edgemm
@@ -164,19 +164,13 @@ class OpenVinoBackend(Backend):
         allowed = ("fp32", "fp16") if source_precision == "fp32" else ("int8",)
         if precision not in allowed:
             raise SpecError(f"openvino compiles a {source_precision} ONNX model to {' or '.join(allowed)}, not {precision!r}")
-        check_static_axes(spec, opts.static_axes, "[compile.openvino] static_axes")
         try:
             model = ov.convert_model(str(source))
-            if opts.static_axes:
-                model.reshape({t.name: [opts.static_axes.get(d, -1) if isinstance(d, str) else d for d in t.shape]
-                               for t in spec.inputs})
         except Exception as exc:  # openvino raises RuntimeError/OpConversionFailure with multi-line text
             raise BundleError(f"openvino cannot convert {source.name} ({str(exc).splitlines()[0]}); re-export the bundle") from exc
         store_runtime_options(model, opts)
-        stem = f"model.{precision}{static_suffix(opts.static_axes)}"
+        stem = f"model.{precision}"
         ov.save_model(model, str(out_dir / f"{stem}.xml"), compress_to_fp16=(precision == "fp16"))
         extra = {"compiled_from": source_precision, "runtime_options": opts.runtime()}
-        if opts.static_axes:
-            extra["static_axes"] = dict(opts.static_axes)
         return [Compiled(f"{stem}.xml", (f"{stem}.xml", f"{stem}.bin"), {"openvino": self.availability().version or "?"},
                          "openvino-ir", extra)]

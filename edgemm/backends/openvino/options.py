@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator
-
 from ...options import Options, option, options
 
 RT_SECTION = "runtime_options"
@@ -21,17 +19,6 @@ class OpenVinoOptions(Options):
         "LATENCY", help="what the CPU plugin optimises the compiled IR for: LATENCY (one request at a time) or THROUGHPUT "
                         "(several parallel streams, for many threads or batched serving)")
     num_streams: int | None = option(None, ge=1, help="parallel inference streams (default: what the performance hint picks)")
-    static_axes: dict[str, int] = option(
-        {}, metavar="AXIS=N,...", help="reshape named dynamic axes to fixed sizes in the IR, e.g. batch=1: a static model "
-                                       "(no shape inference per call) that runs only those sizes")
-
-    @field_validator("static_axes")
-    @classmethod
-    def _sizes(cls, value: dict[str, int]) -> dict[str, int]:
-        for axis, size in value.items():
-            if not axis.strip() or size < 1:
-                raise ValueError(f"each axis needs a name and a size >= 1 (got {axis!r} = {size}), e.g. batch=1")
-        return value
 
     def runtime(self) -> dict[str, str]:
         """OpenVINO properties of the runner (``compile_model`` config) that these options set."""
