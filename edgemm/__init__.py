@@ -4,13 +4,17 @@ from __future__ import annotations
 from .version import __version__
 
 from .errors import EdgemmError  # noqa: E402
-from .iospec import IOSpec, TensorSpec  # noqa: E402
 
 __all__ = ["EdgemmError", "IOSpec", "TensorSpec", "export", "compile", "verify", "load", "Bundle", "Runtime", "Stream", "benchmark", "__version__"]
 
 
 def __getattr__(name: str):
-    # Keep `import edgemm` light: torch/onnx are imported only when a function needs them.
+    # Keep `import edgemm` light (numpy, torch and onnx are imported only when a name needs them): the CLI's
+    # first fraction of a second then holds no import that Ctrl-C could interrupt outside its handler.
+    if name in ("IOSpec", "TensorSpec"):
+        from . import iospec
+
+        return getattr(iospec, name)
     if name == "export":
         from .configure import export
 

@@ -85,9 +85,9 @@ def test_table_without_generator_is_refused(tmp_path):
     ('[data.training]\ngenerator = "no_such_pkg.x:f"\n', RecipeError, "cannot import 'no_such_pkg.x'"),
     ('[data.training]\ngenerator = "edgemm.zoo.avmnist:training_pairs"\npath = "missing.npz"\n', SpecError, "missing.npz not found"),
     ('[data.training]\ngenerator = "edgemm.zoo.avmnist:training_pairs"\npath = "../calibration_data/avmnist/train-material.npz"\nrender = 2\n',
-     EdgemmError, "generator edgemm.zoo.avmnist:training_pairs failed"),
+     RecipeError, "the training generator edgemm.zoo.avmnist:training_pairs cannot be called with"),
     ('[data.training]\ngenerator = "edgemm.zoo.avmnist:read_mnist"\npath = "../calibration_data/avmnist/train-material.npz"\n',
-     EdgemmError, "generator edgemm.zoo.avmnist:read_mnist failed"),
+     RecipeError, "the training generator edgemm.zoo.avmnist:read_mnist cannot be called with"),
     ('[data.training]\ngenerator = "test_training_source:as_list"\n', SpecError, "returned a list"),
     ('[data.training]\ngenerator = "test_training_source:without_audio"\n', SpecError, "lacks input(s) audio"),
 ])

@@ -12,12 +12,20 @@ from ..errors import EdgemmError, close_match_hint
 from .base import Stage
 
 
-@lru_cache(maxsize=1)
 def _discover() -> tuple[dict[str, Stage], dict[str, str]]:
+    from ..plugins import plugins_enabled
+
+    return _load(plugins_enabled())  # cached per setting: a call while plugins are deferred (--help) caches no empty set
+
+
+@lru_cache(maxsize=2)
+def _load(with_plugins: bool) -> tuple[dict[str, Stage], dict[str, str]]:
     from ..plugins import instantiate, load_entry_points
     from .units import BUILTIN
 
     found: dict[str, Stage] = {s.name: s for s in BUILTIN}
+    if not with_plugins:
+        return found, {}
     loaded, broken_info = load_entry_points("edgemm.stages", _check_stage, make=instantiate)
     broken = {n: b.reason for n, b in broken_info.items()}
     for name, stage in loaded.items():

@@ -79,8 +79,8 @@ class VerifyResult:
             lines.append("accuracy: no labelled evaluation data (parity only)")
         lines.append(f"parity vs the fp32 reference on {self.parity['samples']} held-out samples:")
         for aid, a in self.parity["artifacts"].items():
-            if "skipped" in a:
-                lines.append(f"  {aid:<42} skipped: {a['skipped']}")
+            if "skipped" in a or "error" in a:
+                lines.append(f"  {aid:<42} {'skipped: ' + a['skipped'] if 'skipped' in a else 'BREACH: ' + a['error']}")
                 continue
             worst = min(o["cosine"] for o in a["outputs"].values())
             mabs = max(o["max_abs"] for o in a["outputs"].values())
@@ -259,7 +259,12 @@ def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOpti
             continue
         with step(f"verifying {aid} on {art.backend} ({art.precision})"), \
                 backend.create_runner(bundle.file(art.path, "artifact path"), spec, replace(options, precision=art.precision)) as runner:
-            out = parity_cmp.run(runner)
+            try:
+                out = parity_cmp.run(runner)
+            except ParityError as exc:  # outputs that do not match the spec (a plugin's runner): this artifact's breach
+                parity["artifacts"][aid] = {"backend": art.backend, "precision": art.precision, "error": str(exc)}
+                breaches.append(str(exc))
+                continue
             pruned = bool(art.extra.get("pruned")) and pruned_parity is not None
             # A pruned artifact computes the pruned model: parity against that model's outputs (stored at export),
             # accuracy (below) against the user's original model.
