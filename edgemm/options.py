@@ -308,7 +308,7 @@ def _describe(annotation) -> str:
             parts.append("a list" + (f" of {_plural(inner[0])}" if inner else ""))
         elif get_origin(a) in (dict, Mapping) or a is dict:
             args = get_args(a)
-            parts.append("a table" + (f" of {_plural(args[1])}" if len(args) == 2 else ""))
+            parts.append("a table" + (f" of {_plural(args[1])}" if len(args) == 2 and args[1] is not Any else ""))
         else:
             parts.append(getattr(a, "__name__", str(a)))
     return " or ".join(parts)

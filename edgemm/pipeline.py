@@ -143,7 +143,8 @@ def _graph_state(name: str, gm: GraphModel, cfg: PipelineConfig, multi: bool, re
     """A graph's data: evaluation samples, calibration source, examples, the training split."""
     spec = gm.spec
     eval_samples = calib = None
-    limit = recipe.quantize.calibration_limit
+    quantize = (cfg.options or {}).get("quantize")
+    limit = quantize.calibration_limit if quantize is not None else recipe.quantize.calibration_limit
     if multi:
         from .data.calibration import CalibrationSource, calibration_source
         from .data.datasets import samples_from_arrays

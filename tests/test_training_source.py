@@ -99,7 +99,7 @@ def test_bad_generator_is_one_clear_error(tmp_path, table, error, needle):
 
 
 def test_training_must_be_a_path_or_a_table(tmp_path):
-    with pytest.raises(RecipeError, match="must be a path"):
+    with pytest.raises(RecipeError, match="training = 3 is not allowed: expected a string or a table or none"):
         load_recipe(_recipe(tmp_path, "", "training = 3"))
 
 

@@ -192,8 +192,10 @@ def add_qat_artifacts(ctx, ptq_results):
 
     # Train on the grid the deployed model uses: 7-bit weights on CPU targets whose int8 sums saturate (edgemm.cpu).
     cpu_targets = any(get_backend(t).device == "cpu" for t in cfg.export.targets)
-    qcfg = QATConfig(symmetric_activations=symmetric, threads=cfg.threads or 2, epochs=default_epochs(len(train)),
-                     weight_bits=7 if cpu_targets and cpu_int8().u8s8_saturates else 8)
+
+    qcfg = ctx.options("qat", QATOptions()).config(symmetric_activations=symmetric, threads=cfg.threads or 2,
+                                                   weight_bits=7 if cpu_targets and cpu_int8().u8s8_saturates else 8,
+                                                   samples=len(train))
     with step(f"QAT: fine-tuning with fake-quant on {len(train)} samples ({qcfg.epochs} epochs, distilled from fp32)"):
         student = qat_finetune(model, spec, train.feeds, train.labels, qcfg)
     ptq_drop = {r.target: r.candidate.drop for r in ptq_results}

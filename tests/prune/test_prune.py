@@ -51,7 +51,8 @@ def test_parse_forms():
     ("image=1.2", "'image' is 1.2, outside"), ("image=abc", "not a number"), ("image0.5,audio=0.3", "write BRANCH=RATIO pairs"),
     ("image=0.5,image=0.3", "given twice"), (True, "not a ratio"), ([0.5], "not understood"),
     ("3:4", "not a number"), ({"ratio": 0.5, "epoch": 3}, "did you mean 'epochs'"),
-    ({"ratio": 0.5, "shift": 0.6}, "prune shift is 0.6"), ({"ratio": 0.5, "shift": -1}, "fraction of the input's extent"),
+    ({"ratio": 0.5, "shift": 0.6}, "shift = 0.6 is not allowed: expected a number in \\[0, 0.5\\)"),
+    ({"ratio": 0.5, "shift": -1}, "shift = -1 is not allowed"),
 ])
 def test_parse_errors(value, match):
     with pytest.raises(EdgemmError, match=match) as err:
@@ -62,9 +63,9 @@ def test_parse_errors(value, match):
 def test_unknown_branch_hint():
     with pytest.raises(EdgemmError, match="unknown prune branch 'imgae' \\(did you mean 'image'\\?\\); this model's branches are: image, audio, fusion"):
         parse_prune("imgae=0.5", ["image", "audio"])
-    with pytest.raises(EdgemmError, match="unknown prune criterion 'tailor' \\(did you mean 'taylor'"):
+    with pytest.raises(EdgemmError, match="criterion = 'tailor' is not allowed: expected one of 'magnitude', 'taylor' \\(did you mean 'taylor'"):
         parse_prune(0.5, criterion="tailor")
-    with pytest.raises(EdgemmError, match="unknown prune heads mode 'narow' \\(did you mean 'narrow'\\?\\); use remove"):
+    with pytest.raises(EdgemmError, match="heads = 'narow' is not allowed: expected one of 'remove', 'narrow' \\(did you mean 'narrow'\\?\\)"):
         parse_prune(0.5, heads="narow")
 
 
