@@ -35,7 +35,7 @@ STAGE_SECTIONS: dict[str, type[Options]] = {"export": ExportOptions, "verify": V
 
 def options_class(section: str, where: str = "options") -> type[Options]:
     """The options class of a section name: a stage's (``quantize``), a backend's (``compile.openvino``) or a
-    registered stage's (``stages.ort-format``)."""
+    registered stage's (``stages.<name>``)."""
     if section in STAGE_SECTIONS:
         return STAGE_SECTIONS[section]
     kind, _, name = section.partition(".")
@@ -200,7 +200,7 @@ def _stage_names(stages) -> list[str]:
     if isinstance(stages, str):
         return [s.strip() for s in stages.split(",") if s.strip()]
     if not all(isinstance(s, str) for s in stages):
-        raise ConfigError(f"edgemm.export(stages=): {stages!r} is not allowed: expected stage names, e.g. stages=[\"ort-format\"]")
+        raise ConfigError(f"edgemm.export(stages=): {stages!r} is not allowed: expected stage names, e.g. stages=[\"my-stage\"]")
     return list(stages)
 
 
@@ -245,12 +245,12 @@ def export(
     (structured pruning + distillation fine-tune on the training split); the original model stays the accuracy
     reference. ``training``: the fine-tuning split of pruning and QAT (an .npz file/dir, or
     ``{"generator": "module:callable", ...}`` as a recipe's [data.training]; default: the recipe's, else the
-    calibration data). ``stages``: extra stages by name (``["ort-format"]``).
+    calibration data). ``stages``: extra stages by name (``["my-stage"]``: plugin stages, see examples/stage_plugin).
 
     ``options``: section -> options object or dict, the same tables a recipe has::
 
         options={"quantize": QuantizeOptions(max_drop=0.02), "prune": {"epochs": 3},
-                 "compile.openvino": {"performance_hint": "THROUGHPUT"}, "stages.ort-format": {...}}
+                 "compile.openvino": {"performance_hint": "THROUGHPUT"}, "stages.<name>": {...}}
 
     Also accepted (keyword arguments): typed configs ``export=`` (ExportOptions), ``quantize=``
     (QuantizeOptions), ``prune_options=`` (PruneOptions or a dict of [prune] keys), ``verify_config=``

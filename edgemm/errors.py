@@ -7,6 +7,7 @@ its message as one line and exits with code 2. Anything else is a bug: the CLI p
 from __future__ import annotations
 
 import difflib
+import errno
 import re
 from typing import Iterable
 
@@ -70,3 +71,24 @@ def close_match_hint(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` when ``word`` looks like a typo of one of ``choices``."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+OS_FIX = {
+    errno.ENOSPC: "free some disk space and run it again",
+    errno.EDQUOT: "free some space (disk quota exceeded) and run it again",
+    errno.EACCES: "check the permissions of that path or choose another one",
+    errno.EPERM: "check the permissions of that path or choose another one",
+    errno.EROFS: "that file system is read-only; choose a writable path",
+    errno.ENOENT: "check that the path exists",
+    errno.ENOTDIR: "a part of that path is a file, not a folder; fix the path",
+    errno.EISDIR: "that path is a folder; give a file path",
+    errno.EMFILE: "too many open files; raise `ulimit -n` and run it again",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """``No space left on device: 'build/x/onnx/model.onnx'; free some disk space ...`` (one line)."""
+    what = exc.strerror or type(exc).__name__
+    where = " -> ".join(repr(str(f)) for f in (exc.filename, exc.filename2) if f is not None)
+    fix = OS_FIX.get(exc.errno or -1, "fix the path or the file system and run it again")
+    return one_line(f"{what}{': ' + where if where else ''}; {fix}")

@@ -59,7 +59,7 @@ class Options:
 def options(section: str):
     """Class decorator: a subclass of :class:`Options` becomes a validated frozen dataclass of recipe ``section``.
 
-    ``section`` is the recipe table's dotted name: ``"quantize"``, ``"compile.openvino"``, ``"stages.ort-format"``.
+    ``section`` is the recipe table's dotted name: ``"quantize"``, ``"compile.openvino"``, ``"stages.<name>"``.
     """
     if not isinstance(section, str) or not section.strip() or section != section.strip():
         raise TypeError(f"options(section) needs a recipe section name like 'compile.openvino', not {section!r}")

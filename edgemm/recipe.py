@@ -39,8 +39,8 @@ max_drop = 0.01
 [compile.openvino]                          # a backend's compile options (its Backend.options class)
 performance_hint = "LATENCY"
 [stages]                                    # extra stages by name (the edgemm.stages registry) ...
-enable = ["ort-format"]
-[stages.ort-format]                         # ... and their options (the stage's options class)
+enable = ["my-stage"]
+[stages.my-stage]                           # ... and their options (the stage's options class)
 ```
 Relative paths are relative to the recipe file. Unknown keys are errors with a close-match hint; a value
 of the wrong type, out of range, not finite or not one of its choices is one ``ConfigError`` line naming
@@ -213,7 +213,7 @@ def _stages(raw: dict, source: str) -> tuple[tuple[str, ...], dict[str, Options]
     enable = table.pop("enable", [])
     if not isinstance(enable, list) or not all(isinstance(n, str) for n in enable):
         raise ConfigError(f"{source} [stages] enable = {enable!r} is not allowed: expected a list of stage names, "
-                          "e.g. enable = [\"ort-format\"]")
+                          "e.g. enable = [\"my-stage\"]")
     for name in enable:
         _stage_or_error(get_stage, name, source)
     opts = {}

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgemm.cli import main
-from edgemm.cli.options import stage_classes
+from edgemm.cli.commands.flags import stage_classes
 from edgemm.errors import ConfigError, RecipeError
 from edgemm.options import build_options, option_fields, section_of
 from edgemm.recipe import load_recipe

@@ -136,9 +136,6 @@ KNOWN_FOLDER_CYCLES = {
     # stages.units (the prune stage unit) -> stages.prune; stages.prune.report -> stages.export and
     # stages.quantize, stages.prune.config -> stages.prune_options
     frozenset({"edgemm.stages", "edgemm.stages.prune"}): "stages <-> stages/prune",
-    # cli/__init__ -> cli.commands (registers the verbs); commands.export/compile -> cli.options,
-    # commands.run -> cli (os_error_line)
-    frozenset({"edgemm.cli", "edgemm.cli.commands"}): "cli <-> cli/commands",
 }
 
 

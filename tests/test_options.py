@@ -15,7 +15,7 @@ from typing import Literal, get_args, get_origin
 import pytest
 
 from edgemm.cli import build_parser
-from edgemm.cli.options import builtin_backend_options, section_values, stage_classes
+from edgemm.cli.commands.flags import builtin_backend_options, section_values, stage_classes
 from edgemm.configure import configure
 from edgemm.errors import ConfigError
 from edgemm.options import Options, build_options, option, option_fields, options, section_of

@@ -12,29 +12,17 @@ adding a verb touches no file here. Every failure ends in one line on stderr:
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import logging
 import os
 import pkgutil
 import sys
 
-from ..errors import EdgemmError, one_line
+from ..errors import EdgemmError, one_line, os_error_line  # noqa: F401  (os_error_line: re-exported)
 from ..version import __version__
 from ..log import set_verbosity
 from . import commands
 
-_OS_FIX = {
-    errno.ENOSPC: "free some disk space and run it again",
-    errno.EDQUOT: "free some space (disk quota exceeded) and run it again",
-    errno.EACCES: "check the permissions of that path or choose another one",
-    errno.EPERM: "check the permissions of that path or choose another one",
-    errno.EROFS: "that file system is read-only; choose a writable path",
-    errno.ENOENT: "check that the path exists",
-    errno.ENOTDIR: "a part of that path is a file, not a folder; fix the path",
-    errno.EISDIR: "that path is a folder; give a file path",
-    errno.EMFILE: "too many open files; raise `ulimit -n` and run it again",
-}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,16 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     mods = [importlib.import_module(f"{commands.__name__}.{m.name}") for m in pkgutil.iter_modules(commands.__path__)]
     for mod in sorted(mods, key=lambda m: getattr(m, "ORDER", 50)):
-        mod.register(sub)
+        if hasattr(mod, "register"):  # a verb; commands/flags.py holds the flag helpers they share
+            mod.register(sub)
     return p
-
-
-def os_error_line(exc: OSError) -> str:
-    """``No space left on device: 'build/x/onnx/model.onnx'; free some disk space ...`` (one line)."""
-    what = exc.strerror or type(exc).__name__
-    where = " -> ".join(repr(str(f)) for f in (exc.filename, exc.filename2) if f is not None)
-    fix = _OS_FIX.get(exc.errno or -1, "fix the path or the file system and run it again")
-    return one_line(f"{what}{': ' + where if where else ''}; {fix}")
 
 
 def _error(line: str) -> None:

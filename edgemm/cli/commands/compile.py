@@ -6,7 +6,7 @@ is ``[compile.openvino] num_streams``); ``--option compile.<backend>.KEY=VALUE``
 from __future__ import annotations
 
 from ...errors import ConfigError
-from ..options import add_generic_flags, add_section_flags, builtin_backend_options, positive_int, section_values
+from .flags import add_generic_flags, add_section_flags, builtin_backend_options, positive_int, section_values
 
 ORDER = 15
 

@@ -6,7 +6,7 @@ Its option flags are generated from the options classes of the stages and the bu
 """
 from __future__ import annotations
 
-from ..options import (add_generic_flags, add_section_flags, builtin_backend_options, positive_int, section_values,
+from .flags import (add_generic_flags, add_section_flags, builtin_backend_options, positive_int, section_values,
                        stage_classes, stage_names)
 
 ORDER = 10

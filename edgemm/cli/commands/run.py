@@ -64,7 +64,7 @@ def _check_json_lines(path: str) -> None:
 
 
 def _open_json_lines(path: str):
-    from ...cli import os_error_line
+    from ...errors import os_error_line
     from ...errors import EdgemmError
 
     if path == "-":

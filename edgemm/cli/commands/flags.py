@@ -15,8 +15,8 @@ import sys
 from functools import lru_cache
 from typing import Any
 
-from ..errors import ConfigError, close_match_hint
-from ..options import Options, add_flags, check_value, flag_values, from_text, option_fields, section_of
+from ...errors import ConfigError, close_match_hint
+from ...options import Options, add_flags, check_value, flag_values, from_text, option_fields, section_of
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,11 +45,11 @@ def positive_int(value: str) -> int:
 
 def stage_classes() -> tuple[type[Options], ...]:
     """The options classes of the built-in export stages, in the order their flags are listed."""
-    from ..stages.export_options import ExportOptions
-    from ..stages.prune_options import PruneOptions
-    from ..stages.qat_options import QATOptions
-    from ..stages.quantize_options import QuantizeOptions
-    from ..stages.verify_options import VerifyOptions
+    from ...stages.export_options import ExportOptions
+    from ...stages.prune_options import PruneOptions
+    from ...stages.qat_options import QATOptions
+    from ...stages.quantize_options import QuantizeOptions
+    from ...stages.verify_options import VerifyOptions
 
     return (ExportOptions, QuantizeOptions, PruneOptions, QATOptions, VerifyOptions)
 
@@ -57,7 +57,7 @@ def stage_classes() -> tuple[type[Options], ...]:
 @lru_cache(maxsize=1)
 def builtin_backend_options() -> dict[str, type[Options]]:
     """Backend name -> its options class, for the backend folders shipped with edgemm (no entry points)."""
-    from .. import backends
+    from ... import backends
 
     found: dict[str, type[Options]] = {}
     for info in pkgutil.iter_modules(backends.__path__):
@@ -89,11 +89,11 @@ def add_section_flags(parser, classes, *, helps: dict[str, dict[str, str]] | Non
 def add_generic_flags(parser, *, stages: bool) -> None:
     """``--option SECTION.KEY=VALUE`` (repeatable) and, for export, ``--stage NAME`` (repeatable)."""
     parser.add_argument("--option", dest=OPTION_DEST, action="append", type=assignment, default=[], metavar="SECTION.KEY=VALUE",
-                        help="set any option of any section, e.g. compile.openvino.num_streams=2 or stages.ort-format.KEY=VALUE "
+                        help="set any option of any section, e.g. compile.openvino.num_streams=2 or stages.NAME.KEY=VALUE "
                              "(plugin stages and backends included); VALUE is read as a TOML value, else as text; repeatable")
     if stages:
         parser.add_argument("--stage", dest=STAGE_DEST, action="append", default=[], metavar="NAME",
-                            help="also run this stage (a plugin's, e.g. ort-format; see the edgemm.stages entry points); "
+                            help="also run this stage (a plugin's: see the edgemm.stages entry points and examples/stage_plugin); "
                                  "repeatable; the recipe's [stages] enable adds more")
 
 
