@@ -38,6 +38,8 @@ class GraphState:
     int8_results: list = field(default_factory=list)  # the INT8 results that answer to the budget (QAT's with --qat)
     every_int8: list = field(default_factory=list)  # PTQ and QAT results
     entry: dict = field(default_factory=dict)  # the graph's manifest entry: inputs, outputs, axes, parity
+    # the examples are valid model inputs (the user's or a model family's): parity may run on them; None: not said
+    valid_examples: bool | None = None
 
     @property
     def module(self):

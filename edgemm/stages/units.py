@@ -211,8 +211,7 @@ class ParityStage(Stage):
             _, held, kind = held_out(g.calibration, None)  # the samples INT8 was checked on, not calibrated on
             parity = {k: v[:n] for k, v in held.items()}
         else:
-            parity = g.spec.example_feeds(batch=n, seed=1)
-            kind = "random feeds (no evaluation data given)"
+            parity, kind = self.valid_feeds(g, n)
         samples_rel, ref_rel = layout.parity_samples_path(g.name), layout.parity_reference_path(g.name)
         np.savez_compressed(ctx.path(samples_rel), **parity)
         np.savez_compressed(ctx.path(ref_rel), **dict(zip(g.spec.output_names, run_module(g.module, parity, g.spec.input_names))))
@@ -223,6 +222,30 @@ class ParityStage(Stage):
                                 **dict(zip(g.spec.output_names, run_module(g.pruned.module, parity, g.spec.input_names))))
             entry["pruned_reference_outputs"] = pruned_rel
         g.entry = {**g.spec.to_manifest(), "parity": entry}
+        family = getattr(g.module, "edgemm_family", None)  # a family model (edgemm.families): what it records
+        if isinstance(family, dict):
+            g.entry["family"] = family
+
+    @staticmethod
+    def valid_feeds(g, n: int) -> tuple[dict, str]:
+        """Parity samples without evaluation or calibration data: a family's valid feeds (token ids inside the
+        vocabulary, prefix masks, waveforms, images), else the user's example inputs where random feeds are no
+        valid input (integer inputs: random ids are 0 or 1) or where they are as many, else random feeds."""
+        make = getattr(g.module, "edgemm_valid_feeds", None)
+        if callable(make):
+            family = (getattr(g.module, "edgemm_family", None) or {}).get("name", "the model's")
+            return g.spec.check_feeds(make(n, 1), "parity feeds: "), f"{n} valid feeds made by the {family} family (no evaluation data given)"
+        given = g.valid_examples
+        if given is None:  # not said: the pipeline's own examples are spec.example_feeds(batch=2), anything else is the user's
+            default = g.spec.example_feeds(batch=2)
+            given = not all(k in g.examples and np.array_equal(np.asarray(g.examples[k]), v) for k, v in default.items())
+        if given:
+            rows = len(next(iter(g.examples.values())))
+            integer = any(np.issubdtype(np.dtype(t.dtype), np.integer) for t in g.spec.inputs)
+            if integer or rows >= n:
+                return ({k: np.asarray(v)[:n] for k, v in g.examples.items()},
+                        f"the {min(rows, n)} example inputs given to export (no evaluation data given)")
+        return g.spec.example_feeds(batch=n, seed=1), "random feeds (no evaluation data given)"
 
 
 def export_pruning_report(original, pruned, spec, args, pruned_onnx, export_cfg, threads, int8_results) -> dict:

@@ -1,0 +1,42 @@
+"""Hugging Face Whisper's encoder: the log-mel spectrogram (``input_features``, ``num_mel_bins`` x
+``2 * max_source_positions`` frames) -> ``last_hidden_state``. The decoder is not exported (graph ``encoder``)."""
+from __future__ import annotations
+
+from ...iospec import TensorSpec
+from ..base import Family, FamilyGraph, hf_model_type, mro_names
+from ..folder import ModelFolder
+from ..hf import load_pretrained
+from ..preprocessing import audio_record
+
+
+class WhisperEncoderFamily(Family):
+    name = "hf-whisper"
+    description = "Hugging Face Whisper encoder (log-mel input_features -> last_hidden_state), graph encoder"
+    model_types = ("whisper",)
+    library = "transformers"
+
+    def recognises_module(self, obj) -> bool:
+        return hf_model_type(obj) == "whisper"
+
+    def load(self, folder: ModelFolder):
+        return load_pretrained("WhisperModel", folder, "Hugging Face Whisper")
+
+    def graphs(self, model, folder: ModelFolder | None) -> dict[str, FamilyGraph]:
+        from ..wrappers import InputFeatures
+        from ..feeds import whisper_log_mel
+
+        encoder = model if any(n == "WhisperEncoder" for _, n in mro_names(model)) else model.get_encoder()
+        cfg = model.config
+        n_mels, frames = int(cfg.num_mel_bins), 2 * int(cfg.max_source_positions)  # the encoder takes exactly this many
+        pre = (folder.preprocessor if folder is not None else None) or {}
+        rate, n_fft, hop = int(pre.get("sampling_rate", 16000)), int(pre.get("n_fft", 400)), int(pre.get("hop_length", 160))
+
+        def feeds(batch: int, seed: int):
+            return {"input_features": whisper_log_mel(batch, n_mels, frames, seed, rate, n_fft, hop)}
+
+        data = {"preprocessing": {"input_features": audio_record(pre, "Whisper log-mel")}, "frames": frames, "n_mels": n_mels}
+        inputs = (TensorSpec("input_features", "float32", ("batch", n_mels, frames), "audio"),)
+        return {"encoder": FamilyGraph(InputFeatures(encoder), inputs, feeds, keep=("last_hidden_state",), data=data)}
+
+
+FAMILY = WhisperEncoderFamily()
