@@ -65,12 +65,15 @@ def export_reference(model, args, spec: IOSpec, path: Path):
         with quiet():
             ep = torch.export.export(model, args, dynamic_shapes=dynamic_shapes(spec), strict=False)
     except Exception as exc:  # the user's forward() raised or is not traceable: their input, one line
+        from .export_errors import trace_failure
+
         shapes = ", ".join(f"{t.name} {list(a.shape)} {str(a.dtype).replace('torch.', '')}" for t, a in zip(spec.inputs, args))
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise EdgemmError(
-            f"torch.export cannot trace {type(model).__name__}.forward on example inputs ({shapes}): "
-            f"{type(exc).__name__}: {first}; make forward() run on such inputs (see `edgemm -v export` for the traceback)"
-        ) from exc
+        raise EdgemmError(trace_failure(exc, model, f"{type(model).__name__}.forward", shapes)) from exc
+    from .export_errors import data_dependent_outputs
+
+    unsized = data_dependent_outputs(ep, spec.output_names)
+    if unsized:  # traced, but no target can run it sample by sample: say so here, not as a parity breach later
+        raise EdgemmError(f"cannot export {type(model).__name__}: {unsized}")
     torch.export.save(ep, str(path))
     return ep
 
@@ -88,25 +91,37 @@ def export_onnx(model, args, spec: IOSpec, path: Path, cfg: ExportConfig, progra
         from .rewrite import rewrite_attention
 
         model, rewritten = rewrite_attention(model)
+    traced_from = model  # what the legacy exporter traces if the dynamo exporter fails (not the program below)
     if not rewritten and program is not None and cfg.exporter == "dynamo":
         model = program
     names = dict(input_names=spec.input_names, output_names=spec.output_names, opset_version=cfg.opset)
     used = cfg.exporter
     fallback_reason = None
+    dynamo_error = None
     if cfg.exporter == "dynamo":
         try:
             with quiet() as log:
                 torch.onnx.export(model, args, str(path), dynamic_shapes=dynamic_shapes(spec), dynamo=True, external_data=False, **names)
             logger.debug(log.getvalue())
         except Exception as exc:  # the dynamo exporter fails with many error types; we fall back and say why
+            dynamo_error = exc
             fallback_reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
             logger.warning("warning: the dynamo ONNX exporter failed (%s); falling back to the legacy TorchScript exporter", fallback_reason)
             used = "legacy"
     if used == "legacy":
-        module = model.module() if is_program(model) else model
+        # the legacy exporter traces the module itself (the program substituted above is for the dynamo exporter)
+        module = traced_from.module() if is_program(traced_from) else traced_from
         dyn = {t.name: dict(t.dynamic_axes) for t in spec.inputs + spec.outputs if t.dynamic_axes}
-        with quiet():
-            torch.onnx.export(module, args, str(path), dynamic_axes=dyn, dynamo=False, **names)
+        try:
+            with quiet():
+                torch.onnx.export(module, args, str(path), dynamic_axes=dyn, dynamo=False, **names)
+        except Exception as exc:  # both exporters failed: the first failure names the op and the module best
+            from .export_errors import onnx_failure
+
+            if dynamo_error is not None:
+                logger.debug("the legacy exporter's error: %s: %s", type(exc).__name__, exc)
+            cause = dynamo_error or exc
+            raise EdgemmError(onnx_failure(cause, cfg.opset, type(traced_from).__name__)) from cause
     proto = onnx.load(str(path))
     nodes_before = len(proto.graph.node)
     if cfg.slim:
