@@ -15,7 +15,7 @@ from typing import ClassVar, Mapping
 
 import numpy as np
 
-from ..errors import BackendUnavailable, UnsupportedFeature
+from ..errors import BackendUnavailable, BundleError, UnsupportedFeature
 from ..iospec import IOSpec
 from ..options import Options, option_fields
 
@@ -38,6 +38,17 @@ class RunnerOptions:
     # (faster on a quiet machine; False helps where other processes load every core:
     # benchmarks/bench_ort_spinning.py, results/e2e-spinning-*.json).
     spin: bool | None = None
+    # GPU backends (TensorRT): rebuild an engine that does not match this device from its source ONNX (None: the
+    # value recorded at compile time), and capture the run in a CUDA graph (None: the backend's default).
+    rebuild: bool | None = None
+    cuda_graph: bool | None = None
+
+    @classmethod
+    def for_artifact(cls, artifact, device: str, **kwargs) -> "RunnerOptions":
+        """Options for running ``artifact`` (an edgemm.bundle.Artifact) on a backend whose device is ``device``:
+        its precision, and the device it records (``extra["device"]``, e.g. ``cuda:1``), else the backend's."""
+        recorded = artifact.extra.get("device") if isinstance(artifact.extra, dict) else None
+        return cls(precision=artifact.precision, device=recorded if isinstance(recorded, str) and recorded else device, **kwargs)
 
 
 class Runner(ABC):
@@ -59,7 +70,11 @@ class Runner(ABC):
         t0 = time.perf_counter()
         outs = self._infer(dict(feeds))
         self.last_latency_ms = (time.perf_counter() - t0) * 1e3
-        return dict(zip(self.spec.output_names, outs))
+        names = self.spec.output_names
+        if len(outs) != len(names):  # zip would drop outputs silently
+            raise BundleError(f"{self.backend or type(self).__name__} returned {len(outs)} outputs, the IOSpec names {len(names)} "
+                              f"({', '.join(names)}); re-export the bundle (or fix the backend plugin that runs it)")
+        return dict(zip(names, outs))
 
     def close(self) -> None:
         """Release the session/engine."""

@@ -38,7 +38,9 @@ def _measure(job: dict) -> dict:
     from ..bundle import Bundle
 
     bundle = Bundle.open(job["bundle"], verify_hashes=False)
-    opts = RunnerOptions(threads=job["threads"], precision=job["precision"], spin=job.get("spin"))
+    if job.get("graph"):
+        bundle = bundle.graph(job["graph"])  # the graph's own spec and parity samples
+    opts = RunnerOptions(threads=job["threads"], precision=job["precision"], spin=job.get("spin"), device=get_backend(job["backend"]).device)
     if get_backend(job["backend"]).reference and job.get("factory"):
         from ..trust import resolve_factory
 

@@ -33,7 +33,8 @@ class Runtime:
             if warning:
                 logger.warning("warning: %s: %s", artifact.path, warning)
         self._runner = runner or get_backend(artifact.backend).create_runner(
-            bundle.file(artifact.path, "artifact path"), self.spec, RunnerOptions(threads=threads, precision=artifact.precision))
+            bundle.file(artifact.path, "artifact path"), self.spec,
+            RunnerOptions.for_artifact(artifact, get_backend(artifact.backend).device, threads=threads))
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:

@@ -9,7 +9,7 @@ Latency: a short batch-1 timing per artifact (the full matrix is ``edgemm bench`
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -258,7 +258,8 @@ def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOpti
                                         "skipped": f"{art.format} file: {art.backend} builds its own artifact from it (edgemm compile)"}
             continue
         with step(f"verifying {aid} on {art.backend} ({art.precision})"), \
-                backend.create_runner(bundle.file(art.path, "artifact path"), spec, replace(options, precision=art.precision)) as runner:
+                backend.create_runner(bundle.file(art.path, "artifact path"), spec,
+                                      RunnerOptions.for_artifact(art, backend.device, threads=options.threads)) as runner:
             try:
                 out = parity_cmp.run(runner)
             except ParityError as exc:  # outputs that do not match the spec (a plugin's runner): this artifact's breach
