@@ -1,8 +1,9 @@
 """One comparator (Polygraphy's shape): run runners over a data set, then compare with a chosen function.
 
 Verify, the PTQ search, INC and QAT all ask the same two questions of a model: "what does it
-output on these samples" and "how close is that to the reference" (parity, top-1, agreement).
-They ask them here.
+output on these samples" and "how close is that to the reference" (parity, the task metric of each
+head, agreement). They ask them here. Each head is measured by its task (``edgemm.metrics``):
+top-1 on class labels, MAE/RMSE on float targets, cosine/recall@k against reference embeddings.
 
 What a runner returns is checked against the spec before anything compares it: a runner (a plugin's,
 or one fed a tampered artifact) that returns fewer outputs, other shapes or non-numeric data is a
@@ -112,6 +113,7 @@ class Comparator:
         self.feeds = dict(feeds)
         self.labels = dict(labels or {})
         self.batch = batch
+        self.tasks = metrics.head_tasks(spec.outputs, self.labels)  # output name -> task
 
     def __len__(self) -> int:
         return len(next(iter(self.feeds.values())))
@@ -137,18 +139,42 @@ class Comparator:
 
     # comparison functions
     def top1(self, outputs: Outputs) -> dict[str, float]:
-        return metrics.top1(outputs, self.labels)
+        """Top-1 per classification head with labels."""
+        return metrics.top1(outputs, {h: y for h, y in self.labels.items() if self.tasks.get(h) == "classification"})
+
+    def scores(self, outputs: Outputs, reference: Outputs | None = None) -> dict[str, dict[str, float]]:
+        """Every task metric of every head that can be measured here: classification and regression heads on their
+        labels, embedding heads against ``reference`` (the fp32 outputs of the same samples). Raw heads: none."""
+        out = {}
+        for name in self.spec.output_names:
+            if name not in outputs:
+                continue
+            got = metrics.head_scores(self.tasks.get(name, "raw"), outputs[name], self.labels.get(name),
+                                      reference.get(name) if reference is not None else None)
+            if got is not None:
+                out[name] = got
+        return out
+
+    def task_metrics(self, outputs: Outputs, reference: Outputs | None = None) -> dict[str, float]:
+        """The budgeted metric per measured head (``metrics.PRIMARY``: top1, mae, recall@1)."""
+        return {h: s[metrics.PRIMARY[self.tasks[h]]] for h, s in self.scores(outputs, reference).items()}
 
     def parity(self, reference: Outputs, outputs: Outputs) -> dict[str, dict[str, float]]:
         return {name: metrics.parity(reference[name], outputs[name]) for name in self.spec.output_names}
 
-    def agreement(self, reference: Outputs, outputs: Outputs) -> dict[str, float]:
-        heads = [t.name for t in self.spec.outputs if t.labels is not None] or self.spec.output_names
+    def agreement(self, reference: Outputs, outputs: Outputs, classification_only: bool = False) -> dict[str, float]:
+        """Same predicted class (argmax) as ``reference``, per classification head; without one, per raw head (a
+        proxy for outputs of unknown meaning; ``classification_only`` leaves it out). Never for regression or
+        embedding heads, where an argmax means nothing."""
+        heads = [h for h, task in self.tasks.items() if task == "classification"]
+        if not heads and not classification_only:
+            heads = [h for h, task in self.tasks.items() if task == "raw"]
         return metrics.agreement(reference, outputs, heads)
 
-    def evaluate(self, backend: str, path: Path, options: RunnerOptions = RunnerOptions()) -> dict[str, float]:
-        """Top-1 per labelled head of the artifact at ``path``."""
-        return self.top1(self.run_artifact(backend, path, options))
+    def evaluate(self, backend: str, path: Path, options: RunnerOptions = RunnerOptions(),
+                 reference: Outputs | None = None) -> dict[str, float]:
+        """The task metric per measured head of the artifact at ``path`` (embeddings against ``reference``)."""
+        return self.task_metrics(self.run_artifact(backend, path, options), reference)
 
 
 def nonfinite_breach(ref, out) -> str | None:

@@ -15,6 +15,9 @@ import numpy as np
 from .errors import SpecError, close_match_hint
 
 MODALITIES = ("image", "audio", "text", "tensor")
+# What an output is measured by (edgemm.metrics): top-1 on class labels, MAE/RMSE on float targets, cosine and
+# recall@k against the fp32 embeddings, or parity only ("raw": detection boxes, feature maps ...).
+TASKS = ("classification", "regression", "embedding", "raw")
 Dim = Union[int, str]
 DEFAULT_AXIS_MAX = 4096  # a named axis without a declared range: what torch.export and the runners accept
 
@@ -151,6 +154,7 @@ class TensorSpec:
     modality: str = "tensor"  # inputs only
     preprocessing: Preprocess | None = None  # inputs only
     labels: tuple[str, ...] | None = None  # outputs only (classification heads)
+    task: str | None = None  # outputs only: one of TASKS; None: inferred (classification with labels, else from the data)
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):
@@ -167,6 +171,13 @@ class TensorSpec:
         for d in self.shape:
             if not (isinstance(d, str) or (isinstance(d, int) and d > 0)):
                 raise SpecError(f"{self.name}: shape entries must be positive ints or axis names, got {d!r}")
+        if self.task is not None:
+            if self.task not in TASKS:
+                raise SpecError(f"{self.name}: unknown task {self.task!r}{close_match_hint(str(self.task), TASKS)}; "
+                                f"use one of {', '.join(TASKS)}")
+            if self.labels is not None and self.task != "classification":
+                raise SpecError(f"{self.name}: 'labels' name the classes of a classification head, but task is {self.task!r}; "
+                                "drop the labels or set task = 'classification'")
 
     @property
     def dynamic_axes(self) -> dict[int, str]:
@@ -201,11 +212,13 @@ class TensorSpec:
             d["preprocessing"] = preprocess_to_dict(self.preprocessing)
         else:
             d["labels"] = list(self.labels) if self.labels is not None else None
+            if self.task is not None:  # written only when declared: an inferred task is the data's, not the model's
+                d["task"] = self.task
         return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], kind: str) -> "TensorSpec":
-        known = {"name", "dtype", "shape"} | ({"modality", "preprocessing"} if kind == "input" else {"labels"})
+        known = {"name", "dtype", "shape"} | ({"modality", "preprocessing"} if kind == "input" else {"labels", "task"})
         for key in data:
             if key not in known:
                 raise SpecError(
@@ -222,6 +235,7 @@ class TensorSpec:
             modality=modality,
             preprocessing=preprocess_from_dict(modality, data.get("preprocessing")),
             labels=tuple(str(x) for x in labels) if labels is not None else None,
+            task=data.get("task") if kind == "output" else None,
         )
 
 

@@ -5,8 +5,11 @@ An ``.npz`` file (or a directory of them) whose keys are:
   modality data that the input's pre-processing turns into tensors: ``[N, H, W, 3]`` uint8 frames
   for images, ``[N, samples]`` int16/float waveforms for audio (rate in ``<name>.sample_rate``,
   default the model's rate), an array of strings for text;
-- output names: integer class labels for that head, ``[N]`` indices below the head's width
-  (optional: without them only parity is measured).
+- output names: the head's targets (optional: without them only parity is measured), by the head's task
+  (``TensorSpec.task``; undeclared: classification for a head with class ``labels``, regression for float
+  targets of a head that gives one value per sample, else classification): a classification head takes ``[N]`` class indices
+  below its width; a regression head ``[N]`` or ``[N, *head shape]`` float targets, kept float; an
+  embedding or raw head takes none (embeddings are compared with the fp32 model's own).
 Other keys (metadata such as file names) are read and ignored. Files are read with
 :func:`edgemm.safeio.read_npz` (bounded, never unpickled); every malformed array is one SpecError.
 """
@@ -23,7 +26,8 @@ from ..iospec import IOSpec, TensorSpec
 from ..safeio import read_npz
 from .preprocess import preprocess_input
 
-SAMPLE_FIX = "write it with numpy.savez: inputs [N, ...], labels [N] class indices (see edgemm/data/datasets.py)"
+SAMPLE_FIX = ("write it with numpy.savez: inputs [N, ...], labels [N] class indices or float regression targets "
+              "(see edgemm/data/datasets.py)")
 # numbers and booleans, and text ("U": raw text inputs and metadata such as file names)
 SAMPLE_KINDS = ("f", "i", "u", "b", "U")
 
@@ -31,11 +35,17 @@ SAMPLE_KINDS = ("f", "i", "u", "b", "U")
 @dataclass
 class Samples:
     feeds: dict[str, np.ndarray]  # input name -> [N, ...] model-level tensor
-    labels: dict[str, np.ndarray]  # output name -> [N] int64
+    labels: dict[str, np.ndarray]  # output name -> [N] int64 class indices, or float regression targets ([N, ...])
     source: str
 
     def __len__(self) -> int:
         return len(next(iter(self.feeds.values())))
+
+    @property
+    def class_labels(self) -> dict[str, np.ndarray]:
+        """The classification heads' labels only (integer class indices): what a cross-entropy loss or an argmax
+        accuracy may use; regression targets are float and left out."""
+        return {k: v for k, v in self.labels.items() if v.dtype.kind in "iu"}
 
     def take(self, idx) -> "Samples":
         return Samples({k: v[idx] for k, v in self.feeds.items()}, {k: v[idx] for k, v in self.labels.items()}, self.source)
@@ -85,9 +95,35 @@ def _check_array(arr, name: str, where: str) -> np.ndarray:
     return arr
 
 
+def _task(o: TensorSpec, y: np.ndarray) -> str:
+    """The head's task for these targets: declared; else classification for a head with class labels; else regression
+    where that is unambiguous (float targets, one per sample, for a head that gives one value per sample); else
+    classification (a [N, C] float array for a C-wide head may be one-hot rows or C regression targets: declare it)."""
+    if o.task is not None:
+        return o.task
+    if o.labels is not None:
+        return "classification"
+    one_value = len(o.shape) >= 1 and all(isinstance(d, int) for d in o.shape[1:]) and int(np.prod(o.shape[1:])) == 1
+    if y.dtype.kind == "f" and one_value and (y.ndim == 1 or (y.ndim >= 2 and int(np.prod(y.shape[1:])) == 1)):
+        return "regression"
+    return "classification"
+
+
 def _labels(arrays, o: TensorSpec, n: int, where: str) -> np.ndarray:
-    """One head's labels: ``[n]`` whole numbers in ``0 .. width-1`` (the head's last dimension)."""
+    """One head's targets, by its task: ``[n]`` class indices ``0 .. width-1`` (int64), or float regression targets."""
     y = _check_array(arrays[o.name], o.name, where)
+    task = _task(o, y)
+    if task in ("embedding", "raw"):
+        raise SpecError(f"{where}: key {o.name!r} gives targets for output {o.name!r}, whose task is {task!r} "
+                        f"({'compared with the fp32 model's own embeddings' if task == 'embedding' else 'parity only'}); "
+                        "drop the key, or declare the output's task as 'classification' or 'regression'")
+    if task == "regression":
+        if y.dtype.kind not in "iuf":
+            raise SpecError(f"{where}: regression targets {o.name!r} have dtype {y.dtype}, expected numbers; {SAMPLE_FIX}")
+        if y.ndim == 0 or len(y) != n:
+            raise SpecError(f"{where}: labels {o.name!r} have {len(y) if y.ndim else 0} rows, the inputs {n}; one target "
+                            f"per sample: {SAMPLE_FIX}")
+        return _regression_targets(y, o, where)
     width = o.shape[-1] if len(o.shape) >= 2 and isinstance(o.shape[-1], int) else None
     if y.ndim != 1:
         hint = " (one-hot or score rows: save their argmax)" if y.ndim == 2 else ""
@@ -96,16 +132,36 @@ def _labels(arrays, o: TensorSpec, n: int, where: str) -> np.ndarray:
         raise SpecError(f"{where}: labels {o.name!r} have {len(y)} rows, the inputs {n}; one label per sample: {SAMPLE_FIX}")
     if y.dtype.kind == "f":
         if not np.isfinite(y).all() or (y != np.round(y)).any():
-            raise SpecError(f"{where}: labels {o.name!r} are {y.dtype} with fractional or non-finite values; "
-                            f"labels are class indices: {SAMPLE_FIX}")
+            raise SpecError(f"{where}: labels {o.name!r} are {y.dtype} with fractional or non-finite values, but {o.name!r} "
+                            "is a classification head (it has class labels or task 'classification'); class labels are "
+                            "whole numbers: declare task = 'regression' for float targets")
     elif y.dtype.kind not in "iu":
         raise SpecError(f"{where}: labels {o.name!r} have dtype {y.dtype}, expected integer class indices; {SAMPLE_FIX}")
     if len(y) and (y.min() < 0 or (width is not None and y.max() >= width)):
         bad = y.min() if y.min() < 0 else y.max()
         allowed = f"0..{width - 1}" if width is not None else "0 or more"
+        one = (" (a one-column head is not a classifier: give float targets or declare task = 'regression')"
+               if width == 1 else "")
         raise SpecError(f"{where}: labels {o.name!r} hold class {bad:g}, but head {o.name!r} has {width or 'unbounded'} "
-                        f"classes ({allowed}); check that the file was made for this model")
+                        f"classes ({allowed}){one}; check that the file was made for this model")
     return y.astype(np.int64)
+
+
+def _regression_targets(y: np.ndarray, o: TensorSpec, where: str) -> np.ndarray:
+    """Float targets, never cast to integers: ``[n]`` (one value per sample) or ``[n, *head shape]``."""
+    if y.dtype.kind != "f":
+        y = y.astype(np.float64)  # integer targets of a declared regression head: their exact values, as floats
+    if not np.isfinite(y).all():
+        raise SpecError(f"{where}: regression targets {o.name!r} hold inf/NaN values; every target must be a finite number")
+    fixed = list(o.shape[1:])
+    if fixed and all(isinstance(d, int) for d in fixed):
+        values = int(np.prod(fixed))
+        ok = list(y.shape[1:]) == fixed or (y.ndim == 1 and values == 1)
+        if not ok:
+            forms = "[N]" if values == 1 else f"[N, {', '.join(map(str, fixed))}]"
+            raise SpecError(f"{where}: regression targets {o.name!r} have shape {list(y.shape)}, but head {o.name!r} gives "
+                            f"{fixed} value(s) per sample; save {forms} float targets")
+    return y
 
 
 def samples_from_arrays(arrays, spec: IOSpec, where: str, base_dir: Path, limit: int | None = None) -> Samples:
