@@ -115,7 +115,7 @@ def _labels(arrays, o: TensorSpec, n: int, where: str) -> np.ndarray:
     task = _task(o, y)
     if task in ("embedding", "raw"):
         raise SpecError(f"{where}: key {o.name!r} gives targets for output {o.name!r}, whose task is {task!r} "
-                        f"({'compared with the fp32 model's own embeddings' if task == 'embedding' else 'parity only'}); "
+                        f"({'measured against the fp32 embeddings' if task == 'embedding' else 'parity only'}); "
                         "drop the key, or declare the output's task as 'classification' or 'regression'")
     if task == "regression":
         if y.dtype.kind not in "iuf":
