@@ -34,6 +34,23 @@ def parse_max_drop(value) -> tuple[float | None, bool]:
     return v, False
 
 
+def parse_mae_increase(value) -> tuple[float | None, bool]:
+    """``0.05`` -> (0.05, absolute: in the regression targets' units); ``"5%"`` -> (0.05, relative to the reference MAE);
+    ``None`` / ``"none"`` -> (None, False)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "off")):
+        return None, False
+    if isinstance(value, bool):
+        raise EdgemmError(f"--max-mae-increase {value!r} is not a number; write 0.05 (in the targets' units), 5% or none")
+    text = str(value).strip()
+    try:
+        v = float(text[:-1] if text.endswith("%") else text)
+    except ValueError as exc:
+        raise EdgemmError(f"--max-mae-increase {value!r} is not a number; write 0.05 (in the targets' units), 5% or none") from exc
+    if not math.isfinite(v) or v < 0:
+        raise EdgemmError(f"--max-mae-increase {value!r} must be a finite number >= 0; write 0.05, 5% or none")
+    return (v / 100.0, True) if text.endswith("%") else (v, False)
+
+
 def _non_finite(value) -> bool:
     try:
         return not math.isfinite(float(str(value).strip().rstrip("%")))
@@ -58,6 +75,18 @@ class QuantizeOptions(Options):
 
     calibration_limit: int | None = option(
         None, ge=1, flag="--calib-limit", metavar="N", help="calibrate on the first N calibration samples only (default: all)")
+    max_mae_increase: float | str | None = option(
+        None, flag="--max-mae-increase", metavar="DELTA",
+        help="budget of regression heads for --int8: the MAE increase allowed, in the targets' units (0.05) or relative "
+             "to the reference MAE (5%); default: --max-drop's value, read as an MAE increase")
+    strict: bool = option(
+        False, flag="--int8-strict",
+        help="fail the export (exit 2) when a target's INT8 cannot reach its parity floor; default: leave that target's "
+             "INT8 out of the bundle with one warning and keep every other artifact")
+    search_minutes: float = option(
+        5.0, ge=0, flag="--int8-search-minutes", metavar="MIN",
+        help="time cap per target of the INT8 speed-guard and accuracy searches, in minutes (default 5); the first "
+             "candidate is always built and checked, and what the cap skipped is reported")
 
     @field_validator("max_drop", mode="before")
     @classmethod
@@ -71,6 +100,19 @@ class QuantizeOptions(Options):
         if drop is None:
             return None
         return f"{drop * 100:g}%" if relative else drop
+
+    @field_validator("max_mae_increase", mode="before")
+    @classmethod
+    def _mae_budget(cls, value):
+        try:
+            delta, relative = parse_mae_increase(value)
+        except EdgemmError as exc:
+            finite = not _non_finite(value)
+            raise ValueError(("" if finite else "expected a finite number: ") +
+                             "write 0.05 (MAE increase in the targets' units, >= 0), 5% (relative) or none") from exc
+        if delta is None:
+            return None
+        return f"{delta * 100:g}%" if relative else delta
 
     @field_validator("quantizer", mode="before")
     @classmethod
@@ -112,6 +154,12 @@ class QuantizeOptions(Options):
     def budget(self) -> tuple[float | None, bool]:
         """(max_drop as a fraction or None, whether it is relative to the reference top-1)."""
         return parse_max_drop(self.max_drop)
+
+    @property
+    def regression_budget(self) -> tuple[float, bool] | None:
+        """(the MAE increase allowed, whether relative to the reference MAE), or None: regression heads take max_drop."""
+        delta, relative = parse_mae_increase(self.max_mae_increase)
+        return None if delta is None else (delta, relative)
 
 
 QuantizeConfig = QuantizeOptions  # the name recipes used before the options seam
