@@ -128,12 +128,15 @@ def configure(
     calibration_method: str | None = None,
     speed_guard: bool | None = None,
     policy=None,
+    axes: Mapping[str, Any] | None = None,
     resolved: ResolvedModel | None = None,
 ) -> tuple[ResolvedModel, PipelineConfig]:
     """The model resolved and the ``PipelineConfig`` ``edgemm.export`` runs (arguments as :func:`export`).
 
     ``resolved``: an already resolved model (skips loading it again)."""
     resolved = resolved or resolve_model(model_or_path, example_inputs, spec)
+    if axes:
+        _apply_axes(resolved, axes)
     recipe = resolved.recipe
     sections = dict(recipe.sections())
     for section, value, where in (("export", export, "export="), ("quantize", quantize, "quantize="),
@@ -234,6 +237,7 @@ def export(
     calibration_method: str | None = None,
     speed_guard: bool | None = None,
     policy=None,
+    axes: Mapping[str, Any] | None = None,
 ) -> Bundle:
     """Export a model to a verified bundle at ``output`` (written to a temp dir, renamed when complete).
 
@@ -257,6 +261,10 @@ def export(
     (VerifyOptions); and single settings ``opset``, ``exporter``, ``max_drop`` (0.01 = 1 point absolute, "2%"
     relative, None = no budget), ``quantizer`` (a name or {target: name}), ``calibration_method``,
     ``speed_guard``, ``policy`` (a PrecisionPolicy), which land on the same option fields.
+
+    ``axes``: the sizes each named dynamic axis may take, ``{"batch": (1, 1, 16)}`` (min, opt, max) or
+    ``{"batch": {"max": 16}}``; used by the export (torch.export's ranges), compile (TensorRT profiles), bench
+    and the runtime's feed check. Default: 1..4096, opt 1, or the recipe's ``[axes]``.
     """
     if calib is not None:  # the CLI's name (--calib), kept as an alias
         if calibration is not None:
@@ -267,8 +275,29 @@ def export(
                               verify=verify, threads=threads, stages=stages, options=options, export=export, quantize=quantize,
                               prune_options=prune_options, verify_config=verify_config, opset=opset, exporter=exporter,
                               max_drop=max_drop, quantizer=quantizer, calibration_method=calibration_method,
-                              speed_guard=speed_guard, policy=policy)
+                              speed_guard=speed_guard, policy=policy, axes=axes)
     return run_pipeline(resolved, cfg)
+
+
+def _apply_axes(resolved: ResolvedModel, axes: Mapping[str, Any]) -> None:
+    """Set the ranges of named dynamic axes on every graph that has them; a name no graph has is an error."""
+    from .iospec import AxisRange
+
+    if not isinstance(axes, Mapping):
+        raise ConfigError(f"axes= must map axis names to (min, opt, max), not {type(axes).__name__}")
+    ranges = {k: AxisRange.from_value(v, f"axes[{k!r}]") for k, v in axes.items()}
+    seen: set[str] = set()
+    for gm in resolved.graphs.values():
+        named = {d for t in gm.spec.inputs + gm.spec.outputs for d in t.shape if isinstance(d, str)}
+        mine = {k: r for k, r in ranges.items() if k in named}
+        seen |= set(mine)
+        if mine:
+            gm.spec = gm.spec.with_axes(mine)
+    unknown = sorted(set(ranges) - seen)
+    if unknown:
+        names = sorted({a for gm in resolved.graphs.values() for a in gm.spec.axis_names})
+        raise ConfigError(f"axes: {', '.join(map(repr, unknown))} is not a dynamic axis of the model"
+                          f"{close_match_hint(unknown[0], names)}; its named axes: {', '.join(names) or 'none'}")
 
 
 def _training(value):

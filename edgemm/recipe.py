@@ -19,6 +19,9 @@ size = [64, 64]
 name = "digit"
 labels = ["0", "1", ...]
 
+[axes]                                      # optional: the sizes each named dynamic axis may take
+batch = { min = 1, opt = 1, max = 64 }      # (default 1..4096, opt 1): export ranges, TensorRT profiles, feed checks
+
 [data]
 calibration = "../calibration_data/avmnist/calib.npz"
 evaluation = "../calibration_data/avmnist/eval.npz"
@@ -237,7 +240,7 @@ def _stage_or_error(get_stage, name: str, source: str):
         raise RecipeError(f"{source}: [stages]: {exc}") from exc
 
 
-SECTIONS = ("model", "inputs", "outputs", "data", "export", "verify", "quantize", "precision", "prune", "qat", "compile", "stages")
+SECTIONS = ("model", "inputs", "outputs", "axes", "data", "export", "verify", "quantize", "precision", "prune", "qat", "compile", "stages")
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -257,7 +260,7 @@ def load_recipe(path: str | Path) -> Recipe:
     if "inputs" not in raw:
         raise RecipeError(f"{src}: missing [[inputs]] (the model's named inputs)")
     try:
-        spec = IOSpec.from_manifest({"inputs": raw["inputs"], "outputs": raw.get("outputs", [])})
+        spec = IOSpec.from_manifest({"inputs": raw["inputs"], "outputs": raw.get("outputs", []), "axes": raw.get("axes", {})})
     except SpecError as exc:
         raise RecipeError(f"{src}: {exc}") from exc
     prune = _prune(raw, src)

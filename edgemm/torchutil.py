@@ -51,8 +51,9 @@ def dynamic_shapes(spec: IOSpec):
     for t in spec.inputs:
         axes = {}
         for axis, name in t.dynamic_axes.items():
-            if name not in dims:
-                dims[name] = torch.export.Dim(name.replace("-", "_"), min=1, max=4096)
+            if name not in dims:  # the IOSpec's range; the example feeds the axis at size 2 (a size-1 example freezes it)
+                r = spec.axis_range(name)
+                dims[name] = torch.export.Dim(name.replace("-", "_"), min=r.min, max=max(r.max, 2))
             axes[axis] = dims[name]
         shapes.append(axes or None)
     return tuple(shapes)

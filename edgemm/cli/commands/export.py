@@ -6,7 +6,7 @@ Its option flags are generated from the options classes of the stages and the bu
 """
 from __future__ import annotations
 
-from .flags import (add_generic_flags, add_section_flags, builtin_backend_options, positive_int, section_values,
+from .flags import (add_generic_flags, axis_range, add_section_flags, builtin_backend_options, positive_int, section_values,
                        stage_classes, stage_names)
 
 ORDER = 10
@@ -22,6 +22,7 @@ def cmd_export(args) -> int:
     bundle = export(
         args.model, output=args.output, int8=args.int8, qat=args.qat, calibration=args.calib, evaluation=args.eval,
         verify=not args.no_verify, threads=args.threads, stages=stage_names(args), options=section_values(args, _classes()),
+        axes=dict(args.axis or ()) or None,
     )
     result = getattr(bundle, "last_verify", None)
     print(f"bundle: {bundle.root}  ({len(bundle.artifacts)} artifacts; `edgemm info {args.output}` for details)")
@@ -47,6 +48,9 @@ def register(sub) -> None:
                        epilog="example: edgemm export export/avnet.toml -o build/avnet")
     e.add_argument("model", metavar="RECIPE_OR_MODEL", help="recipe .toml or torch.export .pt2 file")
     e.add_argument("-o", "--output", required=True, metavar="BUNDLE_DIR", help="bundle directory (replaced if it is a bundle)")
+    e.add_argument("--axis", action="append", type=axis_range, metavar="NAME=MIN:OPT:MAX",
+                   help="the sizes a named dynamic axis may take, e.g. batch=1:1:16 (or batch=8: a fixed size); used by the "
+                        "export, TensorRT profiles, bench and the runtime's feed check (default 1..4096, or the recipe's [axes]); repeatable")
     e.add_argument("--eval", default=None, metavar="NPZ", help="labelled evaluation data (default: the recipe's [data] evaluation)")
     e.add_argument("--calib", default=None, metavar="DIR_OR_NPZ",
                    help="calibration data for --int8: .npz file or directory (keys = input names), or 'synthetic' "

@@ -32,6 +32,20 @@ def targets(value: str) -> list[str]:
     return [t.strip() for t in value.split(",") if t.strip()]
 
 
+def axis_range(value: str) -> tuple[str, tuple[int, int, int]]:
+    """``batch=1:1:16`` -> ("batch", (1, 1, 16)); ``batch=8`` -> a fixed size."""
+    name, sep, sizes = value.partition("=")
+    parts = sizes.split(":")
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        nums = []
+    if not sep or not name.strip() or len(nums) not in (1, 3) or min(nums, default=0) < 1:
+        raise argparse.ArgumentTypeError(f"--axis {value!r}: write NAME=MIN:OPT:MAX with positive integers (e.g. batch=1:1:16) "
+                                         "or NAME=N for a fixed size")
+    return name.strip(), (tuple(nums) * 3 if len(nums) == 1 else tuple(nums))
+
+
 def positive_int(value: str) -> int:
     """An argparse type: an integer >= 1 (``--threads``)."""
     try:
