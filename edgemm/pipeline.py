@@ -266,7 +266,6 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
                 logger.warning("note: %s", line)
     for line in notes:
         logger.warning("note: %s", line)
-    bundle.last_verify = result  # type: ignore[attr-defined]
     for g in states:
         if g.pruned is not None:
             from .stages.prune import check_budget

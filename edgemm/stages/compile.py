@@ -94,7 +94,8 @@ def compile_bundle(bundle_dir: str | os.PathLike, target: str, *, precision: str
         from .verify import verify as run_verify
 
         bundle = Bundle.open(bundle.root)
-        bundle.last_verify = run_verify(bundle, threads=threads)  # type: ignore[attr-defined]
+        run_verify(bundle, threads=threads)
+        bundle = Bundle.open(bundle.root)  # with the reports verify wrote
     return bundle
 
 

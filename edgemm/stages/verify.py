@@ -59,6 +59,14 @@ class VerifyResult:
             out["accuracy"] = self.accuracy
         return out
 
+    @classmethod
+    def from_bundle(cls, bundle) -> "VerifyResult | None":
+        """The last verification of ``bundle`` as written in its reports (None: never verified)."""
+        parity, latency = bundle.report("parity"), bundle.report("latency")
+        if parity is None or latency is None:
+            return None
+        return cls(parity, bundle.report("accuracy"), latency)
+
     def raise_on_breach(self) -> None:
         if self.breaches:
             raise ParityError(f"{self.breaches[0]}" + (f" (and {len(self.breaches) - 1} more, see reports/parity.json)" if len(self.breaches) > 1 else ""))

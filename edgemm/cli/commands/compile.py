@@ -24,7 +24,9 @@ def cmd_compile(args) -> int:
     bundle = compile_bundle(args.bundle, args.target, precision=precision, graph=args.graph, verify=not args.no_verify,
                             threads=args.threads, options=given.get(section))
     print(f"bundle: {bundle.root}  ({len(bundle.artifacts)} artifacts; `edgemm info {args.bundle}` for details)")
-    result = getattr(bundle, "last_verify", None)
+    from ...stages.verify import VerifyResult
+
+    result = VerifyResult.from_bundle(bundle) if not args.no_verify else None
     if result is not None:
         print(result.summary())
     return 0

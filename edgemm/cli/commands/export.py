@@ -24,7 +24,9 @@ def cmd_export(args) -> int:
         verify=not args.no_verify, threads=args.threads, stages=stage_names(args), options=section_values(args, _classes()),
         axes=dict(args.axis or ()) or None,
     )
-    result = getattr(bundle, "last_verify", None)
+    from ...stages.verify import VerifyResult
+
+    result = VerifyResult.from_bundle(bundle) if not args.no_verify else None
     print(f"bundle: {bundle.root}  ({len(bundle.artifacts)} artifacts; `edgemm info {args.output}` for details)")
     if result is not None:
         print(result.summary())
