@@ -12,9 +12,20 @@ from types import ModuleType
 from ..errors import BackendUnavailable, EdgemmError, one_line
 
 HF_INSTALL = "pip install 'edgemm[hf]'"
-# torch's own CPU wheel index carries a torchvision built for the CPU torch of the same release
-CPU_TORCHVISION = ("pip install torchvision==<the release matching your torch> --index-url https://download.pytorch.org/whl/cpu "
-                   "(torch 2.13 -> torchvision 0.28)")
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"  # torch's own index: torchvision built for the CPU torch
+
+
+def cpu_torchvision_command() -> str:
+    """``pip install torchvision==0.28.* --index-url ...``: the torchvision release that matches the installed torch
+    (torch 2.N pairs with torchvision 0.(N+15)), read from the installed metadata without importing torch."""
+    from importlib import metadata
+
+    try:
+        major, minor = (int(p) for p in metadata.version("torch").split("+")[0].split(".")[:2])
+    except (metadata.PackageNotFoundError, ValueError):
+        major, minor = 0, 0
+    release = f"0.{minor + 15}.*" if major == 2 else "<the release matching your torch>"
+    return f"pip install 'torchvision=={release}' --index-url {CPU_INDEX}"
 
 
 class TorchvisionBroken(EdgemmError):
@@ -50,10 +61,10 @@ def torchvision_error(cause: str, needed_by: str, removable: bool) -> Torchvisio
     """The one line for a torchvision failure: what broke and the two ways out."""
     if removable:
         fix = (f"edgemm does not need torchvision: `pip uninstall torchvision`, or install the CPU build matching your torch: "
-               f"{CPU_TORCHVISION}")
+               f"{cpu_torchvision_command()}")
     else:
-        fix = (f"{needed_by} needs a torchvision built for your torch: install the CPU build matching your torch: {CPU_TORCHVISION} "
-               "(edgemm itself does not need torchvision)")
+        fix = (f"{needed_by} needs a torchvision built for your torch: install the CPU build matching your torch: "
+               f"{cpu_torchvision_command()} (edgemm itself does not need torchvision)")
     return TorchvisionBroken(f"cannot import {needed_by}: {cause}; {fix}")
 
 
@@ -91,6 +102,6 @@ def transformers_attr(name: str, needed_by: str):
                           f"{one_line(exc)[:300]}; check the transformers install ({HF_INSTALL})") from exc
 
 
-def import_timm(needed_by: str = "timm image models") -> ModuleType:
+def import_timm(needed_by: str = "timm") -> ModuleType:
     """``import timm``: timm imports torchvision unconditionally, so uninstalling it is no way out there."""
     return import_optional("timm", needed_by, torchvision_removable=False)

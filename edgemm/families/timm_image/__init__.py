@@ -39,7 +39,7 @@ class TimmFamily(Family):
         from ..deps import import_timm
 
         cfg = folder.config or {}
-        timm = import_timm("timm image models")
+        timm = import_timm("timm")
         kwargs = dict(cfg.get("model_args") or {}) if isinstance(cfg.get("model_args"), Mapping) else {}
         for key in ("num_classes", "global_pool", "in_chans"):
             if key in cfg and key not in kwargs:
