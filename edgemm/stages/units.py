@@ -140,12 +140,23 @@ class PTQStage(Stage):
 
     def run(self, ctx: StageContext) -> None:
         from .quantize import add_int8_artifacts, reference_metrics
+        from .quantize_options import QuantizeOptions
 
         g, cfg = ctx.graph, ctx.config
+        q = ctx.options("quantize", QuantizeOptions())
+        ptq = replace(cfg.ptq, parity_floor=cfg.verify.cosine_min_int8, strict=q.strict, search_minutes=q.search_minutes,
+                      regression_budget=q.regression_budget)
         g.reference_metrics = reference_metrics(g.deployed_module, g.spec, g.eval_samples)
-        g.int8_results = add_int8_artifacts(ctx, ctx.path(ctx.fp32_onnx().path), g.calibration, cfg.export.targets,
-                                            replace(cfg.ptq, parity_floor=cfg.verify.cosine_min_int8), model=g.deployed,
-                                            reference=g.reference_metrics)
+        results = add_int8_artifacts(ctx, ctx.path(ctx.fp32_onnx().path), g.calibration, cfg.export.targets, ptq,
+                                     model=g.deployed, reference=g.reference_metrics)
+        # A target whose INT8 missed its parity floor is not in the bundle (add_int8_artifacts said so in one line);
+        # the manifest records it, and nothing downstream (QAT, the pruning report, the speed report) counts it.
+        left = [r for r in results if r.left_out]
+        if left:
+            ctx.manifest.setdefault("int8_left_out", []).extend(
+                {"graph": g.name, "target": r.target, "reason": r.left_out, "cosine": r.candidate.cosine,
+                 "parity_floor": ptq.parity_floor, "search": r.search} for r in left)
+        g.int8_results = [r for r in results if not r.left_out]
         g.every_int8 = list(g.int8_results)
 
 

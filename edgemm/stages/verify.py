@@ -1,9 +1,11 @@
 """Verify: every artifact of a bundle against the fp32 reference.
 
 Parity: max-abs, mean-abs and cosine per output on held-out samples (the bundle's own
-``data/parity_samples.npz``, taken from the evaluation split at export time). Accuracy: top-1
-per classification head on the evaluation split, for the reference and each artifact, plus a
-modality ablation of the reference (each image/audio input blanked: a black frame, silence).
+``data/parity_samples.npz``, taken from the evaluation split at export time). Accuracy: each head's
+task metric (``edgemm.metrics``: top-1 of a classification head and MAE/RMSE of a regression head on
+the evaluation split, cosine/recall@k of an embedding head against the reference's embeddings of the
+parity samples), for the reference and each artifact, plus a modality ablation of the reference
+(each image/audio input blanked: a black frame, silence).
 Latency: a short batch-1 timing per artifact (the full matrix is ``edgemm bench``).
 """
 from __future__ import annotations
@@ -76,13 +78,22 @@ class VerifyResult:
         acc = self.accuracy
         if acc:
             ref = acc["reference"]["metrics"]
+            tasks = acc["reference"].get("task", {})
+
+            def name(h: str) -> str:  # the metric a head is reported by (reports before tasks: top1)
+                return metrics.PRIMARY.get(tasks.get(h, "classification"), "top1")
+
+            def drop(a: dict, h: str) -> str:
+                d = a.get("drop", {}).get(h)
+                return "drop not measured" if d is None else f"{'MAE' if name(h) == 'mae' else 'drop'} {d:+.4f}"
+
             lines.append(f"accuracy on {acc['samples']} held-out samples ({acc['source']}):")
-            lines.append(f"  {'reference torch fp32':<42} " + "  ".join(f"{h} top1 {v:.4f}" for h, v in ref.items()))
-            for name, ab in acc.get("ablation", {}).items():
-                lines.append(f"  {'  ' + name:<42} " + "  ".join(f"{h} top1 {v:.4f}" for h, v in ab.items()))
+            lines.append(f"  {'reference torch fp32':<42} " + "  ".join(f"{h} {name(h)} {v:.4f}" for h, v in ref.items()))
+            for label, ab in acc.get("ablation", {}).items():
+                lines.append(f"  {'  ' + label:<42} " + "  ".join(f"{h} {name(h)} {v:.4f}" for h, v in ab.items()))
             for aid, a in acc["artifacts"].items():
                 lines.append(f"  {aid + ' (' + a['backend'] + ' ' + a['precision'] + ')':<42} "
-                             + "  ".join(f"{h} top1 {v:.4f} (drop {a['drop'][h]:+.4f})" for h, v in a["metrics"].items()))
+                             + "  ".join(f"{h} {name(h)} {v:.4f} ({drop(a, h)})" for h, v in a["metrics"].items()))
         else:
             lines.append("accuracy: no labelled evaluation data (parity only)")
         lines.append(f"parity vs the fp32 reference on {self.parity['samples']} held-out samples:")
@@ -245,10 +256,15 @@ def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOpti
     parity = {"samples": len(parity_cmp), "reference": ref_label,
               "source": m.get("parity_samples", {}).get("source"), "artifacts": {}}
     accuracy = None
+    tasks = {**parity_cmp.tasks, **(eval_cmp.tasks if eval_cmp is not None else {})}  # head -> task (edgemm.metrics)
     if has_labels:
         ref_metrics, ablation = _reference_accuracy(bundle, spec, reference, eval_cmp)
+        # Embedding heads: the reference's own embeddings of the parity samples (recall@1 of itself, cosine 1).
+        ref_scores = _embedding_scores(parity_cmp, tasks, ref_parity, ref_parity)
+        ref_metrics = {**ref_metrics, **{h: sc[metrics.PRIMARY["embedding"]] for h, sc in ref_scores.items()}}
         accuracy = {"split": "eval", "samples": len(eval_cmp), "source": samples_source(eval_cmp, m),
-                    "reference": {"backend": reference_backend().name, "precision": "fp32", "metrics": ref_metrics},
+                    "reference": {"backend": reference_backend().name, "precision": "fp32", "metrics": ref_metrics,
+                                  "task": {h: tasks.get(h, "classification") for h in ref_metrics}},
                     "ablation": ablation, "artifacts": {}, "sensitivity": []}
 
     breaches = []
@@ -292,11 +308,16 @@ def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOpti
                 if cfg.max_abs is not None and art.precision == "fp32" and st["max_abs"] > cfg.max_abs:
                     breaches.append(f"parity breach: {aid} ({art.backend} {art.precision}) output {name!r} max_abs {st['max_abs']:.3g} > {cfg.max_abs}")
             if accuracy is not None:
-                got = eval_cmp.top1(eval_cmp.run(runner))
+                scores = eval_cmp.scores(eval_cmp.run(runner))  # classification and regression heads, on their labels
+                scores.update(_embedding_scores(parity_cmp, tasks, out, ref_parity))
+                got = {h: sc[metrics.PRIMARY[tasks[h]]] for h, sc in scores.items()}
+                ref_metrics = accuracy["reference"]["metrics"]
                 accuracy["artifacts"][aid] = {
                     "path": art.path, "backend": art.backend, "precision": art.precision, "target": art.target,
                     "method": art.method, "kept_float": art.extra.get("kept_float", []), "metrics": got,
-                    "drop": {h: accuracy["reference"]["metrics"][h] - v for h, v in got.items() if h in accuracy["reference"]["metrics"]},
+                    # top-1 / recall points lost; for a regression head the MAE increase (in the targets' units)
+                    "drop": {h: metrics.head_drop(tasks[h], ref_metrics[h], v) for h, v in got.items() if h in ref_metrics},
+                    "task": {h: tasks[h] for h in got}, "scores": scores,
                     "size_mb": round(art.size_bytes(bundle.root) / 1e6, 4),
                 }
                 for key in ("quantizer", "calibration_method", "budget", "speed", "tensorrt_qdq_check"):
@@ -338,8 +359,14 @@ def samples_source(cmp: Comparator, manifest: dict) -> str | None:
     return cmp.source or manifest.get("evaluation", {}).get("source")
 
 
+def _embedding_scores(parity_cmp: Comparator, tasks: Mapping[str, str], out, ref_parity) -> dict[str, dict[str, float]]:
+    """cosine / recall@k of every embedding head of ``out`` against the reference's embeddings of the parity samples."""
+    return {h: sc for h, sc in parity_cmp.scores(out, ref_parity).items() if tasks.get(h) == "embedding"}
+
+
 def _reference_accuracy(bundle: Bundle, spec: IOSpec, reference, eval_cmp: Comparator):
-    """Top-1 of the reference and its modality ablation; from the stored accuracy report when the reference is not run."""
+    """The reference's task metric per labelled head (top-1, MAE) and its modality ablation; from the stored accuracy
+    report when the reference is not run."""
     if reference is None:
         stored = (bundle.report("accuracy") or {}).get("reference", {}).get("metrics")
         if not stored:
@@ -347,12 +374,12 @@ def _reference_accuracy(bundle: Bundle, spec: IOSpec, reference, eval_cmp: Compa
                               "its torch reference")
         return stored, (bundle.report("accuracy") or {}).get("ablation", {})
     with step(f"evaluating the reference on {len(eval_cmp)} samples"):
-        ref_metrics = eval_cmp.top1(eval_cmp.run(reference))
+        ref_metrics = eval_cmp.task_metrics(eval_cmp.run(reference))
     ablation = {}
     for t in spec.inputs:
         if isinstance(t.preprocessing, (ImagePreprocess, AudioPreprocess)):
             feeds = dict(eval_cmp.feeds)
             feeds[t.name] = blank_feeds(spec, t.name, len(eval_cmp))
             blank = Comparator(spec, feeds, eval_cmp.labels, batch=eval_cmp.batch)
-            ablation[f"without {t.name} (blank {t.modality})"] = blank.top1(blank.run(reference))
+            ablation[f"without {t.name} (blank {t.modality})"] = blank.task_metrics(blank.run(reference))
     return ref_metrics, ablation

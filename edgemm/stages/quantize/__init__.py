@@ -3,6 +3,8 @@
 Takes the fp32 ONNX artifact (and the torch model it came from), returns INT8 artifacts added to the
 bundle being written: one per target, in the target backend's folder, quantized with the quantizer
 the target declares (or the one the user chose), measured on the backend that checks it here.
+A target whose INT8 cannot reach its parity floor (no labels) is left out of the bundle with one
+warning line; with ``strict`` the export fails instead (``Int8FloorNotMet``).
 """
 from __future__ import annotations
 
@@ -18,20 +20,24 @@ from ...cpu import cpu_int8
 from ...data.calibration import CalibrationSource
 from ...data.datasets import Samples
 from ...iospec import IOSpec
-from ...log import step
-from .ptq import BudgetNotMet, PrecisionPolicy, PTQConfig, TargetResult, install, quantize_target
+from ...log import logger, step
+from ...metrics import PRIMARY
+from .ptq import BudgetNotMet, Int8FloorNotMet, PrecisionPolicy, PTQConfig, TargetResult, install, quantize_target
 from .registry import quantizer_for
 
-__all__ = ["PTQConfig", "PrecisionPolicy", "BudgetNotMet", "add_int8_artifacts", "reference_metrics", "check_quantizers",
-           "slower_line", "speed_report", "held_out"]
+__all__ = ["PTQConfig", "PrecisionPolicy", "BudgetNotMet", "Int8FloorNotMet", "add_int8_artifacts", "reference_metrics",
+           "check_quantizers", "slower_line", "speed_report", "held_out", "left_out_line"]
 
 
 def reference_metrics(model, spec: IOSpec, samples: Samples | None) -> dict[str, float] | None:
-    """Top-1 of the fp32 torch model (the accuracy reference of the INT8 budget) on the evaluation split."""
+    """The task metric per labelled head of the fp32 torch model on the evaluation split (top-1, or MAE for a
+    regression head): the accuracy reference of the INT8 budget. Embedding heads score 1.0 recall@1 against
+    themselves; the PTQ search measures them against the fp32 ONNX's embeddings."""
     if samples is None or not samples.labels:
         return None
     comparator = Comparator(spec, samples.feeds, samples.labels)
-    return comparator.top1(comparator.run_module(model))
+    out = comparator.run_module(model)
+    return comparator.task_metrics(out, out)
 
 
 def check_quantizers(targets, cfg: PTQConfig) -> None:
@@ -75,9 +81,27 @@ def speed_entry(res: TargetResult, cfg: PTQConfig) -> dict:
     return out
 
 
+def left_out_line(res: TargetResult, cfg: PTQConfig, graph: str | None = None, strict: bool = False) -> str:
+    """One line: a target's INT8 misses its parity floor, what happens (left out, or the export fails with strict),
+    and what to do."""
+    tried = len((res.speed_report or {}).get("candidates", []))
+    capped = res.search.get("capped")
+    of = f" (graph {graph!r})" if graph else ""
+    why = (f"held-out cosine {res.candidate.cosine:.4f} vs fp32 is below the parity floor {cfg.parity_floor}"
+           + (f" after {tried} candidate(s)" if tried > 1 else "")
+           + (f", the search stopped at its {cfg.search_minutes:g} min cap" if capped else ""))
+    fix = ("give labelled evaluation data (--eval), lower [verify] cosine_min_int8"
+           + (", raise --int8-search-minutes" if capped else ""))
+    if strict:
+        return (f"{res.target}{of}: INT8 cannot reach its parity floor ({why}) and --int8-strict asks for it; {fix}, "
+                "or drop --int8-strict to leave this INT8 out and keep every other artifact")
+    return (f"{res.target}{of}: INT8 left out of the bundle ({why}); every other artifact is kept; to keep it: {fix}, "
+            "or pass --int8-strict to fail instead")
+
+
 def slower_line(res: TargetResult, cpu=None, pruned: bool = False) -> str | None:
     """One line for the end of an export when INT8 stayed slower than fp32 on this CPU (None when it did not)."""
-    if res.speed_met is not False or res.candidate.latency_ms is None:
+    if res.left_out or res.speed_met is not False or res.candidate.latency_ms is None:
         return None
     cpu = cpu or cpu_int8()
     c, f = res.candidate.latency_ms, res.fp32_latency_ms
@@ -90,7 +114,7 @@ def slower_line(res: TargetResult, cpu=None, pruned: bool = False) -> str | None
 
 def speed_report(results: list[TargetResult]) -> dict | None:
     """reports/speed.json: per target, the profiled per-node decisions and every candidate the guard tried."""
-    targets = {r.target: r.speed_report for r in results if r.speed_report}
+    targets = {r.target: r.speed_report for r in results if r.speed_report and not r.left_out}
     if not targets:
         return None
     return {"cpu": cpu_int8().to_dict(), "targets": targets}
@@ -102,7 +126,9 @@ def add_int8_artifacts(ctx, fp32: Path, calib: CalibrationSource, targets, cfg: 
     """Quantize ``fp32`` (an ONNX file exported from ``model``) for every target; add the INT8 artifacts to the
     context's graph (``ctx``: edgemm.stages.base.StageContext; its graph's spec and evaluation samples).
 
-    ``reference``: top-1 per head the budget is measured against (default: ``model``'s own on the samples).
+    ``reference``: the task metric per head the budget is measured against (default: ``model``'s own on the samples).
+    Returns every target's result; a target left out of the bundle (its INT8 misses the parity floor) has
+    ``left_out`` set and no artifact. With ``cfg.strict`` that raises ``Int8FloorNotMet`` instead.
     """
     spec, samples = ctx.graph.spec, ctx.graph.eval_samples
     stem = layout.stem("int8", method_name)
@@ -111,28 +137,44 @@ def add_int8_artifacts(ctx, fp32: Path, calib: CalibrationSource, targets, cfg: 
         reference = reference_metrics(model, spec, samples)
     results = []
     calib, checks, checks_from = held_out(calib, samples)
+    graph = None if ctx.graph.name == layout.MAIN else ctx.graph.name
     with tempfile.TemporaryDirectory(prefix="edgemm-quant-") as tmp:
         for target in targets:
             backend = get_backend(target)
             with step(f"INT8 for {target}"):
                 res = quantize_target(target, fp32, spec, calib, samples, reference, cfg, Path(tmp) / target, model=model,
                                       checks=checks)
+            if res.floor_met is False:
+                if cfg.strict:
+                    raise Int8FloorNotMet(left_out_line(res, cfg, graph, strict=True))
+                res.left_out = left_out_line(res, cfg, graph)
+                logger.warning("warning: %s", res.left_out)
+                results.append(res)
+                continue
             rel_dir = ctx.folder(backend.folder)
             files = install(res, ctx.path(rel_dir + "/x").parent, stem)
             rels = [f"{rel_dir}/{f.name}" for f in files]
+            c = res.candidate
+            heads = {h: {"task": res.tasks.get(h), "metric": PRIMARY.get(res.tasks.get(h, ""), None),
+                         "reference": res.reference.get(h), "value": v, "drop": c.drops.get(h)} for h, v in c.metrics.items()}
             extra = {
                 "quantizer": res.quantizer, "calibration_method": cfg.method, "kept_float": res.kept_float,
                 "sensitivity": res.sensitivity, "budget": {"max_drop": cfg.max_drop, "relative": cfg.relative,
-                                                           "met": res.budget_met, "drop_on_target": res.candidate.drop},
+                                                           "met": res.budget_met, "drop_on_target": c.drop, "heads": heads,
+                                                           **({"regression": {"max_mae_increase": cfg.regression_budget[0],
+                                                                              "relative": cfg.regression_budget[1]}}
+                                                              if cfg.regression_budget else {})},
                 "speed": speed_entry(res, cfg),
                 "checked_on": res.backend,
                 "checks": {"samples": len(next(iter((samples.feeds if samples is not None else checks).values())))
                            if (samples is not None or checks is not None) else 0, "source": checks_from,
                            "parity_floor": None if samples is not None and samples.labels else cfg.parity_floor,
-                           "cosine": res.candidate.cosine, "agreement": res.candidate.agreement,
-                           "qdq_pairs_dropped": res.candidate.qdq_removed},
+                           "floor_met": res.floor_met, "cosine": c.cosine, "agreement": c.agreement,
+                           "task": dict(res.tasks), "scores": c.scores, "qdq_pairs_dropped": c.qdq_removed},
                 "cpu": {**cpu_int8().to_dict(), "reduce_range": res.reduce_range},
             }
+            if res.search:
+                extra["search"] = res.search
             if res.quantizer == "inc":  # measured and reported; INC keeps ops float for accuracy only
                 extra["speed"].update(guard=False, note="inc: latency measured, no speed fallback")
             extra.update(extra_info or {})

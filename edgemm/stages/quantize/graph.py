@@ -267,3 +267,72 @@ def _float_graph_outputs(g, outputs: set[str]) -> int:
         g.node.remove(dq)
         done += 1
     return done
+
+
+# ------------------------------------------------------------------ tensors never quantized
+
+# What makes a tensor an additive mask rather than an activation: a constant a mask is built from (HF's finfo.min,
+# masked_fill's -1e9, BERT's -10000: <= -MASK_CONSTANT, or +-HUGE_CONSTANT, or not finite), or an activation measured
+# beyond -MASK_EXTREME (or not finite). An 8-bit grid over such a range rounds every real value to one step. Measured
+# activations between -1e4 and -1e9 alone are not taken for masks: calibration outliers reach them in real layers
+# (tests/quantize/conftest.py), and the accuracy search handles those.
+MASK_CONSTANT = 1e4
+HUGE_CONSTANT = 1e30
+MASK_EXTREME = 1e9
+MASK_REASON = "mask-like: attention-mask / huge-range tensors are never quantized"
+# A mask stops being one after these ops (Softmax turns the masked scores into [0, 1] weights; a weighted op or a
+# normalisation mixes it into ordinary activations): they are kept float themselves, their outputs are not masks.
+MASK_ENDS = frozenset(WEIGHTED_OPS) | {"Softmax", "LogSoftmax", "Sigmoid", "Exp", "Tanh", "Relu", "LayerNormalization",
+                                       "BatchNormalization", "InstanceNormalization", "ReduceMax", "ArgMax", "TopK"}
+
+
+def huge_constants(model: onnx.ModelProto) -> dict[str, float]:
+    """Float constants (initializers, Constant / ConstantOfShape outputs) a mask is made of -> their extreme value:
+    a value <= -MASK_CONSTANT, of magnitude >= HUGE_CONSTANT, or not finite."""
+    from onnx import numpy_helper
+
+    found: dict[str, float] = {}
+
+    def check(name: str, value: np.ndarray) -> None:
+        if value.dtype.kind != "f" or value.size == 0:
+            return
+        v = value.astype(np.float64)
+        if not np.isfinite(v).all():
+            found[name] = float(v[~np.isfinite(v)].flat[0])
+        elif v.min() <= -MASK_CONSTANT or np.abs(v).max() >= HUGE_CONSTANT:
+            found[name] = float(v.min() if v.min() <= -MASK_CONSTANT else v.max())
+
+    for t in model.graph.initializer:
+        check(t.name, numpy_helper.to_array(t))
+    for n in model.graph.node:
+        if n.op_type in ("Constant", "ConstantOfShape"):
+            for a in n.attribute:
+                if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+                    check(n.output[0], numpy_helper.to_array(a.t))
+                elif a.name in ("value_float", "value_floats"):
+                    check(n.output[0], np.asarray([a.f] if a.name == "value_float" else list(a.floats), np.float32))
+    return found
+
+
+def extreme_tensors(ranges: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Activations whose measured minimum is at or below -MASK_EXTREME, or whose range is not finite -> the minimum."""
+    return {name: float(lo) for name, (lo, hi) in ranges.items()
+            if not (np.isfinite(lo) and np.isfinite(hi)) or lo <= -MASK_EXTREME}
+
+
+def mask_like_nodes(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]]) -> dict[str, str]:
+    """Nodes that must stay float (node name -> why): every node that reads or writes a mask-like tensor, following a
+    mask from where it starts (a mask constant, an extreme activation or graph input; ``ranges``: min/max per tensor
+    measured on calibration samples) to where it ends (``MASK_ENDS``). For an attention mask that is the chain from
+    the int64 mask to the scores (Cast/Sub/Mul/Where/Expand/Reshape), the Add that applies it and the Softmax after
+    it, in every layer that shares it."""
+    masks = set(huge_constants(model)) | set(extreme_tensors(ranges))
+    out: dict[str, str] = {}
+    for n in model.graph.node:  # topologically sorted: a mask is followed forward in one pass
+        if n.op_type in ("Constant", "ConstantOfShape"):
+            continue
+        if any(x in masks for x in n.input) or any(o in masks for o in n.output):
+            out[n.name] = MASK_REASON
+            if n.op_type not in MASK_ENDS:
+                masks.update(o for o in n.output if o)
+    return out

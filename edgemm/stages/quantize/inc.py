@@ -10,8 +10,8 @@ TensorRT-valid, so the tensorrt target is refused.
 With an accuracy budget, INC's ``autotune`` drives the search in two passes: the full INT8 config
 and then each weighted layer kept float alone (first and last layer first, at most ``max_steps``);
 if none is within budget, the layers whose float trial scored best are kept float cumulatively.
-INC stops a pass at the first trial whose score ``1 - drop`` (top-1 on the evaluation split per
-head, worst head, against the fp32 reference) is within ``tolerable_loss = max_drop`` of the fp32
+INC stops a pass at the first trial whose score ``1 - drop`` (each labelled head's task metric on the
+evaluation split: top-1, or MAE for regression; worst head, against the fp32 reference) is within ``tolerable_loss = max_drop`` of the fp32
 baseline, or keeps its best trial.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from ...errors import EdgemmError
 from ...iospec import IOSpec
 from ...log import logger
 from ...compare import Comparator
-from ...metrics import BUDGET_TOLERANCE, top1_drop
+from ...metrics import BUDGET_TOLERANCE, Budget
 from ...torchutil import dynamic_shapes, example_args, is_program, quiet
 
 # edgemm calibration method -> INC activation observer (INC 3.x offers min/max and KL histograms).
@@ -42,10 +42,15 @@ OPSET = 18
 @dataclass
 class IncBudget:
     samples: Samples  # labelled evaluation split
-    reference: dict[str, float]  # fp32 top-1 per head (the accuracy reference)
+    reference: dict[str, float]  # the fp32 model's task metric per head (the accuracy reference)
     max_drop: float
     relative: bool
     max_steps: int = 12
+    regression: tuple | None = None  # regression heads' own budget (value, relative); None: max_drop's
+
+    def drop(self, metrics: dict[str, float], tasks: dict[str, str]) -> float:
+        d = Budget(self.max_drop, self.relative, self.regression).drop(self.reference, metrics, tasks)
+        return 0.0 if d is None else d
 
 
 @dataclass
@@ -194,8 +199,8 @@ def _autotune(torch, model, exported, config, calibrate, budget: IncBudget, spec
         calls = []
 
         def evaluate(m) -> float:
-            metrics = comparator.top1(comparator.run_module(m))
-            score = 1.0 - top1_drop(budget.reference, metrics, budget.relative)
+            metrics = comparator.task_metrics(comparator.run_module(m))
+            score = 1.0 - budget.drop(metrics, comparator.tasks)
             if calls:  # the first call of a pass is INC's fp32 baseline
                 label, kept = trials[len(calls) - 1]
                 done.append((label, kept, score))

@@ -6,12 +6,19 @@ split; batch-1 latency against the fp32 model for CPU targets) and, when it brea
 parts in float:
 - speed (CPU targets): an INT8 model must not be slower than fp32 at batch 1 (tolerance 5 %);
   op groups that run slower quantized on this CPU are kept float, one group at a time;
-- accuracy (``max_drop``): parts (whole modality branches and single layers) are ranked by the
-  drop they cause when quantized alone; the fewest of them are kept float until the budget
-  holds. If it cannot hold, the best model found is kept and ``BudgetNotMet`` says so.
+- accuracy (``max_drop``, per head by its task: top-1, MAE, recall@1; ``edgemm.metrics``): parts (whole
+  modality branches and single layers) are ranked by the drop they cause when quantized alone; the
+  fewest of them are kept float until the budget holds. If it cannot hold, the best model found is
+  kept and ``BudgetNotMet`` says so;
+- parity (no labels): every candidate is judged by its held-out cosine vs fp32 against the parity
+  floor, with the same search ranked by cosine drop; a target whose INT8 cannot reach the floor is
+  left out of the bundle (``floor_met`` False), or fails the export with ``--int8-strict``.
+Mask-like tensors (attention masks: values down to -1e4 or -inf) and huge-range constants are never
+quantized, by any scheme. The searches stop at ``search_minutes`` and report what they skipped.
 """
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -30,7 +37,7 @@ from ...data.datasets import Samples
 from ...errors import BackendUnavailable, EdgemmError
 from ...iospec import IOSpec
 from ...log import logger
-from ...metrics import below, top1_drop, within_budget
+from ...metrics import BUDGET_TOLERANCE, PRIMARY, Budget, below, within_budget
 from . import graph as G
 from .qdq import calibrate, check_trt_qdq, preprocess_for_quantization, quantize_qdq
 from .registry import Quantizer, quantizer_for
@@ -41,6 +48,10 @@ SPEED_GROUPS = (("MatMul",), ("Gemm",), ("Add", "Mul"), ("Conv",))
 
 class BudgetNotMet(EdgemmError):
     """The accuracy budget could not be met; the best model found was kept."""
+
+
+class Int8FloorNotMet(EdgemmError):
+    """``--int8-strict``: a target's INT8 could not reach its parity floor (without strict it is left out)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,13 @@ class PTQConfig:
     max_search_steps: int = 12
     parity_floor: float = 0.95  # without labels: min cosine vs fp32 on held-out samples every candidate must reach
     batch: int = 1  # the batch the user deploys: the speed guard's end-to-end confirmation runs at it
+    regression_budget: tuple | None = None  # (max MAE increase, relative) of regression heads; None: max_drop's
+    strict: bool = False  # a target whose INT8 misses its parity floor fails the export instead of being left out
+    search_minutes: float = 5.0  # time cap per target of the speed-guard and accuracy searches
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.max_drop, self.relative, self.regression_budget)
 
 
 @dataclass
@@ -87,14 +105,10 @@ class Candidate:
     latency_ms: float | None = None
     fp32_ms: float | None = None  # fp32 latency measured in the same interleaved run
     cosine: float | None = None  # min cosine vs the fp32 model over outputs, on the check samples
-    agreement: float | None = None  # min top-1 agreement with the fp32 model over outputs
+    agreement: float | None = None  # min top-1 agreement with the fp32 model over classification heads
     qdq_removed: int = 0  # Q/DQ pairs dropped because no int8 kernel consumed them
-
-    def valid(self, has_budget: bool, max_drop: float | None, floor: float) -> bool:
-        """The same check the final artifact passes: the budget with labels, parity vs fp32 without."""
-        if has_budget:
-            return bool(within_budget(self.drop, max_drop))
-        return self.cosine is None or not below(self.cosine, floor)
+    scores: dict = field(default_factory=dict)  # head -> every task metric (top1 | mae, rmse | cosine, recall@k)
+    drops: dict = field(default_factory=dict)  # head -> its drop in its budget's unit
 
 
 @dataclass
@@ -112,6 +126,34 @@ class TargetResult:
     reduce_range: bool | None = None  # 7-bit weights (U8S8 on x86 without VNNI); None: not a Q/DQ scheme of ours
     format: str = "onnx"  # what the quantizer produced
     speed_report: dict | None = None  # reports/speed.json entry: profile, per-node decisions, candidates tried
+    floor_met: bool | None = None  # without labels: whether the held-out cosine reaches the parity floor
+    search: dict = field(default_factory=dict)  # the time cap: {minutes, seconds, capped, skipped}
+    tasks: dict = field(default_factory=dict)  # head -> task
+    reference: dict = field(default_factory=dict)  # head -> the reference value of its task metric
+    left_out: str | None = None  # why this target's INT8 is not in the bundle (None: it is)
+
+
+class SearchClock:
+    """The time cap of one target's searches: steps asked for after ``minutes`` are skipped and named."""
+
+    def __init__(self, minutes: float):
+        self.minutes = minutes
+        self.start = time.perf_counter()
+        self.skipped: list[str] = []
+
+    def left(self) -> float:
+        return self.minutes * 60.0 - (time.perf_counter() - self.start)
+
+    def skip(self, step: str) -> bool:
+        """True (and ``step`` recorded as skipped) once the cap has passed."""
+        if self.left() > 0:
+            return False
+        self.skipped.append(step)
+        return True
+
+    def report(self) -> dict:
+        return {"minutes": self.minutes, "seconds": round(time.perf_counter() - self.start, 2),
+                "capped": bool(self.skipped), "skipped": list(self.skipped)}
 
 
 def _timed_calls(runner, feeds, iters: int) -> list[float]:
@@ -126,15 +168,19 @@ def _timed_calls(runner, feeds, iters: int) -> list[float]:
 
 
 def compare_latency(backend: str, spec: IOSpec, a: Path, a_precision: str, b: Path, b_precision: str,
-                    feeds, threads: int, rounds: int = 30, iters: int = 25) -> tuple[float, float]:
+                    feeds, threads: int, rounds: int = 30, iters: int = 25, seconds: float | None = None) -> tuple[float, float]:
     """Batch-1 medians (ms) of two artifacts on one backend, timed in alternating short blocks (``rounds`` pairs of
     ``iters`` calls, the first of each pair alternating): this VM's speed drifts by up to 2x over seconds, and
-    blocks a few ms apart see the same drift (benchmarks/bench_prune.py)."""
+    blocks a few ms apart see the same drift (benchmarks/bench_prune.py). ``seconds``: stop after that long (at
+    least two rounds, one in each order), so that a slow model's measurement fits the search's time cap."""
     be = get_backend(backend)
     ta, tb = [], []
+    t0 = time.perf_counter()
     with be.create_runner(a, spec, RunnerOptions(threads=threads, precision=a_precision)) as ra, \
             be.create_runner(b, spec, RunnerOptions(threads=threads, precision=b_precision)) as rb:
         for r in range(rounds):
+            if seconds is not None and r >= 2 and time.perf_counter() - t0 > seconds:
+                break
             if r % 2 == 0:
                 ta += _timed_calls(ra, feeds, iters)
                 tb += _timed_calls(rb, feeds, iters)
@@ -202,7 +248,9 @@ def quantize_target(
     model=None, checks: dict | None = None,
 ) -> TargetResult:
     """``model``: the user's torch model (a ``torch`` quantizer such as inc works on it; the others on ``fp32_onnx``).
-    ``checks``: held-out feeds every candidate is compared with the fp32 model on (default: ``samples``' feeds)."""
+    ``checks``: held-out feeds every candidate is compared with the fp32 model on (default: ``samples``' feeds).
+    ``reference``: the task metric per labelled head of the fp32 model on ``samples`` (embedding heads are measured
+    against the fp32 ONNX's own embeddings of the check feeds)."""
     onnx = lazy_import("onnx")
     target_backend = get_backend(target)
     qz = quantizer_for(target_backend, cfg.quantizers.get(target))
@@ -210,6 +258,7 @@ def quantize_target(
     backend = check_backend(target_backend, qz)
     if qz.works_on == "torch":
         return _quantize_inc(target, backend, fp32_onnx, spec, calib, samples, reference, cfg, workdir, progress, model)
+    clock = SearchClock(cfg.search_minutes)
     workdir.mkdir(parents=True, exist_ok=True)
     pre = preprocess_for_quantization(fp32_onnx, workdir / "pre.onnx")
     model = G.name_nodes(onnx.load(str(pre)))
@@ -219,41 +268,62 @@ def quantize_target(
     opts = RunnerOptions(threads=cfg.threads, precision="int8")
     labelled = samples is not None and bool(samples.labels)
     check_feeds = samples.feeds if samples is not None else checks
-    # One comparator for every candidate: top-1 on the labels (the budget) and parity vs the fp32 model, one run each.
+    # One comparator for every candidate: the task metric per head (the budget) and parity vs the fp32 model, one run each.
     comparator = Comparator(spec, check_feeds, samples.labels if labelled else None) if check_feeds is not None else None
     fp32_out = comparator.run_artifact(backend, fp32_onnx, RunnerOptions(threads=cfg.threads, precision="fp32")) \
         if comparator is not None else None
-
-    def evaluate(path: Path) -> dict[str, float]:
-        return comparator.evaluate(backend, path, opts)
-
+    tasks = comparator.tasks if comparator is not None else {}
+    ref = dict(reference or {})
+    if comparator is not None:  # embeddings: the fp32 model's own are the reference (recall@1 of itself: 1.0)
+        ref.update({h: v for h, v in comparator.task_metrics(fp32_out, fp32_out).items() if tasks.get(h) == "embedding"})
+    budget = cfg.budget
     speed_guarded = cfg.speed_guard and backend == target and target_backend.device == "cpu"
-    has_budget = labelled and reference is not None and cfg.max_drop is not None
+    has_budget = comparator is not None and bool(ref) and cfg.max_drop is not None
+    floored = comparator is not None and not labelled  # without labels the parity floor judges every candidate
     excluded: dict[str, str] = {n: "policy" for n in cfg.policy.nodes(model)}
+    masks = G.mask_like_nodes(model, _scan_ranges(pre, calib))
+    excluded.update({n: why for n, why in masks.items() if n not in excluded})
 
-    def make(excl: dict[str, str]) -> Candidate:
-        path, files = q.build(set(excl))
+    def make(excl: dict[str, str], only: set[str] | None = None) -> Candidate:
+        path, files = q.build(set(excl), only=only)
         c = Candidate(path, files, dict(excl), qdq_removed=q.last_removed)
         if comparator is not None:
             out = comparator.run_artifact(backend, path, opts)
             c.cosine = min(v["cosine"] for v in comparator.parity(fp32_out, out).values())
-            c.agreement = min(comparator.agreement(fp32_out, out).values(), default=None)
-            if labelled:
-                c.metrics = comparator.top1(out)
-                if reference:
-                    c.drop = top1_drop(reference, c.metrics, cfg.relative)
+            c.agreement = min(comparator.agreement(fp32_out, out, classification_only=True).values(), default=None)
+            c.scores = comparator.scores(out, fp32_out)
+            c.metrics = {h: sc[PRIMARY[tasks[h]]] for h, sc in c.scores.items()}
+            if ref:
+                c.drops = budget.drops(ref, c.metrics, tasks)
+                c.drop = budget.drop(ref, c.metrics, tasks)
         return c
 
+    def shortfall(c: Candidate) -> float:
+        """How far ``c`` is from passing the check the final artifact must pass (<= 0: it passes)."""
+        parts = []
+        if has_budget:
+            parts.append(math.inf if c.drop is None else c.drop - cfg.max_drop)
+        if floored and c.cosine is not None:
+            parts.append(math.inf if math.isnan(c.cosine) else cfg.parity_floor - c.cosine)
+        return max(parts) if parts else -math.inf
+
     def valid(c: Candidate) -> bool:
-        return c.valid(has_budget, cfg.max_drop, cfg.parity_floor)
+        return shortfall(c) <= BUDGET_TOLERANCE
 
     def check_line(c: Candidate) -> str:
+        if comparator is None:
+            return "not checked (no samples)"
+        heads = ", ".join(f"{h} {PRIMARY[tasks[h]]} {v:.4f}" for h, v in c.metrics.items())
         if has_budget:
-            return f"drop {c.drop:+.4f} (budget {cfg.max_drop})"
-        return f"cosine {c.cosine:.4f} vs fp32 (floor {cfg.parity_floor})" if c.cosine is not None else "not checked (no samples)"
+            drop = "not measured" if c.drop is None else f"{c.drop:+.4f}"
+            return f"{heads}: drop {drop} (budget {cfg.max_drop}{' relative' if cfg.relative else ''})"
+        line = f"cosine {c.cosine:.4f} vs fp32" + (f" (floor {cfg.parity_floor})" if floored else "")
+        return line + (f"; {heads} (no budget)" if heads else "")
 
     progress(f"  {target}: quantizing with {quantizer} (calibration {cfg.method}, {len(calib)} samples"
              f"{', 7-bit weights: this CPU has no VNNI' if q.reduce_range else ''})")
+    if masks:
+        progress(f"  {target}: {len(masks)} mask-like node(s) kept float (attention masks, huge-range constants)")
     cand = make(excluded)
     one = {k: v[:cfg.batch] for k, v in calib.feeds.items()}
     fp32_ms = None
@@ -267,27 +337,31 @@ def quantize_target(
         report["candidates"].append(e)
         return e
 
-    if speed_guarded:
-        def measure(c: Candidate) -> float:
-            """int8/fp32 latency ratio at the deployed batch; a "slower" verdict is confirmed by a second measurement,
-            since sub-millisecond timings here swing by more than the 5 % tolerance between measurements."""
-            f, c.latency_ms = compare_latency(backend, spec, fp32_onnx, "fp32", c.path, "int8", one, cfg.threads)
-            if c.latency_ms > f * (1 + cfg.speed_tolerance):
-                f2, l2 = compare_latency(backend, spec, fp32_onnx, "fp32", c.path, "int8", one, cfg.threads)
-                if l2 / f2 < c.latency_ms / f:
-                    f, c.latency_ms = f2, l2
-            c.fp32_ms = f
-            return c.latency_ms / f
+    def measure(c: Candidate, label: str) -> float:
+        """int8/fp32 latency ratio at the deployed batch; a "slower" verdict is confirmed by a second measurement,
+        since sub-millisecond timings here swing by more than the 5 % tolerance between measurements."""
+        f, c.latency_ms = compare_latency(backend, spec, fp32_onnx, "fp32", c.path, "int8", one, cfg.threads,
+                                          seconds=max(clock.left(), 0.0))
+        if c.latency_ms > f * (1 + cfg.speed_tolerance) and not clock.skip(f"confirming the slower verdict ({label})"):
+            f2, l2 = compare_latency(backend, spec, fp32_onnx, "fp32", c.path, "int8", one, cfg.threads,
+                                     seconds=max(clock.left(), 0.0))
+            if l2 / f2 < c.latency_ms / f:
+                f, c.latency_ms = f2, l2
+        c.fp32_ms = f
+        return c.latency_ms / f
 
-        ratio = measure(cand)
+    if speed_guarded:
+        ratio = measure(cand, "default")
         entries = {id(cand): record(cand, "default")}
         progress(f"  {target}: int8 {cand.latency_ms:.3f} ms vs fp32 {cand.fp32_ms:.3f} ms at batch {cfg.batch} (x{ratio:.2f}); "
                  f"{check_line(cand)}")
 
         def attempt(trial_excl: dict[str, str], label: str) -> None:
             nonlocal cand, excluded, ratio
+            if clock.skip(f"speed: {label}"):
+                return
             trial = make(trial_excl)
-            trial_ratio = measure(trial)
+            trial_ratio = measure(trial, label)
             entries[id(trial)] = record(trial, label)
             ok = valid(trial)
             progress(f"  {target}: {label}: int8 {trial.latency_ms:.3f} ms vs fp32 {trial.fp32_ms:.3f} ms (x{trial_ratio:.2f}); "
@@ -295,7 +369,8 @@ def quantize_target(
             if ok and trial_ratio < ratio * (1 - cfg.speed_tolerance):  # only a clear gain is worth the float ops
                 cand, excluded, ratio = trial, trial_excl, trial_ratio
 
-        if ratio > 1 + cfg.speed_tolerance and get_backend(backend).formats[:1] == ("onnx",) and qz.produces == "onnx":
+        if ratio > 1 + cfg.speed_tolerance and get_backend(backend).formats[:1] == ("onnx",) and qz.produces == "onnx" \
+                and not clock.skip("speed: per-node profile"):
             # The backend's own per-node profile: keep float the nodes whose int8 kernel + Q/DQ cost more than fp32.
             from .profile import profile_nodes, slower_nodes
 
@@ -325,23 +400,26 @@ def quantize_target(
         entries[id(cand)]["chosen"] = True
 
     sensitivity: list[dict] = []
-    budget_met = None
-    if has_budget:
-        progress(f"  {target}: drop {cand.drop:+.4f} (budget {cfg.max_drop}{' relative' if cfg.relative else ''})")
-        budget_met = within_budget(cand.drop, cfg.max_drop)
-        if not budget_met:
-            sensitivity = _sensitivity(q, model, excluded, evaluate, reference, cfg, progress, target)
-            best = _fallback_search(cand, excluded, sensitivity, make, {n.name for n in G.weighted_nodes(model)},
-                                    cfg, progress, target)
+    if valid(cand) and has_budget:
+        progress(f"  {target}: {check_line(cand)}")
+    elif not valid(cand) and comparator is not None:
+        progress(f"  {target}: {check_line(cand)} -> searching for parts to keep float")
+        sensitivity = _sensitivity(q, model, excluded, make, shortfall, has_budget, progress, target, clock)
+        best = _fallback_search(cand, excluded, sensitivity, make, {n.name for n in G.weighted_nodes(model)},
+                                cfg, progress, target, shortfall, check_line, clock)
+        if not valid(best) and not labelled:
+            best = cand  # nothing reached the floor: the target's INT8 is left out, the first candidate stands for it
+        if best is not cand:
             cand, excluded = best, best.excluded
-            budget_met = within_budget(cand.drop, cfg.max_drop)
             if speed_guarded:
-                measure(cand)
+                measure(cand, "accuracy fallback")
                 fp32_ms = cand.fp32_ms
                 speed_met = cand.latency_ms <= fp32_ms * (1 + cfg.speed_tolerance)
                 for e in report["candidates"]:
                     e["chosen"] = False
                 record(cand, "accuracy fallback", chosen=True)
+    budget_met = within_budget(cand.drop, cfg.max_drop) if has_budget else None
+    floor_met = (not below(cand.cosine, cfg.parity_floor)) if floored and cand.cosine is not None else None
 
     validity = None
     if qz.produces == "onnx" and (target_backend.int8_symmetric_only or qz.symmetric_activations):
@@ -350,12 +428,30 @@ def quantize_target(
         compacted = G.compact(onnx.load(str(cand.path)))
         onnx.save(compacted, str(cand.path))
     kept = _kept_float_summary(model, excluded)
+    search = clock.report()
+    if search["capped"]:
+        shown = ", ".join(search["skipped"][:4]) + (f" and {len(search['skipped']) - 4} more" if len(search["skipped"]) > 4 else "")
+        progress(f"  {target}: the INT8 search stopped at its {cfg.search_minutes:g} min cap (--int8-search-minutes) after "
+                 f"{search['seconds']:.0f} s; skipped {len(search['skipped'])} step(s): {shown}")
+    report["search"] = search
     if speed_guarded:
         report["result"] = {"vs_fp32": cand.latency_ms / fp32_ms, "int8_ms": cand.latency_ms, "fp32_ms": fp32_ms,
                             "slower": not speed_met, "float_nodes": len(excluded), "cosine": cand.cosine, "drop": cand.drop}
     return TargetResult(target, backend, quantizer, cand, fp32_ms, kept, [
         {k: v for k, v in s.items() if k != "nodes"} for s in sensitivity], budget_met, speed_met, validity,
-        q.reduce_range if qz.works_on == "onnx-qdq" else None, qz.produces, report if speed_guarded else None)
+        q.reduce_range if qz.works_on == "onnx-qdq" else None, qz.produces, report if speed_guarded else None,
+        floor_met=floor_met, search=search, tasks=dict(tasks), reference=ref)
+
+
+SCAN_SAMPLES = 32  # calibration samples the mask scan runs (padding shows up in a few of them)
+
+
+def _scan_ranges(pre: Path, calib: CalibrationSource) -> dict[str, tuple[float, float]]:
+    """min/max of every float activation of the fp32 graph over a few calibration samples (the mask scan): the
+    quantizer's own calibration may be symmetric, or histogram-based, which an -inf mask breaks."""
+    n = min(len(calib), SCAN_SAMPLES)
+    subset = CalibrationSource({k: v[:n] for k, v in calib.feeds.items()}, calib.source, calib.sha256, calib.synthetic)
+    return calibrate(pre, subset, "minmax", symmetric=False)
 
 
 def _by_kernel(prof: dict[str, tuple[str, float]]) -> dict[str, float]:
@@ -372,37 +468,44 @@ def _quantize_inc(target: str, backend: str, fp32_onnx: Path, spec: IOSpec, cali
     from .inc import IncBudget, inc_quantize
 
     has_budget = samples is not None and bool(samples.labels) and reference is not None and cfg.max_drop is not None
-    budget = IncBudget(samples, reference, cfg.max_drop, cfg.relative, cfg.max_search_steps) if has_budget else None
+    budget = IncBudget(samples, reference, cfg.max_drop, cfg.relative, cfg.max_search_steps, cfg.regression_budget) \
+        if has_budget else None
     progress(f"  {target}: quantizing with inc (PT2E static, calibration {cfg.method}, {len(calib)} samples"
              f"{', autotune' if budget else ''})")
     res = inc_quantize(model, spec, calib, workdir, method=cfg.method, threads=cfg.threads, budget=budget, progress=progress)
     cand = Candidate(res.path, [res.path], {})
+    tasks = {}
     if samples is not None and samples.labels:
         comparator = Comparator(spec, samples.feeds, samples.labels)
-        cand.metrics = comparator.evaluate(backend, res.path, RunnerOptions(threads=cfg.threads, precision="int8"))
+        tasks = comparator.tasks
+        cand.scores = comparator.scores(comparator.run_artifact(backend, res.path, RunnerOptions(threads=cfg.threads, precision="int8")))
+        cand.metrics = {h: sc[PRIMARY[tasks[h]]] for h, sc in cand.scores.items()}
         if reference:
-            cand.drop = top1_drop(reference, cand.metrics, cfg.relative)
+            cand.drops = cfg.budget.drops(reference, cand.metrics, tasks)
+            cand.drop = cfg.budget.drop(reference, cand.metrics, tasks)
     fp32_ms = None
     if cfg.speed_guard and backend == target and get_backend(target).device == "cpu":
         one = {k: v[:1] for k, v in calib.feeds.items()}
         fp32_ms, cand.latency_ms = compare_latency(target, spec, fp32_onnx, "fp32", cand.path, "int8", one, cfg.threads)
         progress(f"  {target}: int8 {cand.latency_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms at batch 1 (inc: measured, no speed fallback)")
     budget_met = None
-    if has_budget:
+    if has_budget and cand.drop is not None:
         budget_met = within_budget(cand.drop, cfg.max_drop)
         progress(f"  {target}: drop {cand.drop:+.4f} (budget {cfg.max_drop}{' relative' if cfg.relative else ''}; "
                  f"{res.trials} inc trial(s))")
     speed_met = cand.latency_ms <= fp32_ms * (1 + cfg.speed_tolerance) if fp32_ms is not None else None
-    return TargetResult(target, backend, "inc", cand, fp32_ms, res.kept_float, [], budget_met, speed_met)
+    return TargetResult(target, backend, "inc", cand, fp32_ms, res.kept_float, [], budget_met, speed_met,
+                        tasks=dict(tasks), reference=dict(reference or {}))
 
 
 def _fallback_search(cand: Candidate, excluded: dict[str, str], sensitivity: list[dict], make, weighted: set[str],
-                     cfg: PTQConfig, progress, target: str) -> Candidate:
-    """Keep parts float until the budget holds: single layers cumulatively (most harmful first, at most
-    ``max_search_steps``), then each whole modality branch on its own. Returns the best candidate seen.
-    Never keeps every weighted layer float: that would be the fp32 model under an INT8 name."""
+                     cfg: PTQConfig, progress, target: str, shortfall, check_line, clock: SearchClock) -> Candidate:
+    """Keep parts float until the check holds (the budget with labels, the parity floor without): single layers
+    cumulatively (most harmful first, at most ``max_search_steps``), then each whole modality branch on its own.
+    Returns the best candidate seen (least ``shortfall``). Never keeps every weighted layer float: that would be
+    the fp32 model under an INT8 name."""
     def reason(e: dict) -> str:
-        return f"accuracy: {e['part']} costs {e['drop']:+.4f} top-1 quantized alone"
+        return f"accuracy: {e['part']} costs {e['drop']:+.4f} {e['measure']} quantized alone"
 
     steps, acc = [], dict(excluded)
     for e in [e for e in sensitivity if e["part"].startswith("layer:")][: cfg.max_search_steps]:
@@ -412,19 +515,23 @@ def _fallback_search(cand: Candidate, excluded: dict[str, str], sensitivity: lis
               for e in sensitivity if e["part"].startswith("branch:")]
     best = cand
     for label, excl in steps:
-        if within_budget(best.drop, cfg.max_drop):
+        if shortfall(best) <= BUDGET_TOLERANCE:
             break
         if not weighted - set(excl):
             continue
+        if clock.skip(f"accuracy: {label} float"):
+            continue
         trial = make(excl)
-        progress(f"  {target}: {label} float -> drop {trial.drop:+.4f}")
-        if trial.drop < best.drop:
+        progress(f"  {target}: {label} float -> {check_line(trial)}")
+        if shortfall(trial) < shortfall(best):
             best = trial
     return best
 
 
-def _sensitivity(q: _CandidateBuilder, model, excluded, evaluate, reference, cfg: PTQConfig, progress, target) -> list[dict]:
-    """Drop of each part quantized alone (everything else float): branches, then single weighted layers."""
+def _sensitivity(q: _CandidateBuilder, model, excluded, make, shortfall, has_budget: bool, progress, target,
+                 clock: SearchClock) -> list[dict]:
+    """How much each part costs quantized alone (everything else float): branches, then single weighted layers.
+    ``drop``: the budget's drop with a budget, else the cosine lost vs fp32 (``measure`` says which)."""
     progress(f"  {target}: ranking parts by sensitivity (each quantized alone)")
     parts: list[tuple[str, set[str]]] = []
     for branch, nodes in G.branch_nodes(model).items():
@@ -437,11 +544,20 @@ def _sensitivity(q: _CandidateBuilder, model, excluded, evaluate, reference, cfg
     for part, nodes in parts:
         if nodes <= set(excluded):
             continue
-        path, _ = q.build(set(excluded), only=nodes - set(excluded))
-        drop = top1_drop(reference, evaluate(path), cfg.relative)
-        out.append({"part": part, "drop": float(drop), "nodes": sorted(nodes)})
+        if clock.skip(f"sensitivity: {part}"):
+            continue
+        c = make(excluded, only=nodes - set(excluded))
+        harm = shortfall(c)
+        if has_budget and c.drop is not None:
+            drop, measure = c.drop, "drop"
+        else:
+            drop, measure = (1.0 - c.cosine) if c.cosine is not None and not math.isnan(c.cosine) else math.inf, "cosine"
+        out.append({"part": part, "drop": float(drop), "measure": measure, "cosine": c.cosine, "harm": harm,
+                    "nodes": sorted(nodes)})
     # Layers first (fewest nodes kept float), most harmful first; branches after them.
-    out.sort(key=lambda e: (e["part"].startswith("branch:"), -e["drop"]))
+    out.sort(key=lambda e: (e["part"].startswith("branch:"), -e["harm"]))
+    for e in out:
+        e.pop("harm")
     return out
 
 

@@ -112,6 +112,8 @@ def quantize_qdq(model_path: Path, out_path: Path, calib: CalibrationSource, sch
     act = q.QuantType.QUInt8 if scheme.activation == "uint8" else q.QuantType.QInt8
     overrides = {}
     for name, (lo, hi) in ranges.items():
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            continue  # a -inf attention mask: its nodes are kept float (graph.mask_like_nodes), no grid to give it
         if scheme.symmetric_activations:
             m = max(abs(lo), abs(hi), 1e-8)
             lo, hi = -m, m
