@@ -5,6 +5,7 @@ from pathlib import Path
 from ...lazy import INSTALL_HINTS, lazy_import
 from ...errors import BundleError, SpecError
 from ...iospec import IOSpec
+from ...log import logger
 from ..base import Availability, Backend, Compiled, Runner, RunnerOptions, version_of
 from .options import LEVELS, OnnxRuntimeOptions
 
@@ -20,7 +21,53 @@ def allow_spinning(options: RunnerOptions) -> bool:
     return True if options.spin is None else options.spin
 
 
+def model_in_memory(path: Path) -> bytes | str:
+    """What the runner hands to ``InferenceSession``: the model's bytes, with any external data read in.
+
+    ONNX Runtime copies the weights stored inside an .onnx file, but memory-maps external data files
+    (``.onnx.data``) and computes from the mapping: overwriting one under a loaded session changed its outputs,
+    truncating it killed the process with SIGBUS. Such a model is read into memory with onnx; one over
+    protobuf's 2 GB limit cannot be, and runs from its files (with a warning)."""
+    data = path.read_bytes()
+    if b"location" not in data:  # every external tensor names its file under the key "location"
+        return data
+    onnx = lazy_import("onnx")
+    try:
+        proto = onnx.load_model_from_string(data)
+        if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in _tensors(proto.graph)):
+            return data
+        onnx.external_data_helper.load_external_data_for_model(proto, str(path.parent))
+    except Exception as exc:  # onnx raises protobuf's DecodeError, OSError, ValueError for a path outside the folder
+        raise BundleError(f"cannot read {path} or its external data ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                          "re-export the bundle") from exc
+    try:
+        return proto.SerializeToString()
+    except ValueError as exc:  # protobuf: a message over 2 GB
+        logger.warning("warning: %s keeps its weights in external data files that onnxruntime maps into memory (%s); "
+                       "do not overwrite them while a runtime uses them", path.name, str(exc).splitlines()[0])
+        return str(path)
+
+
+def _tensors(graph):
+    """Every initializer and constant tensor of a graph and its subgraphs (If/Loop bodies)."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for g in attr.graphs:
+                yield from _tensors(g)
+
+
 class OrtRunner(Runner):
+    """Runs an ONNX file in ONNX Runtime's CPU execution provider. Thread-safe as it is: ``InferenceSession.run``
+    may be called from several threads at once (each run gets its own execution frame; tests/runtime/
+    test_runner_threads.py checks 8 threads against serial outputs). The session is made from the model's bytes
+    (``model_in_memory``): nothing it computes from stays mapped from the bundle's files."""
+
     backend = "onnxruntime"
 
     def __init__(self, path: Path, spec: IOSpec, options: RunnerOptions):
@@ -33,7 +80,11 @@ class OrtRunner(Runner):
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning(options) else "0")
         so.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            model = model_in_memory(path)
+        except OSError as exc:
+            raise BundleError(f"cannot read {path} ({exc.strerror or exc}); re-export the bundle") from exc
+        try:
+            self.session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise BundleError(f"onnxruntime cannot load {path} ({str(exc).splitlines()[0]}); re-export the bundle") from exc
         names = [o.name for o in self.session.get_outputs()]

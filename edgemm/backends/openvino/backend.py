@@ -49,8 +49,38 @@ class _Request:
         self.views = [self.request.get_input_tensor(i).data for i in range(len(compiled.inputs))] if static else None
 
 
+class _Compiled:
+    """One compiled model and its idle infer requests: a pool that hands each concurrent caller a request of its own.
+
+    An infer request holds its input and output tensors: two threads on one request overwrite each other's feeds
+    and outputs (silently wrong results, or OpenVINO's "Infer Request is busy"). The pool grows to the number of
+    callers that ran at once and never shrinks (a request of avnet is a few hundred kB)."""
+
+    def __init__(self, compiled, static: bool):
+        self.compiled, self.static = compiled, static
+        self._idle = [_Request(compiled, static)]  # one made now: a model that cannot make a request fails at load
+
+    def acquire(self) -> _Request:
+        try:
+            return self._idle.pop()  # list.pop/append are atomic: no lock on the per-call path
+        except IndexError:
+            return _Request(self.compiled, self.static)
+
+    def release(self, request: _Request) -> None:
+        self._idle.append(request)
+
+
+def _shared_feed(array: np.ndarray) -> np.ndarray:
+    """An array OpenVINO may read in place: C-contiguous (it takes the buffer as dense, whatever numpy's strides
+    say), aligned, writeable (``ov.Tensor(shared_memory=True)`` raises ValueError on a read-only array)."""
+    if array.flags.c_contiguous and array.flags.aligned and array.flags.writeable:
+        return array
+    return np.array(array, order="C", copy=True)
+
+
 class OpenVinoRunner(Runner):
-    """Runs an IR (or ONNX) file on OpenVINO's CPU plugin.
+    """Runs an IR (or ONNX) file on OpenVINO's CPU plugin. Thread-safe: concurrent ``infer`` calls each run on
+    an infer request of their own (see ``_Compiled``).
 
     A float model with dynamic axes (the batch) is compiled once as it is, and once more with static shapes for
     each of the first ``STATIC_SHAPES`` input shape sets it sees (on first use, ~0.1 s for avnet): the CPU
@@ -58,7 +88,20 @@ class OpenVinoRunner(Runner):
     (unpruned) to 25 % (50 % pruned) per call at batch 1. Later shape sets run on the dynamic model.
     Feeds are copied into a static request's own input tensors and the outputs read from its output
     tensors, not passed as a dict: 40 µs less per call (16 % of the pruned avnet's 0.28 ms; a dict of
-    shared arrays costs 51 µs on a one-node model, this path 23 µs)."""
+    shared arrays costs 51 µs on a one-node model, this path 23 µs).
+
+    Threads: a pool of infer requests per compiled model, chosen by measurement over a lock per compiled model,
+    a request per thread and ``AsyncInferQueue`` (benchmarks/bench_runner_threads.py, results/runner-threads-
+    2026-12-05.json; avnet, batch 1, 2 cores). With the LATENCY hint (one CPU stream) the plugin runs one request
+    at a time anyway: pool, lock and per-thread cost the same (fp32 p50 0.39-0.40 ms; 2240-2460 calls/s from 8
+    threads). With several streams (THROUGHPUT hint) only requests that exist side by side run in parallel: from
+    2 threads the pool made 4440 calls/s, the lock 1700 (int8: 2450 vs 1450). The pool grows to the peak number
+    of concurrent calls, not one request per thread ever seen; AsyncInferQueue cost 0.25 ms more per call (a
+    callback and an event), and its ``start_async`` is not safe from several threads.
+
+    Weights are read into memory (``ENABLE_MMAP`` off for this read): by default OpenVINO maps the ``.bin`` file
+    and computes from the mapping, so a ``cp`` over a deployed bundle changed a loaded model's outputs and a
+    truncated file killed the process with SIGBUS."""
 
     backend = "openvino"
     STATIC_SHAPES = 4
@@ -67,15 +110,10 @@ class OpenVinoRunner(Runner):
         super().__init__(spec)
         self._ov = lazy_import("openvino", "the openvino backend")
         self._core = shared_core()  # never a Core of its own: see shared_core
-        self._config = {"PERFORMANCE_HINT": "LATENCY"}
-        if options.precision in ("fp32", "int8"):
-            # The CPU plugin silently computes in bf16 where the CPU has it; fp32 and the float parts of int8 artifacts must not.
-            self._config["INFERENCE_PRECISION_HINT"] = "f32"
-        if options.threads:
-            self._config["INFERENCE_NUM_THREADS"] = int(options.threads)
+        self._config = self._compile_config(options)
         self._path, self._device = path, options.device.upper()
         try:
-            self._model = self._core.read_model(str(path))
+            self._model = self._core.read_model(str(path), config={"ENABLE_MMAP": False})
             self.compiled = self._core.compile_model(self._model, self._device, self._config)
         except Exception as exc:  # openvino raises RuntimeError with multi-line text
             raise BundleError(f"openvino cannot load {path} ({str(exc).splitlines()[0]}); re-export the bundle") from exc
@@ -85,43 +123,83 @@ class OpenVinoRunner(Runner):
             raise SpecError(f"{path} has outputs {names}, the bundle's IOSpec says {spec.output_names}; re-export the bundle")
         self._inputs = [i.get_any_name() for i in self._model.inputs]
         dynamic = any(i.get_partial_shape().is_dynamic for i in self._model.inputs)
-        self._dynamic = _Request(self.compiled, static=False) if dynamic else None
+        self._dynamic = self._slot(self.compiled, static=False) if dynamic else None
         # Not for int8: OpenVINO 2026.4's low-precision passes die with SIGFPE (ReshapeTransformation, no exception to
         # catch) compiling avnet's int8 Q/DQ graph at a static batch size, which they compile fine with a dynamic one.
         self._specialise = dynamic and options.precision != "int8"
-        self._requests: dict[tuple, _Request] = {}  # input shapes -> the model compiled for them
+        self._requests: dict[tuple, _Compiled] = {}  # input shapes -> the model compiled for them
+        self._compile_lock = threading.Lock()  # one compile per new shape set, however many threads bring it
         if not dynamic:
-            self._requests[tuple(tuple(i.get_shape()) for i in self._model.inputs)] = _Request(self.compiled, static=True)
+            self._requests[tuple(tuple(i.get_shape()) for i in self._model.inputs)] = self._slot(self.compiled, static=True)
 
-    def _request_for(self, feeds) -> _Request:
+    @staticmethod
+    def _compile_config(options: RunnerOptions) -> dict:
+        config = {"PERFORMANCE_HINT": "LATENCY"}
+        if options.precision in ("fp32", "int8"):
+            # The CPU plugin silently computes in bf16 where the CPU has it; fp32 and the float parts of int8 artifacts must not.
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        if options.threads:
+            config["INFERENCE_NUM_THREADS"] = int(options.threads)
+        return config
+
+    def _slot(self, compiled, static: bool) -> _Compiled:
+        return _Compiled(compiled, static)
+
+    def _request_for(self, feeds) -> _Compiled | None:
         key = tuple(tuple(np.shape(feeds[n])) for n in self._inputs)
         entry = self._requests.get(key)
-        if entry is None and self._specialise and len(self._requests) < self.STATIC_SHAPES:
-            model = self._model.clone()
-            try:
-                model.reshape(dict(zip(self._inputs, (list(k) for k in key))))
-                entry = _Request(self._core.compile_model(model, self._device, self._config), static=True)
-            except Exception as exc:  # openvino raises RuntimeError with multi-line text; the dynamic model still runs it
-                logger.warning("warning: openvino cannot compile %s for input shapes %s (%s); running them on the dynamic model",
-                               self._path.name, key, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-                entry = self._dynamic
-            self._requests[key] = entry
+        if entry is None and self._specialise:
+            with self._compile_lock:
+                entry = self._requests.get(key)
+                if entry is None and len(self._requests) < self.STATIC_SHAPES:
+                    entry = self._compile_static(key)
+                    self._requests[key] = entry
         return entry or self._dynamic
 
+    def _compile_static(self, key: tuple) -> _Compiled | None:
+        model = self._model.clone()
+        try:
+            model.reshape(dict(zip(self._inputs, (list(k) for k in key))))
+            return self._slot(self._core.compile_model(model, self._device, self._config), static=True)
+        except Exception as exc:  # openvino raises RuntimeError with multi-line text; the dynamic model still runs it
+            logger.warning("warning: openvino cannot compile %s for input shapes %s (%s); running them on the dynamic model",
+                           self._path.name, key, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return self._dynamic
+
+    def _check_feeds(self, feeds) -> None:
+        """What the CPU plugin cannot take, refused before it sees it (``infer(check=False)`` skips the IOSpec)."""
+        for name in self._inputs:
+            shape = np.shape(feeds[name])
+            if 0 in shape:
+                raise SpecError(f"input {name!r} has shape {list(shape)}: the batch (and every axis) must be >= 1, "
+                                "an empty feed crashes openvino's CPU plugin; pass at least one sample")
+
     def _infer(self, feeds):
+        if self.compiled is None:
+            raise SpecError(f"this openvino runner for {self._path.name} is closed; load the bundle again")
+        self._check_feeds(feeds)
         entry = self._request_for(feeds)
         if entry is None:  # a model without dynamic axes, fed other shapes
             raise SpecError(f"{self._path.name} takes input shapes {list(self._requests)[0]}, got "
                             f"{[np.shape(feeds[n]) for n in self._inputs]}; feed those shapes or re-export with a dynamic batch axis")
-        request = entry.request
-        if entry.views is not None:
-            for view, name in zip(entry.views, self._inputs):
+        req = entry.acquire()
+        request = req.request
+        if req.views is not None:
+            for view, name in zip(req.views, self._inputs):
                 np.copyto(view, feeds[name])
+            shared = None
         else:
-            for i, name in enumerate(self._inputs):
-                request.set_input_tensor(i, self._ov.Tensor(np.ascontiguousarray(feeds[name]), shared_memory=True))
+            # The request keeps only the C++ tensor, not the array behind it: ``shared`` holds the arrays (and any
+            # copy made here) alive until the run is over, or the plugin reads freed memory.
+            shared = [_shared_feed(feeds[name]) for name in self._inputs]
+            for i, array in enumerate(shared):
+                request.set_input_tensor(i, self._ov.Tensor(array, shared_memory=True))
         request.infer()
-        return [request.get_output_tensor(i).data.copy() for i in range(len(self.spec.output_names))]
+        outs = [request.get_output_tensor(i).data.copy() for i in range(len(self.spec.output_names))]
+        del shared
+        # Back to the pool only after a clean run: a request whose infer raised is dropped, not reused.
+        entry.release(req)
+        return outs
 
     def close(self):
         self._requests.clear()

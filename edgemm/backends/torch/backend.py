@@ -10,13 +10,19 @@ from ..base import Availability, Backend, Runner, RunnerOptions, version_of
 
 
 def _canonical(a: np.ndarray) -> np.ndarray:
-    """C-contiguous with real strides: numpy calls x[None] contiguous although its new axis has stride 0,
-    and PyTorch's convolutions run 10x slower on such views."""
+    """C-contiguous, aligned and writeable with real strides: numpy calls x[None] contiguous although its new axis
+    has stride 0, and PyTorch's convolutions run 10x slower on such views; ``torch.from_numpy`` warns on a
+    read-only array (a tensor over it could be written)."""
     a = np.ascontiguousarray(a)
-    return a.copy() if 0 in a.strides else a
+    return a.copy() if 0 in a.strides or not a.flags.writeable or not a.flags.aligned else a
 
 
 class TorchRunner(Runner):
+    """Runs a module (the user's original or a bundle's torch.export program) in eager mode. Thread-safe: a call
+    only reads the module's parameters (eval mode; ``no_grad`` holds per thread), so threads need no lock
+    (tests/runtime/test_runner_threads.py checks 8 threads against serial outputs). A user's module whose
+    forward writes its own state is the exception, and the user's to guard."""
+
     backend = "torch"
 
     def __init__(self, module, spec: IOSpec, options: RunnerOptions):
