@@ -24,13 +24,15 @@ class FamilyGraph:
     whose ``outputs(...)`` returns every named output it can give; ``keep``: the outputs the bundle holds, in
     order (None: every tensor output whose only batch-coupled axis is axis 0); ``feeds(batch, seed)``: valid
     inputs (numpy, keyed by input name); ``data``: what the graph's manifest entry records beyond the IOSpec
-    (pre-processing the IOSpec cannot express, the tokenizer, the family's settings)."""
+    (pre-processing the IOSpec cannot express, the tokenizer, the family's settings); ``labels``: class names
+    of a classification output (used when their number matches the output's last axis)."""
 
     module: Any
     inputs: tuple[TensorSpec, ...]
     feeds: Callable[[int, int], dict[str, np.ndarray]]
     keep: tuple[str, ...] | None = None
     data: dict = field(default_factory=dict)
+    labels: dict[str, tuple[str, ...]] = field(default_factory=dict)  # class names of classification outputs
 
 
 class Family:

@@ -75,7 +75,9 @@ def choose_outputs(fg: FamilyGraph, graph: str, family: str) -> tuple[TensorSpec
             raise EdgemmError(f"family {family!r}: graph {graph!r} has no output {k!r}; its outputs: {', '.join(a)}")
         why = batch_coupling(a[k], b[k], PROBE_BATCHES)
         if why is None:
-            kept.append(TensorSpec(k, dtypes[k], ("batch", *a[k][1:])))
+            labels = fg.labels.get(k)
+            labels = labels if labels and len(a[k]) == 2 and len(labels) == a[k][-1] else None
+            kept.append(TensorSpec(k, dtypes[k], ("batch", *a[k][1:]), labels=labels))
         elif fg.keep is not None:
             raise EdgemmError(f"family {family!r}: output {k!r} of graph {graph!r} {why}; it cannot be compared or run "
                               "sample by sample: leave it out of the family's keep list")

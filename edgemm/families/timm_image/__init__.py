@@ -68,7 +68,10 @@ class TimmFamily(Family):
 
         pixel = TensorSpec("pixel_values", "float32", ("batch", channels, *pre.size), "image", pre if channels == 3 else None)
         arch = cfg.get("architecture") or type(model).__name__
-        return {layout.MAIN: FamilyGraph(PixelValues(model, single), (pixel,), feeds, keep=(single,),
+        names = (folder.config or {}).get("label_names") if folder is not None else None
+        names = names or cfg.get("label_names")
+        labels = {single: tuple(str(n) for n in names)} if isinstance(names, (list, tuple)) and names and single == "logits" else {}
+        return {layout.MAIN: FamilyGraph(PixelValues(model, single), (pixel,), feeds, keep=(single,), labels=labels,
                                          data={"architecture": arch, "preprocessing": {"pixel_values": data}})}
 
 
