@@ -229,7 +229,8 @@ class _CandidateBuilder:
 
             xml = self.workdir / f"cand{self.count}.xml"
             skip = set(excluded) | ({n.name for n in self.model.graph.node} - only if only is not None else set())
-            nncf_quantize(self.pre, xml, self.calib, sorted(skip), [], self.transformer)
+            outputs = sorted({o for n in self.model.graph.node if n.name in skip for o in n.output if o})
+            nncf_quantize(self.pre, xml, self.calib, sorted(skip), [], self.transformer, exclude_outputs=outputs)
             return xml, [xml, xml.with_suffix(".bin")]
         out = self.workdir / f"cand{self.count}.onnx"
         quantize_qdq(self.pre, out, self.calib, self.quantizer.scheme, self._ranges, nodes_to_exclude=sorted(excluded),
