@@ -29,8 +29,8 @@ def model_in_memory(path: Path) -> bytes | str:
     truncating it killed the process with SIGBUS. Such a model is read into memory with onnx; one over
     protobuf's 2 GB limit cannot be, and runs from its files (with a warning)."""
     data = path.read_bytes()
-    if b"location" not in data:  # every external tensor names its file under the key "location"
-        return data
+    if data[4:8] == b"ORTM" or b"location" not in data:  # ORT's flatbuffer format has no external data; an ONNX
+        return data  # external tensor names its file under the key "location"
     onnx = lazy_import("onnx")
     try:
         proto = onnx.load_model_from_string(data)
