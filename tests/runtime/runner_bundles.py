@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgemm.bundle import Bundle
-
 _BUILT: dict[str, Path] = {}
 
 
@@ -26,7 +24,3 @@ def tiny_int8_bundle(tmp_path_factory) -> Path:
         _BUILT["tiny_int8"] = out
     return _BUILT["tiny_int8"]
 
-
-def artifact_ids(bundle_dir: Path, precisions=("fp32", "fp16", "int8")) -> list[tuple[str, str]]:
-    """(path, backend) of every artifact of these precisions."""
-    return [(a.path, a.backend) for a in Bundle.open(bundle_dir).artifacts if a.precision in precisions]
