@@ -7,6 +7,7 @@ failure is one line saying what to do: edgemm itself never needs torchvision.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from ..errors import BackendUnavailable, EdgemmError, one_line
@@ -104,4 +105,8 @@ def transformers_attr(name: str, needed_by: str):
 
 def import_timm(needed_by: str = "timm") -> ModuleType:
     """``import timm``: timm imports torchvision unconditionally, so uninstalling it is no way out there."""
+    if importlib.util.find_spec("timm") is None:
+        raise BackendUnavailable(f"python package 'timm' is not installed (needed for {needed_by}); install a torchvision "
+                                 f"built for your torch first ({cpu_torchvision_command()}), then: pip install timm "
+                                 "(PyPI's torchvision for Linux is a CUDA build that fails beside a CPU torch)")
     return import_optional("timm", needed_by, torchvision_removable=False)

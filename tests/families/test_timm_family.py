@@ -3,6 +3,7 @@ with valid image feeds; a folder in timm's hub layout loads through timm when ti
 line naming the torchvision fix when it cannot (timm imports torchvision; PyPI's build fails beside a CPU torch)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -75,8 +76,11 @@ def test_a_timm_folder_where_timm_cannot_import_is_one_line(tmp_path, capsys):
     _hub_folder(tmp_path / "m", TimmLikeNet(), "timm_like_net")
     assert main(["export", str(tmp_path / "m"), "-o", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "cannot import timm" in err and "torchvision" in err
-    assert "--index-url https://download.pytorch.org/whl/cpu" in err and "edgemm itself does not need torchvision" in err
+    assert "\n" not in err and "torchvision" in err and "--index-url https://download.pytorch.org/whl/cpu" in err
+    if importlib.util.find_spec("timm") is None:  # not installed: how to install it without the trap
+        assert "'timm' is not installed" in err and "pip install timm" in err
+    else:  # installed, but its torchvision import fails
+        assert "cannot import timm" in err and "edgemm itself does not need torchvision" in err
     assert not (tmp_path / "b").exists()
 
 
@@ -103,5 +107,5 @@ def test_a_timm_folder_with_labels_and_no_weights(tmp_path):
     _hub_folder(tmp_path / "m", model, "timm_like_net")
     (tmp_path / "m" / "model.safetensors").unlink()
     timm, _ = _timm_or_reason()
-    with pytest.raises(EdgemmError, match="torchvision" if timm is None else "no weights"):
+    with pytest.raises(EdgemmError, match="torchvision" if timm is None else "no weights"):  # no timm: its line first
         edgemm.export(tmp_path / "m", output=tmp_path / "b")
