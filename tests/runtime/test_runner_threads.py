@@ -115,8 +115,7 @@ def test_openvino_fresh_runner_compiles_each_shape_once_under_concurrency(avnet_
         fresh.close()
 
 
-@pytest.mark.openvino
-@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+@pytest.mark.parametrize("backend", [pytest.param("openvino", marks=pytest.mark.openvino), "onnxruntime"])
 def test_edgemm_load_run_from_8_threads_matches_serial(avnet_bundle_dir, backend):
     """The public API: one Runtime shared by threads."""
     rt = edgemm.load(avnet_bundle_dir, backend=backend, precision="fp32")
