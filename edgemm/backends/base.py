@@ -15,7 +15,7 @@ from typing import ClassVar, Mapping
 
 import numpy as np
 
-from ..errors import BackendUnavailable, BundleError, UnsupportedFeature
+from ..errors import BackendUnavailable, BundleError, SpecError, UnsupportedFeature
 from ..iospec import IOSpec
 from ..options import Options, option_fields
 
@@ -42,6 +42,9 @@ class RunnerOptions:
     # value recorded at compile time), and capture the run in a CUDA graph (None: the backend's default).
     rebuild: bool | None = None
     cuda_graph: bool | None = None
+    # Many threads will call this runner at once (a server, edgemm bench --modes throughput): backends that can run
+    # calls in parallel set themselves up for total throughput rather than single-call latency (OpenVINO's hint).
+    throughput: bool = False
 
     @classmethod
     def for_artifact(cls, artifact, device: str, **kwargs) -> "RunnerOptions":
@@ -52,7 +55,13 @@ class RunnerOptions:
 
 
 class Runner(ABC):
-    """Runs one artifact. ``infer(feeds) -> {output name: array}`` in graph output order."""
+    """Runs one artifact. ``infer(feeds) -> {output name: array}`` in graph output order.
+
+    Thread-safe by contract: ``infer`` may be called from several threads at once on one runner and returns exactly
+    what serial calls return (tests/runtime/test_runner_threads.py). A backend whose library objects are not
+    thread-safe (an OpenVINO infer request) gives each concurrent call its own. Before native code sees a feed, a
+    runner refuses what would crash it (an empty batch) with one SpecError line and copies arrays the library
+    cannot read in place. ``last_latency_ms`` is the latest call's, from any thread."""
 
     backend: ClassVar[str] = ""
 
@@ -67,6 +76,8 @@ class Runner(ABC):
     def infer(self, feeds: Mapping[str, np.ndarray], check: bool = True) -> dict[str, np.ndarray]:
         if check:
             feeds = self.spec.check_feeds(feeds)
+        elif any(getattr(v, "size", 1) == 0 for v in feeds.values()):  # unchecked feeds still never reach native code empty
+            raise SpecError("a feed has a zero-size axis; the batch must be >= 1 (pass at least one sample)")
         t0 = time.perf_counter()
         outs = self._infer(dict(feeds))
         self.last_latency_ms = (time.perf_counter() - t0) * 1e3

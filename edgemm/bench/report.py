@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import EdgemmError
 
-COLUMNS = ("graph", "artifact", "backend", "precision", "mode", "baseline", "batch", "threads", "p50_ms", "p90_ms", "p99_ms",
+COLUMNS = ("graph", "artifact", "backend", "precision", "mode", "streams", "baseline", "batch", "threads", "p50_ms", "p90_ms", "p99_ms",
            "mean_ms", "throughput", "speedup_vs_baseline", "peak_rss_mb", "size_mb")
 STREAM_COLUMNS = ("fps", "frames", "dropped_frames", "jitter_ms", "av_skew_p50_ms", "av_skew_p99_ms")
 
@@ -22,6 +22,8 @@ def _stream_values(r: dict) -> list:
 
 
 def _mode(r: dict) -> str:
+    if r.get("streams"):
+        return f"{r['mode']} x{r['streams']}"
     return f"{r['mode']} {r['fps']:g} fps" if r.get("stream") else r["mode"]
 
 
@@ -47,14 +49,14 @@ def format_table(result: dict) -> str:
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, {' '.join(m['isa']) or '-'}; {m['date']}",
              f"threads {result['config']['threads']}; {result['config']['rounds']} interleaved rounds x "
              f"{result['config']['seconds_per_round']} s per measurement; speedup = baseline p50 / p50 (same mode, batch)"]
-    head = f"{'artifact':<30} {'backend':<12} {'prec':<5} {'mode':<10} {'batch':>5} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} " \
+    head = f"{'artifact':<30} {'backend':<12} {'prec':<5} {'mode':<13} {'batch':>5} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} " \
            f"{'items/s':>9} {'speedup':>8} {'RSS MB':>7} {'size MB':>8}  top1"
     lines += [head, "-" * len(head)]
-    for r in sorted(result["runs"], key=lambda r: (r["mode"], r["batch"], not r["baseline"], r["p50_ms"])):
+    for r in sorted(result["runs"], key=lambda r: (r["mode"], r["batch"], r.get("streams") or 0, not r["baseline"], r["p50_ms"])):
         top1 = " ".join(f"{h} {v:.4f}" for h, v in r["metrics"].items())
         speed = f"{r['speedup_vs_baseline']:.2f}x" if r["speedup_vs_baseline"] else "-"
         name = r["artifact"] + (" *" if r["baseline"] else "")
-        lines.append(f"{name:<30} {r['backend']:<12} {r['precision']:<5} {_mode(r):<10} {r['batch']:>5} {r['p50_ms']:>8.3f} "
+        lines.append(f"{name:<30} {r['backend']:<12} {r['precision']:<5} {_mode(r):<13} {r['batch']:>5} {r['p50_ms']:>8.3f} "
                      f"{r['p90_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['throughput']:>9.1f} {speed:>8} {r['peak_rss_mb']:>7.0f} "
                      f"{r['size_mb']:>8.3f}  {top1}")
     lines.append("* baseline: the original model in PyTorch eager fp32 under no_grad")
@@ -98,7 +100,7 @@ def format_markdown(result: dict) -> str:
            "| artifact | backend | precision | mode | batch | p50 ms | p90 ms | p99 ms | speedup | size MB | "
            + " | ".join(f"top-1 {h}" for h in heads) + " |",
            "|---|---|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(heads)]
-    for r in sorted(result["runs"], key=lambda r: (r["mode"], r["batch"], not r["baseline"], r["p50_ms"])):
+    for r in sorted(result["runs"], key=lambda r: (r["mode"], r["batch"], r.get("streams") or 0, not r["baseline"], r["p50_ms"])):
         sp = f"{r['speedup_vs_baseline']:.2f}x" if r.get("speedup_vs_baseline") else "-"
         top = " | ".join(f"{r['metrics'][h]:.4f}" if h in r.get("metrics", {}) else "-" for h in heads)
         out.append(f"| {r['artifact']}{' (baseline)' if r['baseline'] else ''} | {r['backend']} | {r['precision']} | {_mode(r)} | "

@@ -31,7 +31,7 @@ from ..log import logger
 from ..safeio import read_npz
 from .machine import machine_info
 
-MODES = ("model", "end_to_end", "stream")
+MODES = ("model", "end_to_end", "stream", "throughput")
 DEFAULT_MODES = ("model", "end_to_end")
 
 
@@ -41,7 +41,9 @@ class BenchConfig:
     precisions: tuple[str, ...] | None = None
     batches: tuple[int, ...] = (1, 8)
     threads: int | None = None  # None: min(4, cores)
-    modes: tuple[str, ...] = DEFAULT_MODES  # "stream" (opt-in): the Stream runtime on live-paced sources
+    modes: tuple[str, ...] = DEFAULT_MODES  # "stream" (opt-in): the Stream runtime on live-paced sources;
+    # "throughput" (opt-in): ``streams`` threads calling one runtime at once, calls per second
+    streams: tuple[int, ...] = (1, 2, 4, 8)
     seconds: float = 1.5  # timed seconds per worker and round
     rounds: int = 2
     warmup: int = 10
@@ -86,9 +88,12 @@ def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None,
             logger.info("skipping the torch baseline %s: %s", art.path, plan["reason"])
             continue
         for mode in cfg.modes:
-            if mode != "model" and (raw_path is None or art.graph != bundle.default_graph) or mode == "stream" and (baseline or not media):
+            if mode == "throughput" and baseline:
+                continue  # the deployed artifacts' concurrency; the eager baseline is not a server runtime
+            if mode not in ("model", "throughput") and (raw_path is None or art.graph != bundle.default_graph) \
+                    or mode == "stream" and (baseline or not media):
                 continue  # no raw data; the stream mode measures the deployed artifacts
-            for batch, fps in _points(cfg, mode):
+            for batch, fps, streams in _points(cfg, mode):
                 jobs.append({
                     "bundle": str(bundle.root), "graph": art.graph, "artifact": art.path, "backend": art.backend, "precision": art.precision,
                     "mode": mode, "batch": batch, "threads": threads, "warmup": cfg.warmup,
@@ -96,7 +101,7 @@ def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None,
                     "factory": factory if baseline else None, "checkpoint": checkpoint if baseline else None,
                     "id": bundle.artifact_id(art), "size_mb": art.size_bytes(bundle.root) / 1e6, "fps": fps,
                     "media": media.get(fps) if mode == "stream" else None,
-                    "seconds": cfg.stream_seconds if mode == "stream" else cfg.seconds,
+                    "seconds": cfg.stream_seconds if mode == "stream" else cfg.seconds, "streams": streams,
                 })
     if cfg.backends and reference_backend().name not in cfg.backends:
         logger.info("note: the torch baseline is not in --backends; speedups are not computed")
@@ -129,11 +134,13 @@ def _units(jobs: list[dict]) -> list[tuple[int, int | None]]:
     return units
 
 
-def _points(cfg: BenchConfig, mode: str) -> list[tuple[int, float]]:
-    """(batch, fps) per measurement of a mode."""
+def _points(cfg: BenchConfig, mode: str) -> list[tuple[int, float, int]]:
+    """(batch, fps, concurrent callers) per measurement of a mode."""
     if mode == "model":
-        return [(b, cfg.fps) for b in cfg.batches]
-    return [(1, f) for f in (cfg.stream_fps if mode == "stream" else (cfg.fps,))]
+        return [(b, cfg.fps, 1) for b in cfg.batches]
+    if mode == "throughput":
+        return [(1, cfg.fps, n) for n in cfg.streams]
+    return [(1, f, 1) for f in (cfg.stream_fps if mode == "stream" else (cfg.fps,))]
 
 
 def _importable(factory: str) -> bool:
@@ -269,6 +276,7 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
         pooled: dict[int, list[float]] = {i: [] for i in range(len(jobs))}
         stages: dict[int, dict[str, list[float]]] = {}
         rss: dict[int, float] = {}
+        served: dict[int, list] = {}
         streams: dict[int, list[dict]] = {}
         units = _units(jobs)
         with _progress(cfg.progress, cfg.rounds * len(units)) as advance:
@@ -281,6 +289,10 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
                     logger.debug("%s", what)
                     out = _run_worker({**job, "with_model": 1} if model_i is not None else job, worker_timeout_s(cfg))
                     pooled[i].extend(out["latencies_ms"])
+                    if "calls" in out:  # throughput: calls completed by all streams over the timed window
+                        done = served.setdefault(i, [0, 0.0])
+                        done[0] += out["calls"]
+                        done[1] += out["elapsed_s"]
                     for k, v in out.get("stages_ms", {}).items():
                         stages.setdefault(i, {}).setdefault(k, []).extend(v)
                     rss[i] = max(rss.get(i, 0.0), out["peak_rss_mb"])
@@ -307,6 +319,8 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
             "mean_ms": float(a.mean()), "throughput": float(job["batch"] * 1000.0 / a.mean()), "iterations": int(a.size),
             "peak_rss_mb": round(rss[i], 1), "size_mb": round(job["size_mb"], 4), "metrics": metrics,
         })
+        if i in served:  # throughput: total calls per second of all streams on one runtime (batch 1 each)
+            runs[-1].update({"streams": job["streams"], "throughput": round(served[i][0] / served[i][1], 2)})
         if i in stages:  # end_to_end: where the time goes, per video frame at the stream's fps
             runs[-1].update({"path": "streaming", "fps": job["fps"], "stages_ms": {
                 k: {q: round(float(np.percentile(v, p)), 4) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))}

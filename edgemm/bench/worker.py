@@ -40,7 +40,8 @@ def _measure(job: dict) -> dict:
     bundle = Bundle.open(job["bundle"], verify_hashes=False)
     if job.get("graph"):
         bundle = bundle.graph(job["graph"])  # the graph's own spec and parity samples
-    opts = RunnerOptions(threads=job["threads"], precision=job["precision"], spin=job.get("spin"), device=get_backend(job["backend"]).device)
+    opts = RunnerOptions(threads=job["threads"], precision=job["precision"], spin=job.get("spin"), device=get_backend(job["backend"]).device,
+                         throughput=job["mode"] == "throughput")
     if get_backend(job["backend"]).reference and job.get("factory"):
         from ..trust import resolve_factory
 
@@ -56,6 +57,8 @@ def _measure(job: dict) -> dict:
         return {**out, "peak_rss_mb": peak_rss_mb()}
     if job["mode"] == "model":
         return {"latencies_ms": _model_loop(job, bundle, runner)(), "peak_rss_mb": peak_rss_mb()}
+    if job["mode"] == "throughput":
+        return {**_throughput(job, bundle, runner), "peak_rss_mb": peak_rss_mb()}
     return _end_to_end(job, bundle, runner)  # the streaming path, one video frame at a time at the stream's fps
 
 
@@ -94,6 +97,46 @@ def _timed(job: dict, call, on_result=None):
         return times
 
     return block
+
+
+def _throughput(job: dict, bundle, runner) -> dict:
+    """``streams`` threads calling one runner at once (the runtime is thread-safe by contract), each with its own
+    batch-1 feeds, for the job's seconds after a warm-up: every call's latency and the calls completed per second."""
+    import threading
+
+    n = int(job["streams"])
+    feeds = [_feeds(bundle, job["batch"]) for _ in range(n)]
+    for f in feeds:  # warm-up (and, for OpenVINO, one infer request per stream created before timing)
+        for _ in range(max(1, job.get("warmup", 10) // n)):
+            runner.infer(f, check=False)
+    latencies: list[list[float]] = [[] for _ in range(n)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(n + 1)
+    window = {}
+
+    def loop(i: int) -> None:
+        try:
+            start.wait()  # every stream starts with the clock
+            while time.perf_counter() < window["end"]:
+                t0 = time.perf_counter()
+                runner.infer(feeds[i], check=False)
+                latencies[i].append((time.perf_counter() - t0) * 1e3)
+        except BaseException as exc:  # re-raised below: this worker's failure, reported by the parent
+            errors.append(exc)
+
+    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    t0 = time.perf_counter()
+    window["end"] = t0 + job["seconds"]
+    start.wait()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    calls = sum(len(x) for x in latencies)
+    return {"latencies_ms": [v for x in latencies for v in x], "calls": calls, "elapsed_s": elapsed}
 
 
 STAGES = ("capture", "preprocess_image", "preprocess_audio", "model", "postprocess")

@@ -11,7 +11,7 @@ from ...iospec import IOSpec
 from ...log import logger
 from ...telemetry import disable_telemetry
 from ..base import Availability, Backend, Compiled, Runner, RunnerOptions, version_of
-from .options import OpenVinoOptions, store_runtime_options
+from .options import OpenVinoOptions, runtime_options, store_runtime_options
 
 
 _CORE = None
@@ -114,6 +114,11 @@ class OpenVinoRunner(Runner):
         self._path, self._device = path, options.device.upper()
         try:
             self._model = self._core.read_model(str(path), config={"ENABLE_MMAP": False})
+            # What `edgemm compile --openvino-*` recorded in the IR, unless this runner was asked otherwise.
+            recorded = runtime_options(self._model)
+            if options.throughput:
+                recorded.pop("PERFORMANCE_HINT", None)
+            self._config = {**self._config, **recorded}
             self.compiled = self._core.compile_model(self._model, self._device, self._config)
         except Exception as exc:  # openvino raises RuntimeError with multi-line text
             raise BundleError(f"openvino cannot load {path} ({str(exc).splitlines()[0]}); re-export the bundle") from exc
@@ -134,7 +139,9 @@ class OpenVinoRunner(Runner):
 
     @staticmethod
     def _compile_config(options: RunnerOptions) -> dict:
-        config = {"PERFORMANCE_HINT": "LATENCY"}
+        # LATENCY runs one call at a time; THROUGHPUT (many callers, edgemm bench --modes throughput) runs the pool's
+        # requests in parallel streams: benchmarks/results/runner-threads-2026-12-05.json.
+        config = {"PERFORMANCE_HINT": "THROUGHPUT" if options.throughput else "LATENCY"}
         if options.precision in ("fp32", "int8"):
             # The CPU plugin silently computes in bf16 where the CPU has it; fp32 and the float parts of int8 artifacts must not.
             config["INFERENCE_PRECISION_HINT"] = "f32"

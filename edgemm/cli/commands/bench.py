@@ -8,16 +8,16 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
-def _ints(value: str) -> tuple[int, ...]:
+def _ints(value: str, flag: str = "--batch") -> tuple[int, ...]:
     from ...errors import EdgemmError
 
     try:
-        batches = tuple(int(v) for v in _csv(value))
+        values = tuple(int(v) for v in _csv(value))
     except ValueError as exc:
-        raise EdgemmError(f"--batch {value!r}: give comma-separated integers, e.g. --batch 1,8") from exc
-    if not batches or min(batches) < 1:
-        raise EdgemmError(f"--batch {value!r}: batch sizes must be positive integers, e.g. --batch 1,8")
-    return batches
+        raise EdgemmError(f"{flag} {value!r}: give comma-separated integers, e.g. {flag} 1,8") from exc
+    if not values or min(values) < 1:
+        raise EdgemmError(f"{flag} {value!r}: give positive integers, e.g. {flag} 1,8")
+    return values
 
 
 def _rates(value: str) -> tuple[float, ...]:
@@ -62,7 +62,7 @@ def cmd_bench(args) -> int:
     stream_fps = _rates(args.stream_fps)
     cfg = BenchConfig(backends=args.backends, precisions=args.precisions, batches=batches, threads=args.threads,
                       modes=args.modes, seconds=args.seconds, rounds=args.rounds, fps=args.fps, stream_fps=stream_fps,
-                      stream_seconds=args.stream_seconds,
+                      stream_seconds=args.stream_seconds, streams=_ints(args.streams, "--streams"),
                       progress=not args.no_progress and sys.stderr.isatty())
     with allow_code(args.trust_code):
         result = benchmark(args.bundle, cfg)
@@ -104,12 +104,16 @@ def register(sub) -> None:
     b.add_argument("--modes", type=_csv, default=("model", "end_to_end"), metavar="M1,M2",
                    help="model (pre-processed tensors in), end_to_end (raw frame + waveform in, labels out; batch 1) and/or "
                         "stream (the Stream runtime on a live-paced video + wav at each --stream-fps: capture-to-result "
-                        "p50/p99, jitter, drops, A/V skew); default model,end_to_end")
+                        "p50/p99, jitter, drops, A/V skew), throughput (--streams threads sharing one runtime: calls/s and "
+                        "per-call latency); default model,end_to_end")
     b.add_argument("--threads", type=int, default=None, help="intra-op threads (default min(4, cores))")
     b.add_argument("--seconds", type=float, default=1.5, help="timed seconds per measurement and round (default 1.5)")
     b.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
     b.add_argument("--fps", type=float, default=30.0, help="end_to_end: the stream's frame rate (default 30)")
     b.add_argument("--stream-fps", default="15,30,60", metavar="F1,F2", help="stream: frame rates (default 15,30,60)")
+    b.add_argument("--streams", default="1,2,4,8", metavar="N1,N2",
+                   help="throughput: threads calling one runtime at once, each with batch-1 feeds (default 1,2,4,8); OpenVINO "
+                        "runs them with its THROUGHPUT hint, the others as they are (every runtime is thread-safe)")
     b.add_argument("--stream-seconds", type=float, default=4.0, help="stream: media seconds per run and round (default 4)")
     b.add_argument("--json", default=None, metavar="F", help="write the results as JSON")
     b.add_argument("--csv", default=None, metavar="F", help="write one CSV row per run")
