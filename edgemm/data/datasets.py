@@ -127,7 +127,8 @@ def _labels(arrays, o: TensorSpec, n: int, where: str) -> np.ndarray:
     width = o.shape[-1] if len(o.shape) >= 2 and isinstance(o.shape[-1], int) else None
     if y.ndim != 1:
         hint = " (one-hot or score rows: save their argmax)" if y.ndim == 2 else ""
-        raise SpecError(f"{where}: labels {o.name!r} have shape {list(y.shape)}, expected [{n}] class indices{hint}; {SAMPLE_FIX}")
+        raise SpecError(f"{where}: labels {o.name!r} have shape {list(y.shape)}, expected [{n}] class indices{hint}, or "
+                        f"declare task = 'regression' for float targets of {o.name!r}; {SAMPLE_FIX}")
     if len(y) != n:
         raise SpecError(f"{where}: labels {o.name!r} have {len(y)} rows, the inputs {n}; one label per sample: {SAMPLE_FIX}")
     if y.dtype.kind == "f":
