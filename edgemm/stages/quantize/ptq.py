@@ -314,10 +314,13 @@ def quantize_target(
     def check_line(c: Candidate) -> str:
         if comparator is None:
             return "not checked (no samples)"
-        heads = ", ".join(f"{h} {PRIMARY[tasks[h]]} {v:.4f}" for h, v in c.metrics.items())
+        heads = ", ".join(f"{h} {PRIMARY[tasks[h]]} {v:.4f}" + (f" ({c.drops[h]:+.4f})" if h in c.drops else "")
+                          for h, v in c.metrics.items())
         if has_budget:
             drop = "not measured" if c.drop is None else f"{c.drop:+.4f}"
-            return f"{heads}: drop {drop} (budget {cfg.max_drop}{' relative' if cfg.relative else ''})"
+            own = f", regression {cfg.regression_budget[0]:g}{' relative' if cfg.regression_budget[1] else ''}" \
+                if cfg.regression_budget else ""
+            return f"{heads}: worst drop {drop} (budget {cfg.max_drop}{' relative' if cfg.relative else ''}{own})"
         line = f"cosine {c.cosine:.4f} vs fp32" + (f" (floor {cfg.parity_floor})" if floored else "")
         return line + (f"; {heads} (no budget)" if heads else "")
 
