@@ -18,13 +18,13 @@ from ..errors import EdgemmError
 def resolve_folder(path: Path, example_inputs=None, spec=None):
     """A model folder (save_pretrained, timm's config.json + weights, or a torch.save module) -> ResolvedModel."""
     from .folder import ModelFolder, load_pickled_module
-    from .registry import describe, family_for_folder, family_for_module
+    from .registry import call_family, describe, family_for_folder, family_for_module
     from .resolve import resolve_family
 
     folder = ModelFolder.read(path)
     family = family_for_folder(folder)
     if family is not None:
-        model = family.load(folder)
+        model = call_family(family, "load", folder)
         return resolve_family(family, model, folder, example_inputs, spec,
                               source=f"model folder {path} ({family.name} family)", sha256=folder.sha256())
     pickled = folder.module_file() if folder.config is None else None

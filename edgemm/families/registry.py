@@ -83,14 +83,22 @@ def family_for_folder(folder) -> Family | None:
 
 
 def _ask(family: Family, method: str, arg) -> bool:
-    """A family's answer; a plugin family that raises while answering is named in one line."""
+    return bool(call_family(family, method, arg))
+
+
+def call_family(family: Family, method: str, *args):
+    """``family.<method>(*args)``; a plugin family that raises is named in one line (a built-in's exception is a
+    bug in edgemm and stays one)."""
+    fn = getattr(family, method)
+    if type(family).__module__.startswith(__package__ + "."):
+        return fn(*args)
     try:
-        return bool(getattr(family, method)(arg))
+        return fn(*args)
     except (EdgemmError, KeyboardInterrupt):
         raise
     except Exception as exc:
         origin = f"{type(family).__module__}.{type(family).__qualname__}"
-        raise EdgemmError(f"family {family.name!r} ({origin}) raised {type(exc).__name__} in {method}: "
+        raise EdgemmError(f"family {family.name!r} ({origin}, a plugin) raised {type(exc).__name__} in {method}: "
                           f"{' '.join(str(exc).split())[:300]}; fix or uninstall the package that provides it") from exc
 
 

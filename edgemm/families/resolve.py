@@ -26,7 +26,9 @@ PROBE_BATCHES = (2, 3)
 
 def resolve_family(family: Family, model, folder: ModelFolder | None, example_inputs=None, spec=None,
                    source: str = "", sha256: str = "", name: str | None = None) -> ResolvedModel:
-    declared = family.graphs(model, folder)
+    from .registry import call_family
+
+    declared = call_family(family, "graphs", model, folder)
     if not declared:
         raise EdgemmError(f"family {family.name!r} found no graph to export in {source or type(model).__name__}")
     for g in declared:
@@ -56,7 +58,9 @@ def resolve_family(family: Family, model, folder: ModelFolder | None, example_in
 
 def choose_outputs(fg: FamilyGraph, graph: str, family: str) -> tuple[TensorSpec, ...]:
     """Run the graph at two batch sizes; keep the outputs whose only batch-following axis is axis 0 (named "batch")."""
-    import torch
+    from ..lazy import lazy_import
+
+    torch = lazy_import("torch", "exporting a family model")
 
     shapes: list[dict[str, tuple]] = []
     dtypes: dict[str, str] = {}

@@ -196,13 +196,27 @@ PLUGIN = textwrap.dedent('''
             def feeds(batch, seed):
                 return {"signal": np.random.default_rng(seed).uniform(-1, 1, (batch, 8)).astype(np.float32)}
             return {"main": FamilyGraph(model, (TensorSpec("signal", "float32", ("batch", 8)),), feeds)}
+
+
+    class RaisingFamily(ScaleFamily):
+        name = "raising"
+
+        def recognises_folder(self, folder):
+            return "raise.json" in folder.files
+
+        def load(self, folder):
+            return Doubler(1.0)
+
+        def graphs(self, model, folder):
+            raise ValueError("this family cannot split the model")
 ''')
 BROKEN = "raise ImportError('this family plugin is broken on purpose')\n"
 
 
 def test_a_family_from_an_entry_point(tmp_path):
     site = tmp_path / "site"
-    install(site, {"scale_family": ({"edgemm.families": "scale-json = scale_family:ScaleFamily"}, PLUGIN),
+    install(site, {"scale_family": ({"edgemm.families": "scale-json = scale_family:ScaleFamily\nraising = scale_family:RaisingFamily"},
+                                    PLUGIN),
                    "broken_family": ({"edgemm.families": "broken = broken_family:nothing"}, BROKEN)})
     folder = tmp_path / "model"
     folder.mkdir()
@@ -217,6 +231,14 @@ def test_a_family_from_an_entry_point(tmp_path):
     x = np.ones((2, 8), np.float32)
     with edgemm.load(out, backend="onnxruntime") as rt:
         np.testing.assert_allclose(rt.run({"signal": x})["doubled"], 2.5 * x, rtol=1e-6)
+    (folder / "raise.json").write_text('{"scale": 1}')
+    (folder / "scale.json").unlink()
+    run = subprocess.run([sys.executable, "-m", "edgemm", "export", str(folder), "-o", str(tmp_path / "b2")], env=env_with(site),
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert run.returncode == 2 and not (tmp_path / "b2").exists()
+    assert run.stderr.strip().splitlines()[-1] == ("edgemm: error: family 'raising' (scale_family.RaisingFamily, a plugin) raised "
+                                                   "ValueError in graphs: this family cannot split the model; fix or uninstall "
+                                                   "the package that provides it")
     code = "from edgemm.families.registry import broken_families; print(broken_families())"
     listed = subprocess.run([sys.executable, "-c", code], env=env_with(site), capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert "broken" in listed.stdout and "on purpose" in listed.stdout, listed.stdout + listed.stderr
