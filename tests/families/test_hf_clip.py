@@ -121,3 +121,20 @@ def test_clipmodel_passed_as_it_is_from_python(tmp_path):
     b = edgemm.export(model, example_inputs={"input_ids": ids, "attention_mask": mask, "pixel_values": pixels},
                       output=tmp_path / "b2", targets=["onnxruntime"], threads=2)
     assert b.graphs() == ["vision", "text"]
+
+
+def test_the_towers_with_projection_alone(tmp_path):
+    """CLIPVisionModelWithProjection / CLIPTextModelWithProjection from Python: one graph each, named from the
+    model's output (image_embeds / text_embeds, as the model returns them)."""
+    from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+    from edgemm.families import resolve_module
+
+    clip = tiny_clip(2)
+    vision = CLIPVisionModelWithProjection(clip.config.vision_config).eval()
+    r = resolve_module(vision)
+    assert list(r.graphs) == ["vision"] and r.spec.output_names == ["image_embeds"]
+    text = CLIPTextModelWithProjection(clip.config.text_config).eval()
+    b = edgemm.export(text, output=tmp_path / "b", targets=["onnxruntime"], threads=2)
+    assert b.graphs() == ["text"] and b.graph("text").spec.output_names == ["text_embeds"]
+    assert_fp32_parity(b.root, {"text": ["text_embeds"]}, backends=("onnxruntime",))

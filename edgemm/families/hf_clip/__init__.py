@@ -15,21 +15,35 @@ CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.261302
 
 class CLIPFamily(Family):
     name = "hf-clip"
-    description = "Hugging Face CLIPModel: graphs vision (pixel_values -> image_embeds) and text (input_ids, attention_mask -> text_embeds)"
+    description = ("Hugging Face CLIPModel: graphs vision (pixel_values -> image_embeds) and text (input_ids, attention_mask "
+                   "-> text_embeds); CLIPVisionModelWithProjection / CLIPTextModelWithProjection: one of them")
     model_types = ("clip",)
     library = "transformers"
+    CLASSES = {"CLIPModel": "clip", "CLIPVisionModelWithProjection": "clip_vision_model",
+               "CLIPTextModelWithProjection": "clip_text_model"}
 
     def recognises_module(self, obj) -> bool:
-        return hf_model_type(obj) == "clip" and any(n == "CLIPModel" for _, n in mro_names(obj))
+        kind = hf_model_type(obj)
+        return any(self.CLASSES.get(n) == kind for _, n in mro_names(obj))
 
     def load(self, folder: ModelFolder):
         return load_pretrained("CLIPModel", folder, "Hugging Face CLIP")
 
     def graphs(self, model, folder: ModelFolder | None) -> dict[str, FamilyGraph]:
-        from ..feeds import images
-        from .modules import CLIPText, CLIPVision
+        from .modules import CLIPText, CLIPVision, TextWithProjection, VisionWithProjection
 
-        vc, tc = model.config.vision_config, model.config.text_config
+        kind = model.config.model_type
+        if kind == "clip_vision_model":  # the image embeddings as the model returns them (not normalised)
+            return {"vision": self._vision(VisionWithProjection(model), model.config, folder)}
+        if kind == "clip_text_model":
+            return {"text": self._text(TextWithProjection(model), model.config, folder)}
+        return {"vision": self._vision(CLIPVision(model.vision_model, model.visual_projection), model.config.vision_config, folder),
+                "text": self._text(CLIPText(model.text_model, model.text_projection), model.config.text_config, folder)}
+
+    @staticmethod
+    def _vision(module, vc, folder: ModelFolder | None) -> FamilyGraph:
+        from ..feeds import images
+
         size = (int(vc.image_size), int(vc.image_size))
         if folder is not None and folder.preprocessor is not None:
             pre, pre_data = image_from_processor(folder.preprocessor, size)
@@ -39,18 +53,17 @@ class CLIPFamily(Family):
         channels = int(getattr(vc, "num_channels", 3))
         pixel = TensorSpec("pixel_values", "float32", ("batch", channels, *size), "image", pre if channels == 3 else None)
 
-        def vision_feeds(batch: int, seed: int):
+        def feeds(batch: int, seed: int):
             return {"pixel_values": images(batch, size, pre.mean, pre.std, seed, channels)}
 
-        length = int(tc.max_position_embeddings)
-        text_inputs = (TensorSpec("input_ids", "int64", ("batch", length), "text"),
-                       TensorSpec("attention_mask", "int64", ("batch", length), "tensor"))
-        return {
-            "vision": FamilyGraph(CLIPVision(model.vision_model, model.visual_projection), (pixel,), vision_feeds,
-                                  keep=("image_embeds",), data={"preprocessing": {"pixel_values": pre_data}}),
-            "text": FamilyGraph(CLIPText(model.text_model, model.text_projection), text_inputs, text_feeds_for(tc, length),
-                                keep=("text_embeds",), data=text_data(folder, length)),
-        }
+        return FamilyGraph(module, (pixel,), feeds, keep=("image_embeds",), data={"preprocessing": {"pixel_values": pre_data}})
+
+    @staticmethod
+    def _text(module, tc, folder: ModelFolder | None) -> FamilyGraph:
+        length = int(tc.max_position_embeddings)  # CLIP's tokenizer pads to this length
+        inputs = (TensorSpec("input_ids", "int64", ("batch", length), "text"),
+                  TensorSpec("attention_mask", "int64", ("batch", length), "tensor"))
+        return FamilyGraph(module, inputs, text_feeds_for(tc, length), keep=("text_embeds",), data=text_data(folder, length))
 
 
 FAMILY = CLIPFamily()
