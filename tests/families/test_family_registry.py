@@ -62,7 +62,12 @@ def test_listing_families_imports_no_model_library():
 
 
 def test_plain_modules_take_the_generic_path():
-    assert resolve_module(torch.nn.Linear(3, 2)) is None
+    from models.tiny import TinyAV
+
+    from edgemm.families.registry import family_for_module
+
+    assert resolve_module(torch.nn.Linear(3, 2)) is None and family_for_module(TinyAV()) is None
+    assert not any(f.recognises_module(TinyAV()) for f in all_families().values())
     assert resolve_module("model.pt2") is None and resolve_module(42) is None
     assert set(all_families()) >= {"hf-clip", "hf-wav2vec2", "hf-whisper", "timm"}
 

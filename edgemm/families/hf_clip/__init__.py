@@ -24,7 +24,7 @@ class CLIPFamily(Family):
 
     def recognises_module(self, obj) -> bool:
         kind = hf_model_type(obj)
-        return any(self.CLASSES.get(n) == kind for _, n in mro_names(obj))
+        return kind is not None and any(self.CLASSES.get(n) == kind for _, n in mro_names(obj))
 
     def load(self, folder: ModelFolder):
         return load_pretrained("CLIPModel", folder, "Hugging Face CLIP")
