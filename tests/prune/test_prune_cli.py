@@ -90,4 +90,4 @@ def test_generated_training_split_fine_tunes_and_is_reported(tmp_path):
 def test_generator_with_bad_options_is_refused(tmp_path):
     out = tmp_path / "b"
     _refused(_export(str(_generator_recipe(tmp_path, 'n = "many"\n')), "--prune", "0.5", "-o", str(out)), out,
-             "[data.training] generator prune_tiny:generated_training failed")
+             "the training generator prune_tiny:generated_training raised TypeError")
