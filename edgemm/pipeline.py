@@ -202,8 +202,14 @@ def _shared_data(resolved: ResolvedModel, cfg: PipelineConfig) -> dict:
 
 
 def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
+    from contextlib import nullcontext
+
+    from .distributed import TRAINING_STAGES, is_follower, ranks_wanted, run_ranked, world_info
     from .stages.registry import plan
 
+    if ranks_wanted():  # launched by torchrun: rank 0 writes, the other ranks take part in the fine-tunes only
+        return run_ranked(run_pipeline, resolved, cfg)
+    follower = is_follower()
     for t in cfg.export.targets:
         backend = get_backend(t)
         if backend.device == "cpu":  # GPU targets build on their device from the ONNX written here
@@ -218,14 +224,18 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
     reports: dict = {}
     notes: list = []
     states: list[GraphState] = []
-    with BundleWriter(cfg.output) as w:
+    with (nullcontext() if follower else BundleWriter(cfg.output)) as w:
         for name, gm in resolved.graphs.items():
             g = _graph_state(name, gm, cfg, multi, resolved.recipe, shared)
             ctx = StageContext(cfg, w, g, manifest_extra, reports, notes, resolved.source, resolved.recipe)
             for stage in stages:
-                if stage.wanted(ctx):
+                if stage.wanted(ctx) and (not follower or stage.name in TRAINING_STAGES):
                     _run_stage(stage, ctx)
             states.append(g)
+        if follower:  # a rank != 0 writes nothing; its result is rank 0's (edgemm.distributed)
+            return None
+        if "pruning" in reports:
+            reports["pruning"].update(world_info())
         for key, data in reports.items():
             w.write_json(layout.report_path(key), data)
         manifest = _manifest(resolved, cfg, states)

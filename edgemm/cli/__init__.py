@@ -45,11 +45,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _launched() -> bool:
+    """Under a launcher (torchrun): WORLD_SIZE > 1. Read from the environment, nothing imported."""
+    return os.environ.get("WORLD_SIZE", "1").strip() not in ("", "0", "1")
+
+
 def _error(line: str) -> None:
+    if _launched():  # one line for the whole run: the rank that claims it says it (edgemm.distributed.outcome)
+        from ..distributed.outcome import line_to_say
+
+        line = line_to_say(line)
+        if line is None:
+            return
     print(one_line(line), file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
+    rc = _main(argv)
+    if _launched():  # every rank of a launched run exits with rank 0's code (edgemm.distributed.outcome.agree)
+        from ..distributed.outcome import finish
+
+        rc = finish(rc)
+    return rc
+
+
+def _main(argv: list[str] | None) -> int:
     args = None
     try:  # everything, parser building and imports included: a Ctrl-C at any moment is one line
         from ..plugins import plugins_deferred
@@ -59,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             parser = build_parser()
         args = parser.parse_args(argv)
         set_verbosity(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+        if _launched():  # ranks != 0 of a launched run print nothing: rank 0 speaks for the run
+            from ..distributed import launched_rank
+
+            if launched_rank() > 0:
+                set_verbosity(logging.DEBUG if args.verbose else logging.ERROR)
+                sys.stdout = open(os.devnull, "w")
         disable_telemetry()  # no forked telemetry senders in our process group (Ctrl-C, offline boxes)
         return args.func(args)
     except KeyboardInterrupt:

@@ -7,6 +7,11 @@ through per-tensor fake-quant (uint8 asymmetric for the ``ort`` scheme, int8 sym
 (temperature-scaled KL) plus the labels where given. BatchNorm statistics stay frozen. The
 fine-tuned float weights then go through the same Q/DQ quantizer as PTQ, so the placement and
 validity rules are identical; only the weights have learned to sit well on the int8 grid.
+
+Under a launcher (``torchrun``, edgemm.distributed) every rank fine-tunes its disjoint shard of the
+training split with its share of the batch through DistributedDataParallel, on rank 0's config; rank 0's
+final weights are broadcast, and the ranks != 0 end their part of the export there (``FollowerDone``):
+the Q/DQ export and quantization are rank 0's.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import copy
 import numpy as np
 
 from ..lazy import lazy_import
+from ..distributed import FollowerDone, current as distributed_session
 from ..errors import EdgemmError
 from ..iospec import IOSpec
 from ..log import logger
@@ -115,12 +121,28 @@ def qat_finetune(model, spec: IOSpec, feeds: dict[str, np.ndarray], labels: dict
         raise EdgemmError("--qat needs the model as an nn.Module (a recipe factory or the Python API), not a .pt2 program")
     from ..torchutil import torch_threads
 
+    session = distributed_session()
+    if session is not None:  # rank 0's settings on every rank (7-bit weights follow rank 0's CPU), threads shared out
+        from dataclasses import replace
+
+        cfg = replace(session.broadcast_object(cfg), threads=max(1, cfg.threads // session.launch.local_world_size))
     with torch_threads(cfg.threads):
-        return _finetune(torch, F, model, spec, feeds, labels, cfg)
+        student = _finetune(torch, F, model, spec, feeds, labels, cfg)
+    if session is not None and not session.is_main:
+        raise FollowerDone  # this rank's part is over: the Q/DQ export and quantization are rank 0's
+    return student
 
 
 def _finetune(torch, F, model, spec: IOSpec, feeds, labels, cfg: QATConfig):
     torch.manual_seed(cfg.seed)
+    session = distributed_session()
+    batch = cfg.batch
+    if session is not None:  # this rank's disjoint shard, and its share of the batch (the global batch stays cfg.batch)
+        keep = session.shard_indices(len(next(iter(feeds.values()))))
+        feeds = {k: v[keep] for k, v in feeds.items()}
+        labels = {k: v[keep] for k, v in labels.items()} if labels else labels
+        batch = session.local_batch(cfg.batch)
+    device = torch.device(session.device if session is not None else "cpu")
     teacher = model.eval()
     student = copy.deepcopy(model).eval()  # eval: dropout off, BatchNorm statistics frozen
     student, observers, remove = attach_fake_quant(student, cfg.symmetric_activations, cfg.weight_bits)
@@ -129,37 +151,51 @@ def _finetune(torch, F, model, spec: IOSpec, feeds, labels, cfg: QATConfig):
     n = len(x_all[0])
     heads = spec.output_names
     y_all = {h: torch.from_numpy(labels[h]) for h in heads if labels and h in labels}
+    if device.type != "cpu":
+        teacher.to(device)
+        student.to(device)
 
     def as_tuple(out):
         return (out,) if isinstance(out, torch.Tensor) else tuple(out)
 
     with torch.no_grad():  # observe ranges before training
-        for s in range(0, n, cfg.batch):
-            student(*[x[s:s + cfg.batch] for x in x_all])
-        teacher_out = [torch.cat(t) for t in zip(*[as_tuple(teacher(*[x[s:s + 256] for x in x_all])) for s in range(0, n, 256)])]
+        for s in range(0, n, batch):
+            student(*[x[s:s + batch].to(device) for x in x_all])
+        teacher_out = [torch.cat(t) for t in zip(*[as_tuple(teacher(*[x[s:s + 256].to(device) for x in x_all])) for s in range(0, n, 256)])]
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + (session.rank if session is not None else 0))
     T = cfg.temperature
-    for epoch in range(cfg.epochs):
-        order = torch.randperm(n, generator=gen)
-        total = 0.0
-        for s in range(0, n, cfg.batch):
-            idx = order[s:s + cfg.batch]
-            outs = as_tuple(student(*[x[idx] for x in x_all]))
-            loss = 0.0
-            for i, out in enumerate(outs):
-                soft = F.kl_div(F.log_softmax(out / T, -1), F.softmax(teacher_out[i][idx] / T, -1), reduction="batchmean") * T * T
-                loss = loss + soft
-                if i < len(heads) and heads[i] in y_all:
-                    loss = loss + cfg.label_weight * F.cross_entropy(out, y_all[heads[i]][idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        logger.info("  QAT epoch %d/%d: loss %.4f", epoch + 1, cfg.epochs, total / n)
+    net = session.wrap(student) if session is not None else student  # DDP: rank 0's weights and ranges to every rank
+    try:
+        for epoch in range(cfg.epochs):
+            order = torch.randperm(n, generator=gen)
+            total = 0.0
+            for s in range(0, n, batch):
+                idx = order[s:s + batch]
+                outs = as_tuple(net(*[x[idx].to(device) for x in x_all]))
+                loss = 0.0
+                for i, out in enumerate(outs):
+                    soft = F.kl_div(F.log_softmax(out / T, -1), F.softmax(teacher_out[i][idx.to(device)] / T, -1),
+                                    reduction="batchmean") * T * T
+                    loss = loss + soft
+                    if i < len(heads) and heads[i] in y_all:
+                        loss = loss + cfg.label_weight * F.cross_entropy(out, y_all[heads[i]][idx].to(device))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+            mean = total / n if session is None else session.mean(total / n)  # every rank holds as many samples
+            logger.info("  QAT epoch %d/%d: loss %.4f", epoch + 1, cfg.epochs, mean)
+    finally:
+        net = None  # DistributedDataParallel's hooks go with it before the parametrizations are removed
+    if session is not None:  # the final state, byte for byte rank 0's on every rank
+        session.broadcast_module(student)
     for fq in observers:
         fq.observe = False
     remove()
+    if device.type != "cpu":
+        student.to("cpu")
+        teacher.to("cpu")
     return student.eval()
 
 

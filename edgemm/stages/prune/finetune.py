@@ -16,6 +16,12 @@ as targets), which spreads a small training split over the space between its sam
 teacher's outputs and features on the shifted inputs as targets; labels stay valid).
 ``cfg.bn_recalibrate``: after the last epoch, BatchNorm running statistics are re-estimated on the
 clean training inputs (training updated them on blended and shifted batches too).
+
+Under a launcher (``torchrun``, edgemm.distributed) the same loop runs on every rank: each rank trains on
+its disjoint shard of the training split with its share of the batch (the global batch and the steps per
+epoch stay the one-process ones) through DistributedDataParallel; losses are averaged over the ranks, the
+deadline is one decision for all, Taylor gradients and re-estimated BatchNorm statistics are averaged, and
+rank 0's final state is broadcast, so that every rank holds the same model (and prunes the same channels).
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ import numpy as np
 
 from ...lazy import lazy_import
 from ...data.datasets import Samples
+from ...distributed import current as distributed_session
 from ...iospec import IOSpec
 from .config import PruneConfig
 
@@ -48,17 +55,41 @@ def evaluate(model, spec: IOSpec, samples: Samples | None, batch: int = 256) -> 
     was = model.training
     model.eval()
     xs = _tensors(samples, spec)
+    device = _device_of(model)
     correct = {h: 0 for h in samples.labels}
     try:
         with torch.no_grad():
             for s in range(0, len(samples), batch):
-                outs = _outs(model(*[x[s:s + batch] for x in xs]))
+                outs = _outs(model(*[x[s:s + batch].to(device) for x in xs]))
                 for i, o in enumerate(spec.outputs):
                     if o.name in correct and i < len(outs):
-                        correct[o.name] += int((outs[i].argmax(-1).numpy() == samples.labels[o.name][s:s + batch]).sum())
+                        correct[o.name] += int((outs[i].argmax(-1).cpu().numpy() == samples.labels[o.name][s:s + batch]).sum())
     finally:
         model.train(was)
     return {h: c / len(samples) for h, c in correct.items()}
+
+
+def _device_of(model):
+    """The device ``model``'s parameters live on (CPU for a model without parameters)."""
+    torch = lazy_import("torch")
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _joint(student, adapters: Mapping):
+    """The student and its width adapters as one module (what DistributedDataParallel keeps in step: the adapters'
+    gradients are averaged over the ranks like the student's); its forward is the student's."""
+    torch = lazy_import("torch")
+
+    class StudentWithAdapters(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.student = student
+            self.adapters = torch.nn.ModuleList([linear for _, linear in adapters.values()])
+
+        def forward(self, *xs):
+            return self.student(*xs)
+
+    return StudentWithAdapters()
 
 
 def distill_loss(student_outs, teacher_outs, labels: Sequence, cfg: PruneConfig):
@@ -139,10 +170,18 @@ class Trainer:
         torch = lazy_import("torch")
         self.student, self.teacher, self.spec, self.cfg, self.masks = student, teacher, spec, cfg, masks or {}
         self.features = list(features) if cfg.feature_weight > 0 else []
+        self.dist = distributed_session()  # None: one process (the default)
+        self.batch = cfg.batch_size
+        self.device = None  # where training runs when not on the CPU (a CUDA rank of an NCCL group)
+        if self.dist is not None:  # this rank's disjoint shard and its share of the batch
+            train = self.dist.shard(train)
+            self.batch = self.dist.local_batch(cfg.batch_size)
+            self.device = torch.device(self.dist.device) if self.dist.device != "cpu" else None
         self.xs = _tensors(train, spec)
         self.ys = [torch.from_numpy(train.labels[o.name]) if o.name in train.labels else None for o in spec.outputs]
         self.n = len(train)
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed + (self.dist.rank if self.dist is not None else 0))
+        self._ddp = None  # the DistributedDataParallel wrapper while a distributed run() trains
         hooks = _Features(teacher, self.features)
         try:
             with torch.no_grad():
@@ -156,6 +195,20 @@ class Trainer:
         self.teacher_outs = [torch.cat(c) for c in zip(*outs)]
         self.teacher_feats = {n: torch.cat([f[n] for f in feats]) for n in self.features if all(n in f for f in feats)}
         self.adapters: dict = {}
+
+    def _on(self, t):
+        """``t`` on the training device (unchanged on the CPU)."""
+        return t if self.device is None or t is None else t.to(self.device)
+
+    def _forward(self, *xs):
+        """The student's training forward pass (through DistributedDataParallel on a distributed run)."""
+        return (self._ddp or self.student)(*xs)
+
+    def _past(self, deadline: float | None) -> bool:
+        """Whether the fine-tune's deadline has passed: on a distributed run one decision for every rank (a rank
+        that stopped alone would leave the others waiting in a collective)."""
+        late = deadline is not None and time.monotonic() > deadline
+        return self.dist.any(late) if self.dist is not None and deadline is not None else late
 
     def _make_adapters(self) -> list:
         """Adapters for the features whose width pruning changed (one probe pass); their parameters."""
@@ -173,23 +226,26 @@ class Trainer:
     def gradients(self, model=None, batches: int = 4) -> None:
         """Accumulate loss gradients on a few batches (for Taylor importance): CE on labels, else teacher argmax."""
         model = self.student if model is None else model
+        device = _device_of(model)
         model.zero_grad()
         model.eval()
         for b, idx in enumerate(self._batches()):
             if b >= batches:
                 break
-            outs = _outs(model(*[x[idx] for x in self.xs]))
+            outs = _outs(model(*[x[idx].to(device) for x in self.xs]))
             loss = 0.0
             for o, t, y in zip(outs, self.teacher_outs, self.ys):
                 if o.dim() == 2:
                     target = y[idx] if y is not None else t[idx].argmax(-1)
-                    loss = loss + lazy_import("torch").nn.functional.cross_entropy(o, target)
+                    loss = loss + lazy_import("torch").nn.functional.cross_entropy(o, target.to(device))
             loss.backward()
+        if self.dist is not None:  # every rank ranks channels by the same gradients: the same channels go everywhere
+            self.dist.average_grads(model.parameters())
 
     def _batches(self):
         torch = lazy_import("torch")
         perm = torch.randperm(self.n, generator=self.gen)
-        bs = self.cfg.batch_size
+        bs = self.batch
         for s in range(0, self.n - (bs // 2 if self.n > bs else 0), bs):  # drop a tiny last batch (BatchNorm)
             yield perm[s:s + bs]
 
@@ -197,10 +253,10 @@ class Trainer:
         """Distillation on new input combinations (input k of sample i with input j of sample p(i)):
         the teacher labels them, so the small training split yields many more distinct examples."""
         torch = lazy_import("torch")
-        xs = [self.xs[0][idx]] + [x[idx[torch.randperm(len(idx), generator=self.gen)]] for x in self.xs[1:]]
+        xs = [self._on(self.xs[0][idx])] + [self._on(x[idx[torch.randperm(len(idx), generator=self.gen)]]) for x in self.xs[1:]]
         with torch.no_grad():
             t = _outs(self.teacher(*xs))
-        return distill_loss(_outs(self.student(*xs)), t, [None] * len(t), self.cfg)
+        return distill_loss(_outs(self._forward(*xs)), t, [None] * len(t), self.cfg)
 
     def _teacher(self, batch):
         """The teacher's outputs and branch features on ``batch``."""
@@ -244,11 +300,11 @@ class Trainer:
             if not x.is_floating_point():
                 xs.append(x)  # token ids: not blended
                 continue
-            w = lam.view(-1, *([1] * (x.dim() - 1)))
-            xs.append(w * x + (1 - w) * x[other])
+            w = lam.view(-1, *([1] * (x.dim() - 1))).to(x.device)
+            xs.append(w * x + (1 - w) * x[other.to(x.device)])
         targets, t_feats = self._teacher(xs)
         hooks.take()
-        loss = distill_loss(_outs(self.student(*xs)), targets, [None] * len(targets), self.cfg)
+        loss = distill_loss(_outs(self._forward(*xs)), targets, [None] * len(targets), self.cfg)
         if self.teacher_feats:
             loss = loss + self.cfg.feature_weight * feature_loss(hooks.take(), t_feats, self.adapters)
         return loss
@@ -259,27 +315,28 @@ class Trainer:
         hooks = _Features(self.student, list(self.teacher_feats))
         try:
             for idx in self._batches():
-                if deadline is not None and time.monotonic() > deadline:
+                if self._past(deadline):
                     break
                 losses.append(self._step(idx, optimizer, hooks))
         finally:
             hooks.close()
             self.student.eval()
-        return float(np.mean(losses)) if losses else float("nan")
+        loss = float(np.mean(losses)) if losses else float("nan")
+        return self.dist.mean(loss) if self.dist is not None else loss  # every rank takes as many steps: the global mean
 
     def _step(self, idx, optimizer, hooks: _Features) -> float:
         from .sparsity import reapply
 
-        batch = [x[idx] for x in self.xs]
-        labels = [y[idx] if y is not None else None for y in self.ys]
+        batch = [self._on(x[idx]) for x in self.xs]
+        labels = [self._on(y[idx]) if y is not None else None for y in self.ys]
         if self.cfg.shift > 0:  # new inputs each time: the teacher's targets on the fly
             batch = self._shifted(batch)
             targets, t_feats = self._teacher(batch)
         else:
-            targets = [t[idx] for t in self.teacher_outs]
-            t_feats = {n: f[idx] for n, f in self.teacher_feats.items()}
+            targets = [self._on(t[idx]) for t in self.teacher_outs]
+            t_feats = {n: self._on(f[idx]) for n, f in self.teacher_feats.items()}
         hooks.take()
-        outs = _outs(self.student(*batch))
+        outs = _outs(self._forward(*batch))
         loss = distill_loss(outs, targets, labels, self.cfg)
         if self.teacher_feats:
             loss = loss + self.cfg.feature_weight * feature_loss(hooks.take(), t_feats, self.adapters)
@@ -302,17 +359,32 @@ class Trainer:
         if epochs <= 0:
             return history
         extra = self._make_adapters() if self.teacher_feats else []
+        if self.device is not None:
+            for m in (self.student, self.teacher, *(linear for _, linear in self.adapters.values())):
+                m.to(self.device)
         optimizer = torch.optim.AdamW([*self.student.parameters(), *extra], lr=self.cfg.lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
-        for e in range(epochs):
-            if deadline is not None and time.monotonic() > deadline:
-                progress(f"{label}: fine-tune budget spent after {e} epoch(s)")
-                break
-            loss = self.epoch(optimizer, deadline)
-            sched.step()
-            acc = evaluate(self.student, self.spec, evaluation)
-            history.append({"epoch": e + 1, "loss": loss, "top1": acc})
-            progress(f"{label} epoch {e + 1}/{epochs} loss {loss:.4f}" + "".join(f" {h} {v:.3f}" for h, v in acc.items()))
+        # Rank 0 alone evaluates each epoch (its history is the one reports/pruning.json keeps).
+        speaks = self.dist is None or self.dist.is_main
+        try:
+            if self.dist is not None:  # its construction gives every rank rank 0's weights and adapters
+                self._ddp = self.dist.wrap(_joint(self.student, self.adapters))
+            for e in range(epochs):
+                if self._past(deadline):
+                    progress(f"{label}: fine-tune budget spent after {e} epoch(s)")
+                    break
+                loss = self.epoch(optimizer, deadline)
+                sched.step()
+                if self.dist is not None:  # BatchNorm statistics drift by each rank's last batches: rank 0's for all
+                    self.dist.broadcast_module(self.student)
+                acc = evaluate(self.student, self.spec, evaluation) if speaks else {}
+                history.append({"epoch": e + 1, "loss": loss, "top1": acc})
+                progress(f"{label} epoch {e + 1}/{epochs} loss {loss:.4f}" + "".join(f" {h} {v:.3f}" for h, v in acc.items()))
+        finally:
+            self._ddp = None  # its hooks go with it: the next prune step reshapes the parameters
+            if self.device is not None:
+                for m in (self.student, self.teacher, *(linear for _, linear in self.adapters.values())):
+                    m.to("cpu")
         if history and self.cfg.bn_recalibrate and self.recalibrate_bn():
             acc = evaluate(self.student, self.spec, evaluation)
             progress(f"{label}: BatchNorm statistics re-estimated on the training split" + "".join(f" {h} {v:.3f}" for h, v in acc.items()))
@@ -332,12 +404,15 @@ class Trainer:
             m.momentum = None  # cumulative moving average over the pass
         was = self.student.training
         self.student.train()
+        device = _device_of(self.student)
         try:
             with torch.no_grad():
                 for idx in self._batches():
-                    self.student(*[x[idx] for x in self.xs])
+                    self.student(*[x[idx].to(device) for x in self.xs])
         finally:
             for m, mom in zip(bns, momenta):
                 m.momentum = mom
             self.student.train(was)
+        if self.dist is not None:  # each rank measured its own shard (as many batches each): their mean for all
+            self.dist.average_tensors([t for m in bns for t in (m.running_mean, m.running_var) if t is not None])
         return True
