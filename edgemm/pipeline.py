@@ -91,14 +91,10 @@ def _resolve_one(model_or_path, example_inputs, spec: IOSpec | None, graph: str 
             source = f"torch.export program {p}"
             recipe = Recipe(ModelConfig(name=p.stem, path=str(p)), spec or spec_from_program(model))
             spec = spec or recipe.spec
-        elif p.is_dir():  # a model folder (save_pretrained / torch.save): the family registry knows how to load it
-            from .families import resolve_folder
-
-            return resolve_folder(p)
         elif not p.exists():
             raise EdgemmError(f"{p} not found; pass a recipe (.toml), a torch.export program (.pt2) or an nn.Module")
-        else:
-            raise EdgemmError(f"cannot export {p}: expected a recipe (.toml) or a torch.export program (.pt2)")
+        else:  # (a model folder never gets here: edgemm.families resolves it, or says why not)
+            raise EdgemmError(f"cannot export {p}: expected a recipe (.toml), a torch.export program (.pt2) or a model folder")
     elif isinstance(model_or_path, torch.nn.Module) or is_program(model_or_path):
         model = model_or_path
         source = f"python {type(model).__module__}.{type(model).__qualname__}"
@@ -180,7 +176,7 @@ def _graph_state(name: str, gm: GraphModel, cfg: PipelineConfig, multi: bool, re
         examples = spec.example_feeds(batch=2)
     training = TrainingSplit(cfg.data.training or cfg.data.calibration, spec) if not multi else TrainingSplit(None, spec)
     return GraphState(name, gm.model, spec, examples, example_args(spec, examples), eval_samples=eval_samples,
-                      calibration=calib, training=training, deployed=gm.model)
+                      calibration=calib, training=training, deployed=gm.model, valid_examples=given is not None)
 
 
 def _shared_data(resolved: ResolvedModel, cfg: PipelineConfig) -> dict:

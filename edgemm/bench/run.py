@@ -70,7 +70,9 @@ def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None,
     graphs = [bundle.check_graph(cfg.graph)] if cfg.graph else bundle.graphs()
     if len(bundle.graphs()) > 1:
         factory = checkpoint = None  # a recipe factory builds one model; a multi-graph baseline is each graph's program
+    plans = {g: torch_reference_plan(bundle.graph(g), trusted) for g in graphs} if len(bundle.graphs()) > 1 else {}
     for art in (a for g in graphs for a in bundle.select(graph=g)):
+        plan = plans.get(art.graph, plan)  # each graph's own reference program
         backend = get_backend(art.backend)
         if not backend.runs(art.format):
             continue  # e.g. an engine source, not an engine: `edgemm compile --target tensorrt` builds it

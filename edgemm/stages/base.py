@@ -39,7 +39,7 @@ class GraphState:
     every_int8: list = field(default_factory=list)  # PTQ and QAT results
     entry: dict = field(default_factory=dict)  # the graph's manifest entry: inputs, outputs, axes, parity
     # the examples are valid model inputs (the user's or a model family's): parity may run on them; None: not said
-    valid_examples: bool | None = None
+    valid_examples: bool = False  # examples are the user's (or a family's), not random stand-ins
 
     @property
     def module(self):

@@ -18,12 +18,14 @@ def _classes():
 
 def cmd_export(args) -> int:
     from ...configure import export
+    from ...trust import allow_code
 
-    bundle = export(
-        args.model, output=args.output, int8=args.int8, qat=args.qat, calibration=args.calib, evaluation=args.eval,
-        verify=not args.no_verify, threads=args.threads, stages=stage_names(args), options=section_values(args, _classes()),
-        axes=dict(args.axis or ()) or None,
-    )
+    with allow_code(args.trust_code):  # a torch.save model folder is unpickled only when asked
+        bundle = export(
+            args.model, output=args.output, int8=args.int8, qat=args.qat, calibration=args.calib, evaluation=args.eval,
+            verify=not args.no_verify, threads=args.threads, stages=stage_names(args), options=section_values(args, _classes()),
+            axes=dict(args.axis or ()) or None,
+        )
     from ...stages.verify import VerifyResult
 
     result = VerifyResult.from_bundle(bundle) if not args.no_verify else None
@@ -44,11 +46,13 @@ def _quantizer_help() -> str:
 
 def register(sub) -> None:
     e = sub.add_parser("export", help="export a model to a verified bundle",
-                       description="Export a recipe (.toml) or torch.export program (.pt2) to a bundle: torch reference, fp32 ONNX, "
+                       description="Export a recipe (.toml), a torch.export program (.pt2) or a model folder to a bundle: torch reference, fp32 ONNX, "
                                    "per-target artifacts (OpenVINO IR fp32/fp16), parity + accuracy + latency reports. Every "
                                    "[section] option below is also a recipe key and an edgemm.export(options=...) entry.",
                        epilog="example: edgemm export export/avnet.toml -o build/avnet")
-    e.add_argument("model", metavar="RECIPE_OR_MODEL", help="recipe .toml or torch.export .pt2 file")
+    e.add_argument("model", metavar="RECIPE_OR_MODEL", help="recipe .toml, torch.export .pt2 file, or a model folder (Hugging Face "
+                   "save_pretrained, timm, or a torch.save'd module with --trust-code; see edgemm.families)")
+    e.add_argument("--trust-code", action="store_true", help="allow loading a model folder that needs unpickling (torch.save)")
     e.add_argument("-o", "--output", required=True, metavar="BUNDLE_DIR", help="bundle directory (replaced if it is a bundle)")
     e.add_argument("--axis", action="append", type=axis_range, metavar="NAME=MIN:OPT:MAX",
                    help="the sizes a named dynamic axis may take, e.g. batch=1:1:16 (or batch=8: a fixed size); used by the "
