@@ -7,7 +7,7 @@ ORDER = 30
 
 
 def cmd_info(args) -> int:
-    from ...bundle import Bundle
+    from ...bundle import Bundle, graph_entries
     from ...errors import BundleError
 
     b = Bundle.open(args.bundle, verify_hashes=not args.no_hash_check)
@@ -29,6 +29,9 @@ def cmd_info(args) -> int:
             print(f"{indent}  {t.name:<10} {t.modality:<7} {t.dtype:<8} {list(t.shape)}{pre}")
         for axis, r in spec.axes.items():
             print(f"{indent}  axis {axis}: {r.min}..{r.max} (opt {r.opt})")
+        family = (graph_entries(m).get(g) or {}).get("family")
+        if isinstance(family, dict):  # what a model family recorded (edgemm.families): its name and pre-processing notes
+            print(f"{indent}  family {family.get('name', '?')}: " + json.dumps({k: v for k, v in family.items() if k != 'name'})[:300])
         print(f"{indent}outputs")
         for t in spec.outputs:
             labels = f"  labels {', '.join(t.labels)}" if t.labels else ""
