@@ -320,12 +320,12 @@ def extreme_tensors(ranges: dict[str, tuple[float, float]]) -> dict[str, float]:
             if not (np.isfinite(lo) and np.isfinite(hi)) or lo <= -MASK_EXTREME}
 
 
-def mask_like_nodes(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]]) -> dict[str, str]:
-    """Nodes that must stay float (node name -> why): every node that reads or writes a mask-like tensor, following a
-    mask from where it starts (a mask constant, an extreme activation or graph input; ``ranges``: min/max per tensor
-    measured on calibration samples) to where it ends (``MASK_ENDS``). For an attention mask that is the chain from
-    the int64 mask to the scores (Cast/Sub/Mul/Where/Expand/Reshape), the Add that applies it and the Softmax after
-    it, in every layer that shares it."""
+def mask_like(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]]) -> tuple[dict[str, str], set[str]]:
+    """(nodes that must stay float -> why, the mask-like tensors). A mask is followed from where it starts (a mask
+    constant, an extreme activation or graph input; ``ranges``: min/max per tensor measured on calibration samples)
+    to where it ends (``MASK_ENDS``); every node that reads or writes it stays float. For an attention mask that is
+    the chain from the int64 mask to the scores (Cast/Sub/Mul/Where/Expand/Reshape), the Add that applies it and the
+    Softmax after it, in every layer that shares it."""
     masks = set(huge_constants(model)) | set(extreme_tensors(ranges))
     out: dict[str, str] = {}
     for n in model.graph.node:  # topologically sorted: a mask is followed forward in one pass
@@ -335,4 +335,9 @@ def mask_like_nodes(model: onnx.ModelProto, ranges: dict[str, tuple[float, float
             out[n.name] = MASK_REASON
             if n.op_type not in MASK_ENDS:
                 masks.update(o for o in n.output if o)
-    return out
+    return out, masks
+
+
+def mask_like_nodes(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]]) -> dict[str, str]:
+    """The nodes of :func:`mask_like` (node name -> why it stays float)."""
+    return mask_like(model, ranges)[0]

@@ -13,8 +13,8 @@ parts in float:
 - parity (no labels): every candidate is judged by its held-out cosine vs fp32 against the parity
   floor, with the same search ranked by cosine drop; a target whose INT8 cannot reach the floor is
   left out of the bundle (``floor_met`` False), or fails the export with ``--int8-strict``.
-Mask-like tensors (attention masks: values down to -1e4 or -inf) and huge-range constants are never
-quantized, by any scheme. The searches stop at ``search_minutes`` and report what they skipped.
+Mask-like tensors (attention masks: built from constants <= -1e4, of magnitude >= 1e30 or infinite, or
+measured beyond -1e9) are never quantized, by any scheme. The searches stop at ``search_minutes`` and report what they skipped.
 """
 from __future__ import annotations
 
@@ -207,7 +207,7 @@ class _CandidateBuilder:
     """Builds one candidate file for a target from a set of float-kept nodes, with the registry's quantizer."""
 
     def __init__(self, quantizer: Quantizer, pre: Path, model, calib: CalibrationSource, method: str, workdir: Path,
-                 transformer: bool, cpu_target: bool = True):
+                 transformer: bool, cpu_target: bool = True, uncalibrated: set[str] = frozenset()):
         self.quantizer, self.pre, self.model, self.calib, self.workdir = quantizer, pre, model, calib, workdir
         self.transformer = transformer
         self.count = 0
@@ -220,7 +220,7 @@ class _CandidateBuilder:
         # A GPU target (TensorRT) runs elsewhere and keeps 8-bit weights.
         self.reduce_range = scheme is not None and cpu_target and cpu_int8().u8s8_saturates
         if quantizer.works_on == "onnx-qdq":
-            self._ranges = calibrate(pre, calib, method, symmetric=scheme.symmetric_activations)
+            self._ranges = calibrate(pre, calib, method, symmetric=scheme.symmetric_activations, skip=uncalibrated)
 
     def build(self, excluded: set[str], only: set[str] | None = None) -> tuple[Path, list[Path]]:
         self.count += 1
@@ -265,7 +265,9 @@ def quantize_target(
     model = G.name_nodes(onnx.load(str(pre)))
     onnx.save(model, str(pre))
     transformer = any(n.op_type in ("Softmax",) for n in model.graph.node)
-    q = _CandidateBuilder(qz, pre, model, calib, cfg.method, workdir, transformer, cpu_target=target_backend.device == "cpu")
+    masks, mask_tensors = G.mask_like(model, _scan_ranges(pre, calib))
+    q = _CandidateBuilder(qz, pre, model, calib, cfg.method, workdir, transformer, cpu_target=target_backend.device == "cpu",
+                          uncalibrated=mask_tensors)
     opts = RunnerOptions(threads=cfg.threads, precision="int8")
     labelled = samples is not None and bool(samples.labels)
     check_feeds = samples.feeds if samples is not None else checks
@@ -282,7 +284,6 @@ def quantize_target(
     has_budget = comparator is not None and bool(ref) and cfg.max_drop is not None
     floored = comparator is not None and not labelled  # without labels the parity floor judges every candidate
     excluded: dict[str, str] = {n: "policy" for n in cfg.policy.nodes(model)}
-    masks = G.mask_like_nodes(model, _scan_ranges(pre, calib))
     excluded.update({n: why for n, why in masks.items() if n not in excluded})
 
     def make(excl: dict[str, str], only: set[str] | None = None) -> Candidate:

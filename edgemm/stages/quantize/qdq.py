@@ -80,8 +80,10 @@ def preprocess_for_quantization(src: Path, dst: Path) -> Path:
     return dst
 
 
-def calibrate(model_path: Path, calib: CalibrationSource, method: str, symmetric: bool, percentile: float = 99.99) -> dict[str, tuple[float, float]]:
-    """Activation ranges for every float tensor of the graph, by ``method``."""
+def calibrate(model_path: Path, calib: CalibrationSource, method: str, symmetric: bool, percentile: float = 99.99,
+              skip: set[str] | frozenset = frozenset()) -> dict[str, tuple[float, float]]:
+    """Activation ranges for every float tensor of the graph, by ``method``. ``skip``: tensors not to calibrate (an
+    attention mask's -inf / -3.4e38 values break the histogram methods, and those tensors stay float anyway)."""
     if method not in METHODS:
         raise EdgemmError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
     cal = lazy_import("onnxruntime.quantization.calibrate", "INT8 quantization")
@@ -92,7 +94,8 @@ def calibrate(model_path: Path, calib: CalibrationSource, method: str, symmetric
         options.update(num_bins=2048, num_quantized_bins=255 if not symmetric else 128)
     elif method == "percentile":
         options.update(num_bins=2048, percentile=percentile)
-    with tempfile.TemporaryDirectory() as tmp, _ort_logs_quiet(), contextlib.redirect_stdout(io.StringIO()):  # "Collecting tensor data..." banners
+    with tempfile.TemporaryDirectory() as tmp, _ort_logs_quiet(), contextlib.redirect_stdout(io.StringIO()), \
+            _not_calibrating(cal, skip):  # (stdout: "Collecting tensor data..." banners)
         calibrator = cal.create_calibrator(model_path, None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                            calibrate_method=kind, extra_options=options)
         calibrator.collect_data(_Reader(calib))
@@ -102,6 +105,28 @@ def calibrate(model_path: Path, calib: CalibrationSource, method: str, symmetric
         lo, hi = td.range_value
         ranges[name] = (float(np.asarray(lo).min()), float(np.asarray(hi).max()))
     return ranges
+
+
+@contextlib.contextmanager
+def _not_calibrating(cal, skip):
+    """ONNX Runtime's calibrators measure every float tensor they pick (``select_tensors_to_calibrate``, which takes
+    no exclusions and re-infers shapes, so value_info cannot hide a tensor): leave ``skip`` out of their pick while
+    this block runs."""
+    if not skip:
+        yield
+        return
+    base = cal.CalibraterBase
+    pick = base.select_tensors_to_calibrate
+
+    def without(self, model):
+        tensors, value_infos = pick(self, model)
+        return {t for t in tensors if t not in skip}, value_infos
+
+    base.select_tensors_to_calibrate = without
+    try:
+        yield
+    finally:
+        base.select_tensors_to_calibrate = pick
 
 
 def quantize_qdq(model_path: Path, out_path: Path, calib: CalibrationSource, scheme: QdqScheme,
