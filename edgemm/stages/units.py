@@ -145,7 +145,7 @@ class PTQStage(Stage):
         g, cfg = ctx.graph, ctx.config
         q = ctx.options("quantize", QuantizeOptions())
         ptq = replace(cfg.ptq, parity_floor=cfg.verify.cosine_min_int8, strict=q.strict, search_minutes=q.search_minutes,
-                      regression_budget=q.regression_budget)
+                      regression_budget=q.regression_budget, parity_samples=cfg.verify.parity_samples)
         g.reference_metrics = reference_metrics(g.deployed_module, g.spec, g.eval_samples)
         results = add_int8_artifacts(ctx, ctx.path(ctx.fp32_onnx().path), g.calibration, cfg.export.targets, ptq,
                                      model=g.deployed, reference=g.reference_metrics)

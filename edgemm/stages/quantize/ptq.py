@@ -89,6 +89,7 @@ class PTQConfig:
     regression_budget: tuple | None = None  # (max MAE increase, relative) of regression heads; None: max_drop's
     strict: bool = False  # a target whose INT8 misses its parity floor fails the export instead of being left out
     search_minutes: float = 5.0  # time cap per target of the speed-guard and accuracy searches
+    parity_samples: int = 32  # verify's parity check runs on the first this many check samples: the floor holds there too
 
     @property
     def budget(self) -> Budget:
@@ -292,6 +293,10 @@ def quantize_target(
         if comparator is not None:
             out = comparator.run_artifact(backend, path, opts)
             c.cosine = min(v["cosine"] for v in comparator.parity(fp32_out, out).values())
+            if floored and len(comparator) > cfg.parity_samples:  # verify's final check sees only the first ones
+                head = {k: v[:cfg.parity_samples] for k, v in out.items()}
+                ref_head = {k: v[:cfg.parity_samples] for k, v in fp32_out.items()}
+                c.cosine = min([c.cosine] + [v["cosine"] for v in comparator.parity(ref_head, head).values()])
             c.agreement = min(comparator.agreement(fp32_out, out, classification_only=True).values(), default=None)
             c.scores = comparator.scores(out, fp32_out)
             c.metrics = {h: sc[PRIMARY[tasks[h]]] for h, sc in c.scores.items()}
