@@ -38,12 +38,14 @@ def start(launch: Launch) -> "Session":
     return _ACTIVE
 
 
-def close() -> None:
-    """Leave the group (the process group edgemm started is destroyed; signal handlers restored)."""
+def close(exiting: bool = False) -> None:
+    """Leave the group (the process group edgemm started is destroyed; signal handlers restored). ``exiting``: the
+    process ends with its agreed exit code next, so the launcher's SIGTERM to the remaining workers (it follows any
+    worker's failure) is ignored rather than turning that code into a death by signal."""
     global _ACTIVE
     session, _ACTIVE = _ACTIVE, None
     if session is not None:
-        session.shutdown()
+        session.shutdown(exiting)
 
 
 class Session:
@@ -110,10 +112,10 @@ class Session:
         self.store.set(f"pid/{self.rank}", f"{socket.gethostname()} {os.getpid()}")
         self._install_signals()
 
-    def shutdown(self) -> None:
+    def shutdown(self, exiting: bool = False) -> None:
         for sig, old in self._handlers.items():
             try:
-                signal.signal(sig, old)
+                signal.signal(sig, signal.SIG_IGN if exiting and sig == signal.SIGTERM else old)
             except (ValueError, OSError):
                 pass
         self._handlers = {}

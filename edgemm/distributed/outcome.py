@@ -265,4 +265,4 @@ def finish(rc: int) -> int:
     except KeyboardInterrupt:  # the launcher stopping this rank while it waits: its own code stands
         return rc
     finally:
-        close()
+        close(exiting=True)
