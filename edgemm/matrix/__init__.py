@@ -34,6 +34,10 @@ def run_matrix(plan: str | Path | Plan, *, ray: str | None = None, output: str |
     from .runner import Progress, run_local, run_ray, row_of
 
     plan = plan if isinstance(plan, Plan) else load_plan(plan)
+    if ray:
+        from .runner import import_ray
+
+        import_ray()  # a missing Ray is one line before anything is made
     out = plan.output(str(output) if output else None)
     t0 = time.monotonic()
     cluster = None

@@ -15,7 +15,7 @@ seconds = 1.0
 [[models]]
 name = "avnet"                          # default: the file's stem
 model = "avnet.toml"                    # a recipe, a .pt2 program or a model folder (relative to the plan)
-# prune = 0.5 / options = {export = {opset = 17}} / calibration / evaluation; targets, precisions and
+# prune = 0.5 / options = {export = {exporter = "legacy"}} / calibration / evaluation; targets, precisions and
 # device_kinds override [matrix]'s for this model
 ```
 
@@ -84,7 +84,7 @@ class ModelEntry(Options):
     prune: Union[float, str, None] = option(None, help="a pruning ratio for this model's exports (0.5, "
                                                        "'image=0.5,audio=0.3' or '2:4')")
     options: dict[str, dict[str, Any]] = option({}, help="edgemm.export(options=...): recipe sections, e.g. "
-                                                         "{export = {opset = 17}, quantize = {max_drop = 0.02}}")
+                                                         "{export = {exporter = \"legacy\"}, quantize = {max_drop = 0.02}}")
     calibration: str | None = option(None, help="calibration data for int8 (default: the recipe's)")
     evaluation: str | None = option(None, help="labelled evaluation data (default: the recipe's)")
     targets: tuple[str, ...] | None = option(None, help="this model's targets (default: [matrix] targets)")
