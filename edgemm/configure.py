@@ -22,11 +22,11 @@ from .iospec import IOSpec
 from .options import Options, build_options
 from .pipeline import PipelineConfig, ResolvedModel, resolve_model, run_pipeline
 from .recipe import DataConfig, Recipe
-from .stages.export_options import ExportOptions
-from .stages.prune_options import PruneOptions
-from .stages.qat_options import QATOptions
-from .stages.quantize_options import QuantizeOptions
-from .stages.verify_options import VerifyOptions
+from .stages.options.export import ExportOptions
+from .stages.options.prune import PruneOptions
+from .stages.options.qat import QATOptions
+from .stages.options.quantize import QuantizeOptions
+from .stages.options.verify import VerifyOptions
 
 # sections whose options class is fixed; "compile.<backend>" and "stages.<name>" are found in their registries
 STAGE_SECTIONS: dict[str, type[Options]] = {"export": ExportOptions, "verify": VerifyOptions, "quantize": QuantizeOptions,

@@ -59,11 +59,11 @@ from typing import Any, Mapping
 from .errors import ConfigError, RecipeError, SpecError, close_match_hint
 from .iospec import IOSpec
 from .options import Options, build_options, option, options
-from .stages.export_options import ExportConfig, ExportOptions  # noqa: F401  (ExportConfig: the name before the seam)
-from .stages.prune_options import ALL, FUSION, PruneOptions
-from .stages.qat_options import QATOptions
-from .stages.quantize_options import QuantizeConfig, QuantizeOptions, parse_max_drop  # noqa: F401
-from .stages.verify_options import VerifyConfig, VerifyOptions  # noqa: F401
+from .stages.options.export import ExportConfig, ExportOptions  # noqa: F401  (ExportConfig: the name before the seam)
+from .stages.options.prune import ALL, FUSION, PruneOptions
+from .stages.options.qat import QATOptions
+from .stages.options.quantize import QuantizeConfig, QuantizeOptions, parse_max_drop  # noqa: F401
+from .stages.options.verify import VerifyConfig, VerifyOptions  # noqa: F401
 from .usercode import import_callable  # noqa: F401  (the recipe's factory is the user's own code)
 
 if sys.version_info >= (3, 11):

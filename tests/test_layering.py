@@ -6,8 +6,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 import edgemm
 
 ROOT = Path(edgemm.__file__).parent
@@ -129,14 +127,6 @@ def _describe(cycle: list[str], why: dict[tuple[str, str], list[str]]) -> str:
     return " <-> ".join(cycle) + ": " + "; ".join(edges)
 
 
-# Folder cycles known when this check was added, each an expected failure below until its owner cuts it
-# (then that test passes, strict xfail turns it red, and the entry goes). Both are a folder and its own
-# sub-package, each reaching into the other:
-KNOWN_FOLDER_CYCLES = {
-    # stages.units (the prune stage unit) -> stages.prune; stages.prune.report -> stages.export and
-    # stages.quantize, stages.prune.config -> stages.prune_options
-    frozenset({"edgemm.stages", "edgemm.stages.prune"}): "stages <-> stages/prune",
-}
 
 
 def test_the_checker_finds_a_cycle_and_resolves_relative_imports():
@@ -168,17 +158,8 @@ def test_folders_collapse_to_packages_and_cycles_name_their_imports():
 
 def test_no_import_cycles_between_edgemm_folders():
     graph, why = _folder_graph()
-    cycles = [c for c in _cycles(graph) if frozenset(c) not in KNOWN_FOLDER_CYCLES]
+    cycles = _cycles(graph)
     assert cycles == [], "import cycles between folders: " + " | ".join(_describe(c, why) for c in cycles)
-
-
-@pytest.mark.xfail(strict=True, reason="a known folder cycle (KNOWN_FOLDER_CYCLES): remove the entry once it is cut")
-@pytest.mark.parametrize("cycle", sorted(KNOWN_FOLDER_CYCLES.values()))
-def test_known_folder_cycle_is_cut(cycle):
-    members = next(k for k, v in KNOWN_FOLDER_CYCLES.items() if v == cycle)
-    graph, why = _folder_graph()
-    found = [c for c in _cycles(graph) if frozenset(c) == members]
-    assert found == [], _describe(found[0], why)
 
 
 def test_no_private_names_imported_across_modules():

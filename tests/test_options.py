@@ -178,9 +178,9 @@ def test_backend_classes_are_the_cli_ones():
 
 def test_enums_match_the_code_that_reads_them():
     from edgemm.backends.onnxruntime.options import LEVELS, OnnxRuntimeOptions
-    from edgemm.stages.prune_options import CRITERIA, HEAD_MODES, PruneOptions
+    from edgemm.stages.options.prune import CRITERIA, HEAD_MODES, PruneOptions
     from edgemm.stages.quantize.qdq import METHODS
-    from edgemm.stages.quantize_options import QuantizeOptions
+    from edgemm.stages.options.quantize import QuantizeOptions
 
     def choices(cls, name):
         return next(f.choices for f in option_fields(cls) if f.name == name)
@@ -205,8 +205,8 @@ def test_contract_flags_keep_their_names():
 def test_api_keyword_arguments_land_on_the_same_fields(tmp_path, resolved):
     """The keyword arguments edgemm.export had before the seam set the same option fields as options=."""
     from edgemm.recipe import ExportConfig, VerifyConfig
-    from edgemm.stages.prune_options import PruneOptions
-    from edgemm.stages.quantize_options import QuantizeOptions
+    from edgemm.stages.options.prune import PruneOptions
+    from edgemm.stages.options.quantize import QuantizeOptions
 
     def cfg(**kw):
         return configure(str(RECIPE), output=tmp_path / "b", resolved=resolved, **kw)[1]
@@ -261,7 +261,7 @@ def test_api_errors_name_the_argument(tmp_path, resolved):
     with pytest.raises(ConfigError, match=r"unknown options section 'quantise' \(did you mean 'quantize'\?\)"):
         configure(str(RECIPE), output=tmp_path / "b", resolved=resolved, options={"quantise": {}})
     with pytest.raises(ConfigError, match="got QATOptions options, expected QuantizeOptions"):
-        from edgemm.stages.qat_options import QATOptions
+        from edgemm.stages.options.qat import QATOptions
 
         configure(str(RECIPE), output=tmp_path / "b", resolved=resolved, options={"quantize": QATOptions()})
 

@@ -212,9 +212,9 @@ def test_stage_tables_go_through_the_stage_options(tmp_path, monkeypatch):
 
 def test_old_config_names_stay_importable():
     from edgemm.recipe import ExportConfig, QuantizeConfig, VerifyConfig, parse_max_drop
-    from edgemm.stages.export_options import ExportOptions
-    from edgemm.stages.quantize_options import QuantizeOptions
-    from edgemm.stages.verify_options import VerifyOptions
+    from edgemm.stages.options.export import ExportOptions
+    from edgemm.stages.options.quantize import QuantizeOptions
+    from edgemm.stages.options.verify import VerifyOptions
 
     assert (ExportConfig, QuantizeConfig, VerifyConfig) == (ExportOptions, QuantizeOptions, VerifyOptions)
     assert parse_max_drop("2%") == (pytest.approx(0.02), True) and parse_max_drop("none") == (None, False)

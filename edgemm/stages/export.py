@@ -15,7 +15,7 @@ from ..lazy import lazy_import
 from ..errors import EdgemmError, SpecError
 from ..iospec import IOSpec, TensorSpec
 from ..log import logger
-from .export_options import ExportConfig
+from .options.export import ExportConfig
 from ..torchutil import dynamic_shapes, is_program, quiet, run_module
 
 

@@ -24,7 +24,7 @@ from ..distributed import FollowerDone, current as distributed_session
 from ..errors import EdgemmError
 from ..iospec import IOSpec
 from ..log import logger
-from .qat_options import MAX_SAMPLES, QATConfig, QATOptions, default_epochs  # noqa: F401  (the [qat] options seam)
+from .options.qat import MAX_SAMPLES, QATConfig, QATOptions, default_epochs  # noqa: F401  (the [qat] options seam)
 
 
 def _fake_quant_modules(torch):
@@ -199,7 +199,7 @@ def _finetune(torch, F, model, spec: IOSpec, feeds, labels, cfg: QATConfig):
     return student.eval()
 
 
-def add_qat_artifacts(ctx, ptq_results):
+def add_qat_artifacts(ctx, ptq_results, ptq=None):
     """The QAT stage: fine-tune the graph's deployed model with fake-quant (distilled from it), export, quantize
     like PTQ, compare with ``ptq_results``. ``ctx``: edgemm.stages.base.StageContext (the config's targets and
     PTQ config, the graph's training split, calibration and evaluation data); returns the QAT INT8 results.
@@ -222,7 +222,7 @@ def add_qat_artifacts(ctx, ptq_results):
     train = training.read()
     if train is None:
         raise EdgemmError("--qat needs training data: set [data] training (or calibration) in the recipe, or pass --calib")
-    ptq = cfg.ptq
+    ptq = ptq or cfg.ptq  # the PTQ stage's rules (edgemm.stages.units.ptq_config)
     symmetric = all(quantizer_for(get_backend(t), ptq.quantizers.get(t)).symmetric_activations for t in cfg.export.targets)
     from ..cpu import cpu_int8
 

@@ -129,6 +129,17 @@ class CompileStage(Stage):
         compile_targets(ctx, ctx.config.export.targets, ctx.config.export.fp16, onnx_backend())
 
 
+def ptq_config(ctx: StageContext):
+    """The PTQ config of this export with what verify and the [quantize] options add (parity floor, strictness,
+    search cap, regression budget): PTQ and QAT quantize under the same rules."""
+    from .options.quantize import QuantizeOptions
+
+    cfg = ctx.config
+    q = ctx.options("quantize", QuantizeOptions())
+    return replace(cfg.ptq, parity_floor=cfg.verify.cosine_min_int8, strict=q.strict, search_minutes=q.search_minutes,
+                   regression_budget=q.regression_budget, parity_samples=cfg.verify.parity_samples)
+
+
 class PTQStage(Stage):
     """INT8 post-training quantization for every target, within the accuracy budget and the speed guard."""
 
@@ -140,12 +151,9 @@ class PTQStage(Stage):
 
     def run(self, ctx: StageContext) -> None:
         from .quantize import add_int8_artifacts, reference_metrics
-        from .quantize_options import QuantizeOptions
 
         g, cfg = ctx.graph, ctx.config
-        q = ctx.options("quantize", QuantizeOptions())
-        ptq = replace(cfg.ptq, parity_floor=cfg.verify.cosine_min_int8, strict=q.strict, search_minutes=q.search_minutes,
-                      regression_budget=q.regression_budget, parity_samples=cfg.verify.parity_samples)
+        ptq = ptq_config(ctx)
         g.reference_metrics = reference_metrics(g.deployed_module, g.spec, g.eval_samples)
         results = add_int8_artifacts(ctx, ctx.path(ctx.fp32_onnx().path), g.calibration, cfg.export.targets, ptq,
                                      model=g.deployed, reference=g.reference_metrics)
@@ -173,7 +181,8 @@ class QATStage(Stage):
         from .qat import add_qat_artifacts
 
         g = ctx.graph
-        g.int8_results = add_qat_artifacts(ctx, g.int8_results)
+        results = add_qat_artifacts(ctx, g.int8_results, ptq_config(ctx))
+        g.int8_results = [r for r in results if not r.left_out]  # left out in one line by the quantizer, as PTQ's
         g.every_int8 += g.int8_results
 
 

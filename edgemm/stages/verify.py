@@ -28,7 +28,7 @@ from ..data.preprocess import preprocess_input
 from ..errors import EdgemmError, ParityError
 from ..iospec import AudioPreprocess, ImagePreprocess, IOSpec
 from ..log import logger, step
-from .verify_options import VerifyConfig
+from .options.verify import VerifyConfig
 
 
 def default_threads() -> int:

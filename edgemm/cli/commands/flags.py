@@ -59,11 +59,11 @@ def positive_int(value: str) -> int:
 
 def stage_classes() -> tuple[type[Options], ...]:
     """The options classes of the built-in export stages, in the order their flags are listed."""
-    from ...stages.export_options import ExportOptions
-    from ...stages.prune_options import PruneOptions
-    from ...stages.qat_options import QATOptions
-    from ...stages.quantize_options import QuantizeOptions
-    from ...stages.verify_options import VerifyOptions
+    from ...stages.options.export import ExportOptions
+    from ...stages.options.prune import PruneOptions
+    from ...stages.options.qat import QATOptions
+    from ...stages.options.quantize import QuantizeOptions
+    from ...stages.options.verify import VerifyOptions
 
     return (ExportOptions, QuantizeOptions, PruneOptions, QATOptions, VerifyOptions)
 

@@ -1,7 +1,7 @@
 """``PruneConfig`` (what the pruning stage runs: branch ratios + the settings of ``PruneOptions``) and
 ``parse_prune`` (any form of a pruning request -> ``PruneConfig``). The options seam of ``[prune]``, the
 ``--prune*`` / ``--finetune-*`` flags and ``edgemm.export(prune=..., prune_options=...)`` is
-``edgemm.stages.prune_options.PruneOptions``.
+``edgemm.stages.options.prune.PruneOptions``.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import field_validator
 
 from ...errors import EdgemmError, close_match_hint
 from ...options import build_options, option, options
-from ..prune_options import (ALL, CRITERIA, FUSION, HEAD_MODES, SETTINGS, SPARSITY, PruneOptions, PruneSettings,  # noqa: F401
+from ..options.prune import (ALL, CRITERIA, FUSION, HEAD_MODES, SETTINGS, SPARSITY, PruneOptions, PruneSettings,  # noqa: F401
                              Ratios, check_ratio, parse_ratios, ratio_form)
 
 

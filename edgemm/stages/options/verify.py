@@ -1,7 +1,7 @@
 """``[verify]``: how closely every artifact must follow the reference (parity) and how accuracy is measured."""
 from __future__ import annotations
 
-from ..options import Options, option, options
+from ...options import Options, option, options
 
 
 @options("verify")

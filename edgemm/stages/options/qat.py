@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..options import Options, option, options
+from ...options import Options, option, options
 
 MAX_SAMPLES = 9_600  # the default fine-tune sees at most this many samples (4 epochs of 1,200; 1 of avnet's 9,600)
 

@@ -9,8 +9,8 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from ..errors import EdgemmError, close_match_hint
-from ..options import Options, option, options
+from ...errors import EdgemmError, close_match_hint
+from ...options import Options, option, options
 
 
 def parse_max_drop(value) -> tuple[float | None, bool]:
@@ -132,8 +132,8 @@ class QuantizeOptions(Options):
     @field_validator("quantizer")
     @classmethod
     def _known(cls, value):
-        from ..backends.registry import target_names
-        from .quantize.registry import quantizer_names
+        from ...backends.registry import target_names
+        from ..quantize.registry import quantizer_names
 
         targets, names = target_names(), quantizer_names()
         chosen = value.items() if isinstance(value, dict) else [(None, value)]

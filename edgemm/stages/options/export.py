@@ -5,8 +5,8 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from ..errors import close_match_hint
-from ..options import Options, option, options
+from ...errors import close_match_hint
+from ...options import Options, option, options
 
 
 @options("export")
@@ -25,7 +25,7 @@ class ExportOptions(Options):
     @field_validator("targets")
     @classmethod
     def _known_targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from ..backends.registry import target_names
+        from ...backends.registry import target_names
 
         known = target_names()
         for t in value:

@@ -17,8 +17,8 @@ from typing import Literal, Mapping, Union
 
 from pydantic import field_validator
 
-from ..errors import EdgemmError
-from ..options import Options, option, options
+from ...errors import EdgemmError
+from ...options import Options, option, options
 
 FUSION = "fusion"
 ALL = "*"  # key of a global ratio: the whole model (every branch and the fusion)
