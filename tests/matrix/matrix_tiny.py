@@ -73,7 +73,7 @@ def write_plan(folder: Path, targets=("onnxruntime", "openvino"), precisions=("f
 
     from models.tiny import TinyAV, tiny_feeds
 
-    feeds = tiny_feeds(64, seed=3)
+    feeds = tiny_feeds(128, seed=3)
     with torch.no_grad():
         cls, spk = TinyAV()(torch.from_numpy(feeds["image"]), torch.from_numpy(feeds["audio"]))
     np.savez(folder / "data.npz", **feeds, cls=cls.argmax(-1).numpy(), spk=spk.argmax(-1).numpy())

@@ -26,6 +26,14 @@ def _cli(*args, cwd) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def factory_importable():
+    """Timing workers (child processes) import the recipe's factory models.tiny:TinyAV from tests/."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(TESTS), os.environ.get("PYTHONPATH", "")]))
+        yield
+
+
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory):
     folder = tmp_path_factory.mktemp("matrix")
@@ -41,7 +49,7 @@ def test_every_cell_is_a_row_with_the_contract_keys(ran):
                                                              ("openvino", "fp32"), ("openvino", "int8")]
     for r in rows:
         assert set(KEYS) <= set(r), r
-        assert r["model"] == "tiny" and r["device_kind"] == "any" and r["status"] == "ok", r
+        assert r["model"] == "tiny" and r["device_kind"] == "any" and r["status"] == "ok", r.get("error")
         assert r["p50_ms"] > 0 and 0.0 <= r["top1"] <= 1.0 and r["head"] == "cls"
         b = Bundle.open(folder / "out" / r["bundle"])  # gathered, complete, hashes checked
         assert {a.precision for a in b.artifacts if a.backend == r["target"]} >= {r["precision"]}
