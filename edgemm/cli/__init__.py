@@ -83,8 +83,12 @@ def _main(argv: list[str] | None) -> int:
             from ..distributed import launched_rank
 
             if launched_rank() > 0:
+                import warnings
+
                 set_verbosity(logging.DEBUG if args.verbose else logging.ERROR)
                 sys.stdout = open(os.devnull, "w")
+                if not args.verbose:  # library warnings too: rank 0 shows them once
+                    warnings.simplefilter("ignore")
         disable_telemetry()  # no forked telemetry senders in our process group (Ctrl-C, offline boxes)
         return args.func(args)
     except KeyboardInterrupt:
