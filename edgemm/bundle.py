@@ -265,7 +265,7 @@ class Bundle:
         if not mf.is_file():
             raise BundleError(f"{root} has no manifest.json, so it is not an edgemm bundle; re-export it with `edgemm export`")
         confined(root, MANIFEST, "manifest")
-        manifest = read_json(mf, f"manifest {mf}", fix="re-export the bundle")  # bounded: size, depth, an object
+        manifest = read_json(mf, "manifest", fix="re-export the bundle")  # bounded: size, depth, an object
         missing = [k for k in REQUIRED_KEYS if k not in manifest]
         if missing:
             raise BundleError(f"{mf} lacks key(s) {', '.join(missing)}; re-export the bundle")
@@ -353,7 +353,7 @@ class Bundle:
         p = self.report_path(key)
         if p is None or not p.is_file():
             return None
-        return read_json(p, f"report {p}", fix=f"run `edgemm verify {self.root}` to rewrite it")
+        return read_json(p, "report", fix=f"run `edgemm verify {self.root}` to rewrite it")
 
     def update(self, wait_s: float = 120.0) -> "BundleUpdate":
         """A change to this bundle committed as one (``with bundle.update() as u: ...``): see BundleUpdate."""
@@ -643,7 +643,7 @@ def replace_refusal(folder: Path) -> str | None:
     if mf.is_symlink() or not mf.is_file():
         return f"{not_ours} (no manifest.json); choose another -o directory or remove it yourself"
     try:
-        manifest = read_json(mf, f"manifest {mf}")
+        manifest = read_json(mf, "manifest")
         validate_manifest(manifest, str(mf))
     except (OSError, ValueError, BundleError):
         return f"{not_ours} (its manifest.json is not an edgemm manifest); choose another -o directory or remove it yourself"

@@ -110,9 +110,9 @@ def parse_json(data: bytes | str, what: str, *, max_depth: int = JSON_MAX_DEPTH,
     try:
         value = json.loads(data.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise error(f"{what} is not valid JSON ({_quote(exc)}); {fix}") from None
+        raise error(f"{what} is corrupt: not valid JSON ({_quote(exc)}); {fix}") from exc  # the cause shows under -v
     if not isinstance(value, dict):
-        raise error(f"{what} holds a JSON {type(value).__name__}, not an object; {fix}")
+        raise error(f"{what} is corrupt: not a JSON object (it holds a {type(value).__name__}); {fix}")
     return value
 
 

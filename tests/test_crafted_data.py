@@ -324,7 +324,7 @@ def test_json_limits_name_the_file_and_the_fix(tmp_path):
     with pytest.raises(BundleError, match="NaN is not a JSON number"):
         read_json(p, "manifest")
     p.write_text("[1, 2]")
-    with pytest.raises(SpecError, match="holds a JSON list, not an object"):
+    with pytest.raises(SpecError, match="not a JSON object \\(it holds a list\\)"):
         read_json(p, "table", error=SpecError)
     p.write_bytes(b'{"a": "\xff"}')
     with pytest.raises(BundleError, match="not valid JSON"):

@@ -15,7 +15,7 @@ from typing import ClassVar, Mapping
 
 import numpy as np
 
-from ..errors import BackendUnavailable, BundleError, SpecError, UnsupportedFeature
+from ..errors import BackendUnavailable, ParityError, SpecError, UnsupportedFeature
 from ..iospec import IOSpec
 from ..options import Options, option_fields
 
@@ -83,8 +83,13 @@ class Runner(ABC):
         self.last_latency_ms = (time.perf_counter() - t0) * 1e3
         names = self.spec.output_names
         if len(outs) != len(names):  # zip would drop outputs silently
-            raise BundleError(f"{self.backend or type(self).__name__} returned {len(outs)} outputs, the IOSpec names {len(names)} "
-                              f"({', '.join(names)}); re-export the bundle (or fix the backend plugin that runs it)")
+            cls = type(self)
+            plugin = None if cls.__module__.startswith("edgemm.") else f"{cls.__module__}:{cls.__qualname__}"
+            who = f"backend {self.backend or cls.__qualname__!r}" + (f" (plugin {plugin})" if plugin else "")
+            what = (f"{len(outs)} of the {len(names)} outputs ({', '.join(names)}): no {', '.join(map(repr, names[len(outs):]))}"
+                    if len(outs) < len(names) else f"{len(outs)} outputs, the IOSpec names {len(names)} ({', '.join(names)})")
+            fix = "fix or uninstall that plugin" if plugin else "re-export the bundle (the artifact does not match it)"
+            raise ParityError(f"parity breach: {who} returned {what}; {fix}")
         return dict(zip(names, outs))
 
     def close(self) -> None:

@@ -55,6 +55,7 @@ class BenchConfig:
     worker_timeout_s: float | None = None  # per measurement process (None: 240 s + 4 x seconds); a hung worker is stopped
     extra: dict = field(default_factory=dict)
     trust_code: bool | None = None  # None: the caller's edgemm.trust.allow_code() context
+    exclude: tuple[str, ...] = ()  # artifact ids not to time (verify: artifacts whose outputs already failed)
 
 
 def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None, notes: list[str], media: dict | None = None):
@@ -73,6 +74,8 @@ def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None,
     plans = {g: torch_reference_plan(bundle.graph(g), trusted) for g in graphs} if len(bundle.graphs()) > 1 else {}
     for art in (a for g in graphs for a in bundle.select(graph=g)):
         plan = plans.get(art.graph, plan)  # each graph's own reference program
+        if bundle.artifact_id(art) in cfg.exclude:
+            continue
         backend = get_backend(art.backend)
         if not backend.runs(art.format):
             continue  # e.g. an engine source, not an engine: `edgemm compile --target tensorrt` builds it
