@@ -484,24 +484,31 @@ def make_work_folder(bundle_root: Path, kind: str) -> Path:
 
 
 @contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM (a service manager stopping edgemm) unwinds like Ctrl-C, so work folders are removed on the way out."""
+def _handling(signum: int, handler):
+    """``handler`` for ``signum`` during the block, the previous one restored after (main thread only: elsewhere, or
+    where signals cannot be set, the block runs as it is)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
     try:
-        old = signal.signal(signal.SIGTERM, handler)
+        old = signal.signal(signum, handler)
     except (ValueError, OSError):
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        signal.signal(signum, old)
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a service manager stopping edgemm) unwinds like Ctrl-C, so work folders are removed on the way out."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    with _handling(signal.SIGTERM, interrupt):
+        yield
 
 
 class GraphView:
@@ -797,21 +804,11 @@ def _exchange(a: Path, b: Path) -> bool:
 @contextmanager
 def _sigint_deferred():
     """Hold Ctrl-C across a few renames that must not be split; re-raised right after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     hit: list[int] = []
-    try:
-        old = signal.signal(signal.SIGINT, lambda s, f: hit.append(s))
-    except (ValueError, OSError):
+    with _handling(signal.SIGINT, lambda s, f: hit.append(s)):
         yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-        if hit:
-            raise KeyboardInterrupt
+    if hit:
+        raise KeyboardInterrupt
 
 
 class BundleWriter:
