@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -127,7 +128,7 @@ def describe(session: Session, exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, KeyboardInterrupt):
         how = f"{session.describe()} got {session.signal}" if session.signal else f"{session.describe()} was interrupted"
         return "interrupted", f"edgemm: interrupted ({how}; every rank stopped, nothing was written)"
-    where = f" ({session.describe()})" if f"{session.describe()}" not in str(exc) else ""
+    where = "" if re.search(r"\brank \d+ of \d+", str(exc)) else f" ({session.describe()})"  # which rank, unless it says
     if isinstance(exc, EdgemmError):
         return "error", f"edgemm: error: {exc}{where}"
     if isinstance(exc, OSError):

@@ -41,6 +41,7 @@ def test_a_rank_killed_in_the_fine_tune_ends_the_run_in_one_line(tmp_path, tiny_
     lines = edgemm_lines(res.stderr)
     assert len(lines) == 1, res.stderr[-3000:]
     assert lines[0].startswith("edgemm: error: ") and f"rank {rank} of 2" in lines[0] and "killed" in lines[0], lines[0]
+    assert lines[0].count(" of 2") == 1, lines[0]  # the dead rank is named, not the rank that said so
     assert not re.search(r'File ".*/edgemm/', res.stderr), res.stderr[-3000:]  # torchrun's summary only: no edgemm traceback
     assert res.stdout == ""
     assert leftovers(tmp_path, "B") == []  # rank 0's staging folder is gone, also when rank 0 was the one killed
