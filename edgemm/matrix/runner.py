@@ -9,6 +9,8 @@ live node for ``wait_node_s``) is ``lost`` and runs again on the next run of the
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import shutil
@@ -150,9 +152,27 @@ def run_ray(plan: Plan, state: State, pending: list[Cell], bar: Progress, addres
                           "(and give its address, e.g. --ray 127.0.0.1:6379 or --ray auto), or leave out --ray") from exc
     try:
         cluster = {"address": address, "nodes": _nodes(ray)}
-        return _run_jobs(ray, plan, state, pending, bar), cluster
+        # Ray's driver prints the cluster's error events (a raylet's death with its state dump) to stdout; the rows
+        # say what a lost node meant for the plan, so they go to the debug log (-v).
+        with contextlib.redirect_stdout(_DebugLog("ray")):
+            rows = _run_jobs(ray, plan, state, pending, bar)
+        return rows, cluster
     finally:
-        ray.shutdown()
+        with contextlib.redirect_stdout(_DebugLog("ray")):
+            ray.shutdown()
+
+
+class _DebugLog(io.TextIOBase):
+    """A text stream whose lines go to edgemm's log at debug level."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                logger.debug("%s: %s", self.prefix, line)
+        return len(text)
 
 
 def _nodes(ray) -> list[dict]:

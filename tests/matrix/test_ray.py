@@ -100,6 +100,7 @@ def test_cells_run_on_their_device_kind_and_a_rerun_finishes_the_lost_ones(clust
     first = _matrix(plan, cluster.address, tmp_path / "first.json")
     lines = [ln for ln in first.stderr.splitlines() if ln.startswith("edgemm:")]
     assert first.returncode == 2 and len(lines) == 1 and "2 lost of 4 cells" in lines[0], first.stderr[-3000:]
+    assert first.stdout.startswith("# edgemm matrix"), first.stdout[:2000]  # the report only: Ray's chatter goes to -v
     report = json.loads((tmp_path / "first.json").read_text())
     x86 = _kind_nodes(report, "edge-x86")
     by_kind = {k: [r for r in report["rows"] if r["device_kind"] == k] for k in ("edge-x86", "edge-arm")}
