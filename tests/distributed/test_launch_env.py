@@ -10,7 +10,7 @@ import pytest
 from edgemm.distributed.env import backend_choice, launch_from_env, timeout_s
 from edgemm.errors import EdgemmError
 
-from conftest import launch_env
+from dist_launch import launch_env
 
 BASE = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import edgemm_lines, leftovers, torchrun
+from dist_launch import edgemm_lines, leftovers, torchrun
 
 
 def test_two_ranks_prune_and_qat_write_one_verified_bundle(tmp_path, tiny_recipe):
