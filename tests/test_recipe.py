@@ -201,6 +201,9 @@ def test_stage_tables_go_through_the_stage_options(tmp_path, monkeypatch):
         name = "demo"
         options = DemoOptions
 
+        def run(self, ctx):
+            pass
+
     real = registry.get_stage
     monkeypatch.setattr(registry, "get_stage", lambda n: Demo() if n == "demo" else real(n))
     base = BASE.split("\n[export]")[0]

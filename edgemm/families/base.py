@@ -7,6 +7,7 @@ reads its JSON files; ``load`` and ``graphs`` import what they need.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -35,7 +36,7 @@ class FamilyGraph:
     labels: dict[str, tuple[str, ...]] = field(default_factory=dict)  # class names of classification outputs
 
 
-class Family:
+class Family(ABC):
     """A kind of model edgemm knows. Subclasses set ``name`` and implement what applies to them:
 
     - ``recognises_module(obj)``: True for a live model of this family (a class, a config's ``model_type``,
@@ -56,11 +57,13 @@ class Family:
     def recognises_folder(self, folder: ModelFolder) -> bool:
         return bool(self.model_types) and folder.model_type in self.model_types
 
-    def load(self, folder: ModelFolder):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def load(self, folder: ModelFolder):
+        """The model saved in ``folder``."""
 
-    def graphs(self, model, folder: ModelFolder | None) -> dict[str, FamilyGraph]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def graphs(self, model, folder: ModelFolder | None) -> dict[str, FamilyGraph]:
+        """The model's graphs by name, each a module with named inputs and valid feeds."""
 
 
 def mro_names(obj) -> list[tuple[str, str]]:

@@ -28,8 +28,9 @@ class FamilyModule(torch.nn.Module):
 
     output_names: tuple[str, ...] = ()
 
-    def outputs(self, *args) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def outputs(self, *args) -> dict[str, torch.Tensor]:
+        """The wrapped model's outputs by name (each subclass calls its model here)."""
+        raise TypeError(f"{type(self).__name__} does not define outputs(); a FamilyModule subclass must")
 
     def pick(self, named: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         return tuple(named[k] for k in self.output_names)

@@ -9,6 +9,7 @@ entry-point group (see examples/stage_plugin) and run where they say (``after``)
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -98,7 +99,7 @@ class StageContext:
         return found[0]
 
 
-class Stage:
+class Stage(ABC):
     """A step of the export. Subclasses set ``name`` and implement ``run``; ``wanted`` says whether this
     export asks for it (built-in stages read the config; a plugin stage runs when named with ``--stage``
     or in a recipe's ``[stages] enable``). ``options``: a class made with ``edgemm.options`` (the recipe's
@@ -113,5 +114,6 @@ class Stage:
     def wanted(self, ctx: StageContext) -> bool:
         return self.name in (ctx.config.stages or ())
 
-    def run(self, ctx: StageContext) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def run(self, ctx: StageContext) -> None:
+        """Do the stage's work on ``ctx.graph``: add artifacts, files, manifest keys or reports."""
