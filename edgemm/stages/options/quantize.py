@@ -58,6 +58,17 @@ def _non_finite(value) -> bool:
         return False
 
 
+def _budget_value(value, parse, allowed: str):
+    """A budget as the options hold it: an absolute number, "N%" (relative) or None; ``parse`` reads the user's form."""
+    try:
+        amount, relative = parse(value)
+    except EdgemmError as exc:
+        raise ValueError(("" if not _non_finite(value) else "expected a finite number: ") + allowed) from exc
+    if amount is None:
+        return None
+    return f"{amount * 100:g}%" if relative else amount
+
+
 @options("quantize")
 class QuantizeOptions(Options):
     method: Literal["minmax", "percentile", "entropy"] = option(
@@ -91,28 +102,12 @@ class QuantizeOptions(Options):
     @field_validator("max_drop", mode="before")
     @classmethod
     def _budget(cls, value):
-        try:
-            drop, relative = parse_max_drop(value)
-        except EdgemmError as exc:
-            finite = not _non_finite(value)
-            raise ValueError(("" if finite else "expected a finite number: ") +
-                             "write 0.01 (1 point absolute, in [0, 1]), 2% (relative, in [0%, 100%]) or none") from exc
-        if drop is None:
-            return None
-        return f"{drop * 100:g}%" if relative else drop
+        return _budget_value(value, parse_max_drop, "write 0.01 (1 point absolute, in [0, 1]), 2% (relative, in [0%, 100%]) or none")
 
     @field_validator("max_mae_increase", mode="before")
     @classmethod
     def _mae_budget(cls, value):
-        try:
-            delta, relative = parse_mae_increase(value)
-        except EdgemmError as exc:
-            finite = not _non_finite(value)
-            raise ValueError(("" if finite else "expected a finite number: ") +
-                             "write 0.05 (MAE increase in the targets' units, >= 0), 5% (relative) or none") from exc
-        if delta is None:
-            return None
-        return f"{delta * 100:g}%" if relative else delta
+        return _budget_value(value, parse_mae_increase, "write 0.05 (MAE increase in the targets' units, >= 0), 5% (relative) or none")
 
     @field_validator("quantizer", mode="before")
     @classmethod
