@@ -37,7 +37,7 @@ def compile_targets(ctx, targets, fp16: bool, onnx_backend: str) -> None:
         for precision in precisions:
             with step(f"compiling for {target} ({precision})"):
                 made = backend.compile(ctx.path(onnx_art.path), ctx.path(folder + "/x").parent, ctx.graph.spec, precision,
-                                       **({"options": options} if options is not None else {}))
+                                       options=options)
             for c in made:
                 ctx.add_artifact(Artifact(f"{folder}/{c.main}", c.format, precision, backend.name, target, toolchain=c.toolchain,
                                           extra=dict(c.extra)), files=[f"{folder}/{f}" for f in c.files])
