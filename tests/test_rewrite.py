@@ -68,16 +68,92 @@ def test_separate_key_value_widths_and_no_bias():
         torch.testing.assert_close(r(q, k, v, need_weights=False)[0], m(q, k, v, need_weights=False)[0], atol=1e-5, rtol=1e-5)
 
 
-def test_masks_run_the_original_module():
+def test_attention_masks_run_the_original_module():
     m = _mha(batch_first=True)
     r = _rewritten(m)
     q, k = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
-    pad = torch.zeros(2, 7, dtype=torch.bool)
-    pad[:, -2:] = True
+    causal = torch.ones(5, 7, dtype=torch.bool).triu(1)
     with torch.no_grad():
-        want = m(q, k, k, key_padding_mask=pad, need_weights=False)[0]
-        got = r(q, k, k, key_padding_mask=pad, need_weights=False)[0]
+        want = m(q, k, k, attn_mask=causal, need_weights=False)[0]
+        got = r(q, k, k, attn_mask=causal, need_weights=False)[0]
     assert torch.equal(got, want)  # the very same computation, not an approximation of it
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_key_padding_mask_is_computed_by_the_rewrite(batch_first, kind):
+    m = _mha(batch_first=batch_first)
+    r = _rewritten(m)
+    g = torch.Generator().manual_seed(2)
+    shape = (lambda b, n: (b, n, 16)) if batch_first else (lambda b, n: (n, b, 16))
+    q, k = torch.randn(shape(3, 5), generator=g), torch.randn(shape(3, 7), generator=g)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[0, -3:] = True
+    pad[2, -1:] = True
+    mask = pad if kind == "bool" else torch.zeros(3, 7).masked_fill(pad, float("-inf"))
+    with torch.no_grad():
+        want = m(q, k, k, key_padding_mask=mask, need_weights=False)[0]
+        got = r(q, k, k, key_padding_mask=mask, need_weights=False)[0]
+        calls = []
+        hook = r.original.register_forward_hook(lambda *a: calls.append(1))
+        r(q, k, k, key_padding_mask=mask, need_weights=False)
+        hook.remove()
+    assert calls == []  # the rewrite computed it, the original module was not called
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def _container(kind: str, batch_first: bool, norm_first: bool) -> nn.Module:
+    torch.manual_seed(3)
+    if kind == "encoder":
+        layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.1, batch_first=batch_first, norm_first=norm_first)
+        return nn.TransformerEncoder(layer, 2).eval()
+    layer = nn.TransformerDecoderLayer(16, 4, 32, dropout=0.1, batch_first=batch_first, norm_first=norm_first)
+    return nn.TransformerDecoder(layer, 2).eval()
+
+
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_transformer_layers_same_outputs(kind, batch_first, norm_first, padded):
+    """nn.TransformerEncoder/Decoder read their attention's attributes (batch_first, in_proj_bias ...) and take a
+    fused fast path in eval mode; the rewritten copy must run the rewrite and give torch's numbers."""
+    model = _container(kind, batch_first, norm_first)
+    copy, names = rewrite_attention(model)
+    per_layer = ["self_attn"] if kind == "encoder" else ["self_attn", "multihead_attn"]
+    assert names == [f"layers.{i}.{a}" for i in range(2) for a in per_layer]
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn((3, 5, 16) if batch_first else (5, 3, 16), generator=g)
+    mem = torch.randn((3, 7, 16) if batch_first else (7, 3, 16), generator=g)
+    kw = {}
+    if padded:
+        pad = torch.zeros(3, 5, dtype=torch.bool)
+        pad[1, -2:] = True
+        mem_pad = torch.zeros(3, 7, dtype=torch.bool)
+        mem_pad[0, -3:] = True
+        kw = {"src_key_padding_mask": pad} if kind == "encoder" else {"tgt_key_padding_mask": pad, "memory_key_padding_mask": mem_pad}
+    args = (x,) if kind == "encoder" else (x, mem)
+    calls = []
+    hooks = [copy.get_submodule(n).original.register_forward_hook(lambda *a: calls.append(1)) for n in names]
+    with torch.no_grad():
+        got = copy(*args, **kw)
+        fast = model(*args, **kw)  # torch's fused path (nested tensors: padded positions come back as zeros)
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            want = model(*args, **kw)  # the path torch.export traces
+        finally:
+            torch.backends.mha.set_fastpath_enabled(True)
+    for h in hooks:
+        h.remove()
+    assert calls == [] and not got.is_nested
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    fast = fast.to_padded_tensor(0.0) if fast.is_nested else fast
+    if padded and kind == "encoder":  # compare where the fused path computes anything
+        keep = ~pad if batch_first else ~pad.T
+        torch.testing.assert_close(got[keep], fast[keep], atol=1e-5, rtol=1e-5)
+    else:
+        torch.testing.assert_close(got, fast, atol=1e-5, rtol=1e-5)
+    assert isinstance(model.layers[0].self_attn, nn.MultiheadAttention)  # the caller's model is untouched
 
 
 def test_unsupported_variants_and_the_callers_module_stay():

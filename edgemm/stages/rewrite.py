@@ -13,8 +13,17 @@ convolutions' (README, "Pruning").
 
 The rewritten module is what the ONNX is exported from; the torch reference (``reference/model.pt2``)
 stays the user's module, and the verify stage checks the ONNX against it like any export.
-Calls the rewrite cannot express exactly (masks, ``is_causal``, training mode, ``add_bias_kv``,
+A ``key_padding_mask`` ([B, Lk], bool or additive float) is added to the scores as torch does. Calls the rewrite
+cannot express exactly (``attn_mask``, ``is_causal``, training mode, nested tensors, ``add_bias_kv``,
 ``add_zero_attn``) run the original module, unchanged.
+
+Containers read their attention's attributes: ``nn.TransformerEncoderLayer`` checks ``self_attn.batch_first``,
+``in_proj_bias``, ``_qkv_same_embed_dim`` for its fused fast path, ``nn.TransformerEncoder`` /
+``nn.TransformerDecoder`` read ``layers[0].self_attn.batch_first`` for the sequence length. The rewritten module
+answers those from the module it replaces (read-only), and keeps the containers off their fused fast paths
+(which would bypass it in eager mode and compute from the original weights instead): a forward pre-hook on it
+turns the layer's fast path off (the layer checks for hooks), and the encoder's nested-tensor conversion is turned
+off on the copy (its layers would get nested tensors the rewrite does not take). Both change no number.
 """
 from __future__ import annotations
 
@@ -30,7 +39,7 @@ def _split_head_attention_class():
     F = torch.nn.functional
 
     class SplitHeadAttention(torch.nn.Module):
-        """``nn.MultiheadAttention`` in eval mode without masks, batch-first, one transpose per head split."""
+        """``nn.MultiheadAttention`` in eval mode (key padding masks only), batch-first, one transpose per head split."""
 
         def __init__(self, mha):
             super().__init__()
@@ -53,10 +62,25 @@ def _split_head_attention_class():
             if self.fuse_kv:
                 self.register_buffer("wkv", torch.cat([wk, wv]).contiguous())
             self.train(mha.training)  # a new module starts in training mode; this one follows the one it replaces
+            # TransformerEncoderLayer takes its fused fast path (computing from the original's weights, not this
+            # module) unless a hook is attached to one of its modules; a no-op pre-hook keeps it on this forward
+            self.register_forward_pre_hook(_no_fast_path)
+
+        def __getattr__(self, name):
+            # parameters, buffers and submodules first (nn.Module's lookup); then the replaced module's attributes
+            # (batch_first, in_proj_bias, num_heads ...), which containers such as TransformerEncoderLayer read
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                original = self.__dict__.get("_modules", {}).get("original")
+                if original is None or name.startswith("__"):
+                    raise
+                return getattr(original, name)
 
         def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                     average_attn_weights=True, is_causal=False):
-            if key_padding_mask is not None or attn_mask is not None or is_causal or self.training or query.dim() != 3:
+            if (attn_mask is not None or is_causal or self.training or query.dim() != 3 or query.is_nested
+                    or (key_padding_mask is not None and key_padding_mask.dim() != 2)):
                 return self.original(query, key, value, key_padding_mask=key_padding_mask, need_weights=need_weights,
                                      attn_mask=attn_mask, average_attn_weights=average_attn_weights, is_causal=is_causal)
             shared_kv = key is value and self.fuse_kv
@@ -71,7 +95,12 @@ def _split_head_attention_class():
             else:
                 k = F.linear(key, self.wk).unflatten(-1, heads).transpose(1, 2)  # [B, H, Lk, D]
                 v = F.linear(value, self.wv).unflatten(-1, heads).transpose(1, 2)
-            weights = torch.softmax(torch.matmul(q, k.transpose(-1, -2)), -1)  # [B, H, Lq, Lk]; the transpose folds into the MatMul
+            scores = torch.matmul(q, k.transpose(-1, -2))  # [B, H, Lq, Lk]; the transpose folds into the MatMul
+            if key_padding_mask is not None:  # [B, Lk]: True (or -inf) = a padded key, as F._canonical_mask reads it
+                if key_padding_mask.dtype == torch.bool:
+                    key_padding_mask = torch.zeros_like(key_padding_mask, dtype=scores.dtype).masked_fill(key_padding_mask, float("-inf"))
+                scores = scores + key_padding_mask.to(scores.dtype)[:, None, None, :]
+            weights = torch.softmax(scores, -1)
             out = F.linear(torch.matmul(weights, v).transpose(1, 2).flatten(2), self.wo, self.bo)  # [B, Lq, E]
             if not self.batch_first:
                 out = out.transpose(0, 1)
@@ -80,6 +109,11 @@ def _split_head_attention_class():
             return out, (weights.mean(1) if average_attn_weights else weights)
 
     return SplitHeadAttention
+
+
+def _no_fast_path(module, args):
+    """A forward pre-hook that changes nothing: its presence keeps TransformerEncoderLayer off its fused path."""
+    return None
 
 
 def _rewritable(torch, m) -> bool:
@@ -100,4 +134,7 @@ def rewrite_attention(model):
             if _rewritable(torch, child):
                 setattr(parent, child_name, SplitHeadAttention(child))
                 names.append(f"{parent_name}.{child_name}" if parent_name else child_name)
+    for m in copied.modules():  # nested tensors would bypass the rewritten layers (module docstring)
+        if isinstance(m, torch.nn.TransformerEncoder) and any(isinstance(a, SplitHeadAttention) for a in m.modules()):
+            m.use_nested_tensor = False
     return copied, names
