@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from ..data.datasets import SAMPLE_FIX, SAMPLE_KINDS
 from ..errors import EdgemmError, SpecError
 from ..log import logger
 from ..safeio import read_npz
+from . import stats
 from .machine import machine_info
 
 MODES = ("model", "end_to_end", "stream", "throughput")
@@ -56,6 +58,9 @@ class BenchConfig:
     extra: dict = field(default_factory=dict)
     trust_code: bool | None = None  # None: the caller's edgemm.trust.allow_code() context
     exclude: tuple[str, ...] = ()  # artifact ids not to time (verify: artifacts whose outputs already failed)
+    extra_rounds: int = 3  # while a model / end_to_end measurement is unstable, up to this many more rounds ...
+    time_cap_s: float | None = None  # ... within this many seconds in all (None: twice what the planned rounds took)
+    decide: bool = False  # re-make each int8 artifact's int8-vs-fp32 verdict here and record it (edgemm bench --decide)
 
 
 def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None, notes: list[str], media: dict | None = None):
@@ -279,34 +284,53 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
             why = f" ({'; '.join(notes)})" if notes else ""
             raise EdgemmError(f"nothing to benchmark in {bundle.root} with backends={cfg.backends} precisions={cfg.precisions}{why}")
         pooled: dict[int, list[float]] = {i: [] for i in range(len(jobs))}
+        by_round: dict[int, list[list[float]]] = {i: [] for i in range(len(jobs))}  # the same calls, round by round
         stages: dict[int, dict[str, list[float]]] = {}
         rss: dict[int, float] = {}
         served: dict[int, list] = {}
         streams: dict[int, list[dict]] = {}
         units = _units(jobs)
+        before = machine_state_now()
+        started = time.perf_counter()
+
+        def one_round(label: str, advance) -> None:
+            for i, model_i in units:
+                job = jobs[i]
+                what = f"{label}: {job['id']} on {job['backend']}, {job['mode']}" + \
+                    (" + model" if model_i is not None else "") + \
+                    (f", {job['fps']:g} fps" if job["mode"] == "stream" else f", batch {job['batch']}")
+                logger.debug("%s", what)
+                out = _run_worker({**job, "with_model": 1} if model_i is not None else job, worker_timeout_s(cfg))
+                pooled[i].extend(out["latencies_ms"])
+                by_round[i].append(list(out["latencies_ms"]))
+                if "calls" in out:  # throughput: calls completed by all streams over the timed window
+                    done = served.setdefault(i, [0, 0.0])
+                    done[0] += out["calls"]
+                    done[1] += out["elapsed_s"]
+                for k, v in out.get("stages_ms", {}).items():
+                    stages.setdefault(i, {}).setdefault(k, []).extend(v)
+                rss[i] = max(rss.get(i, 0.0), out["peak_rss_mb"])
+                if model_i is not None:
+                    pooled[model_i].extend(out["model_latencies_ms"])
+                    by_round[model_i].append(list(out["model_latencies_ms"]))
+                    rss[model_i] = max(rss.get(model_i, 0.0), out["peak_rss_mb"])
+                if "stream" in out:
+                    streams.setdefault(i, []).append(out["stream"])
+                advance(what)
+
         with _progress(cfg.progress, cfg.rounds * len(units)) as advance:
             for r in range(cfg.rounds):
-                for i, model_i in units:
-                    job = jobs[i]
-                    what = f"round {r + 1}/{cfg.rounds}: {job['id']} on {job['backend']}, {job['mode']}" + \
-                        (" + model" if model_i is not None else "") + \
-                        (f", {job['fps']:g} fps" if job["mode"] == "stream" else f", batch {job['batch']}")
-                    logger.debug("%s", what)
-                    out = _run_worker({**job, "with_model": 1} if model_i is not None else job, worker_timeout_s(cfg))
-                    pooled[i].extend(out["latencies_ms"])
-                    if "calls" in out:  # throughput: calls completed by all streams over the timed window
-                        done = served.setdefault(i, [0, 0.0])
-                        done[0] += out["calls"]
-                        done[1] += out["elapsed_s"]
-                    for k, v in out.get("stages_ms", {}).items():
-                        stages.setdefault(i, {}).setdefault(k, []).extend(v)
-                    rss[i] = max(rss.get(i, 0.0), out["peak_rss_mb"])
-                    if model_i is not None:
-                        pooled[model_i].extend(out["model_latencies_ms"])
-                        rss[model_i] = max(rss.get(model_i, 0.0), out["peak_rss_mb"])
-                    if "stream" in out:
-                        streams.setdefault(i, []).append(out["stream"])
-                    advance(what)
+                one_round(f"round {r + 1}/{cfg.rounds}", advance)
+        planned_s = time.perf_counter() - started
+        cap = cfg.time_cap_s if cfg.time_cap_s is not None else 2 * planned_s
+        extra = 0
+        while extra < cfg.extra_rounds and _unsteady(jobs, by_round) and time.perf_counter() - started + planned_s / cfg.rounds <= cap:
+            extra += 1  # repeat until steady, within the cap: every unit again, so rounds stay interleaved
+            logger.info("timings unsteady (%s); extra round %d of at most %d", ", ".join(_unsteady(jobs, by_round)[:3]),
+                        extra, cfg.extra_rounds)
+            with _progress(cfg.progress, len(units)) as advance:
+                one_round(f"extra round {extra}", advance)
+        after = machine_state_now()
     runs = []
     for i, job in enumerate(jobs):
         a = np.asarray(pooled[i])
@@ -323,6 +347,7 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
             "p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)), "p99_ms": float(np.percentile(a, 99)),
             "mean_ms": float(a.mean()), "throughput": float(job["batch"] * 1000.0 / a.mean()), "iterations": int(a.size),
             "peak_rss_mb": round(rss[i], 1), "size_mb": round(job["size_mb"], 4), "metrics": metrics,
+            "stability": stats.spread(by_round[i]).to_dict() if job["mode"] in STEADY_MODES else None,
         })
         if i in served:  # throughput: total calls per second of all streams on one runtime (batch 1 each)
             runs[-1].update({"streams": job["streams"], "throughput": round(served[i][0] / served[i][1], 2)})
@@ -333,19 +358,59 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
         if i in streams:  # stream: capture-to-result per result of the live-paced Stream at this fps
             from .live import summarize
 
-            runs[-1].update({"fps": job["fps"], "throughput": round(len(a) / (cfg.stream_seconds * cfg.rounds), 2),
+            runs[-1].update({"fps": job["fps"], "throughput": round(len(a) / (cfg.stream_seconds * len(streams[i])), 2),
                              "stream": summarize(job["fps"], cfg.stream_seconds, streams[i])})
-    for r in runs:
-        if r["mode"] == "end_to_end":  # what the stream adds to the model, same artifact, same processes
-            model = next((m for m in runs if m["mode"] == "model" and m["batch"] == 1 and m["id"] == r["id"]
-                          and m["backend"] == r["backend"] and m["baseline"] == r["baseline"]), None)
-            r["over_model"] = round(r["p50_ms"] / model["p50_ms"], 3) if model else None
-        base = next((b for b in runs if b["baseline"] and b["graph"] == r["graph"] and b["mode"] == r["mode"] and b["batch"] == r["batch"]
-                     and b.get("fps") == r.get("fps")), None)
-        r["speedup_vs_baseline"] = round(base["p50_ms"] / r["p50_ms"], 3) if base else None
+    _ratios(runs, jobs, by_round)
+    problems = stats.state_problems(before, after)
+    shaky = [(f"{r['id']} {r['backend']} {r['mode']} b{r['batch']}", stats.spread(by_round[i])) for i, r in enumerate(runs)
+             if r["stability"] is not None and not r["stability"]["stable"]]
+    warning = stats.unstable_line("bench", shaky, problems, "rerun on a quiet machine or with more --rounds")
+    if warning:
+        logger.warning("warning: %s", warning)
+    stability = {"machine": {"before": before, "after": after}, "problems": problems, "extra_rounds": extra,
+                 "unstable": [name for name, _ in shaky], "warning": warning,
+                 "thresholds": {"tail_max": stats.TAIL_MAX, "drift_max": stats.DRIFT_MAX, "load_per_core_max": stats.LOAD_MAX}}
     return {"machine": machine_info(), "config": {"batches": list(cfg.batches), "threads": threads, "modes": list(cfg.modes),
-                                                  "seconds_per_round": cfg.seconds, "rounds": cfg.rounds, "fps": cfg.fps,
+                                                  "seconds_per_round": cfg.seconds, "rounds": cfg.rounds + extra, "fps": cfg.fps,
                                                   **({"stream_fps": list(cfg.stream_fps), "stream_seconds": cfg.stream_seconds}
                                                      if "stream" in cfg.modes else {}),
                                                   "command": " ".join(sys.argv)},
-            "bundle": str(bundle.root), "runs": runs, **({"baseline_note": "; ".join(notes)} if notes else {})}
+            "bundle": str(bundle.root), "runs": runs, "stability": stability,
+            **({"baseline_note": "; ".join(notes)} if notes else {})}
+
+
+STEADY_MODES = ("model", "end_to_end")  # stream and throughput runs are paced or contended on purpose
+
+
+def machine_state_now() -> dict:
+    return stats.machine_state()
+
+
+def _unsteady(jobs: list[dict], by_round: dict[int, list[list[float]]]) -> list[str]:
+    """The model / end_to_end measurements whose calls or round medians are too spread to trust yet."""
+    return [f"{j['id']} {j['mode']} b{j['batch']}" for i, j in enumerate(jobs)
+            if j["mode"] in STEADY_MODES and by_round[i] and not stats.spread(by_round[i]).stable]
+
+
+def _ratios(runs: list[dict], jobs: list[dict], by_round: dict[int, list[list[float]]]) -> None:
+    """Every ratio a run carries, each with whether its inputs were steady (a table marks the others ``~``):
+    ``speedup_vs_baseline`` (baseline p50 / p50, same mode, batch and fps; with its paired interval from 3 rounds on),
+    and for end_to_end ``over_model`` (p50 of the whole frame / p50 of the model stage in the same frames: every frame
+    contains its model call, so it is >= 1 by construction) and ``over_model_alone`` (/ the model timed alone, in
+    blocks interleaved with the frames in the same processes)."""
+    steady = {i: (r["stability"] or {}).get("stable", True) for i, r in enumerate(runs)}
+    for i, r in enumerate(runs):
+        if r["mode"] == "end_to_end":  # what the stream adds to the model, same artifact, same processes
+            stage = (r.get("stages_ms") or {}).get("model", {}).get("p50")
+            r["over_model"] = round(r["p50_ms"] / stage, 3) if stage else None
+            k = next((k for k, m in enumerate(runs) if m["mode"] == "model" and m["batch"] == 1 and m["id"] == r["id"]
+                      and m["backend"] == r["backend"] and m["baseline"] == r["baseline"]), None)
+            r["over_model_alone"] = round(r["p50_ms"] / runs[k]["p50_ms"], 3) if k is not None else None
+            r["over_model_alone_stable"] = steady[i] and steady[k] if k is not None else None
+        b = next((k for k, m in enumerate(runs) if m["baseline"] and m["graph"] == r["graph"] and m["mode"] == r["mode"]
+                  and m["batch"] == r["batch"] and m.get("fps") == r.get("fps") and m.get("streams") == r.get("streams")), None)
+        r["speedup_vs_baseline"] = round(runs[b]["p50_ms"] / r["p50_ms"], 3) if b is not None else None
+        r["speedup_stable"] = (steady[i] and steady[b]) if b is not None else None
+        if b is not None and b != i and r["mode"] in STEADY_MODES and len(by_round[i]) == len(by_round[b]) >= stats.MIN_ROUNDS:
+            q = stats.ratio_of_medians(by_round[i], by_round[b])  # baseline / this: the speedup's interval
+            r["speedup_interval"] = [round(q.low, 3), round(q.high, 3)]

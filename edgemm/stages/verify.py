@@ -104,11 +104,33 @@ class VerifyResult:
             worst = min(o["cosine"] for o in a["outputs"].values())
             mabs = max(o["max_abs"] for o in a["outputs"].values())
             lines.append(f"  {aid + ' (' + a['backend'] + ' ' + a['precision'] + ')':<42} min cosine {worst:.7f}  max abs {mabs:.2e}")
-        lat = self.latency
-        lines.append(f"latency, batch {lat['batch']}, {lat['threads']} threads, each artifact in its own process (median / p90 ms; full matrix: edgemm bench):")
-        for r in lat["runs"]:
-            lines.append(f"  {r['artifact'] + ' (' + r['backend'] + ' ' + r['precision'] + ')':<42} {r['p50_ms']:.2f} / {r['p90_ms']:.2f}")
+        lines += latency_lines(self.latency)
         return "\n".join(lines)
+
+
+def latency_lines(lat: dict) -> list[str]:
+    """The latency table of a verification: median / p90 per artifact (``~``: its timing was unstable); an int8
+    artifact with a recorded int8-vs-fp32 measurement shows it (rows marked ``=``) with the verdict it gave, so
+    the numbers and the verdict come from one measurement."""
+    lines = [f"latency, batch {lat['batch']}, {lat['threads']} threads (median / p90 ms; full matrix: edgemm bench):"]
+    speed = lat.get("speed") or {}
+    paired = any(r.get("source", "").startswith("int8-vs-fp32") for r in lat["runs"])
+    for r in lat["runs"]:
+        mark = "~" if not r.get("stable", True) else " "
+        how = "=" if r.get("source", "").startswith("int8-vs-fp32") else " "
+        lines.append(f" {how}{r['artifact'] + ' (' + r['backend'] + ' ' + r['precision'] + ')':<42} "
+                     f"{mark}{r['p50_ms']:.2f} / {r['p90_ms']:.2f}")
+        v = speed.get(r["artifact"])
+        if v and v.get("text"):
+            lines.append(f"    {v['text']} (x{v['vs_fp32']:.2f} = {r['p50_ms']:.2f} / {_p50(lat, v['fp32']):.2f} ms)")
+    if paired:
+        lines.append("  = int8 and its fp32 timed interleaved in one process (the measurement the manifest's speed verdict "
+                     "and `edgemm.load` follow); the others each in its own process")
+    return lines
+
+
+def _p50(lat: dict, artifact: str) -> float:
+    return next(r["p50_ms"] for r in lat["runs"] if r["artifact"] == artifact)
 
 
 def _tolerance(art: Artifact, cfg: VerifyConfig) -> float:
@@ -326,22 +348,75 @@ def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOpti
                 for entry in art.extra.get("sensitivity", []):
                     accuracy["sensitivity"].append({"target": art.target, **entry})
     runs = []
+    speed = {}
     if latency:
         # Each artifact in its own process (the bench worker): thread pools of torch, ONNX Runtime and OpenVINO
-        # spinning in one process on a small CPU distort each other's timings by 10-100x.
+        # spinning in one process on a small CPU distort each other's timings by 10-100x. An int8 artifact with a
+        # recorded int8-vs-fp32 measurement (the export's speed check, or `edgemm bench --decide`) and its fp32
+        # sibling show that measurement: the one the manifest's verdict rests on, so table and verdict agree.
         from ..bench.run import BenchConfig, benchmark
+        from ..bench.stats import machine_state, state_problems
 
+        pairs, speed = speed_rows(bundle)
         with step("timing every artifact at batch 1, each in its own process"):
             whole, graph = (bundle.bundle, bundle.graph_name) if hasattr(bundle, "graph_name") else (bundle, None)
             broken = tuple(aid for aid, a in parity["artifacts"].items() if "error" in a)  # their breach is on record
+            before = machine_state()
             res = benchmark(whole, BenchConfig(batches=(1,), modes=("model",), seconds=0.5, rounds=1, threads=threads, graph=graph,
-                                               exclude=broken,
-                                               trust_code=trust_code or live_reference))
+                                               exclude=broken + tuple(pairs), extra_rounds=0,
+                                               trust_code=trust_code or live_reference)) \
+                if _timed_elsewhere(bundle, broken + tuple(pairs)) else {"runs": []}
         for r in res["runs"]:
             runs.append({"artifact": "reference" if r["baseline"] else r["id"], "backend": r["backend"], "precision": r["precision"],
                          "baseline": r["baseline"], **{k: round(r[k], 4) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")},
-                         "iterations": r["iterations"], "peak_rss_mb": r["peak_rss_mb"]})
-    return VerifyResult(parity, accuracy, {"batch": 1, "threads": threads, "mode": "model", "runs": runs}, breaches)
+                         "iterations": r["iterations"], "peak_rss_mb": r["peak_rss_mb"],
+                         "stable": (r.get("stability") or {}).get("stable", True), "source": "own process"})
+        runs += list(pairs.values())
+        problems = state_problems(before, machine_state())
+        shaky = [r["artifact"] for r in runs if not r.get("stable", True)]
+        if problems or shaky:
+            logger.warning("warning: latency timings unstable (%s); numbers from them are marked ~ in the table; rerun "
+                           "`edgemm verify` on a quiet machine, or `edgemm bench` for repeated rounds",
+                           "; ".join([*problems, *([f"wide tails: {', '.join(shaky[:3])}"] if shaky else [])]))
+    return VerifyResult(parity, accuracy, {"batch": 1, "threads": threads, "mode": "model", "runs": runs,
+                                           **({"speed": speed} if speed else {})}, breaches)
+
+
+def _timed_elsewhere(bundle, excluded: tuple[str, ...]) -> bool:
+    """Whether anything is left for the bench workers to time once ``excluded`` artifacts are taken out."""
+    return any(bundle.artifact_id(a) not in excluded for a in bundle.artifacts)
+
+
+def speed_rows(bundle) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Latency rows taken from each recorded int8-vs-fp32 measurement (the manifest's ``speed`` of an int8 artifact:
+    medians and tails of both sides, timed interleaved in one process), keyed by artifact id, for the int8 artifact
+    and its fp32 sibling on the same backend; and per int8 artifact the verdict with its interval. Bundles written
+    before the measurement kept its tails get no rows (their artifacts are timed like the others)."""
+    rows: dict[str, dict] = {}
+    verdicts: dict[str, dict] = {}
+    for a in bundle.artifacts:
+        sp = a.extra.get("speed") if isinstance(a.extra, dict) else None
+        if a.precision != "int8" or not isinstance(sp, dict) or sp.get("int8_p90_ms") is None or not sp.get("fp32_ms"):
+            continue
+        if sp.get("backend", a.backend) != a.backend:
+            continue
+        fp32 = [f for f in bundle.artifacts if f.precision == "fp32" and f.backend == a.backend and f.graph == a.graph]
+        fp32 = sorted(fp32, key=lambda f: f.format != a.format)[:1]
+        aid = bundle.artifact_id(a)
+        if not fp32 or bundle.artifact_id(fp32[0]) in rows:
+            continue  # no sibling to pair with, or it already shows another int8's measurement
+        stable = bool(sp.get("stable", True))
+        source = f"int8-vs-fp32 measurement ({sp.get('measured_by', 'export')}, {sp.get('rounds', '?')} interleaved rounds)"
+        for art, side in ((fp32[0], "fp32"), (a, "int8")):
+            rows[bundle.artifact_id(art)] = {
+                "artifact": bundle.artifact_id(art), "backend": art.backend, "precision": art.precision, "baseline": False,
+                "p50_ms": round(sp[f"{side}_ms"], 4), "p90_ms": round(sp[f"{side}_p90_ms"], 4),
+                "p99_ms": round(sp.get(f"{side}_p99_ms") or sp[f"{side}_p90_ms"], 4), "stable": stable, "source": source,
+                **({"paired_with": aid} if side == "fp32" else {})}
+        verdicts[aid] = {k: sp.get(k) for k in ("vs_fp32", "interval", "confidence", "tolerance", "verdict", "slower",
+                                                  "rounds", "stable", "text", "measured_by")}
+        verdicts[aid]["fp32"] = bundle.artifact_id(fp32[0])
+    return rows, verdicts
 
 
 def _load_eval(src, bundle, spec: IOSpec, limit: int | None) -> Samples:

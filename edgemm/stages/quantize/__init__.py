@@ -72,12 +72,24 @@ def held_out(calib: CalibrationSource, samples: Samples | None):
 
 
 def speed_entry(res: TargetResult, cfg: PTQConfig) -> dict:
-    """The manifest's ``speed``: {vs_fp32, batch, slower} (+ the measured ms); DESIGN.md's contract."""
+    """The manifest's ``speed``: {vs_fp32, batch, slower} (DESIGN.md's contract) + the measurement behind it.
+
+    ``slower`` means measured slower than fp32 *with confidence*: the whole 95 % interval of int8 / fp32 (paired
+    bootstrap over interleaved rounds, edgemm.bench.stats) lies above 1 + the tolerance. Inside the noise the
+    verdict is "same" and ``slower`` is False: the int8 the user asked for is kept and ``edgemm.load`` may pick it."""
     c = res.candidate
-    measured = c.latency_ms is not None and res.fp32_latency_ms
+    pair = c.speed
+    measured = pair is not None and c.latency_ms is not None and bool(res.fp32_latency_ms)
     out = {"vs_fp32": round(c.latency_ms / res.fp32_latency_ms, 4) if measured else None, "batch": cfg.batch,
-           "slower": (res.speed_met is False) if measured else None, "guard": res.speed_met is not None,
+           "slower": (pair.verdict == "slower") if measured else None, "guard": res.speed_met is not None,
            "met": res.speed_met, "int8_ms": c.latency_ms, "fp32_ms": res.fp32_latency_ms, "threads": cfg.threads}
+    if measured:
+        r = pair.ratio
+        out.update({"verdict": pair.verdict, "interval": [round(r.low, 4), round(r.high, 4)], "confidence": r.confidence,
+                    "tolerance": cfg.speed_tolerance, "rounds": r.rounds, "stable": pair.stable, "text": pair.verdict_text(),
+                    "int8_p90_ms": r.b.p90_ms, "fp32_p90_ms": r.a.p90_ms, "int8_p99_ms": r.b.p99_ms,
+                    "fp32_p99_ms": r.a.p99_ms, "backend": res.backend, "measured_by": "export",
+                    "machine": pair.state.get("after")})
     return out
 
 
@@ -100,16 +112,26 @@ def left_out_line(res: TargetResult, cfg: PTQConfig, graph: str | None = None, s
 
 
 def slower_line(res: TargetResult, cpu=None, pruned: bool = False) -> str | None:
-    """One line for the end of an export when INT8 stayed slower than fp32 on this CPU (None when it did not)."""
-    if res.left_out or res.speed_met is not False or res.candidate.latency_ms is None:
+    """The closing note of an export about INT8 speed, from the one measurement the manifest records (None when
+    int8 was faster with confidence, or not measured): slower with confidence -> fp32 is what ``edgemm.load``
+    picks here, and what could help; inside the noise -> int8 is kept as asked."""
+    if res.left_out or res.speed_met is None or res.candidate.speed is None or res.candidate.latency_ms is None:
         return None
-    cpu = cpu or cpu_int8()
+    pair = res.candidate.speed
+    if pair.verdict == "faster":
+        return None
     c, f = res.candidate.latency_ms, res.fp32_latency_ms
-    why = f"{cpu.isa}, no VNNI" if not cpu.vnni else cpu.isa
     batch = (res.speed_report or {}).get("batch", 1)
-    return (f"{res.target}: int8 {c:.2f} ms vs fp32 {f:.2f} ms at batch {batch} on this CPU ({why}): int8 is {c / f:.2f}x slower; "
-            f"the int8 artifact is kept (marked speed.slower) and `edgemm.load` picks fp32 here; use the fp32 artifact, "
-            f"{'' if pruned else 'try --prune, '}a larger batch, or a CPU with VNNI")
+    measured = f"int8 {c:.2f} ms vs fp32 {f:.2f} ms at batch {batch}, {pair.ratio.rounds} interleaved rounds"
+    if pair.verdict != "slower":
+        return f"{res.target}: {pair.verdict_text()} ({measured})"
+    cpu = cpu or cpu_int8()
+    why = f"{cpu.isa}, no VNNI" if not cpu.vnni else cpu.isa
+    ideas = ["use the fp32 artifact"] + ([] if pruned else ["try --prune"]) + ["a larger batch"] \
+        + ([] if cpu.vnni else ["a CPU with VNNI"])
+    return (f"{res.target}: {pair.verdict_text()} ({measured}, this CPU: {why}); the int8 artifact is kept (marked "
+            f"speed.slower) and `edgemm.load` picks fp32 here; {', '.join(ideas[:-1])} or {ideas[-1]}; "
+            "`edgemm bench --decide` re-measures on the deployment machine")
 
 
 def speed_report(results: list[TargetResult]) -> dict | None:

@@ -105,6 +105,7 @@ class Candidate:
     drop: float | None = None
     latency_ms: float | None = None
     fp32_ms: float | None = None  # fp32 latency measured in the same interleaved run
+    speed: object = None  # that run (edgemm.bench.paired.PairResult): the ratio's interval and the verdict
     cosine: float | None = None  # min cosine vs the fp32 model over outputs, on the check samples
     agreement: float | None = None  # min top-1 agreement with the fp32 model over classification heads
     qdq_removed: int = 0  # Q/DQ pairs dropped because no int8 kernel consumed them
@@ -157,38 +158,29 @@ class SearchClock:
                 "capped": bool(self.skipped), "skipped": list(self.skipped)}
 
 
-def _timed_calls(runner, feeds, iters: int) -> list[float]:
-    for _ in range(3):
-        runner.infer(feeds, check=False)
-    ts = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        runner.infer(feeds, check=False)
-        ts.append(time.perf_counter() - t0)
-    return ts
-
-
 def compare_latency(backend: str, spec: IOSpec, a: Path, a_precision: str, b: Path, b_precision: str,
-                    feeds, threads: int, rounds: int = 30, iters: int = 25, seconds: float | None = None) -> tuple[float, float]:
-    """Batch-1 medians (ms) of two artifacts on one backend, timed in alternating short blocks (``rounds`` pairs of
-    ``iters`` calls, the first of each pair alternating): this VM's speed drifts by up to 2x over seconds, and
-    blocks a few ms apart see the same drift (benchmarks/bench_prune.py). ``seconds``: stop after that long (at
-    least two rounds, one in each order), so that a slow model's measurement fits the search's time cap."""
-    be = get_backend(backend)
-    ta, tb = [], []
-    t0 = time.perf_counter()
-    with be.create_runner(a, spec, RunnerOptions(threads=threads, precision=a_precision)) as ra, \
-            be.create_runner(b, spec, RunnerOptions(threads=threads, precision=b_precision)) as rb:
-        for r in range(rounds):
-            if seconds is not None and r >= 2 and time.perf_counter() - t0 > seconds:
-                break
-            if r % 2 == 0:
-                ta += _timed_calls(ra, feeds, iters)
-                tb += _timed_calls(rb, feeds, iters)
-            else:
-                tb += _timed_calls(rb, feeds, iters)
-                ta += _timed_calls(ra, feeds, iters)
-    return float(np.median(ta) * 1e3), float(np.median(tb) * 1e3)
+                    feeds, threads: int, rounds: int | None = None, iters: int | None = None,
+                    seconds: float | None = None) -> tuple[float, float]:
+    """Batch-1 medians (ms) of two artifacts on one backend, timed side by side in interleaved rounds
+    (``edgemm.bench.paired``). ``rounds``: the most rounds; ``seconds``: the time cap. ``iters`` is accepted for old
+    callers; blocks are sized from the model's own call time."""
+    res = measure_speed(backend, spec, a, a_precision, b, b_precision, feeds, threads, seconds=seconds,
+                        max_rounds=rounds)
+    return res.a_ms, res.b_ms
+
+
+SPEED_CHECK_S = 15.0  # time cap of one int8-vs-fp32 measurement (it stops earlier once the verdict is clear)
+
+
+def measure_speed(backend: str, spec: IOSpec, a: Path, a_precision: str, b: Path, b_precision: str, feeds, threads: int,
+                  *, seconds: float | None = None, tolerance: float = 0.05, max_rounds: int | None = None):
+    """``b`` against ``a`` in interleaved rounds with a 95 % interval on median(b) / median(a) (a PairResult)."""
+    from ...bench.paired import MAX_ROUNDS, MIN_ROUNDS, measure_pair
+
+    cap = SPEED_CHECK_S if seconds is None else max(0.0, min(seconds, SPEED_CHECK_S))
+    top = MAX_ROUNDS if max_rounds is None else max(2, max_rounds)
+    return measure_pair(backend, spec, a, a_precision, b, b_precision, feeds, threads, seconds=cap, tolerance=tolerance,
+                        min_rounds=min(MIN_ROUNDS, top), max_rounds=top)
 
 
 def check_backend(target: Backend, quantizer: Quantizer) -> str:
@@ -342,29 +334,29 @@ def quantize_target(
 
     def record(c: Candidate, label: str, chosen: bool = False) -> dict:
         e = {"label": label, "float_nodes": len(c.excluded), "int8_ms": c.latency_ms, "fp32_ms": c.fp32_ms,
-             "vs_fp32": (c.latency_ms / c.fp32_ms) if c.latency_ms and c.fp32_ms else None, "cosine": c.cosine,
+             "vs_fp32": (c.latency_ms / c.fp32_ms) if c.latency_ms and c.fp32_ms else None,
+             **({"interval": [round(c.speed.ratio.low, 4), round(c.speed.ratio.high, 4)], "verdict": c.speed.verdict,
+                 "rounds": c.speed.ratio.rounds, "stable": c.speed.stable} if c.speed is not None else {}),
+             "cosine": c.cosine,
              "agreement": c.agreement, "drop": c.drop, "valid": valid(c), "qdq_pairs_dropped": c.qdq_removed, "chosen": chosen}
         report["candidates"].append(e)
         return e
 
     def measure(c: Candidate, label: str) -> float:
-        """int8/fp32 latency ratio at the deployed batch; a "slower" verdict is confirmed by a second measurement,
-        since sub-millisecond timings here swing by more than the 5 % tolerance between measurements."""
-        f, c.latency_ms = compare_latency(backend, spec, fp32_onnx, "fp32", c.path, "int8", one, cfg.threads,
-                                          seconds=max(clock.left(), 0.0))
-        if c.latency_ms > f * (1 + cfg.speed_tolerance) and not clock.skip(f"confirming the slower verdict ({label})"):
-            f2, l2 = compare_latency(backend, spec, fp32_onnx, "fp32", c.path, "int8", one, cfg.threads,
-                                     seconds=max(clock.left(), 0.0))
-            if l2 / f2 < c.latency_ms / f:
-                f, c.latency_ms = f2, l2
-        c.fp32_ms = f
-        return c.latency_ms / f
+        """int8/fp32 latency ratio at the deployed batch, from interleaved rounds with a 95 % interval
+        (edgemm.bench.paired): rounds go on until "slower by more than the tolerance?" has a clear answer, or the cap."""
+        c.speed = measure_speed(backend, spec, fp32_onnx, "fp32", c.path, "int8", one, cfg.threads,
+                                seconds=max(clock.left(), 0.0), tolerance=cfg.speed_tolerance)
+        c.fp32_ms, c.latency_ms = c.speed.a_ms, c.speed.b_ms
+        return c.latency_ms / c.fp32_ms
+
+    def slower(c: Candidate) -> bool:  # slower than fp32 by more than the tolerance, with confidence
+        return c.speed is not None and c.speed.verdict == "slower"
 
     if speed_guarded:
         ratio = measure(cand, "default")
         entries = {id(cand): record(cand, "default")}
-        progress(f"  {target}: int8 {cand.latency_ms:.3f} ms vs fp32 {cand.fp32_ms:.3f} ms at batch {cfg.batch} (x{ratio:.2f}); "
-                 f"{check_line(cand)}")
+        progress(f"  {target}: {cand.speed.describe()} at batch {cfg.batch}; {check_line(cand)}")
 
         def attempt(trial_excl: dict[str, str], label: str) -> None:
             nonlocal cand, excluded, ratio
@@ -374,12 +366,13 @@ def quantize_target(
             trial_ratio = measure(trial, label)
             entries[id(trial)] = record(trial, label)
             ok = valid(trial)
-            progress(f"  {target}: {label}: int8 {trial.latency_ms:.3f} ms vs fp32 {trial.fp32_ms:.3f} ms (x{trial_ratio:.2f}); "
+            progress(f"  {target}: {label}: {trial.speed.describe()}; "
                      f"{check_line(trial)}{'' if ok else ' -> rejected: fails the check the final artifact must pass'}")
-            if ok and trial_ratio < ratio * (1 - cfg.speed_tolerance):  # only a clear gain is worth the float ops
+            # only a gain clear of both intervals is worth the float ops
+            if ok and trial.speed.ratio.high < cand.speed.ratio.low * (1 - cfg.speed_tolerance):
                 cand, excluded, ratio = trial, trial_excl, trial_ratio
 
-        if ratio > 1 + cfg.speed_tolerance and get_backend(backend).formats[:1] == ("onnx",) and qz.produces == "onnx" \
+        if slower(cand) and get_backend(backend).formats[:1] == ("onnx",) and qz.produces == "onnx" \
                 and not clock.skip("speed: per-node profile"):
             # The backend's own per-node profile: keep float the nodes whose int8 kernel + Q/DQ cost more than fp32.
             from .profile import profile_nodes, slower_nodes
@@ -398,7 +391,7 @@ def quantize_target(
                                                  f"in the {backend} profile" for c in slow}},
                         f"profile: {len(slow)} node(s) slower in int8 kept float")
         for group in SPEED_GROUPS:
-            if ratio <= 1 + cfg.speed_tolerance:
+            if not slower(cand):
                 break
             nodes = {n.name for n in model.graph.node if n.op_type in group} - set(excluded)
             if not nodes or not {n.name for n in G.weighted_nodes(model)} - set(excluded) - nodes:
@@ -406,7 +399,7 @@ def quantize_target(
             attempt({**excluded, **{n: f"speed: {'/'.join(group)} runs slower in int8 on {backend} here" for n in nodes}},
                     f"keeping {'/'.join(group)} float")
         fp32_ms = cand.fp32_ms
-        speed_met = cand.latency_ms <= fp32_ms * (1 + cfg.speed_tolerance)
+        speed_met = not slower(cand)
         entries[id(cand)]["chosen"] = True
 
     sensitivity: list[dict] = []
@@ -424,7 +417,7 @@ def quantize_target(
             if speed_guarded:
                 measure(cand, "accuracy fallback")
                 fp32_ms = cand.fp32_ms
-                speed_met = cand.latency_ms <= fp32_ms * (1 + cfg.speed_tolerance)
+                speed_met = not slower(cand)
                 for e in report["candidates"]:
                     e["chosen"] = False
                 record(cand, "accuracy fallback", chosen=True)
@@ -446,7 +439,8 @@ def quantize_target(
     report["search"] = search
     if speed_guarded:
         report["result"] = {"vs_fp32": cand.latency_ms / fp32_ms, "int8_ms": cand.latency_ms, "fp32_ms": fp32_ms,
-                            "slower": not speed_met, "float_nodes": len(excluded), "cosine": cand.cosine, "drop": cand.drop}
+                            "slower": not speed_met, "float_nodes": len(excluded), "cosine": cand.cosine, "drop": cand.drop,
+                            "measurement": cand.speed.to_dict()}
     return TargetResult(target, backend, quantizer, cand, fp32_ms, kept, [
         {k: v for k, v in s.items() if k != "nodes"} for s in sensitivity], budget_met, speed_met, validity,
         q.reduce_range if qz.works_on == "onnx-qdq" else None, qz.produces, report if speed_guarded else None,
@@ -496,14 +490,17 @@ def _quantize_inc(target: str, backend: str, fp32_onnx: Path, spec: IOSpec, cali
     fp32_ms = None
     if cfg.speed_guard and backend == target and get_backend(target).device == "cpu":
         one = {k: v[:1] for k, v in calib.feeds.items()}
-        fp32_ms, cand.latency_ms = compare_latency(target, spec, fp32_onnx, "fp32", cand.path, "int8", one, cfg.threads)
-        progress(f"  {target}: int8 {cand.latency_ms:.3f} ms vs fp32 {fp32_ms:.3f} ms at batch 1 (inc: measured, no speed fallback)")
+        cand.speed = measure_speed(target, spec, fp32_onnx, "fp32", cand.path, "int8", one, cfg.threads,
+                                   tolerance=cfg.speed_tolerance)
+        fp32_ms = cand.fp32_ms = cand.speed.a_ms
+        cand.latency_ms = cand.speed.b_ms
+        progress(f"  {target}: {cand.speed.describe()} at batch 1 (inc: measured, no speed fallback)")
     budget_met = None
     if has_budget and cand.drop is not None:
         budget_met = within_budget(cand.drop, cfg.max_drop)
         progress(f"  {target}: drop {cand.drop:+.4f} (budget {cfg.max_drop}{' relative' if cfg.relative else ''}; "
                  f"{res.trials} inc trial(s))")
-    speed_met = cand.latency_ms <= fp32_ms * (1 + cfg.speed_tolerance) if fp32_ms is not None else None
+    speed_met = cand.speed.verdict != "slower" if cand.speed is not None else None
     return TargetResult(target, backend, "inc", cand, fp32_ms, res.kept_float, [], budget_met, speed_met,
                         tasks=dict(tasks), reference=dict(reference or {}))
 
