@@ -595,8 +595,62 @@ def _fsync_tree(root: Path) -> None:
         _fsync_path(Path(dirpath), directory=True)
 
 
+# An absolute host path inside a text (POSIX /a/b, ~/a, C:\\a): not after a word character, a dot, a colon or a slash
+# (ratios like 3/4, URLs like http://h/p); it runs to the next blank, quote, bracket, comma or semicolon.
+_HOST_PATH = re.compile(r"(?<![\w.:/~-])(?:~?/|[A-Za-z]:[\\/])[^\s'\"()\[\]{},;]*")
+PACKAGE_REF = "edgemm:"  # a file of the installed edgemm package (a zoo checkpoint): "edgemm:zoo/checkpoints/avnet.pt"
+
+
+def _base_name(match: re.Match) -> str:
+    text = match.group(0).rstrip("/\\")
+    return re.split(r"[\\/]", text)[-1] or match.group(0)
+
+
+def without_host_paths(data: Any) -> Any:
+    """``data`` (JSON) with every absolute host path inside its strings replaced by the file's name: a bundle
+    travels, and the machine it was made on is nobody's business (the sha256 beside each source identifies it).
+    Paths a bundle uses are relative to its root by contract; absolute ones are only ever provenance text."""
+    if isinstance(data, str):
+        return _HOST_PATH.sub(_base_name, data) if ("/" in data or "\\" in data) else data
+    if isinstance(data, dict):
+        return {k: without_host_paths(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [without_host_paths(v) for v in data]
+    return data
+
+
+def portable_file_ref(path: str | os.PathLike | None) -> str | None:
+    """How a manifest names a file outside the bundle: ``edgemm:<path>`` for a file of the installed edgemm package
+    (a zoo checkpoint: found again on any machine with edgemm), else its name (with the sha256 recorded beside it)."""
+    if path is None:
+        return None
+    p = Path(path).expanduser().absolute()
+    package = Path(__file__).resolve().parent
+    try:
+        return PACKAGE_REF + p.resolve().relative_to(package).as_posix()
+    except ValueError:
+        return p.name
+
+
+def resolve_file_ref(ref: str | None) -> Path | None:
+    """The file a manifest's ``portable_file_ref`` names on this machine, or None where it cannot be found here
+    (a bare name; an absolute path of an older bundle that is not here)."""
+    if not isinstance(ref, str) or not ref:
+        return None
+    if ref.startswith(PACKAGE_REF):
+        package = Path(__file__).resolve().parent
+        rel = PurePosixPath(ref[len(PACKAGE_REF):])
+        if rel.is_absolute() or ".." in rel.parts:
+            return None
+        p = package / rel
+        return p if p.is_file() else None
+    p = Path(ref).expanduser()
+    return p if p.is_absolute() and p.is_file() else None
+
+
 def _atomic_write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (temp file + fsync + rename); non-finite floats become null."""
+    """Write ``data`` as JSON to ``path`` atomically (temp file + fsync + rename); non-finite floats become null, absolute
+    host paths in texts the file's name (``without_host_paths``)."""
     from .jsonsafe import finite_or_none
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -604,7 +658,7 @@ def _atomic_write_json(path: Path, data: Any) -> None:
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a bundle is shared like any file
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(finite_or_none(data), f, indent=2, allow_nan=False)
+            json.dump(without_host_paths(finite_or_none(data)), f, indent=2, allow_nan=False)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())

@@ -17,7 +17,7 @@ import numpy as np
 
 from .bundle import Bundle
 from .data.generated import check_training, resolve_training
-from .errors import ConfigError, close_match_hint
+from .errors import ConfigError, close_match_hint, setting, switch
 from .iospec import IOSpec
 from .options import Options, build_options
 from .pipeline import PipelineConfig, ResolvedModel, resolve_model, run_pipeline
@@ -89,7 +89,7 @@ def make_ptq_config(recipe: Recipe, targets, quantize: QuantizeOptions, *, polic
     recipe_pairs = recipe.quantize.quantizer if isinstance(recipe.quantize.quantizer, dict) else {}
     unknown = [t for t, q in chosen.items() if t not in targets and recipe_pairs.get(t) != q]  # the recipe may name skipped targets
     if unknown:
-        raise ConfigError(f"--quantizer names target(s) {unknown} that are not exported; targets: {', '.join(targets)}")
+        raise ConfigError(f"{setting('quantizer')} names target(s) {unknown} that are not exported; targets: {', '.join(targets)}")
     drop, relative = quantize.budget
     cfg = PTQConfig(
         method=quantize.method, quantizers={t: q for t, q in chosen.items() if t in targets}, max_drop=drop, relative=relative,
@@ -135,6 +135,7 @@ def configure(
 
     ``resolved``: an already resolved model (skips loading it again)."""
     resolved = resolved or resolve_model(model_or_path, example_inputs, spec)
+    _check_model_file(resolved, qat=qat, prune=prune, quantizer=quantizer)
     if axes:
         _apply_axes(resolved, axes)
     recipe = resolved.recipe
@@ -190,6 +191,21 @@ def configure(
         threads=threads, example_inputs=example_inputs, options=sections, stages=wanted,
     )
     return resolved, cfg
+
+
+def _check_model_file(resolved: ResolvedModel, *, qat, prune, quantizer) -> None:
+    """A model given as an ONNX file has no torch model: what needs one is refused before any work."""
+    from .modelfile import is_model_file
+
+    model = resolved.model
+    if not is_model_file(model):
+        return
+    needs_torch = [(switch("qat"), bool(qat)), (setting("prune"), prune is not None and prune is not False),
+                   (setting("quantizer", "inc"), quantizer == "inc" or isinstance(quantizer, Mapping) and "inc" in quantizer.values())]
+    for what, given in needs_torch:
+        if given:
+            raise ConfigError(f"{what} works on the PyTorch model, and {model.name} is an ONNX file (edgemm quantizes it "
+                              f"after training with the ONNX quantizers); drop {what}, or export the torch model instead")
 
 
 def _drop_none(values):

@@ -6,6 +6,7 @@ its message as one line and exits with code 2. Anything else is a bug: the CLI p
 """
 from __future__ import annotations
 
+import contextvars
 import difflib
 import errno
 import re
@@ -92,3 +93,43 @@ def os_error_line(exc: OSError) -> str:
     where = " -> ".join(repr(str(f)) for f in (exc.filename, exc.filename2) if f is not None)
     fix = OS_FIX.get(exc.errno or -1, "fix the path or the file system and run it again")
     return one_line(f"{what}{': ' + where if where else ''}; {fix}")
+
+
+# --------------------------------------------------------------------------- naming a setting the way the user gave it
+
+_SURFACE: contextvars.ContextVar[str] = contextvars.ContextVar("edgemm_surface", default="api")
+
+
+# keyword -> CLI flag where the flag is not ``--`` + the keyword with dashes
+FLAGS = {"calibration": "--calib", "evaluation": "--eval", "output": "-o", "targets": "--target", "trust_code": "--trust-code",
+         "calibration_method": "--calib-method"}
+
+
+class command_line:
+    """Inside ``with command_line():`` errors name CLI flags (``--max-drop``); elsewhere API keywords (``max_drop=``).
+    The CLI enters it around a command; the library's messages call :func:`setting` for the name."""
+
+    def __enter__(self):
+        self._token = _SURFACE.set("cli")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _SURFACE.reset(self._token)
+
+
+def on_command_line() -> bool:
+    return _SURFACE.get() == "cli"
+
+
+def setting(keyword: str, value: str | None = None) -> str:
+    """A setting as the user wrote it: ``--max-drop 0.02`` on the command line, ``max_drop=0.02`` in Python
+    (``value`` omitted: ``--max-drop`` / ``max_drop=``)."""
+    if on_command_line():
+        flag = FLAGS.get(keyword, "--" + keyword.replace("_", "-"))
+        return flag if value is None else f"{flag} {value}"
+    return f"{keyword}=" if value is None else f"{keyword}={value}"
+
+
+def switch(keyword: str) -> str:
+    """An on/off setting as the user turns it on: ``--qat`` on the command line, ``qat=True`` in Python."""
+    return FLAGS.get(keyword, "--" + keyword.replace("_", "-")) if on_command_line() else f"{keyword}=True"

@@ -11,6 +11,7 @@ into place when complete). ``edgemm.export()`` and ``edgemm export`` are thin la
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,16 +21,17 @@ import numpy as np
 from . import layout
 from .lazy import lazy_import
 from .backends.registry import get_backend
-from .bundle import MANIFEST, Bundle, BundleWriter, sha256_file
+from .bundle import MANIFEST, Bundle, BundleWriter, portable_file_ref, sha256_file
 from .data.datasets import load_samples
 from .data.generated import TrainingSplit
-from .errors import EdgemmError, SpecError
+from .errors import EdgemmError, SpecError, on_command_line, setting, switch
 from .iospec import IOSpec
 from .log import logger, step
 from .recipe import DataConfig, ExportConfig, ModelConfig, Recipe, VerifyConfig, load_recipe
 from .resolved import GraphModel, ResolvedModel
 from .stages.base import GraphState, StageContext
 from .stages.export import spec_from_examples, spec_from_program
+from .modelfile import graph_spec, is_model_file, is_model_file_path
 from .torchutil import example_args, is_program, load_pt2
 
 
@@ -76,7 +78,6 @@ def resolve_model(model_or_path, example_inputs=None, spec: IOSpec | Mapping[str
 
 
 def _resolve_one(model_or_path, example_inputs, spec: IOSpec | None, graph: str | None = None):
-    torch = lazy_import("torch", "export")
     recipe: Recipe | None = None
     of = f" for graph {graph!r}" if graph else ""
     if isinstance(model_or_path, (str, os.PathLike)) and graph is None:
@@ -85,22 +86,32 @@ def _resolve_one(model_or_path, example_inputs, spec: IOSpec | None, graph: str 
             recipe = load_recipe(p)
             model = recipe.build_model()
             spec = spec or recipe.spec
-            source = f"recipe {p}"
+            source = f"recipe {p.name}"  # a name, not a host path: the bundle travels
+            if is_model_file(model):
+                return model, spec, recipe, source
+        elif is_model_file_path(p):  # the user's fp32 ONNX: the reference itself; no torch involved
+            model, graph_io = graph_spec(p)
+            recipe = Recipe(ModelConfig(name=p.stem, path=str(p)), spec or graph_io)
+            return model, spec or graph_io, recipe, f"{model.format} file {p.name}"
         elif p.suffix == ".pt2":
             model = load_pt2(p)
-            source = f"torch.export program {p}"
+            source = f"torch.export program {p.name}"
             recipe = Recipe(ModelConfig(name=p.stem, path=str(p)), spec or spec_from_program(model))
             spec = spec or recipe.spec
         elif not p.exists():
-            raise EdgemmError(f"{p} not found; pass a recipe (.toml), a torch.export program (.pt2) or an nn.Module")
+            raise EdgemmError(f"{p} not found; pass a recipe (.toml), a torch.export program (.pt2), an ONNX model (.onnx) "
+                              "or an nn.Module")
         else:  # (a model folder never gets here: edgemm.families resolves it, or says why not)
-            raise EdgemmError(f"cannot export {p}: expected a recipe (.toml), a torch.export program (.pt2) or a model folder")
-    elif isinstance(model_or_path, torch.nn.Module) or is_program(model_or_path):
+            raise EdgemmError(f"cannot export {p}: expected a recipe (.toml), a torch.export program (.pt2), an ONNX model "
+                              "(.onnx) or a model folder")
+    torch = lazy_import("torch", "export")
+    if not (isinstance(model_or_path, (str, os.PathLike)) and graph is None):  # a live model (paths: above)
+        if not (isinstance(model_or_path, torch.nn.Module) or is_program(model_or_path)):
+            raise EdgemmError(f"cannot export a {type(model_or_path).__name__}{of}: pass an nn.Module, a .pt2 path, an .onnx path or "
+                              "a recipe .toml path"
+                              + (" (each graph of a multi-graph export is an nn.Module or a torch.export program)" if graph else ""))
         model = model_or_path
         source = f"python {type(model).__module__}.{type(model).__qualname__}"
-    else:
-        raise EdgemmError(f"cannot export a {type(model_or_path).__name__}{of}: pass an nn.Module, a .pt2 path or a recipe .toml path"
-                          + (" (each graph of a multi-graph export is an nn.Module or a torch.export program)" if graph else ""))
     if spec is None:
         if is_program(model):
             spec = spec_from_program(model)
@@ -175,7 +186,8 @@ def _graph_state(name: str, gm: GraphModel, cfg: PipelineConfig, multi: bool, re
     else:
         examples = spec.example_feeds(batch=2)
     training = TrainingSplit(cfg.data.training or cfg.data.calibration, spec) if not multi else TrainingSplit(None, spec)
-    return GraphState(name, gm.model, spec, examples, example_args(spec, examples), eval_samples=eval_samples,
+    args = () if is_model_file(gm.model) else example_args(spec, examples)  # torch tensors, for a torch model only
+    return GraphState(name, gm.model, spec, examples, args, eval_samples=eval_samples,
                       calibration=calib, training=training, deployed=gm.model, valid_examples=given is not None)
 
 
@@ -213,8 +225,8 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
     stages = plan(tuple(cfg.stages))
     multi = len(resolved.graphs) > 1
     if multi and (cfg.prune is not None or cfg.qat):
-        raise EdgemmError("--prune and --qat fine-tune one model; a multi-graph export takes neither yet: "
-                          "export the graph to fine-tune on its own, or drop prune=/qat=")
+        raise EdgemmError(f"{setting('prune')} and {switch('qat')} fine-tune one model; a multi-graph export takes neither yet: "
+                          "export the graph to fine-tune on its own, or drop them")
     shared = _shared_data(resolved, cfg) if multi else {}
     manifest_extra: dict = {}
     reports: dict = {}
@@ -234,7 +246,7 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
             reports["pruning"].update(world_info())
         for key, data in reports.items():
             w.write_json(layout.report_path(key), data)
-        manifest = _manifest(resolved, cfg, states)
+        manifest = _manifest(resolved, cfg, states, _copy_evaluation(w, cfg))
         manifest.update(manifest_extra)
         for key in reports:
             manifest["reports"][key] = layout.report_path(key)
@@ -251,11 +263,20 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
         if cfg.run_verify:
             from .stages.verify import verify as run_verify
 
+            onnx_only = [g for g in states if is_model_file(g.model)]
+            if onnx_only:  # the reference's accuracy, for verify to read (it runs no torch model here)
+                from .trust import untrust_root
+
+                _write_onnx_reference(w, manifest, onnx_only, cfg)
+                untrust_root(w.tmp)  # no torch program to load: verify compares with the reference outputs stored
             # A provisional manifest, so that verify's timing workers can open the staged bundle; commit rewrites it.
             w.write_json(MANIFEST, w.full_manifest(manifest))
             staged = Bundle.open(w.tmp, verify_hashes=False)
             result = run_verify(staged, samples={g.name: g.eval_samples for g in states},
-                                reference_module={g.name: g.module for g in states}, threads=cfg.threads, write=False)
+                                reference_module={g.name: None if is_model_file(g.model) else g.module for g in states},
+                                threads=cfg.threads, write=False, **({"trust_code": False} if onnx_only else {}))
+            if onnx_only and result.accuracy is not None:
+                result.accuracy["reference"].update(_onnx_reference_label(onnx_only[0]))
             for key, data in result.reports().items():
                 w.write_json(layout.report_path(key), data)
                 manifest["reports"][key] = layout.report_path(key)
@@ -281,6 +302,32 @@ def run_pipeline(resolved: ResolvedModel, cfg: PipelineConfig) -> Bundle:
     return bundle
 
 
+def _onnx_reference_label(g: GraphState) -> dict:
+    from .stages.units import onnx_backend
+
+    return {"backend": onnx_backend(), "precision": "fp32", "artifact": layout.onnx_path(g.name)}
+
+
+def _write_onnx_reference(w, manifest: dict, states: list[GraphState], cfg: PipelineConfig) -> None:
+    """reports/accuracy.json with the reference's metrics (the fp32 ONNX's, by ONNX Runtime) before verify: verify reads
+    the reference's accuracy from it when it runs no reference model (the PTQ stage measured them, or they are measured
+    here). Verify rewrites the report."""
+    from .stages.units import onnx_reference_metrics
+
+    metrics = {}
+    for g in states:
+        if g.eval_samples is None or not g.eval_samples.labels:
+            continue
+        if g.reference_metrics is None:
+            ctx = StageContext(cfg, w, g)
+            g.reference_metrics = onnx_reference_metrics(ctx)
+        metrics.update(g.reference_metrics or {})
+    if metrics:
+        w.write_json(layout.report_path("accuracy"), {"reference": {**_onnx_reference_label(states[0]), "metrics": metrics},
+                                                       "ablation": {}})
+        manifest["reports"]["accuracy"] = layout.report_path("accuracy")
+
+
 def _run_stage(stage, ctx: StageContext) -> None:
     """Run one stage; a plugin stage's own failure is reported as the plugin's (one line), never as edgemm's."""
     from .stages.units import BUILTIN
@@ -295,10 +342,30 @@ def _run_stage(stage, ctx: StageContext) -> None:
     except Exception as exc:
         origin = f"{type(stage).__module__}.{type(stage).__qualname__}"
         raise EdgemmError(f"stage {stage.name!r} ({origin}, a plugin) failed: {type(exc).__name__}: "
-                          f"{' '.join(str(exc).split())[:300]}; fix or uninstall that plugin, or export without --stage {stage.name}") from exc
+                          f"{' '.join(str(exc).split())[:300]}; fix or uninstall that plugin, or export without "
+                          f"{'--stage ' + stage.name if on_command_line() else f'stages=[{stage.name!r}]'}") from exc
 
 
-def _manifest(resolved: ResolvedModel, cfg: PipelineConfig, states: list[GraphState]) -> dict:
+EVALUATION_COPY_MAX = 64 * 2**20  # evaluation data up to this size travels inside the bundle
+
+
+def _copy_evaluation(w: BundleWriter, cfg: PipelineConfig) -> str | None:
+    """The evaluation file copied into the bundle (``data/evaluation.npz``), so that ``edgemm verify`` and ``bench``
+    find it wherever the bundle goes; None when there is none or it is too large (the manifest names it, and
+    verify then takes --eval)."""
+    src = Path(cfg.data.evaluation) if cfg.data.evaluation else None
+    if src is None or not src.is_file():
+        return None
+    if src.stat().st_size > EVALUATION_COPY_MAX:
+        logger.info("evaluation data %s (%.0f MB) stays outside the bundle: `edgemm verify` on another machine needs --eval",
+                    src.name, src.stat().st_size / 2**20)
+        return None
+    rel = f"{layout.folder(layout.MAIN, 'data')}/evaluation{src.suffix}"
+    shutil.copyfile(src, w.path(rel))
+    return rel
+
+
+def _manifest(resolved: ResolvedModel, cfg: PipelineConfig, states: list[GraphState], evaluation_copy: str | None = None) -> dict:
     vcfg = cfg.verify
     mc = resolved.recipe.model
     calib = [g.calibration for g in states if g.calibration is not None]
@@ -308,12 +375,13 @@ def _manifest(resolved: ResolvedModel, cfg: PipelineConfig, states: list[GraphSt
         "model": {"name": cfg.name, "source": resolved.source, "sha256": resolved.sha256 or "",
                   # how to rebuild the user's original nn.Module (the benchmark baseline), when it came from a factory
                   "factory": mc.factory,
-                  "checkpoint": str(resolved.recipe.resolve(mc.checkpoint)) if mc.checkpoint else None},
+                  # a zoo checkpoint as edgemm:<path in the package>, any other by its name (model.sha256 is its hash)
+                  "checkpoint": portable_file_ref(resolved.recipe.resolve(mc.checkpoint)) if mc.checkpoint else None},
         "graphs": {g.name: g.entry for g in states},
         "calibration": calib[0].manifest_entry(cfg.ptq.method) if calib
         else {"source": None, "sha256": None, "samples": 0, "method": None},
         "evaluation": {
-            "source": cfg.data.evaluation,
+            "source": evaluation_copy or (Path(cfg.data.evaluation).name if cfg.data.evaluation else None),
             "sha256": sha256_file(Path(cfg.data.evaluation)) if cfg.data.evaluation and Path(cfg.data.evaluation).is_file() else None,
             "samples": eval_n[0] if eval_n else 0,
         },
@@ -335,5 +403,5 @@ def _raise_budget(bundle: Bundle, results, cfg: PipelineConfig) -> None:
         f"INT8 accuracy budget {cfg.ptq.max_drop}{' relative' if cfg.ptq.relative else ''} not met for "
         f"{', '.join(x.target for x in missed)}: best drop {max(x.candidate.drop for x in missed):.4f} with "
         f"{sum(k['nodes'] for k in r.kept_float)} nodes kept float; the bundle at {bundle.root} holds that best model "
-        f"(see reports/accuracy.json); raise --max-drop{'' if cfg.qat else ' or use --qat'}"
+        f"(see reports/accuracy.json); raise {setting('max_drop')}{'' if cfg.qat else ' or use ' + switch('qat')}"
     )

@@ -6,6 +6,7 @@ name = "avnet"
 factory = "edgemm.zoo.avnet:build"        # importable callable returning an nn.Module ...
 checkpoint = "../edgemm/zoo/checkpoints/avnet.pt"  # ... called as factory(checkpoint=...)
 # path = "model.pt2"                       # ... or a torch.export program instead of a factory
+# path = "model.onnx"                      # ... or an fp32 ONNX: [[inputs]] then add only modality + preprocessing
 
 [[inputs]]                                  # the IOSpec (see edgemm.iospec)
 name = "image"
@@ -77,7 +78,7 @@ class ModelConfig(Options):
     name: str = option("model", help="the model's name (bundle manifest, reports)")
     factory: str | None = option(None, help="\"package.module:callable\" returning the nn.Module, called as factory(checkpoint=...)")
     checkpoint: str | None = option(None, help="the checkpoint passed to the factory (relative to the recipe)")
-    path: str | None = option(None, help="a .pt2 torch.export program instead of a factory")
+    path: str | None = option(None, help="a .pt2 torch.export program, or an fp32 .onnx model, instead of a factory")
 
 
 @options("data")
@@ -152,6 +153,10 @@ class Recipe:
     def build_model(self):
         """The user's nn.Module (factory + checkpoint) or the loaded .pt2 program's module."""
         if self.model.path:
+            from .modelfile import is_model_file_path, open_model_file
+
+            if is_model_file_path(self.model.path):  # the user's ONNX: the fp32 reference itself (no torch module)
+                return open_model_file(self.resolve(self.model.path))
             from .torchutil import load_pt2
 
             return load_pt2(self.resolve(self.model.path))
@@ -240,6 +245,37 @@ def _stage_or_error(get_stage, name: str, source: str):
         raise RecipeError(f"{source}: [stages]: {exc}") from exc
 
 
+def _recipe_spec(raw: dict, path: Path, src: str) -> IOSpec:
+    """The recipe's IOSpec: its [[inputs]] / [[outputs]] tables; with ``[model] path`` naming an ONNX or OpenVINO IR
+    file, the graph's spec with what the tables add (modality, pre-processing, labels: edgemm.modelfile)."""
+    model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+    inputs, outputs = raw.get("inputs", []), raw.get("outputs", [])
+    for key, tables in (("inputs", inputs), ("outputs", outputs)):
+        if not isinstance(tables, list):
+            raise RecipeError(f"{src}: {key} must be an array of tables ([[{key}]] entries), not {type(tables).__name__}")
+    file = model.get("path")
+    if isinstance(file, str):
+        from .modelfile import graph_spec, is_model_file_path
+
+        if is_model_file_path(file):
+            p = Path(file).expanduser()
+            try:
+                return graph_spec(p if p.is_absolute() else path.parent / p, inputs, outputs, raw.get("axes", {}), where=src)[1]
+            except SpecError as exc:
+                raise RecipeError(str(exc)) from exc
+    if "inputs" not in raw:
+        raise RecipeError(f"{src}: missing [[inputs]] (the model's named inputs)")
+    for i, t in enumerate(inputs):
+        if isinstance(t, dict) and "shape" not in t:
+            name = t.get("name", f"#{i + 1}")
+            raise RecipeError(f"{src}: [[inputs]] {name!r} has no shape; add one, e.g. shape = [\"batch\", 3, 64, 64] "
+                              "(ints for fixed sizes, a name for each dynamic axis)")
+    try:
+        return IOSpec.from_manifest({"inputs": inputs, "outputs": outputs, "axes": raw.get("axes", {})})
+    except SpecError as exc:
+        raise RecipeError(f"{src}: {exc}") from exc
+
+
 SECTIONS = ("model", "inputs", "outputs", "axes", "data", "export", "verify", "quantize", "precision", "prune", "qat", "compile", "stages")
 
 
@@ -257,12 +293,7 @@ def load_recipe(path: str | Path) -> Recipe:
             raise RecipeError(f"{src}: unknown section [{key}]{close_match_hint(key, SECTIONS)}; sections: {', '.join(SECTIONS)}")
     if "model" not in raw:
         raise RecipeError(f"{src}: missing [model] section (name + factory/checkpoint or path)")
-    if "inputs" not in raw:
-        raise RecipeError(f"{src}: missing [[inputs]] (the model's named inputs)")
-    try:
-        spec = IOSpec.from_manifest({"inputs": raw["inputs"], "outputs": raw.get("outputs", []), "axes": raw.get("axes", {})})
-    except SpecError as exc:
-        raise RecipeError(f"{src}: {exc}") from exc
+    spec = _recipe_spec(raw, path, src)
     prune = _prune(raw, src)
     if prune is not None and isinstance(prune.ratio, dict):  # branch names checked against the model's inputs now
         known = [*spec.input_names, FUSION]

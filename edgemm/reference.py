@@ -6,8 +6,6 @@ which, from the trust policy (``edgemm.trust``), and says why in one line when n
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from .errors import one_line
 from .torchload import load_torch_program
 from .trust import OPT_IN, code_allowed, is_trusted_factory, resolve_factory
@@ -24,6 +22,7 @@ def torch_reference_plan(bundle, trust_code: bool | None = None) -> dict:
     - ``program``: the bundle's ``reference/model.pt2`` (torch fp32 artifact), with opt-in only;
     - ``None``: neither; ``reason`` says why in one line (naming the opt-in), for the report.
     """
+    from .bundle import resolve_file_ref
     from .files import sha256_file
 
     model = bundle.manifest.get("model", {})
@@ -34,16 +33,16 @@ def torch_reference_plan(bundle, trust_code: bool | None = None) -> dict:
     reasons = []
     if isinstance(factory, str) and factory and (trusted or is_trusted_factory(factory)):
         ok = True
+        ck = resolve_file_ref(checkpoint) if checkpoint else None  # the manifest names it portably (edgemm.bundle)
         if checkpoint:
-            ck = Path(checkpoint)
-            if not ck.is_file():
+            if ck is None:
                 ok = False
-                reasons.append(f"the original model's checkpoint {ck} is not on this machine")
+                reasons.append(f"the original model's checkpoint {checkpoint} is not on this machine")
             elif model.get("sha256") and sha256_file(ck) != model["sha256"]:
                 ok = False
                 reasons.append(f"the checkpoint {ck} differs from the one the bundle was exported from (sha256)")
         if ok:
-            return {"kind": "factory", "factory": factory, "checkpoint": checkpoint, "program": None, "reason": None}
+            return {"kind": "factory", "factory": factory, "checkpoint": str(ck) if ck else None, "program": None, "reason": None}
     elif factory:
         reasons.append(f"its factory {factory!r} is code outside the edgemm zoo")
     if program is not None and trusted:

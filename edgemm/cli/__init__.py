@@ -18,7 +18,7 @@ import os
 import pkgutil
 import sys
 
-from ..errors import EdgemmError, one_line, os_error_line  # noqa: F401  (os_error_line: re-exported)
+from ..errors import EdgemmError, command_line, one_line, os_error_line  # noqa: F401  (os_error_line: re-exported)
 from ..version import __version__
 from ..log import set_verbosity
 from . import commands
@@ -90,7 +90,8 @@ def _main(argv: list[str] | None) -> int:
                 if not args.verbose:  # library warnings too: rank 0 shows them once
                     warnings.simplefilter("ignore")
         disable_telemetry()  # no forked telemetry senders in our process group (Ctrl-C, offline boxes)
-        return args.func(args)
+        with command_line():  # errors name flags (--max-drop), not the API's keywords (max_drop=)
+            return args.func(args)
     except KeyboardInterrupt:
         _error("edgemm: interrupted")
         return 130

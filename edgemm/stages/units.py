@@ -8,13 +8,15 @@ the context; ``wanted`` says when the config asks for it.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from .. import layout
 from ..backends.base import version_of
-from ..errors import EdgemmError
+from ..errors import EdgemmError, setting
 from ..log import logger, step
+from ..modelfile import is_model_file
 from .base import Stage, StageContext
 
 
@@ -42,7 +44,7 @@ class ReferenceStage(Stage):
     description = "save the user's model as the fp32 torch reference (torch.export .pt2)"
 
     def wanted(self, ctx: StageContext) -> bool:
-        return True
+        return not is_model_file(ctx.graph.model)  # a user's ONNX is its own reference (the fp32 ONNX artifact)
 
     def run(self, ctx: StageContext) -> None:
         from ..bundle import Artifact
@@ -70,12 +72,16 @@ class PruneStage(Stage):
         from .prune import prune_model
 
         g, cfg = ctx.graph, ctx.config
+        if is_model_file(g.model):
+            raise EdgemmError(f"{g.model.name} is an ONNX file: {setting('prune')} removes channels in the PyTorch model and "
+                              "exports it again; prune the torch model instead")
         if is_program(g.model):
             raise EdgemmError("a torch.export program (.pt2) cannot be pruned: its graph is frozen; pass the nn.Module instead "
                               "(a recipe [model] factory, or edgemm.export(module, ...) from Python)")
         train = g.training.read()
         if train is None and (cfg.prune.epochs or cfg.prune.finetune_minutes):
-            raise EdgemmError("--prune fine-tunes on training data: set [data] training (or calibration) in the recipe, or pass --calib")
+            raise EdgemmError(f"{setting('prune')} fine-tunes on training data: set [data] training (or calibration) in the recipe, "
+                              f"or give {setting('calibration')}")
         with step(f"pruning ({', '.join(f'{k}={v}' for k, v in cfg.prune.ratios.items()) or cfg.prune.sparsity}; "
                   f"fine-tuning on {len(train) if train is not None else 'no'} samples)"):
             g.pruned = prune_model(g.model, g.spec, cfg.prune, train=train, evaluation=g.eval_samples,
@@ -98,6 +104,9 @@ class OnnxStage(Stage):
 
         g, cfg = ctx.graph, ctx.config
         rel = layout.onnx_path(g.name)
+        if is_model_file(g.model):
+            self.copy_user_onnx(ctx, rel)
+            return
         with step(f"exporting ONNX{_of(g.name)} (opset {cfg.export.opset}, {cfg.export.exporter} exporter)"):
             info = export_onnx(g.deployed, g.args, g.spec, ctx.path(rel), cfg.export,
                                program=g.program if g.deployed is g.model else None)
@@ -112,6 +121,49 @@ class OnnxStage(Stage):
                                              "onnxruntime": version_of("onnxruntime") or "?", "onnxslim": version_of("onnxslim") or "?"},
                                   extra={"exporter": info["exporter"], "opset": info["opset"], "nodes": info["nodes"],
                                          **({"rewritten_attention": info["rewritten_attention"]} if info["rewritten_attention"] else {})}))
+
+
+    @staticmethod
+    def copy_user_onnx(ctx: StageContext, rel: str) -> None:
+        """The user's fp32 ONNX, as given (one self-contained file), is the interchange file and the reference."""
+        from ..bundle import Artifact
+        from ..modelfile import copy_onnx
+
+        g = ctx.graph
+        with step(f"reading the fp32 ONNX {g.model.name}{_of(g.name)} (the reference: no torch model)"):
+            info = copy_onnx(g.model, ctx.path(rel))
+        g.export_info = info
+        logger.info("  %s: %d nodes, opset %s, from %s", rel, info["nodes"], info["opset"], g.model.name)
+        runner = onnx_backend()
+        ctx.add_artifact(Artifact(rel, "onnx", "fp32", runner, runner,
+                                  toolchain={"onnx": version_of("onnx") or "?", "onnxruntime": version_of("onnxruntime") or "?"},
+                                  extra={"exporter": info["exporter"], "opset": info["opset"], "nodes": info["nodes"],
+                                         "reference": True, "source_sha256": g.model.sha256}))
+
+
+def onnx_outputs(ctx: StageContext, feeds: dict) -> dict:
+    """The graph's fp32 ONNX run on ``feeds`` (ONNX Runtime): the reference outputs of a model given as ONNX."""
+    from ..backends.base import RunnerOptions
+    from ..backends.registry import get_backend
+    from ..compare import run_batched
+    from .verify import default_threads
+
+    g = ctx.graph
+    options = RunnerOptions(threads=ctx.config.threads or default_threads())
+    with get_backend(onnx_backend()).create_runner(ctx.path(ctx.fp32_onnx().path), g.spec, options) as runner:
+        return run_batched(runner, feeds, ctx.config.verify.batch)
+
+
+def onnx_reference_metrics(ctx: StageContext) -> dict | None:
+    """The task metric per labelled head of the fp32 ONNX on the evaluation split (a model given as ONNX)."""
+    from ..compare import Comparator
+
+    samples, spec = ctx.graph.eval_samples, ctx.graph.spec
+    if samples is None or not samples.labels:
+        return None
+    comparator = Comparator(spec, samples.feeds, samples.labels)
+    out = onnx_outputs(ctx, samples.feeds)
+    return comparator.task_metrics(out, out)
 
 
 class CompileStage(Stage):
@@ -154,9 +206,10 @@ class PTQStage(Stage):
 
         g, cfg = ctx.graph, ctx.config
         ptq = ptq_config(ctx)
-        g.reference_metrics = reference_metrics(g.deployed_module, g.spec, g.eval_samples)
+        onnx_only = is_model_file(g.model)  # the user's ONNX is the reference; no torch model to quantize or run
+        g.reference_metrics = onnx_reference_metrics(ctx) if onnx_only else reference_metrics(g.deployed_module, g.spec, g.eval_samples)
         results = add_int8_artifacts(ctx, ctx.path(ctx.fp32_onnx().path), g.calibration, cfg.export.targets, ptq,
-                                     model=g.deployed, reference=g.reference_metrics)
+                                     model=None if onnx_only else g.deployed, reference=g.reference_metrics)
         # A target whose INT8 missed its parity floor is not in the bundle (add_int8_artifacts said so in one line);
         # the manifest records it, and nothing downstream (QAT, the pruning report, the speed report) counts it.
         left = [r for r in results if r.left_out]
@@ -224,7 +277,7 @@ class ParityStage(Stage):
         n = vcfg.parity_samples
         if g.eval_samples is not None:
             parity = g.eval_samples.take(slice(0, n)).feeds
-            kind = f"first {min(n, len(g.eval_samples))} samples of {ctx.config.data.evaluation}"
+            kind = f"first {min(n, len(g.eval_samples))} samples of {Path(str(ctx.config.data.evaluation)).name}"  # no host path
         elif g.calibration is not None and not g.calibration.synthetic:
             from .quantize import held_out
 
@@ -234,7 +287,12 @@ class ParityStage(Stage):
             parity, kind = self.valid_feeds(g, n)
         samples_rel, ref_rel = layout.parity_samples_path(g.name), layout.parity_reference_path(g.name)
         np.savez_compressed(ctx.path(samples_rel), **parity)
-        np.savez_compressed(ctx.path(ref_rel), **dict(zip(g.spec.output_names, run_module(g.module, parity, g.spec.input_names))))
+        if is_model_file(g.model):
+            outputs = onnx_outputs(ctx, parity)
+            reference = {k: outputs[k] for k in g.spec.output_names}
+        else:
+            reference = dict(zip(g.spec.output_names, run_module(g.module, parity, g.spec.input_names)))
+        np.savez_compressed(ctx.path(ref_rel), **reference)
         entry = {"path": samples_rel, "source": kind, "reference_outputs": ref_rel}
         if g.pruned is not None:  # pruned artifacts compute the pruned model: parity against it, accuracy against the original
             pruned_rel = layout.parity_reference_path(g.name, pruned=True)

@@ -1,4 +1,5 @@
-"""`edgemm compile`: a target backend's own artifact from a bundle's ONNX, added to the bundle and verified.
+"""`edgemm compile`: a target backend's own artifact from a bundle's ONNX, added to the bundle and verified
+(only what it added is verified and timed: edgemm.stages.verify_added).
 
 The backends' compile options are flags generated from their options classes (``--openvino-num-streams``
 is ``[compile.openvino] num_streams``); ``--option compile.<backend>.KEY=VALUE`` reaches a plugin backend's.
@@ -20,13 +21,22 @@ def cmd_compile(args) -> int:
     if others:
         raise ConfigError(f"options of {', '.join(others)} were given, but this compiles for {args.target}; "
                           f"give only {section} options (--{args.target}-* flags or --option {section}.KEY=VALUE)")
-    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
-    bundle = compile_bundle(args.bundle, args.target, precision=precision, graph=args.graph, verify=not args.no_verify,
-                            threads=args.threads, options=given.get(section))
-    print(f"bundle: {bundle.root}  ({len(bundle.artifacts)} artifacts; `edgemm info {args.bundle}` for details)")
-    from ...stages.verify import VerifyResult
+    from ...bundle import Bundle
 
-    result = VerifyResult.from_bundle(bundle) if not args.no_verify else None
+    precision = "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
+    before = {(a.path, a.backend, a.sha256) for a in Bundle.open(args.bundle).artifacts}
+    # verified below: only the artifacts this compile added are checked and timed (the others have not changed)
+    bundle = compile_bundle(args.bundle, args.target, precision=precision, graph=args.graph, verify=False,
+                            threads=args.threads, options=given.get(section))
+    bundle = Bundle.open(bundle.root)  # as the compile left it
+    added = [(a.path, a.backend) for a in bundle.artifacts if (a.path, a.backend, a.sha256) not in before]
+    result = None
+    if not args.no_verify and added:
+        from ...stages.verify_added import verify_added
+
+        result = verify_added(bundle.root, added, threads=args.threads)
+    print(f"bundle: {bundle.root}  ({len(bundle.artifacts)} artifacts, added {', '.join(p for p, _ in added) or 'none'}; "
+          f"`edgemm info {args.bundle}` for details)")
     if result is not None:
         print(result.summary())
     return 0

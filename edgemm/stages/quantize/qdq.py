@@ -73,10 +73,14 @@ class _Reader:
 def preprocess_for_quantization(src: Path, dst: Path) -> Path:
     """ORT's pre-processing (shape inference + graph optimisation) before Q/DQ insertion."""
     q = lazy_import("onnxruntime.quantization.shape_inference", "INT8 quantization")
-    try:
-        q.quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
-    except Exception:  # symbolic shape inference fails on some graphs; ONNX shape inference is enough
-        q.quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    src, dst = Path(src).absolute(), Path(dst).absolute()
+    # When symbolic shape inference gives up, ORT saves "sym_shape_infer_temp.onnx" and a "<uuid>.data" file into the
+    # working directory: it runs inside a temp dir, so that an export writes nothing outside its output and the temp dir.
+    with tempfile.TemporaryDirectory(prefix="edgemm-preprocess-") as tmp, contextlib.chdir(tmp):
+        try:
+            q.quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        except Exception:  # symbolic shape inference fails on some graphs; ONNX shape inference is enough
+            q.quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
     return dst
 
 
