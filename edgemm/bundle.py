@@ -41,6 +41,7 @@ from .iospec import IOSpec
 from .safeio import read_json
 from .layout import MAIN, check_graph_name
 
+MODEL_FILE_SUFFIXES = (".onnx", ".xml")  # bare model files (edgemm.modelfile): exported or benched, never opened as bundles
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 MANIFEST = "manifest.json"
@@ -198,6 +199,16 @@ def confined(root: Path, rel: Any, what: str, *, real_root: Path | None = None) 
     return full
 
 
+def not_a_bundle_line(path: str | os.PathLike) -> str:
+    """What to say when a bare model file is opened as a bundle (``edgemm info``, ``edgemm.load``)."""
+    p = Path(path)
+    onnx = p.suffix.lower() == ".onnx"
+    kind = "an ONNX model file" if onnx else "an OpenVINO IR model file"
+    make = (f"make a bundle from it with `edgemm export {p} -o BUNDLE_DIR` (Python: edgemm.export({str(p)!r}, output=BUNDLE_DIR))"
+            if onnx else "make a bundle from the model's ONNX with `edgemm export MODEL.onnx -o BUNDLE_DIR`")
+    return f"{p} is {kind}, not a bundle: time it as it is with `edgemm bench {p}`, or {make}"
+
+
 def graph_entries(manifest: dict) -> dict[str, dict]:
     """``{graph: {inputs, outputs, axes, parity}}`` of a validated manifest; a format-1 manifest is one graph ``main``."""
     if isinstance(manifest.get("graphs"), dict):
@@ -260,6 +271,11 @@ class Bundle:
     def open(cls, path: str | os.PathLike, verify_hashes: bool = True) -> "Bundle":
         root = Path(path)
         mf = root / MANIFEST
+        if root.is_file() and root.suffix.lower() in MODEL_FILE_SUFFIXES:
+            raise BundleError(not_a_bundle_line(root))
+        if root.is_file():
+            raise BundleError(f"{root} is a file, not a bundle (a bundle is a folder with manifest.json); give the folder "
+                              "`edgemm export` wrote")
         if not root.is_dir():
             raise BundleError(f"bundle {root} does not exist; create it with `edgemm export RECIPE -o {root}`")
         if not mf.is_file():

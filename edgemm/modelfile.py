@@ -19,13 +19,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from .bundle import MODEL_FILE_SUFFIXES, Artifact, BundleWriter
 from .errors import EdgemmError, SpecError, close_match_hint
 from .files import sha256_file
 from .iospec import IOSpec, TensorSpec, preprocess_from_dict
 
 ONNX_SUFFIX = ".onnx"
 IR_SUFFIX = ".xml"
-SUFFIXES = (ONNX_SUFFIX, IR_SUFFIX)
+SUFFIXES = MODEL_FILE_SUFFIXES  # (ONNX_SUFFIX, IR_SUFFIX)
 # Q/DQ and QLinear ops: an ONNX file holding them is an INT8 model (bench labels it so)
 _INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
              "DynamicQuantizeLinear"}
@@ -51,15 +52,6 @@ def is_model_file_path(path: str | os.PathLike) -> bool:
 
 def is_model_file(obj: Any) -> bool:
     return isinstance(obj, ModelFile)
-
-
-def not_a_bundle_line(path: str | os.PathLike) -> str:
-    """What to say when a bare model file is opened as a bundle (``edgemm info``, ``edgemm.load``)."""
-    p = Path(path)
-    kind = "an ONNX model file" if p.suffix.lower() == ONNX_SUFFIX else "an OpenVINO IR model file"
-    export = (f"make a bundle from it with `edgemm export {p} -o BUNDLE_DIR` (Python: edgemm.export({str(p)!r}, "
-              "output=BUNDLE_DIR))" if p.suffix.lower() == ONNX_SUFFIX else "make a bundle from its ONNX with `edgemm export`")
-    return f"{p} is {kind}, not a bundle: time it as it is with `edgemm bench {p}`, or {export}"
 
 
 def open_model_file(path: str | os.PathLike) -> ModelFile:
@@ -261,7 +253,6 @@ def _file_bundle(mf: ModelFile, spec: IOSpec, out: Path):
     from . import layout
     from .backends.base import version_of
     from .backends.registry import all_backends
-    from .bundle import Artifact, BundleWriter
 
     precision = precision_of(mf)
     with BundleWriter(out) as w:
@@ -300,5 +291,5 @@ def bench_source(path: str | os.PathLike) -> Iterator[str | os.PathLike]:
         yield bundle.root
 
 
-__all__ = ["ModelFile", "SUFFIXES", "is_model_file", "is_model_file_path", "not_a_bundle_line", "open_model_file",
+__all__ = ["ModelFile", "SUFFIXES", "is_model_file", "is_model_file_path", "open_model_file",
            "spec_from_onnx", "spec_from_ir", "spec_of", "merge_spec", "graph_spec", "copy_onnx", "precision_of", "bench_source"]

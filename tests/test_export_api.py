@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import edgemm
-from edgemm.bundle import Bundle
+from edgemm.bundle import Bundle, sha256_file
 from edgemm.errors import EdgemmError, SpecError
 
 from models.tiny import AUDIO_SHAPE, IMAGE_SHAPE, TinyAV, tiny_feeds, tiny_spec, torch_outputs
@@ -226,3 +226,49 @@ def test_bad_pt2(tmp_path):
     with pytest.raises(EdgemmError, match="not found"):
         edgemm.export(tmp_path / "missing.pt2", output=tmp_path / "b")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pt2"]
+
+
+# ------------------------------------------------------------------ a bundle travels: no host paths
+
+
+def _host_paths(data, where: str = "") -> list[str]:
+    import re
+
+    if isinstance(data, dict):
+        return [p for k, v in data.items() for p in _host_paths(v, f"{where}.{k}")]
+    if isinstance(data, list):
+        return [p for i, v in enumerate(data) for p in _host_paths(v, f"{where}[{i}]")]
+    return [f"{where}: {data}"] if isinstance(data, str) and re.search(r"(?<![\w.:/~-])(~?/[^\s/]+/|[A-Za-z]:\\)", data) else []
+
+
+def test_manifest_and_reports_hold_no_absolute_paths(avnet_bundle_dir):
+    import json
+
+    from edgemm.bundle import resolve_file_ref
+    from edgemm.reference import torch_reference_plan
+
+    m = json.loads((avnet_bundle_dir / "manifest.json").read_text())
+    assert _host_paths(m) == []
+    for rel in m["reports"].values():
+        assert _host_paths(json.loads((avnet_bundle_dir / rel).read_text())) == [], rel
+    # the zoo checkpoint is named inside the installed package, and found again from there
+    assert m["model"]["checkpoint"] == "edgemm:zoo/checkpoints/avnet.pt"
+    assert resolve_file_ref(m["model"]["checkpoint"]) == Path(edgemm.__file__).parent / "zoo" / "checkpoints" / "avnet.pt"
+    plan = torch_reference_plan(edgemm.bundle.Bundle.open(avnet_bundle_dir))
+    assert plan["kind"] == "factory" and Path(plan["checkpoint"]).is_file()  # the bench baseline still builds
+    # the evaluation data travels inside the bundle (verify and bench find it wherever the bundle goes)
+    from models.paths import EVAL_NPZ
+
+    assert m["evaluation"]["source"] == "data/evaluation.npz" and m["evaluation"]["sha256"] == sha256_file(EVAL_NPZ)
+    assert sha256_file(avnet_bundle_dir / "data" / "evaluation.npz") == m["evaluation"]["sha256"]
+    assert m["calibration"]["source"] in (None, "calib.npz")
+
+
+def test_without_host_paths_keeps_relative_paths_ratios_and_urls():
+    from edgemm.bundle import without_host_paths
+
+    assert without_host_paths({"a": ["first 32 samples of /data/x/eval.npz", "recipe /abs/avnet.toml"]}) == \
+        {"a": ["first 32 samples of eval.npz", "recipe avnet.toml"]}
+    kept = ["onnx/model.fp32.onnx", "3/4", "http://host/a/b", "edgemm:zoo/checkpoints/avnet.pt", "x1.2/fp32", "/"]
+    assert without_host_paths(kept) == kept
+    assert without_host_paths("C:\\Users\\me\\m.onnx and ~/data/e.npz") == "m.onnx and e.npz"

@@ -48,6 +48,9 @@ class Runtime:
         """Model-level tensors in (validated against ``inputs``), raw outputs out, in graph order."""
         if self._runner is None:
             raise SpecError("this Runtime is closed; load the bundle again")
+        raw = raw_data_line(self.spec, feeds)
+        if raw:
+            raise SpecError(raw)
         return self._runner.infer(feeds)
 
     def preprocess(self, sample_rate: int | None = None, color: str | None = None, **raw: Any) -> dict[str, np.ndarray]:
@@ -84,6 +87,66 @@ class Runtime:
     def __repr__(self) -> str:
         graph = f", graph={self.graph!r}" if len(self.bundle.graphs()) > 1 else ""
         return f"Runtime({self.bundle.root}{graph}, backend={self.backend!r}, precision={self.precision!r}, artifact={self.artifact.path!r})"
+
+
+def raw_data_line(spec, feeds) -> str | None:
+    """Why ``feeds`` hold raw modality data (a camera frame, a waveform, a string) where model-level tensors belong,
+    pointing to ``Runtime.preprocess``; None when they do not (the runner checks everything else)."""
+    if not isinstance(feeds, Mapping):
+        return None
+    for t in spec.inputs:
+        v = feeds.get(t.name)
+        if v is None or t.preprocessing is None:
+            continue
+        if isinstance(v, str) or isinstance(v, (list, tuple)) and v and isinstance(v[0], str):
+            kind = "text"
+        elif isinstance(v, np.ndarray) and (v.dtype != np.dtype(t.dtype) or v.ndim != len(t.shape)):
+            if t.modality == "image" and v.ndim in (3, 4) and v.shape[-1] in (1, 3, 4):
+                kind = f"an {'x'.join(['H', 'W', str(v.shape[-1])])} {v.dtype} frame"
+            elif t.modality == "audio" and v.ndim <= 2:
+                kind = f"a {v.dtype} waveform of shape {list(v.shape)}"
+            else:
+                continue
+        else:
+            continue
+        return (f"Runtime.run takes model-level tensors ({t.name!r}: {t.dtype} {list(t.shape)}), and {t.name!r} got raw "
+                f"{t.modality} data ({kind}); turn raw data into feeds with the bundle's own pre-processing: "
+                f"rt.run(rt.preprocess({t.name}=...))")
+    return None
+
+
+def selection_line(bundle: Bundle, backends=None, precisions=None) -> str:
+    """Why no artifact of ``bundle`` can run for ``backends`` / ``precisions`` on this machine, in one clause: which
+    of them the bundle lacks (and how to add one), which backend is unavailable here (why, and how to install it),
+    and what the bundle does have."""
+    from ..backends.registry import backend_names
+
+    parts = []
+    for name in backends or ():
+        if name not in backend_names():
+            from ..errors import close_match_hint
+
+            parts.append(f"{name!r} is no backend{close_match_hint(name, backend_names())} (backends: {', '.join(backend_names())})")
+            continue
+        backend = get_backend(name)
+        av = backend.availability()
+        arts = [a for a in bundle.artifacts if a.backend == name and (not precisions or a.precision in precisions)]
+        runnable = [a for a in arts if backend.runs(a.format)]
+        if not arts and precisions and not set(precisions) & set(backend.precisions):
+            parts.append(f"{name} runs {', '.join(backend.precisions)}, not {', '.join(precisions)}")
+        elif not arts:
+            add = f"`edgemm compile {bundle.root} --target {name}`" + (" on a machine with it" if not av.available else "")
+            parts.append(f"the bundle has no {name} artifact{' of precision ' + ','.join(precisions) if precisions else ''} "
+                         f"(add one with {add})")
+        elif not runnable:
+            parts.append(f"its {name} artifacts are {arts[0].format} files {name} builds from: `edgemm compile {bundle.root} "
+                         f"--target {name}`")
+        if not av.available:
+            parts.append(f"{name} is unavailable here: {av.reason}" + (f" (install: {av.install})" if av.install else ""))
+    if not backends and precisions:
+        parts.append(f"the bundle has no {'/'.join(precisions)} artifact")
+    have = ", ".join(sorted({f"{a.backend} {a.precision}" for a in bundle.artifacts})) or "no artifacts"
+    return "; ".join([*parts, f"the bundle has: {have}"])
 
 
 class GraphRuntimes:

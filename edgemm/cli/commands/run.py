@@ -82,6 +82,42 @@ def json_line(obj) -> str:
     return json.dumps(finite_or_none(obj), allow_nan=False)
 
 
+WARMUP_CALLS = 3  # a runtime's first calls allocate and pick kernels (tens of ms): done before the first frame
+
+
+def _runtime(args):
+    """The bundle loaded for streaming, checked against the sources given (in CLI words), warmed up, and named in one
+    line on stderr: which artifact, backend and precision runs (stdout may carry --json-lines -)."""
+    import time
+
+    from ...errors import EdgemmError
+    from ...iospec import AudioPreprocess
+    from ...runtime.runtime import GraphRuntimes, load
+
+    rt = load(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads)
+    try:
+        if isinstance(rt, GraphRuntimes):
+            raise EdgemmError(f"bundle {args.bundle} has graphs {', '.join(rt.graphs)}; edgemm run streams a single-graph "
+                              "bundle (run a graph from Python: edgemm.load(B, graph=NAME))")
+        audio = next((t for t in rt.inputs if isinstance(t.preprocessing, AudioPreprocess)), None)
+        if audio is not None and not args.audio:
+            raise EdgemmError(f"the model's input {audio.name!r} needs an audio source: add --audio SRC (mic:default, mic:N, "
+                              "a wav/flac file, synthetic:audio)")
+        feeds = rt.spec.example_feeds(batch=1)
+        t0 = time.perf_counter()
+        for _ in range(WARMUP_CALLS):
+            rt.run(feeds)
+        warm_ms = (time.perf_counter() - t0) * 1e3
+    except BaseException:
+        rt.close()
+        raise
+    if not args.quiet:
+        a = rt.artifact
+        print(f"edgemm run: {a.path} ({a.backend} {a.precision}{', graph ' + a.graph if a.graph != 'main' else ''}) from "
+              f"{rt.bundle.root}; warmed up with {WARMUP_CALLS} calls in {warm_ms:.0f} ms", file=sys.stderr, flush=True)
+    return rt
+
+
 def cmd_run(args) -> int:
     from ...runtime.stream import Stream
     from ...trust import allow_code
@@ -92,10 +128,14 @@ def cmd_run(args) -> int:
         _check_json_lines(args.json_lines)
     out = None
     with allow_code(args.trust_code):
-        stream = Stream(args.bundle, video=args.video, audio=args.audio, backend=args.backend, precision=args.precision,
-                        policy=args.policy, realtime=args.realtime, stall=args.stall, stall_ms=args.stall_ms,
-                        max_frames=args.max_frames, keep_frames=args.show, threads=args.threads,
+        rt = _runtime(args)
+    try:
+        stream = Stream(rt, video=args.video, audio=args.audio, policy=args.policy, realtime=args.realtime, stall=args.stall,
+                        stall_ms=args.stall_ms, max_frames=args.max_frames, keep_frames=args.show,
                         reconnect=not args.no_reconnect)
+    except BaseException:
+        rt.close()
+        raise
     try:
         if args.json_lines:
             out = _open_json_lines(args.json_lines)
@@ -109,6 +149,7 @@ def cmd_run(args) -> int:
                 break
     finally:
         stream.close()
+        rt.close()
         if out is not None and out is not sys.stdout:
             out.close()
     st = stream.stats()
