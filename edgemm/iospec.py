@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import SpecError, close_match_hint
 
-MODALITIES = ("image", "audio", "text", "tensor")
+MODALITIES = ("image", "audio", "text", "video", "tensor")  # the built-ins; plugins add more (known_modalities())
 # What an output is measured by (edgemm.metrics): top-1 on class labels, MAE/RMSE on float targets, cosine and
 # recall@k against the fp32 embeddings, or parity only ("raw": detection boxes, feature maps ...).
 TASKS = ("classification", "regression", "embedding", "raw")
@@ -61,89 +61,47 @@ class AxisRange:
         raise SpecError(f"{where}: expected {{min, opt, max}}, [min, opt, max] or an integer, not {value!r}")
 
 
-@dataclass(frozen=True)
-class ImagePreprocess:
-    """Camera frame (HxWx3 uint8) -> model tensor."""
+# The pre-processing parameters live with their modality (edgemm/modalities/<kind>/); imported here because
+# the spec is where users and older code look for them.
+from .modalities.audio.params import AudioPreprocess  # noqa: E402
+from .modalities.image.params import ImagePreprocess  # noqa: E402
+from .modalities.text.params import TextPreprocess  # noqa: E402
+from .modalities.video.params import VideoPreprocess  # noqa: E402
 
-    size: tuple[int, int] = (64, 64)  # (height, width) of the model input
-    channel_order: str = "RGB"  # order the model expects; frames are given as RGB
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # after scaling to [0, 1]
-    std: tuple[float, float, float] = (0.25, 0.25, 0.25)
-    layout: str = "NCHW"
-    resize: str = "bilinear"
-
-    def __post_init__(self):
-        if self.channel_order not in ("RGB", "BGR"):
-            raise SpecError(f"image channel_order must be 'RGB' or 'BGR', not {self.channel_order!r}")
-        if self.layout not in ("NCHW", "NHWC"):
-            raise SpecError(f"image layout must be 'NCHW' or 'NHWC', not {self.layout!r}")
-        if self.resize != "bilinear":
-            raise SpecError(f"image resize must be 'bilinear', not {self.resize!r}")
+Preprocess = Any  # an instance of a modality's params dataclass (ImagePreprocess, AudioPreprocess, ...)
 
 
-@dataclass(frozen=True)
-class AudioPreprocess:
-    """Mono waveform -> log-mel spectrogram of the window that ends at the frame."""
+def known_modalities() -> tuple[str, ...]:
+    """Every modality name: the built-ins and the plugins' (``edgemm.modalities`` entry points)."""
+    from .modalities.registry import all_modalities
 
-    sample_rate: int = 16000
-    window_s: float = 1.0
-    n_fft: int = 512
-    win_length: int = 400
-    hop: int = 160
-    n_mels: int = 64
-    fmin: float = 20.0
-    fmax: float = 8000.0
-    log_floor: float = 1e-6
-
-    @property
-    def n_samples(self) -> int:
-        return int(round(self.sample_rate * self.window_s))
-
-    @property
-    def n_frames(self) -> int:
-        return 1 + (self.n_samples - self.win_length) // self.hop
-
-    def __post_init__(self):
-        if self.win_length > self.n_fft:
-            raise SpecError(f"audio win_length ({self.win_length}) must be <= n_fft ({self.n_fft})")
-        if self.fmax > self.sample_rate / 2:
-            raise SpecError(f"audio fmax ({self.fmax}) must be <= sample_rate/2 ({self.sample_rate / 2})")
-
-
-@dataclass(frozen=True)
-class TextPreprocess:
-    """String -> int64 token ids (whitespace tokenizer over a vocabulary file)."""
-
-    tokenizer: str = "vocab.txt"  # path relative to the bundle (or recipe) directory
-    max_length: int = 16
-    lowercase: bool = True
-    pad_id: int = 0
-    unk_id: int = 1
-
-
-_PREPROCESS = {"image": ImagePreprocess, "audio": AudioPreprocess, "text": TextPreprocess}
-Preprocess = Union[ImagePreprocess, AudioPreprocess, TextPreprocess]
+    return tuple(all_modalities())
 
 
 def preprocess_from_dict(modality: str, data: Mapping[str, Any] | None) -> Preprocess | None:
-    if modality not in _PREPROCESS or data is None:
+    """Manifest/recipe data -> the modality's params (None: no pre-processing); unknown keys: one SpecError line."""
+    from .modalities.registry import get_modality
+
+    if data is None:
         return None
-    cls = _PREPROCESS[modality]
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            raise SpecError(
-                f"unknown {modality} preprocessing key {key!r}{close_match_hint(key, known)}; "
-                f"known keys: {', '.join(sorted(known))}"
-            )
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return cls(**kwargs)
+    m = get_modality(modality)
+    if m.params is None:
+        if data:
+            raise SpecError(f"{modality} inputs take no preprocessing, got keys {', '.join(sorted(map(str, data)))}; "
+                            "set the input's modality (image, audio, text, video ...) or drop the table")
+        return None
+    return m.parse(data)
 
 
 def preprocess_to_dict(pre: Preprocess | None) -> dict | None:
+    from .modalities.registry import modality_of_params
+
     if pre is None:
         return None
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(pre).items()}
+    m = modality_of_params(pre)
+    if m is None:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(pre).items()}
+    return m.to_dict(pre)
 
 
 @dataclass(frozen=True)
@@ -164,10 +122,14 @@ class TensorSpec:
         except TypeError as exc:
             raise SpecError(f"{self.name}: unknown dtype {self.dtype!r}; use a numpy name like 'float32' or 'int64'") from exc
         if self.modality not in MODALITIES:
-            raise SpecError(
-                f"{self.name}: unknown modality {self.modality!r}{close_match_hint(self.modality, MODALITIES)}; "
-                f"use one of {', '.join(MODALITIES)}"
-            )
+            known = known_modalities()
+            if self.modality not in known:
+                raise SpecError(
+                    f"{self.name}: unknown modality {self.modality!r}{close_match_hint(str(self.modality), known)}; "
+                    f"use one of {', '.join(known)} (more come from packages with an edgemm.modalities entry point)"
+                )
+        if self.preprocessing is not None and isinstance(self.preprocessing, Mapping):
+            object.__setattr__(self, "preprocessing", preprocess_from_dict(self.modality, self.preprocessing))
         for d in self.shape:
             if not (isinstance(d, str) or (isinstance(d, int) and d > 0)):
                 raise SpecError(f"{self.name}: shape entries must be positive ints or axis names, got {d!r}")
@@ -351,6 +313,28 @@ class IOSpec:
         if not isinstance(axes, Mapping):
             raise SpecError(f"'axes' must map axis names to {{min, opt, max}}, not {type(axes).__name__}")
         return cls(inputs=inputs, outputs=outputs, axes=dict(axes))
+
+    def valid_feeds(self, batch: int = 1, seed: int = 0, base_dir: Any = None) -> dict[str, np.ndarray]:
+        """Valid model-level feeds made by each input's modality (images, waveforms, token ids of the input's own
+        tokenizer with prefix attention masks); an input another input's pre-processing fills (an attention mask)
+        comes from that one. ``base_dir``: the folder the tokenizer's path is relative to (the bundle's root)."""
+        from pathlib import Path
+
+        from .modalities.registry import get_modality
+
+        feeds: dict[str, np.ndarray] = {}
+        for t in self.inputs:
+            if t.name in feeds:
+                continue
+            m = get_modality(t.modality)
+            made = m.generate(t, batch, seed, Path(base_dir) if base_dir is not None else None) if (
+                t.preprocessing is not None or m.params is None) else get_modality("tensor").generate(t, batch, seed)
+            feeds.update({k: v for k, v in made.items() if k in self.input_names})
+        for t in self.inputs:  # filled by another input's pre-processing, or given a dtype of its own
+            if t.name not in feeds:
+                feeds.update(get_modality("tensor").generate(t, batch, seed))
+            feeds[t.name] = feeds[t.name].astype(t.dtype, copy=False)
+        return {t.name: feeds[t.name] for t in self.inputs}
 
     def example_feeds(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
         """Random feeds of the right names/dtypes/shapes (shape checks, synthetic benchmarks)."""

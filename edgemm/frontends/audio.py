@@ -9,10 +9,12 @@ from __future__ import annotations
 from functools import lru_cache
 from math import gcd
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import SpecError
-from ..iospec import AudioPreprocess
+AudioPreprocess = Any  # edgemm.modalities' params dataclass, duck-typed: the frontends sit below the modalities
 
 
 def _hz_to_mel(f):

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import SpecError
-from ..iospec import ImagePreprocess
+ImagePreprocess = Any  # edgemm.modalities' params dataclass, duck-typed: the frontends sit below the modalities
 
 
 @lru_cache(maxsize=32)

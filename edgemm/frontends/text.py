@@ -4,10 +4,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from typing import Any
+
 import numpy as np
 
 from ..errors import SpecError
-from ..iospec import TextPreprocess
+TextPreprocess = Any  # edgemm.modalities' params dataclass, duck-typed: the frontends sit below the modalities
 
 
 @lru_cache(maxsize=8)

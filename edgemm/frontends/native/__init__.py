@@ -18,9 +18,12 @@ import threading
 import warnings
 from functools import lru_cache
 
+from typing import Any
+
 import numpy as np
 
-from ...iospec import AudioPreprocess, ImagePreprocess
+AudioPreprocess = Any  # edgemm.modalities' params dataclass, duck-typed: the frontends sit below the modalities
+ImagePreprocess = Any  # edgemm.modalities' params dataclass, duck-typed: the frontends sit below the modalities
 
 
 class NativeFallbackWarning(RuntimeWarning):
