@@ -35,12 +35,49 @@ def load_pt2(path: Path):
 
 
 def run_module(module, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> list[np.ndarray]:
-    """Call ``module`` positionally on ``feeds`` (in ``names`` order) under no_grad; outputs as arrays."""
+    """Call ``module`` positionally on ``feeds`` (in ``names`` order) under no_grad; its tensor outputs as arrays, in
+    the order the exporters flatten them (see :func:`output_items`)."""
     torch = lazy_import("torch")
     with torch.no_grad():
         out = module(*[torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names])
-    out = (out,) if isinstance(out, torch.Tensor) else out
-    return [o.numpy() for o in out]
+    items, _ = output_items(out, what=f"{type(module).__name__}.forward")
+    return [o.numpy() for _, o in items]
+
+
+def output_items(out, single: str = "output_0", what: str = "the model") -> tuple[list[tuple[str, Any]], list[str]]:
+    """``([(name, tensor), ...], [names of None values left out])`` of a model's output, in torch's pytree order (the
+    order torch.export and the ONNX exporters flatten outputs in). Names: a dict's / ModelOutput's keys, a
+    namedtuple's fields, ``output_<i>`` for a top-level tuple or list, ``single`` for one tensor; nested values get
+    dotted names (``hidden_states.0``). A value that is not a tensor (a string, a number) is one EdgemmError line:
+    an exported graph returns tensors only."""
+    torch = lazy_import("torch")
+    items: list[tuple[str, Any]] = []
+    dropped: list[str] = []
+
+    def walk(value, name: str) -> None:
+        if isinstance(value, torch.Tensor):
+            items.append((name, value))
+        elif value is None:
+            dropped.append(name)
+        elif isinstance(value, Mapping):  # dict, OrderedDict, transformers' ModelOutput (its non-None fields)
+            for k, v in value.items():
+                walk(v, f"{name}.{k}" if name else str(k))
+        elif isinstance(value, tuple) and hasattr(value, "_fields"):  # namedtuple
+            for k in value._fields:
+                walk(getattr(value, k), f"{name}.{k}" if name else k)
+        elif isinstance(value, (tuple, list)):
+            for i, v in enumerate(value):
+                walk(v, f"{name}.{i}" if name else f"output_{i}")
+        else:
+            kind = type(value).__name__
+            where = f"output {name!r}" if name else "its output"
+            raise EdgemmError(f"{what} returns a {kind} as {where}; an exported graph returns tensors only: return it as "
+                              f"a tensor (torch.tensor(...)) or leave it out of forward()'s result")
+
+    walk(out, "")
+    if items and items[0][0] == "" and len(items) == 1:
+        items = [(single, items[0][1])]
+    return items, dropped
 
 
 def dynamic_shapes(spec: IOSpec):

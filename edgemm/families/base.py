@@ -17,6 +17,32 @@ from ..iospec import TensorSpec
 from .folder import ModelFolder
 
 
+@dataclass(frozen=True)
+class AttentionPattern:
+    """Where a family's attention is: modules whose class name is one of ``classes``, with the ``Linear`` children
+    ``q``, ``k``, ``v`` (their output channels are the heads: ``heads`` names the attribute holding how many) and
+    ``out``. The pruning stage keeps those projections whole (channels cut out of a head would break the model's
+    reshape into heads); the attention rewrite leaves them as the model computes them."""
+
+    classes: tuple[str, ...]
+    q: str = "q_proj"
+    k: str = "k_proj"
+    v: str = "v_proj"
+    out: str = "out_proj"
+    heads: str = "num_heads"
+
+    def matches(self, module) -> bool:
+        return any(n in self.classes for _, n in mro_names(module))
+
+    def projections(self) -> tuple[str, ...]:
+        return (self.q, self.k, self.v, self.out)
+
+
+def find_attention(model, patterns) -> dict[str, "AttentionPattern"]:
+    """``{module path: pattern}`` of the attention modules of ``model`` (a torch module) the patterns describe."""
+    return {path: p for path, m in model.named_modules() for p in patterns if p.matches(m)}
+
+
 @dataclass
 class FamilyGraph:
     """One graph of a family model, as the family declares it.
@@ -43,13 +69,15 @@ class Family(ABC):
       timm's ``pretrained_cfg`` ...); no import of the family's library is needed to answer;
     - ``recognises_folder(folder)``: True for a model folder of this family (``folder.model_type``, files);
     - ``load(folder)``: the model object from the folder (safetensors need no trust; a pickle needs it);
-    - ``graphs(model, folder)``: ``{graph name: FamilyGraph}`` (``folder`` is None for a live object).
+    - ``graphs(model, folder)``: ``{graph name: FamilyGraph}`` (``folder`` is None for a live object);
+    - ``attention``: :class:`AttentionPattern` s of the family's attention modules (``attention_modules`` finds them).
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     model_types: ClassVar[tuple[str, ...]] = ()  # Hugging Face config.model_type values this family takes
     library: ClassVar[str] = ""  # the package the family's models come from (for messages)
+    attention: ClassVar[tuple[AttentionPattern, ...]] = ()  # the family's attention modules (rewrite and pruning)
 
     def recognises_module(self, obj) -> bool:
         return False
@@ -64,6 +92,10 @@ class Family(ABC):
     @abstractmethod
     def graphs(self, model, folder: ModelFolder | None) -> dict[str, FamilyGraph]:
         """The model's graphs by name, each a module with named inputs and valid feeds."""
+
+    def attention_modules(self, module) -> dict[str, AttentionPattern]:
+        """``{path: pattern}`` of the attention modules inside a graph's module (paths as ``named_modules`` gives them)."""
+        return find_attention(module, self.attention)
 
 
 def mro_names(obj) -> list[tuple[str, str]]:

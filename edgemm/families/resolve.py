@@ -50,10 +50,47 @@ def resolve_family(family: Family, model, folder: ModelFolder | None, example_in
         # read by the parity stage (valid parity feeds) and written into the graph's manifest entry
         fg.module.edgemm_family = {"name": family.name, **fg.data}
         fg.module.edgemm_valid_feeds = fg.feeds
+        # read by the pruning stage: {module path: AttentionPattern} of the family's attention modules
+        fg.module.edgemm_attention = call_family(family, "attention_modules", fg.module)
         graphs[gname] = GraphModel(fg.module, io, examples)
     first = next(iter(graphs.values()))
     recipe = Recipe(ModelConfig(name=name or _model_name(model, folder, family)), first.spec)
     return ResolvedModel(graphs, recipe, source, sha256)
+
+
+def resolve_generic(model, example_inputs, spec=None, keep=None) -> ResolvedModel | None:
+    """A plain ``nn.Module`` (no family) whose output is a dict, a namedtuple, a ModelOutput, nested, or holds None:
+    a ResolvedModel whose graph is the module wrapped in ``NamedOutputs`` (outputs named by their keys and fields,
+    dotted when nested; None values left out). ``keep`` or ``spec``'s output names choose which outputs stay.
+    None when the output is a tensor or a flat tuple of tensors (the generic path names those ``output_<i>``)."""
+    from ..lazy import lazy_import
+
+    torch = lazy_import("torch", "exporting a model")
+    if not isinstance(model, torch.nn.Module) or not isinstance(example_inputs, Mapping):
+        return None
+    import inspect
+
+    params = list(inspect.signature(model.forward).parameters)
+    examples = {k: np.asarray(v) for k, v in example_inputs.items()}
+    if any(n not in params for n in examples):
+        return None  # the generic path says which names are wrong
+    order = sorted(examples, key=params.index)
+    model.eval()
+    with torch.no_grad():
+        out = model(*[torch.from_numpy(np.ascontiguousarray(examples[n])) for n in order])
+    if isinstance(out, torch.Tensor) or (type(out) in (tuple, list) and all(isinstance(o, torch.Tensor) for o in out)):
+        return None
+    from .modules import named_outputs
+
+    wanted = list(spec.output_names) if spec is not None else (list(keep) if keep is not None else None)
+    wrapper, named = named_outputs(model, [torch.from_numpy(np.ascontiguousarray(examples[n])) for n in order], wanted)
+    if spec is None:
+        inputs = tuple(TensorSpec(n, str(examples[n].dtype), ("batch", *examples[n].shape[1:])) for n in order)
+        outputs = tuple(TensorSpec(k, str(v.dtype).replace("torch.", ""), ("batch", *v.shape[1:])) for k, v in named.items())
+        spec = IOSpec(inputs, outputs)
+    recipe = Recipe(ModelConfig(name=type(model).__name__.lower()), spec)
+    source = f"python {type(model).__module__}.{type(model).__qualname__}"
+    return ResolvedModel({layout.MAIN: GraphModel(wrapper, spec, example_inputs)}, recipe, source, "")
 
 
 def choose_outputs(fg: FamilyGraph, graph: str, family: str) -> tuple[TensorSpec, ...]:

@@ -117,23 +117,38 @@ def _no_fast_path(module, args):
 
 
 def _rewritable(torch, m) -> bool:
-    return isinstance(m, torch.nn.MultiheadAttention) and m.bias_k is None and m.bias_v is None and not m.add_zero_attn
+    """An ``nn.MultiheadAttention`` computing what torch's does (a subclass with its own ``forward`` computes
+    something else: it stays)."""
+    mha = torch.nn.MultiheadAttention
+    return (isinstance(m, mha) and type(m).forward is mha.forward and m.bias_k is None and m.bias_v is None
+            and not m.add_zero_attn)
+
+
+def _declared(path: str, declared) -> bool:
+    """Inside an attention module a model family declared (``edgemm_attention``, families/base.AttentionPattern):
+    the family's attention is exported as the model computes it."""
+    return any(path == d or path.startswith(d + ".") for d in declared)
 
 
 def rewrite_attention(model):
     """``(copy, names)``: a copy of ``model`` with every rewritable ``nn.MultiheadAttention`` replaced by
-    :class:`SplitHeadAttention` (``names``: their module paths); ``(model, [])`` when there is none."""
+    :class:`SplitHeadAttention` (``names``: their module paths); ``(model, [])`` when there is none. Attention
+    modules the model's family declares (``model.edgemm_attention``, set by edgemm.families) are left as they are."""
     torch = lazy_import("torch")
-    if not isinstance(model, torch.nn.Module) or not any(_rewritable(torch, m) for m in model.modules()):
+    if not isinstance(model, torch.nn.Module):
+        return model, []
+    declared = tuple(getattr(model, "edgemm_attention", None) or ())
+    if not any(_rewritable(torch, m) and not _declared(p, declared) for p, m in model.named_modules()):
         return model, []
     SplitHeadAttention = _split_head_attention_class()
     copied = copy.deepcopy(model)
     names = []
     for parent_name, parent in list(copied.named_modules()):
         for child_name, child in list(parent.named_children()):
-            if _rewritable(torch, child):
+            path = f"{parent_name}.{child_name}" if parent_name else child_name
+            if _rewritable(torch, child) and not _declared(path, declared):
                 setattr(parent, child_name, SplitHeadAttention(child))
-                names.append(f"{parent_name}.{child_name}" if parent_name else child_name)
+                names.append(path)
     for m in copied.modules():  # nested tensors would bypass the rewritten layers (module docstring)
         if isinstance(m, torch.nn.TransformerEncoder) and any(isinstance(a, SplitHeadAttention) for a in m.modules()):
             m.use_nested_tensor = False

@@ -5,7 +5,7 @@ logits (images x texts) are computed by the application from the two embeddings:
 from __future__ import annotations
 
 from ...iospec import ImagePreprocess, TensorSpec
-from ..base import Family, FamilyGraph, hf_model_type, mro_names
+from ..base import AttentionPattern, Family, FamilyGraph, hf_model_type, mro_names
 from ..folder import ModelFolder
 from ..hf import load_pretrained, text_data, text_feeds_for
 from ..preprocessing import image_from_processor
@@ -19,6 +19,7 @@ class CLIPFamily(Family):
                    "-> text_embeds); CLIPVisionModelWithProjection / CLIPTextModelWithProjection: one of them")
     model_types = ("clip",)
     library = "transformers"
+    attention = (AttentionPattern(("CLIPAttention",)),)
     CLASSES = {"CLIPModel": "clip", "CLIPVisionModelWithProjection": "clip_vision_model",
                "CLIPTextModelWithProjection": "clip_text_model"}
 

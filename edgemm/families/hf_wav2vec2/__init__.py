@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...iospec import TensorSpec
 from ... import layout
-from ..base import Family, FamilyGraph, hf_model_type, mro_names
+from ..base import AttentionPattern, Family, FamilyGraph, hf_model_type, mro_names
 from ..folder import ModelFolder
 from ..hf import load_pretrained
 from ..preprocessing import audio_record
@@ -17,6 +17,7 @@ class Wav2Vec2Family(Family):
     description = "Hugging Face Wav2Vec2 (raw waveform input_values -> last_hidden_state, or a head's logits)"
     model_types = ("wav2vec2",)
     library = "transformers"
+    attention = (AttentionPattern(("Wav2Vec2Attention",)),)
 
     def recognises_module(self, obj) -> bool:
         return hf_model_type(obj) == "wav2vec2"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...iospec import TensorSpec
-from ..base import Family, FamilyGraph, hf_model_type, mro_names
+from ..base import AttentionPattern, Family, FamilyGraph, hf_model_type, mro_names
 from ..folder import ModelFolder
 from ..hf import load_pretrained
 from ..preprocessing import audio_record
@@ -14,6 +14,7 @@ class WhisperEncoderFamily(Family):
     description = "Hugging Face Whisper encoder (log-mel input_features -> last_hidden_state), graph encoder"
     model_types = ("whisper",)
     library = "transformers"
+    attention = (AttentionPattern(("WhisperAttention",)),)
 
     def recognises_module(self, obj) -> bool:
         return hf_model_type(obj) == "whisper"

@@ -87,6 +87,21 @@ def output_modules(model, args) -> list:
     return [ptrs[o.data_ptr()] for o in outs if isinstance(o, torch.Tensor) and o.data_ptr() in ptrs]
 
 
+def declared_attention_projections(model) -> list:
+    """The q/k/v/out projections of the attention modules the model's family declares (``edgemm.families``:
+    ``Family.attention``, recorded on the graph module as ``edgemm_attention``): torch-pruning does not know that
+    their output channels are split into heads (the model reshapes them by ``head_dim``), so they stay whole."""
+    nn = lazy_import("torch").nn
+    out = []
+    for path, pattern in (getattr(model, "edgemm_attention", None) or {}).items():
+        try:
+            attention = model.get_submodule(path)
+        except AttributeError:  # the family named a module this (copied, narrowed) model no longer has
+            continue
+        out.extend(m for m in (getattr(attention, n, None) for n in pattern.projections()) if isinstance(m, nn.Linear))
+    return out
+
+
 def enable_feature_concats(dg) -> None:
     """Re-enable index mapping on concats that join features.
 
@@ -144,7 +159,7 @@ class StructuredPruner:
         self.model = model
         names = {m: n for n, m in model.named_modules() if n}
         heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
-        ignored = output_modules(model, args)
+        ignored = output_modules(model, args) + declared_attention_projections(model)
         roots = [nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.LSTM, nn.MultiheadAttention]
         try:
             with warnings.catch_warnings():
