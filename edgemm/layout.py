@@ -63,3 +63,11 @@ def parity_reference_path(graph: str = MAIN, pruned: bool = False) -> str:
 def report_path(key: str) -> str:
     """Reports are one file per kind for the whole bundle (rows name their artifact, and so their graph)."""
     return f"reports/{key}.json"
+
+
+def asset_path(graph: str, name: str) -> str:
+    """A file a graph's pre-processing reads (a tokenizer): ``assets/<name>`` (``graphs/<g>/assets/<name>``)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    if not base or base in (".", ".."):
+        raise EdgemmError(f"asset name {name!r} is not a file name")
+    return f"{folder(graph, 'assets')}/{base}"
