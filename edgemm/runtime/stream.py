@@ -28,7 +28,8 @@ import numpy as np
 
 from ..errors import EdgemmError, SpecError
 from ..frontends import native
-from ..iospec import AudioPreprocess, ImagePreprocess
+from ..modalities.audio.params import AudioPreprocess
+from ..modalities.registry import get_modality
 from .sources import Frame, Source, SourceError, open_audio, open_video
 from .sync import ENDED, NO_AUDIO, STALL_POLICIES, STALLED, AudioRing
 
@@ -134,7 +135,7 @@ class _Channel:
 
 
 def _is_runtime(obj) -> bool:
-    return hasattr(obj, "run") and hasattr(obj, "inputs")
+    return hasattr(obj, "run") and (hasattr(obj, "inputs") or hasattr(obj, "graphs"))
 
 
 class Stream:
@@ -154,12 +155,17 @@ class Stream:
     """
 
     def __init__(self, runtime_or_bundle, video: str | Source | None = None, audio: str | Source | None = None, *,
+                 graph: str | None = None, constants: dict[str, dict[str, Any]] | None = None,
+                 combine: Callable[[dict, dict], dict] | None = None, source: str | Source | None = None,
                  policy: str | None = None, backend: str | None = None, precision: str | None = None,
                  realtime: bool = False, stall: str = "wait", stall_ms: float | None = None,
                  sync_tolerance_ms: float | None = None, queue_size: int = 4, callback: Callable[[Result], Any] | None = None,
                  max_frames: int | None = None, keep_frames: bool = False, clock: Callable[[], float] | None = None,
                  audio_capacity_s: float | None = None, threads: int | None = None, reconnect: bool = True,
                  source_timeout_s: float = 10.0, reconnect_give_up_s: float | None = None, close_timeout_s: float = 2.0):
+        if video is not None and source is not None:
+            raise EdgemmError("pass the frame source once: video=URI (cameras, files) or source=URI (any paced input)")
+        video = source if video is None else video
         if policy is not None and policy not in POLICIES:
             raise EdgemmError(f"unknown drop policy {policy!r}; use one of: {', '.join(POLICIES)}")
         if stall not in STALL_POLICIES:
@@ -176,15 +182,20 @@ class Stream:
         self.video: Source | None = None
         self.audio: Source | None = None
         self.runtime = None
+        self._loaded = None
+        self.constants: dict[str, dict[str, np.ndarray]] = {}
         try:
             if self._owns_runtime:
                 from .runtime import load
 
-                self.runtime = load(runtime_or_bundle, backend=backend, precision=precision, threads=threads)
+                self._loaded = load(runtime_or_bundle, backend=backend, precision=precision, threads=threads,
+                                    graph=None if constants or graph is None else graph)
             else:
-                self.runtime = runtime_or_bundle
+                self._loaded = runtime_or_bundle
+            self.runtime, self.constants = self._per_frame_runtime(self._loaded, graph, constants)
+            self.combine = combine
             self._bind_inputs(video, audio)
-            self.video = video if isinstance(video, Source) else open_video(
+            self.video = video if isinstance(video, Source) else self._open_primary(
                 video, clock=self.clock, pace=realtime, timeout_s=source_timeout_s, reconnect=reconnect,
                 give_up_s=reconnect_give_up_s)
             if self.audio_input is not None:
@@ -211,11 +222,12 @@ class Stream:
             cap = audio_capacity_s or max(4.0, 2 * pre.window_s + 1.0)
             self.ring = AudioRing(rate, cap, live=self.audio.live, clock=self.clock,
                                   backpressure=not self.audio.live and not realtime, tolerance_s=tol / 1000.0)
-            # Incremental frontend: each sample resampled once, each STFT hop computed once.
-            self._frontend = native.StreamingLogMel(pre, rate)
+            # Incremental frontend: each sample resampled once, each STFT hop computed once (log-mel features;
+            # the other features are computed from the window at each frame).
+            self._frontend = native.StreamingLogMel(pre, rate) if pre.features == "log_mel" else None
             self._fed = 0  # source samples pushed into the frontend
-            self._logmel = native.LogMelKernel(pre) if rate == pre.sample_rate else None  # one-shot fallback
-            if self._logmel is None:
+            self._logmel = native.LogMelKernel(pre) if rate == pre.sample_rate and pre.features == "log_mel" else None
+            if rate != pre.sample_rate:
                 import scipy.signal  # noqa: F401 - resampling: import now, not inside the first frame's latency
         latest = self.policy == "latest"
         size = 1 if latest else max(1, queue_size)
@@ -240,37 +252,81 @@ class Stream:
         self._sync_lag: deque = deque(maxlen=100_000)
 
     # ------------------------------------------------------------------ set-up
+    @staticmethod
+    def _per_frame_runtime(loaded, graph: str | None, constants: dict | None):
+        """The runtime that runs at every frame, and the outputs of the constant graphs (run once now).
+
+        A bundle of several graphs (``edgemm.load`` gave ``.graph(name)``): ``graph`` names the per-frame one
+        (default: the only graph ``constants`` does not name), each graph in ``constants`` runs once on its raw
+        inputs (``{"text": {"input_ids": ["a photo of a 0", ...]}}``, pre-processed by that graph's own spec)."""
+        graphs = list(getattr(loaded, "graphs", None) or []) if hasattr(loaded, "graph") and not hasattr(loaded, "artifact") else []
+        constants = dict(constants or {})
+        if not graphs:
+            if constants:
+                raise SpecError("constants= runs other graphs of a bundle once (e.g. the text encoder of a CLIP-style model); "
+                                "this runtime has one graph: load the bundle with all its graphs (edgemm.load(B)) or drop constants=")
+            return loaded, {}
+        for g in constants:
+            if g not in graphs:
+                raise SpecError(f"constants names graph {g!r}, but the bundle has graphs {', '.join(graphs)}")
+        if graph is None:
+            rest = [g for g in graphs if g not in constants]
+            if len(rest) != 1:
+                raise SpecError(f"the bundle has graphs {', '.join(graphs)}: name the one that runs per frame (graph=...) "
+                                "and give the others' inputs as constants={graph: {input: raw data}}")
+            graph = rest[0]
+        if graph in constants:
+            raise SpecError(f"graph {graph!r} runs per frame, so it cannot also be a constant")
+        per_frame = loaded.graph(graph)
+        outputs: dict[str, dict[str, np.ndarray]] = {}
+        for g, raw in constants.items():
+            rt = loaded.graph(g)
+            if not isinstance(raw, dict) or not raw:
+                raise SpecError(f"constants[{g!r}] must map the graph's input names to raw data (e.g. a list of prompts)")
+            feeds = rt.preprocess(**raw)
+            outputs[g] = rt.run(feeds)
+        return per_frame, outputs
+
+    def _open_primary(self, uri, **kw):
+        """The source of the paced input: a URI scheme its modality opens itself (a plugin's sensor), else a video source."""
+        m = get_modality(self.frame_input.modality)
+        scheme = uri.split(":", 1)[0] if isinstance(uri, str) and ":" in uri else None
+        if scheme is not None and scheme in m.schemes:
+            return m.open_source(uri, clock=kw.get("clock"), pace=kw.get("pace", False), t=self.frame_input)
+        return open_video(uri, **kw)
+
     def _bind_inputs(self, video, audio) -> None:
-        self.image_input = next((t for t in self.runtime.inputs if isinstance(t.preprocessing, ImagePreprocess)), None)
-        self.audio_input = next((t for t in self.runtime.inputs if isinstance(t.preprocessing, AudioPreprocess)), None)
-        names = [t.name for t in self.runtime.inputs]
-        other = [t.name for t in self.runtime.inputs if t not in (self.image_input, self.audio_input)]
+        inputs = self.runtime.inputs
+        paced = [t for t in inputs if t.preprocessing is not None and get_modality(t.modality).paced]
+        self.frame_input = paced[0] if paced else None
+        self.image_input = self.frame_input  # the name older code reads
+        self.audio_input = next((t for t in inputs if t.modality == "audio" and isinstance(t.preprocessing, AudioPreprocess)), None)
+        names = [t.name for t in inputs]
+        other = [t.name for t in inputs if t not in (self.frame_input, self.audio_input)]
         if other:
-            raise SpecError(f"Stream feeds image and audio inputs; this model also takes {', '.join(other)} "
-                            "(run it with Runtime.run instead)")
-        if self.image_input is None:
-            raise SpecError(f"Stream needs a model with an image input (frames set the pace); this one takes {', '.join(names)}")
+            raise SpecError(f"Stream feeds one paced input (frames, clips, sensor windows) and one audio input; this model also "
+                            f"takes {', '.join(other)} (run it with Runtime.run, or give another graph's inputs as constants=)")
+        if self.frame_input is None:
+            raise SpecError(f"Stream needs a model with a paced input (an image, a video clip or a plugin sensor: frames set the "
+                            f"pace); this one takes {', '.join(names)}")
         if video is None:
-            raise SpecError(f"the model's input {self.image_input.name!r} needs a video source: pass video=URI "
+            raise SpecError(f"the model's input {self.frame_input.name!r} needs a video source: pass video=URI "
                             "(camera:0, a video file, rtsp://..., http://....mjpg)")
         if self.audio_input is not None and audio is None:
             raise SpecError(f"the model's input {self.audio_input.name!r} needs an audio source: pass audio=URI "
                             "(mic:default, a wav/flac file)")
-        pre: ImagePreprocess = self.image_input.preprocessing
-        # Frames come as RGB or BGR (OpenCV): fuse the channel swap into the kernel.
-        swap = {"RGB": "BGR", "BGR": "RGB"}
-        self._image_kernels = {
-            "RGB": native.ImageKernel(pre),
-            "BGR": native.ImageKernel(dataclasses.replace(pre, channel_order=swap[pre.channel_order])),
-        }
-        # Feed buffers the kernels write into, reused once inference has read them (the same addresses
+        self._adapter = get_modality(self.frame_input.modality).stream_adapter(self.frame_input)
+        if self._adapter is None:
+            raise SpecError(f"the {self.frame_input.modality} modality has no stream adapter; run it with Runtime.run")
+        # Feed buffers the adapters write into, reused once inference has read them (the same addresses
         # frame after frame: no allocation on the hot path). A dropped job's buffers are not returned;
         # the pool allocates a new set when it is empty.
         self._buffer_pool: deque = deque()
-        self._buffer_shapes = {self.image_input.name: self._image_kernels["RGB"].out_shape}
+        self._buffer_shapes = {self.frame_input.name: tuple(self._adapter.out_shape)}
         if self.audio_input is not None:
             a: AudioPreprocess = self.audio_input.preprocessing
-            self._buffer_shapes[self.audio_input.name] = (1, 1, a.n_mels, a.n_frames)
+            self._buffer_shapes[self.audio_input.name] = ((1, 1, a.n_mels, a.n_frames) if a.features == "log_mel"
+                                                          else self.audio_input.concrete_shape(1))
 
     def _take_buffers(self) -> dict[str, np.ndarray]:
         try:
@@ -403,9 +459,10 @@ class Stream:
                     t2 = self.clock()
                     job.lat["preprocess_audio"] = (t2 - t1) * 1e3
                     t0 = t1
-                kernel = self._image_kernels[job.frame.order]
                 t1 = self.clock()
-                feeds[self.image_input.name] = kernel(job.frame.image, bufs[self.image_input.name])
+                feeds[self.frame_input.name] = self._adapter(job.frame, bufs[self.frame_input.name])
+                if getattr(self._adapter, "padded", False):
+                    job.flags.append("clip_padded")  # the clip's first frames repeat until the buffer is full
                 t2 = self.clock()
                 job.lat["preprocess_image"] = (t2 - t1) * 1e3
                 job.lat["preprocess"] = (t2 - t0) * 1e3
@@ -426,6 +483,16 @@ class Stream:
         (the snap is added to ``skew_ms``). A window older than the frontend keeps (or no audio at
         all yet) goes through the one-shot frontend instead."""
         fe = self._frontend
+        if fe is None:  # waveform / Whisper features: from the window that ends at the frame
+            from ..modalities.audio import features, fit_rank
+
+            self._snap_s = 0.0
+            window, _ = self.ring.window(t, self._audio_n, wait_s=0.0, core=self._audio_core)
+            res = fit_rank(features(np.asarray(window, np.float32), self.ring.rate, self.audio_input.preprocessing), self.audio_input)
+            if out is not None and out.shape == res.shape:
+                out[...] = res
+                return out
+            return res
         if NO_AUDIO not in info.flags:
             if info.available_end > self._fed:
                 fe.push(self.ring.samples(self._fed, info.available_end))
@@ -460,6 +527,9 @@ class Stream:
                     self._buffer_pool.append(job.buffers)  # inference has read them
                     job.buffers = None
                 outputs = top(raw) if top is not None else {h: v[0] for h, v in labels(raw).items()} if labels else {}
+                if self.combine is not None:
+                    raw = {**raw, **self.combine(raw, self.constants)}
+                    outputs.update(top_of(raw, getattr(self.combine, "labels", None) or {}))
                 t2 = self.clock()
                 job.lat["infer"] = (t1 - t0) * 1e3
                 job.lat["postprocess"] = (t2 - t1) * 1e3
@@ -579,8 +649,8 @@ class Stream:
             idle = [src for src in (self.video, self.audio) if src is not None and id(src) not in self._src_busy]
         for src in idle:
             self._close_source(src)
-        if self._owns_runtime and self.runtime is not None:
-            self.runtime.close()
+        if self._owns_runtime and self._loaded is not None:
+            self._loaded.close()
 
     def close(self) -> None:
         """Stop capturing and every thread, release the sources (and the runtime if the stream loaded
@@ -623,3 +693,41 @@ class Stream:
     def __repr__(self) -> str:
         return (f"Stream(video={getattr(self.video, 'uri', None)!r}, audio={getattr(self.audio, 'uri', None)!r}, "
                 f"policy={self.policy!r})")
+
+
+def top_of(raw: dict[str, np.ndarray], labels: dict[str, Any]) -> dict[str, tuple[str, float]]:
+    """``(label, softmax score)`` of the first row of each output named in ``labels`` (output -> class names)."""
+    out = {}
+    for name, names in labels.items():
+        if name not in raw:
+            continue
+        row = np.asarray(raw[name], np.float64).reshape(-1, np.shape(raw[name])[-1])[0]
+        p = np.exp(row - row.max())
+        p /= p.sum()
+        i = int(p.argmax())
+        out[name] = (str(names[i]) if i < len(names) else str(i), float(p[i]))
+    return out
+
+
+class ZeroShot:
+    """``combine=`` for a CLIP-style bundle: ``logits = scale * normalise(image) @ normalise(text).T`` from the per-frame
+    graph's ``image`` output and the constant graph's ``text`` output (one row per prompt); with ``labels`` (one per
+    prompt) each result's ``outputs[name]`` is the best prompt's label and its softmax score."""
+
+    def __init__(self, image: str = "image_embeds", text: str = "text_embeds", *, graph: str = "text",
+                 labels: list[str] | None = None, scale: float = 100.0, name: str = "zero_shot", normalize: bool = True):
+        self.image, self.text, self.graph, self.scale, self.name, self.normalize = image, text, graph, float(scale), name, normalize
+        self.labels = {name: list(labels)} if labels is not None else {}
+
+    def __call__(self, frame_outputs: dict, constants: dict) -> dict:
+        if self.image not in frame_outputs:
+            raise SpecError(f"zero-shot: the per-frame graph has no output {self.image!r}; outputs: {', '.join(frame_outputs)}")
+        const = constants.get(self.graph) or {}
+        if self.text not in const:
+            raise SpecError(f"zero-shot: constants of graph {self.graph!r} have no output {self.text!r}; "
+                            f"give that graph's prompts as constants={{{self.graph!r}: {{...}}}}")
+        a, b = np.asarray(frame_outputs[self.image], np.float32), np.asarray(const[self.text], np.float32)
+        if self.normalize:
+            a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+            b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
+        return {self.name: self.scale * a @ b.T}
