@@ -2,7 +2,7 @@
 
 - ``env``: the launcher's environment (RANK, WORLD_SIZE, ...) read without torch;
 - ``group``: the session of one rank (process group, store, collectives: means of losses, broadcasts of
-  the final state, gradient averaging, DistributedDataParallel, the disjoint shard of the training split);
+  the final state, gradient averaging, DistributedDataParallel, each rank's strided part of every global batch);
 - ``outcome``: what the run ended with, the same on every rank, said in one line by one rank;
 - ``rank0``: the rank-0-writes rule around the pipeline.
 

@@ -61,6 +61,7 @@ class Session:
         self.signal: str | None = None  # the signal that interrupted this rank (SIGINT / SIGTERM), when one did
         self.outcome: dict | None = None  # what this rank ended with (edgemm.distributed.outcome)
         self.info: dict = {}  # what the fine-tunes recorded about the split (reports/pruning.json)
+        self.peer_pids: dict[int, str] = {}  # "host pid" of each rank, known once every rank joined (see wrap)
         self._handlers: dict = {}
         self._own_group = False
 
@@ -218,7 +219,16 @@ class Session:
         import torch
 
         ids = [int(self.device.split(":")[1])] if self.device.startswith("cuda") else None
-        return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)  # buffers follow rank 0 each forward (default)
+        ddp = torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)  # buffers follow rank 0 each forward (default)
+        self.remember_peers()
+        return ddp
+
+    def remember_peers(self) -> None:
+        """Keep every rank's "host pid" here: when a peer dies, the launcher may take its store down with the run
+        before this rank asks, and the dead rank must still be named."""
+        for r in range(self.world_size):
+            if r not in self.peer_pids and self.store is not None and self.store.check([f"pid/{r}"]):
+                self.peer_pids[r] = self.store.get(f"pid/{r}").decode()
 
     def _flat(self, group: list):
         import torch
@@ -227,27 +237,22 @@ class Session:
 
     # ------------------------------------------------------------------ the fine-tune's split
 
-    def shard_indices(self, n: int):
-        """This rank's disjoint part of ``n`` samples: every world_size-th index from ``rank`` (as DistributedSampler
-        with drop_last: every rank gets as many, so every rank takes as many steps)."""
-        import numpy as np
-
-        per = n // self.world_size
-        if per < 1:
-            raise EdgemmError(f"the training split has {n} sample(s), fewer than the {self.world_size} ranks; give a larger "
-                              "split or launch fewer ranks (torchrun --nproc-per-node)")
-        self.info.update({"samples": n, "samples_per_rank": per, "dropped": n - per * self.world_size})
-        return np.arange(self.rank, per * self.world_size, self.world_size)
-
-    def shard(self, samples):
-        """This rank's disjoint part of ``samples`` (edgemm.data.datasets.Samples): see ``shard_indices``."""
-        return samples.take(self.shard_indices(len(samples)))
-
-    def local_batch(self, batch: int) -> int:
-        """Each rank's share of a batch: the global batch (all ranks together) stays the one-process batch, so an
-        epoch takes as many optimizer steps as in one process."""
-        local = max(1, -(-int(batch) // self.world_size))
-        self.info.update({"batch": int(batch), "batch_per_rank": local})
+    def local_batch(self, batch: int, n: int) -> int:
+        """Check and record how ``n`` training samples in global batches of ``batch`` split over the ranks: every
+        rank draws the same global batches (one seed) and trains on its strided part of each (``rank::world_size``,
+        as DistributedSampler splits), so the global batch and the steps per epoch stay the one-process ones and
+        every sample of an epoch goes to one rank. Returns this rank's share of a full batch."""
+        batch, n = int(batch), int(n)
+        if n < self.world_size or batch < self.world_size:
+            what = f"the training split has {n} sample(s)" if n < self.world_size else f"the batch size is {batch}"
+            raise EdgemmError(f"{what}, fewer than the {self.world_size} ranks: every rank needs a part of each batch; "
+                              "give a larger split or batch, or launch fewer ranks (torchrun --nproc-per-node)")
+        starts = range(0, n - (batch // 2 if n > batch else 0), batch)  # as the trainer's batches (tiny last one dropped)
+        sizes = [min(batch, n - s) for s in starts]
+        mine = sum(len(range(self.rank, size, self.world_size)) for size in sizes)
+        local = len(range(self.rank, batch, self.world_size))
+        self.info.update({"samples": n, "samples_per_rank": mine, "dropped": n - sum(sizes), "batch": batch,
+                          "batch_per_rank": local, "split": "strided part of each global batch (one seed on all ranks)"})
         return local
 
 

@@ -22,7 +22,7 @@ from .group import Session
 
 EXIT = {"ok": 0, "error": 2, "interrupted": 130, "internal": 1}
 POLL_S = 0.25
-GRACE_S = 2.0  # how long a rank whose collective broke waits for the cause to show (a peer's record or exit)
+GRACE_S = 5.0  # how long a rank whose collective broke waits for the cause to show (a peer's record or exit)
 
 
 class PeerFailed(EdgemmError):
@@ -97,7 +97,7 @@ def dead_peer(session: Session) -> tuple[int, int] | None:
     for r in range(session.world_size):
         if r == session.rank:
             continue
-        raw = _get(session, f"pid/{r}")
+        raw = session.peer_pids.get(r) or _get(session, f"pid/{r}")
         if not raw:
             continue
         peer_host, pid = raw.rsplit(" ", 1)

@@ -36,7 +36,7 @@ def world_info() -> dict:
     if s is None:
         return {"world_size": 1, "rank": 0}
     return {"world_size": s.world_size, "rank": s.rank,
-            "distributed": {"backend": s.backend, "sampler": "disjoint strided shard per rank (drop_last)", **s.info}}
+            "distributed": {"backend": s.backend, "sampler": "same global batches on every rank (one seed), each rank its strided part", **s.info}}
 
 
 _INSIDE = False  # run_ranked is running the pipeline in this process

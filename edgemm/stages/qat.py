@@ -137,11 +137,9 @@ def _finetune(torch, F, model, spec: IOSpec, feeds, labels, cfg: QATConfig):
     torch.manual_seed(cfg.seed)
     session = distributed_session()
     batch = cfg.batch
-    if session is not None:  # this rank's disjoint shard, and its share of the batch (the global batch stays cfg.batch)
-        keep = session.shard_indices(len(next(iter(feeds.values()))))
-        feeds = {k: v[keep] for k, v in feeds.items()}
-        labels = {k: v[keep] for k, v in labels.items()} if labels else labels
-        batch = session.local_batch(cfg.batch)
+    world, rank = (session.world_size, session.rank) if session is not None else (1, 0)
+    if session is not None:  # every rank draws the one-process global batches and trains on its strided part of each
+        session.local_batch(cfg.batch, len(next(iter(feeds.values()))))
     device = torch.device(session.device if session is not None else "cpu")
     teacher = model.eval()
     student = copy.deepcopy(model).eval()  # eval: dropout off, BatchNorm statistics frozen
@@ -163,15 +161,17 @@ def _finetune(torch, F, model, spec: IOSpec, feeds, labels, cfg: QATConfig):
             student(*[x[s:s + batch].to(device) for x in x_all])
         teacher_out = [torch.cat(t) for t in zip(*[as_tuple(teacher(*[x[s:s + 256].to(device) for x in x_all])) for s in range(0, n, 256)])]
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(cfg.seed + (session.rank if session is not None else 0))
+    gen = torch.Generator().manual_seed(cfg.seed)  # the same on every rank: the same global batches
     T = cfg.temperature
     net = session.wrap(student) if session is not None else student  # DDP: rank 0's weights and ranges to every rank
     try:
         for epoch in range(cfg.epochs):
             order = torch.randperm(n, generator=gen)
-            total = 0.0
+            total, seen = 0.0, 0
             for s in range(0, n, batch):
-                idx = order[s:s + batch]
+                if n - s < world:  # a last batch too small to give every rank a sample: skipped on every rank
+                    break
+                idx = order[s:s + batch][rank::world]
                 outs = as_tuple(net(*[x[idx].to(device) for x in x_all]))
                 loss = 0.0
                 for i, out in enumerate(outs):
@@ -184,7 +184,8 @@ def _finetune(torch, F, model, spec: IOSpec, feeds, labels, cfg: QATConfig):
                 loss.backward()
                 opt.step()
                 total += loss.item() * len(idx)
-            mean = total / n if session is None else session.mean(total / n)  # every rank holds as many samples
+                seen += len(idx)
+            mean = total / max(seen, 1) if session is None else session.mean(total / max(seen, 1))
             logger.info("  QAT epoch %d/%d: loss %.4f", epoch + 1, cfg.epochs, mean)
     finally:
         net = None  # DistributedDataParallel's hooks go with it before the parametrizations are removed

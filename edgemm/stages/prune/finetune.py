@@ -17,11 +17,14 @@ teacher's outputs and features on the shifted inputs as targets; labels stay val
 ``cfg.bn_recalibrate``: after the last epoch, BatchNorm running statistics are re-estimated on the
 clean training inputs (training updated them on blended and shifted batches too).
 
-Under a launcher (``torchrun``, edgemm.distributed) the same loop runs on every rank: each rank trains on
-its disjoint shard of the training split with its share of the batch (the global batch and the steps per
-epoch stay the one-process ones) through DistributedDataParallel; losses are averaged over the ranks, the
-deadline is one decision for all, Taylor gradients and re-estimated BatchNorm statistics are averaged, and
-rank 0's final state is broadcast, so that every rank holds the same model (and prunes the same channels).
+Under a launcher (``torchrun``, edgemm.distributed) the same loop runs on every rank, as DistributedSampler
+does it: every rank draws the same random numbers (one seed for all), so the global batches, shifts, blends and
+re-pairings are the one-process run's; each rank takes its strided part of every global batch (disjoint, every
+sample of an epoch on one rank) through DistributedDataParallel, whose averaged gradients are then the global
+batch's. What still differs from one process: BatchNorm sees each rank's part of the batch, and float sums run
+in another order. Losses are averaged over the ranks, the deadline is one decision for all, Taylor gradients and
+re-estimated BatchNorm statistics are averaged, and rank 0's final state is broadcast, so that every rank holds
+the same model (and prunes the same channels).
 """
 from __future__ import annotations
 
@@ -173,14 +176,13 @@ class Trainer:
         self.dist = distributed_session()  # None: one process (the default)
         self.batch = cfg.batch_size
         self.device = None  # where training runs when not on the CPU (a CUDA rank of an NCCL group)
-        if self.dist is not None:  # this rank's disjoint shard and its share of the batch
-            train = self.dist.shard(train)
-            self.batch = self.dist.local_batch(cfg.batch_size)
+        if self.dist is not None:  # every rank holds the whole split and takes its part of each global batch
+            self.dist.local_batch(cfg.batch_size, len(train))
             self.device = torch.device(self.dist.device) if self.dist.device != "cpu" else None
         self.xs = _tensors(train, spec)
         self.ys = [torch.from_numpy(train.labels[o.name]) if o.name in train.labels else None for o in spec.outputs]
         self.n = len(train)
-        self.gen = torch.Generator().manual_seed(cfg.seed + (self.dist.rank if self.dist is not None else 0))
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # the same on every rank: the same global batches
         self._ddp = None  # the DistributedDataParallel wrapper while a distributed run() trains
         hooks = _Features(teacher, self.features)
         try:
@@ -232,6 +234,7 @@ class Trainer:
         for b, idx in enumerate(self._batches()):
             if b >= batches:
                 break
+            idx = self._mine(idx)
             outs = _outs(model(*[x[idx].to(device) for x in self.xs]))
             loss = 0.0
             for o, t, y in zip(outs, self.teacher_outs, self.ys):
@@ -242,7 +245,12 @@ class Trainer:
         if self.dist is not None:  # every rank ranks channels by the same gradients: the same channels go everywhere
             self.dist.average_grads(model.parameters())
 
+    def _mine(self, t):
+        """This rank's strided part of a global batch (index tensor or batch tensor); all of it in one process."""
+        return t if self.dist is None else t[self.dist.rank::self.dist.world_size]
+
     def _batches(self):
+        """The global batches of one epoch (the same on every rank: see ``_mine`` for this rank's part)."""
         torch = lazy_import("torch")
         perm = torch.randperm(self.n, generator=self.gen)
         bs = self.batch
@@ -253,7 +261,8 @@ class Trainer:
         """Distillation on new input combinations (input k of sample i with input j of sample p(i)):
         the teacher labels them, so the small training split yields many more distinct examples."""
         torch = lazy_import("torch")
-        xs = [self._on(self.xs[0][idx])] + [self._on(x[idx[torch.randperm(len(idx), generator=self.gen)]]) for x in self.xs[1:]]
+        xs = [self.xs[0][idx]] + [x[idx[torch.randperm(len(idx), generator=self.gen)]] for x in self.xs[1:]]
+        xs = [self._on(self._mine(x)) for x in xs]  # re-paired over the global batch, this rank's part trained
         with torch.no_grad():
             t = _outs(self.teacher(*xs))
         return distill_loss(_outs(self._forward(*xs)), t, [None] * len(t), self.cfg)
@@ -302,6 +311,7 @@ class Trainer:
                 continue
             w = lam.view(-1, *([1] * (x.dim() - 1))).to(x.device)
             xs.append(w * x + (1 - w) * x[other.to(x.device)])
+        xs = [self._on(self._mine(x)) for x in xs]  # blended over the global batch, this rank's part trained
         targets, t_feats = self._teacher(xs)
         hooks.take()
         loss = distill_loss(_outs(self._forward(*xs)), targets, [None] * len(targets), self.cfg)
@@ -327,21 +337,25 @@ class Trainer:
     def _step(self, idx, optimizer, hooks: _Features) -> float:
         from .sparsity import reapply
 
-        batch = [self._on(x[idx]) for x in self.xs]
-        labels = [self._on(y[idx]) if y is not None else None for y in self.ys]
+        # The global batch is prepared alike on every rank (same random draws); each trains on its part of it.
+        whole = [x[idx] for x in self.xs]
+        if self.cfg.shift > 0:
+            whole = self._shifted(whole)
+        mine = self._mine(idx)
+        batch = [self._on(self._mine(x)) for x in whole]
+        labels = [self._on(y[mine]) if y is not None else None for y in self.ys]
         if self.cfg.shift > 0:  # new inputs each time: the teacher's targets on the fly
-            batch = self._shifted(batch)
             targets, t_feats = self._teacher(batch)
         else:
-            targets = [self._on(t[idx]) for t in self.teacher_outs]
-            t_feats = {n: self._on(f[idx]) for n, f in self.teacher_feats.items()}
+            targets = [self._on(t[mine]) for t in self.teacher_outs]
+            t_feats = {n: self._on(f[mine]) for n, f in self.teacher_feats.items()}
         hooks.take()
         outs = _outs(self._forward(*batch))
         loss = distill_loss(outs, targets, labels, self.cfg)
         if self.teacher_feats:
             loss = loss + self.cfg.feature_weight * feature_loss(hooks.take(), t_feats, self.adapters)
         if self.cfg.mixup:
-            loss = loss + self._mixup_loss(idx, hooks, batch)
+            loss = loss + self._mixup_loss(idx, hooks, whole)
         if self.cfg.recombine and len(self.xs) > 1:
             loss = loss + self._recombined_loss(idx)
         hooks.take()  # the recombined pass's features: same per-branch inputs, nothing new to match
@@ -408,11 +422,12 @@ class Trainer:
         try:
             with torch.no_grad():
                 for idx in self._batches():
+                    idx = self._mine(idx)
                     self.student(*[x[idx].to(device) for x in self.xs])
         finally:
             for m, mom in zip(bns, momenta):
                 m.momentum = mom
             self.student.train(was)
-        if self.dist is not None:  # each rank measured its own shard (as many batches each): their mean for all
+        if self.dist is not None:  # each rank measured its part of every batch: their mean for all
             self.dist.average_tensors([t for m in bns for t in (m.running_mean, m.running_var) if t is not None])
         return True
