@@ -70,7 +70,9 @@ def model_info(name: str) -> dict:
 
 
 def default_models() -> list[str]:
-    return ["avnet"] + (["avnet_m"] if (ROOT / "export" / "avnet_m.toml").is_file() else [])
+    """avnet, and avnet_m where its recipe and trained checkpoint are there."""
+    ready = (ROOT / "export" / "avnet_m.toml").is_file() and (ROOT / "edgemm" / "zoo" / "checkpoints" / "avnet_m.pt").is_file()
+    return ["avnet"] + (["avnet_m"] if ready else [])
 
 
 def build_model(model: dict):
@@ -322,8 +324,6 @@ def prepare(kind: str, fp32_onnx: Path, calib_npz: Path, work: Path, threads: in
         import modelopt.torch.quantization as mtq
         import torch
 
-        from edgemm.recipe import import_callable
-
         torch.set_num_threads(threads)
         net = build_model(model)
 
@@ -432,9 +432,17 @@ def _targets(model: dict, args) -> list[str]:
     from edgemm.backends.registry import all_backends
     from edgemm.recipe import load_recipe
 
+    from edgemm.errors import EdgemmError
+    from edgemm.stages.quantize.registry import quantizer_for
+
     targets = list(load_recipe(model["recipe"]).export.targets)
     lt = all_backends().get("litert")
     if args.litert and lt is not None and lt.availability().available and lt.converter_availability().available:
+        try:
+            quantizer_for(lt)  # this edgemm's INT8 stage knows litert's quantizer
+        except EdgemmError as exc:
+            print(f"note: edgemm's bundle without litert: {exc}", flush=True)
+            return targets
         targets.append("litert")
     return targets
 
@@ -530,10 +538,16 @@ def main() -> None:
         print(f"compare_peers: error: --models {args.models!r}: no recipe export/{(missing or ['?'])[0]}.toml; "
               f"name recipes of export/ ({', '.join(p.stem for p in sorted((ROOT / 'export').glob('*.toml')))})", file=sys.stderr)
         sys.exit(2)
+    models = [model_info(name) for name in names]
+    untrained = [m for m in models if m["checkpoint"] and not Path(m["checkpoint"]).is_file()]
+    if untrained:
+        print(f"compare_peers: error: model {untrained[0]['name']!r} has no checkpoint {untrained[0]['checkpoint']}; "
+              "train it first or leave it out of --models", file=sys.stderr)
+        sys.exit(2)
     t_start = time.monotonic()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    per_model = [run_model(model_info(name), args, env) for name in names]
+    per_model = [run_model(model, args, env) for model in models]
     from edgemm.bench.machine import machine_info
 
     result = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),

@@ -26,6 +26,8 @@ class LiteRtBackend(Backend):
     description = "LiteRT (TensorFlow Lite) interpreter, XNNPACK on CPU (x86, ARM, Android, Raspberry Pi)"
     artifact_dir = "litert"
     export_precisions = ("fp32",)
+    converts_module = True  # the compile stage hands it the deployed torch model (compile_module), not the ONNX file
+    default_quantizer = "litert"  # litert-torch's PT2E quantizer inside compile_module (the quantizer registry's "litert")
     options = LiteRtOptions  # [compile.litert]
     load_priority = 30
     order = 40

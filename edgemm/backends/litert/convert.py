@@ -57,7 +57,8 @@ def convert_fp32(module, args: Sequence, out: Path) -> Path:
     torch = lazy_import("torch")
     with torch.no_grad(), quiet():  # litert-torch prints a progress banner per conversion step
         edge = lt.convert(module, batch_one(args))
-    edge.export(str(out))
+    with quiet():  # "Write Model to ..." banners
+        edge.export(str(out))
     return out
 
 
@@ -120,7 +121,8 @@ def convert_int8(module, args: Sequence, out: Path, calibration: Iterable[tuple]
             edge = lt.convert(quantized, example, quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    edge.export(str(out))
+    with quiet():  # "Write Model to ..." banners
+        edge.export(str(out))
     return out
 
 
