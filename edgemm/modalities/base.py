@@ -48,7 +48,7 @@ class Context:
 
 
 class StreamAdapter:
-    """Turns a source's item (a ``Frame``, an IMU window ...) into one input's tensor, frame after frame.
+    """Turns a source's item (a ``Frame``, a sensor window ...) into one input's tensor, frame after frame.
 
     ``out_shape``: the tensor it writes (batch 1); ``__call__(item, out)`` fills ``out`` (or returns a new array);
     ``ready``: False while a clip adapter has not buffered its first clip yet (its frames yield no result)."""
@@ -67,7 +67,7 @@ class Modality(ABC):
     description: ClassVar[str] = ""
     params: ClassVar[type | None] = None  # the frozen dataclass of the pre-processing parameters (None: takes none)
     options: ClassVar[tuple[str, ...]] = ()  # keyword options ``Runtime.preprocess`` passes through (sample_rate, color)
-    schemes: ClassVar[tuple[str, ...]] = ()  # source URI schemes ``open_source`` opens (``imu-csv`` for ``imu-csv:F``)
+    schemes: ClassVar[tuple[str, ...]] = ()  # source URI schemes ``open_source`` opens (``lidar`` for ``lidar:PATH``)
     paced: ClassVar[bool] = False  # True: a stream's frames come from this input's source (it sets the pace)
 
     # ------------------------------------------------------------------ parameters
