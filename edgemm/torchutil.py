@@ -38,10 +38,25 @@ def run_module(module, feeds: Mapping[str, np.ndarray], names: Sequence[str]) ->
     """Call ``module`` positionally on ``feeds`` (in ``names`` order) under no_grad; its tensor outputs as arrays, in
     the order the exporters flatten them (see :func:`output_items`)."""
     torch = lazy_import("torch")
-    with torch.no_grad():
-        out = module(*[torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names])
+    out = call_module(module, [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names], names)
     items, _ = output_items(out, what=f"{type(module).__name__}.forward")
     return [o.numpy() for _, o in items]
+
+
+def call_module(module, args: Sequence[Any], names: Sequence[str]):
+    """``module(*args)`` under no_grad; an exception raised by the user's forward() is one EdgemmError line naming
+    the inputs, the module and line it failed in, and (for a dtype mismatch) the dtype to pass."""
+    torch = lazy_import("torch")
+    try:
+        with torch.no_grad():
+            return module(*args)
+    except (EdgemmError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # the user's code on the user's inputs: their error, in one line (-v: the traceback)
+        from .stages.export_errors import call_failure
+
+        inputs = ", ".join(f"{n} {list(a.shape)} {str(a.dtype).replace('torch.', '')}" for n, a in zip(names, args))
+        raise EdgemmError(call_failure(exc, module, inputs, f"{type(module).__name__}.forward")) from exc
 
 
 def output_items(out, single: str = "output_0", what: str = "the model") -> tuple[list[tuple[str, Any]], list[str]]:
@@ -71,7 +86,8 @@ def output_items(out, single: str = "output_0", what: str = "the model") -> tupl
         else:
             kind = type(value).__name__
             where = f"output {name!r}" if name else "its output"
-            raise EdgemmError(f"{what} returns a {kind} as {where}; an exported graph returns tensors only: return it as "
+            article = "an" if kind[:1].lower() in "aeiou" else "a"
+            raise EdgemmError(f"{what} returns {article} {kind} as {where}; an exported graph returns tensors only: return it as "
                               f"a tensor (torch.tensor(...)) or leave it out of forward()'s result")
 
     walk(out, "")

@@ -76,8 +76,9 @@ def resolve_generic(model, example_inputs, spec=None, keep=None) -> ResolvedMode
         return None  # the generic path says which names are wrong
     order = sorted(examples, key=params.index)
     model.eval()
-    with torch.no_grad():
-        out = model(*[torch.from_numpy(np.ascontiguousarray(examples[n])) for n in order])
+    from ..torchutil import call_module
+
+    out = call_module(model, [torch.from_numpy(np.ascontiguousarray(examples[n])) for n in order], order)
     if isinstance(out, torch.Tensor) or (type(out) in (tuple, list) and all(isinstance(o, torch.Tensor) for o in out)):
         return None
     from .modules import named_outputs

@@ -2,10 +2,14 @@
 code, and what to do. The export stage (stages/export.py) turns exporter exceptions into one line with these
 (``edgemm -v export`` shows the exporter's own traceback).
 
-Three situations an exported graph cannot hold are recognised:
+Situations an exported graph cannot hold, and inputs the model cannot take, are recognised:
 - data-dependent control flow (``if x.sum() > 0:``): torch.export cannot pick a branch for every input;
 - an op with no ONNX mapping (``torch.linalg.eigvalsh``): the ONNX exporters have no translation for it;
-- a data-dependent output shape (``x[x > 0]``): an output whose size depends on the input values.
+- a data-dependent output shape (``x[x > 0]``): an output whose size depends on the input values;
+- an ONNX op a target cannot run (``torch.linalg.det`` -> ``Det``, which OpenVINO has no conversion for):
+  :func:`target_rejects`, named with the torch op and module it came from (the exported program knows them);
+- forward() failing on the example inputs (a float64 array into float32 weights, float token ids):
+  :func:`call_failure`, with the dtype to pass.
 """
 from __future__ import annotations
 
@@ -45,6 +49,12 @@ def _short(path: str) -> str:
     return str(p.relative_to(Path.cwd())) if p.is_absolute() and Path.cwd() in p.parents else p.name
 
 
+def _in_torch(filename: str) -> bool:
+    import torch
+
+    return Path(filename).resolve().is_relative_to(Path(torch.__file__).resolve().parent)
+
+
 def module_path(path: str, cls: str) -> str:
     """``model.encoder.gate (Gate)``: the module's place in the user's model, as named_modules() names it."""
     return f"{'model' + ('.' + path if path else '')} ({cls})"
@@ -68,6 +78,9 @@ def user_frame(exc: BaseException, model) -> str | None:
         me = frame.f_locals.get(frame.f_code.co_varnames[0]) if frame.f_code.co_varnames else None
         for path, mod in entries:
             if mod is me:
+                if _in_torch(frame.f_code.co_filename):  # torch's own layer (Linear, Embedding): its path says enough
+                    found = module_path(path, type(mod).__name__)
+                    continue
                 src = linecache.getline(frame.f_code.co_filename, line).strip()
                 found = (f"{module_path(path, type(mod).__name__)} at {_short(frame.f_code.co_filename)}:{line}"
                          + (f": `{src[:120]}`" if src else ""))
@@ -83,7 +96,11 @@ def fx_node_origin(exc: BaseException) -> tuple[str | None, str | None]:
             node = candidate
     if node is None:
         return None, None
-    return op_name(node.target), node_module(node)
+    op = op_name(node.target)
+    original = node.meta.get("original_aten")  # the op the user's code called, before the exporter decomposed it
+    if original is not None and op_name(original) != op:
+        op = f"{op_name(original)} (decomposed to {op})"
+    return op, node_module(node)
 
 
 def op_name(target: Any) -> str:
@@ -193,3 +210,70 @@ def _unbacked_source(node) -> str | None:
     first = min(found, key=lambda n: order.get(id(n), 0))
     where = node_module(first)
     return f"{op_name(first.target)}" + (f" in {where}" if where else "")
+
+
+# How targets say that they have no implementation of an ONNX op (OpenVINO's ONNX frontend, onnxruntime)
+_REJECTED = (
+    re.compile(r"No conversion rule found for operations: ([\w.\-]+(?:, [\w.\-]+)*)"),
+    re.compile(r"Could not find an implementation for (\w+)\(\d+\) node"),
+)
+
+
+def rejected_ops(exc: BaseException) -> list[str]:
+    """ONNX op types a target said it cannot run (``Det`` from OpenVINO's ``Det-18``), in the order named."""
+    ops: list[str] = []
+    for e in _chain(exc):
+        for pattern in _REJECTED:
+            for m in pattern.finditer(str(e)):
+                for op in m.group(1).split(", "):
+                    op = re.sub(r"-\d+$", "", op.strip()).rsplit(".", 1)[-1]
+                    if op and op not in ops:
+                        ops.append(op)
+    return ops
+
+
+def program_origin(program, onnx_op: str) -> str | None:
+    """``aten::linalg_det in model.geometry.0 (Area)``: the torch op of an exported program an ONNX op type most
+    likely came from (an aten op whose name holds the ONNX op's name: Det <- linalg_det, GridSample <- grid_sampler)."""
+    graph = getattr(program, "graph", None)
+    if graph is None:
+        return None
+    key = onnx_op.lower()
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = op_name(node.target)
+        if key in name.split("::")[-1].replace("_", "").lower():
+            where = node_module(node)
+            return name + (f" in {where}" if where else "")
+    return None
+
+
+def target_rejects(exc: BaseException, target: str, what: str, program=None) -> str | None:
+    """The line for a target that cannot convert or run an op of the exported ONNX (None: not that kind of failure)."""
+    ops = rejected_ops(exc)
+    if not ops:
+        return None
+    origin = program_origin(program, ops[0]) if program is not None else None
+    more = f" (and {', '.join(ops[1:])})" if len(ops) > 1 else ""
+    return (f"{target} cannot run the ONNX op {ops[0]}{more}" + (f" (from {origin})" if origin else "") + f" of {what}: "
+            f"{target} has no implementation of it; compute that part outside the model, replace it with ops {target} "
+            f"runs, or export without {target} (--target without it) (`edgemm -v export` shows {target}'s error)")
+
+
+_DTYPE_ERROR = re.compile(r"dtype|scalar type|Expected tensor for argument|expected .*(Float|Double|Long|Int)", re.I)
+
+
+def call_failure(exc: BaseException, model, inputs: str, what: str) -> str:
+    """The line for forward() raising on the example inputs (``inputs``: ``x [2, 4] float64, ...``)."""
+    where = user_frame(exc, model)
+    at = f" in {where}" if where else ""
+    first = (one_line(exc) or type(exc).__name__)[:300]
+    if _DTYPE_ERROR.search(first):
+        params = [p.dtype for p in model.parameters()] if hasattr(model, "parameters") else []
+        weights = str(params[0]).replace("torch.", "") if params else "float32"
+        fix = (f"pass example inputs of the dtypes forward() computes with: {weights} for values (the model's weights are "
+               f"{weights}: x.astype(np.{weights})), int64 for token ids and indices")
+    else:
+        fix = "make forward() run on inputs of these shapes and dtypes, or pass example inputs it takes"
+    return f"{what} fails on the example inputs ({inputs}){at}: {type(exc).__name__}: {first}; {fix} (`edgemm -v export` shows the traceback)"
