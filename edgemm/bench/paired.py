@@ -57,23 +57,13 @@ class PairResult:
     def describe(self, a_name: str = "fp32", b_name: str = "int8") -> str:
         """``int8 0.550 ms vs fp32 0.510 ms (x1.08; 1.02x-1.12x, 95 %, 16 rounds)``."""
         r = self.ratio
-        return (f"{b_name} {self.b_ms:.3f} ms vs {a_name} {self.a_ms:.3f} ms ({'' if self.stable else '~'}x{r.value:.2f}; "
+        return (f"{b_name} {stats.fmt_ms(self.b_ms)} ms vs {a_name} {stats.fmt_ms(self.a_ms)} ms "
+                f"({'' if self.stable else '~'}x{r.value:.2f}; "
                 f"{r.span()}, {r.confidence:.0%}, {r.rounds} rounds)")
 
     def verdict_text(self, a_name: str = "fp32", b_name: str = "int8", kept: str = "int8") -> str:
-        """The verdict in words, with the interval it rests on: ``int8 0.98x-1.06x of fp32: within noise, keeping
-        int8 as asked``."""
-        r = self.ratio
-        head = f"{b_name} {r.span()} of {a_name}"
-        v = self.verdict
-        if v == "slower":
-            return f"{head}: {b_name} is slower with {r.confidence:.0%} confidence, beyond the {self.tolerance:.0%} tolerance"
-        if v == "faster":
-            return f"{head}: faster with {r.confidence:.0%} confidence"
-        why = ("slower, but not clearly beyond the " + f"{self.tolerance:.0%} tolerance") if r.low > 1.0 else "within noise"
-        if r.rounds < stats.MIN_ROUNDS:
-            why = f"too few rounds ({r.rounds}) to tell"
-        return f"{head}: {why}, keeping {kept} as asked"
+        """The verdict in words with the interval it rests on (``edgemm.bench.stats.verdict_text``)."""
+        return stats.verdict_text(self.ratio, self.tolerance, a_name, b_name, kept)
 
     def to_dict(self) -> dict:
         return {**self.ratio.to_dict(self.tolerance), "seconds": round(self.seconds, 2), "capped": self.capped,

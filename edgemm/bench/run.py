@@ -282,7 +282,9 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
         jobs = _jobs(bundle, cfg, threads, raw, notes, media)
         if not jobs:
             why = f" ({'; '.join(notes)})" if notes else ""
-            raise EdgemmError(f"nothing to benchmark in {bundle.root} with backends={cfg.backends} precisions={cfg.precisions}{why}")
+            from ..runtime.runtime import selection_line
+
+            raise EdgemmError(f"nothing to benchmark in {bundle.root}: {selection_line(bundle, cfg.backends, cfg.precisions)}{why}")
         pooled: dict[int, list[float]] = {i: [] for i in range(len(jobs))}
         by_round: dict[int, list[list[float]]] = {i: [] for i in range(len(jobs))}  # the same calls, round by round
         stages: dict[int, dict[str, list[float]]] = {}
@@ -318,13 +320,14 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
                     streams.setdefault(i, []).append(out["stream"])
                 advance(what)
 
-        with _progress(cfg.progress, cfg.rounds * len(units)) as advance:
-            for r in range(cfg.rounds):
-                one_round(f"round {r + 1}/{cfg.rounds}", advance)
+        rounds = max(cfg.rounds, DECIDE_ROUNDS) if cfg.decide else cfg.rounds
+        with _progress(cfg.progress, rounds * len(units)) as advance:
+            for r in range(rounds):
+                one_round(f"round {r + 1}/{rounds}", advance)
         planned_s = time.perf_counter() - started
         cap = cfg.time_cap_s if cfg.time_cap_s is not None else 2 * planned_s
         extra = 0
-        while extra < cfg.extra_rounds and _unsteady(jobs, by_round) and time.perf_counter() - started + planned_s / cfg.rounds <= cap:
+        while extra < cfg.extra_rounds and _unsteady(jobs, by_round) and time.perf_counter() - started + planned_s / rounds <= cap:
             extra += 1  # repeat until steady, within the cap: every unit again, so rounds stay interleaved
             logger.info("timings unsteady (%s); extra round %d of at most %d", ", ".join(_unsteady(jobs, by_round)[:3]),
                         extra, cfg.extra_rounds)
@@ -367,19 +370,57 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
     warning = stats.unstable_line("bench", shaky, problems, "rerun on a quiet machine or with more --rounds")
     if warning:
         logger.warning("warning: %s", warning)
+    decisions = _decisions(bundle, runs, by_round, problems) if cfg.decide else None
     stability = {"machine": {"before": before, "after": after}, "problems": problems, "extra_rounds": extra,
                  "unstable": [name for name, _ in shaky], "warning": warning,
                  "thresholds": {"tail_max": stats.TAIL_MAX, "drift_max": stats.DRIFT_MAX, "load_per_core_max": stats.LOAD_MAX}}
     return {"machine": machine_info(), "config": {"batches": list(cfg.batches), "threads": threads, "modes": list(cfg.modes),
-                                                  "seconds_per_round": cfg.seconds, "rounds": cfg.rounds + extra, "fps": cfg.fps,
+                                                  "seconds_per_round": cfg.seconds, "rounds": rounds + extra, "fps": cfg.fps,
                                                   **({"stream_fps": list(cfg.stream_fps), "stream_seconds": cfg.stream_seconds}
                                                      if "stream" in cfg.modes else {}),
                                                   "command": " ".join(sys.argv)},
             "bundle": str(bundle.root), "runs": runs, "stability": stability,
+            **({"decisions": decisions} if decisions is not None else {}),
             **({"baseline_note": "; ".join(notes)} if notes else {})}
 
 
-STEADY_MODES = ("model", "end_to_end")  # stream and throughput runs are paced or contended on purpose
+STEADY_MODES = ("model", "end_to_end")
+DECIDE_ROUNDS = 6  # --decide: a paired interval needs rounds (stats.MIN_ROUNDS at the least); a deployment is a fresh process
+
+
+def _decisions(bundle: Bundle, runs: list[dict], by_round: dict[int, list[list[float]]], problems: list[str]) -> list[dict]:
+    """``--decide``: for each int8 artifact timed in model mode at the batch its speed verdict is about, the verdict
+    re-made from this very measurement: int8 against its fp32 sibling on the same backend (same graph, same format
+    where there is one), paired by round (each artifact in its own fresh process, rounds interleaved), as the
+    ratio of medians with its paired-bootstrap interval. The table's two p50s are the ratio's inputs."""
+    arts = {(bundle.artifact_id(a), a.backend): a for a in bundle.artifacts}
+    out = []
+    for i, r in enumerate(runs):
+        art = arts.get((r["id"], r["backend"]))
+        if art is None or r["precision"] != "int8" or r["mode"] != "model" or r["baseline"]:
+            continue
+        old = art.extra.get("speed") if isinstance(art.extra.get("speed"), dict) else {}
+        if r["batch"] != old.get("batch", 1):
+            continue
+        sib = [k for k, f in enumerate(runs) if f["mode"] == "model" and f["batch"] == r["batch"] and f["precision"] == "fp32"
+               and not f["baseline"] and f["backend"] == r["backend"] and f["graph"] == r["graph"]]
+        sib.sort(key=lambda k: arts[(runs[k]["id"], runs[k]["backend"])].format != art.format)
+        if not sib or len(by_round[sib[0]]) != len(by_round[i]):
+            continue
+        k = sib[0]
+        q = stats.ratio_of_medians(by_round[k], by_round[i])
+        tol = float(old.get("tolerance", 0.05))
+        steady = q.stable and not problems
+        out.append({
+            "id": r["id"], "backend": r["backend"], "graph": r["graph"], "fp32": runs[k]["id"], "batch": r["batch"],
+            "threads": r["threads"], "vs_fp32": round(q.value, 4), "slower": q.verdict(tol) == "slower", "verdict": q.verdict(tol),
+            "interval": [round(q.low, 4), round(q.high, 4)], "confidence": q.confidence, "tolerance": tol, "rounds": q.rounds,
+            "stable": steady, "text": stats.verdict_text(q, tol),
+            "int8_ms": q.b.p50_ms, "fp32_ms": q.a.p50_ms, "int8_p90_ms": q.b.p90_ms, "fp32_p90_ms": q.a.p90_ms,
+            "int8_p99_ms": q.b.p99_ms, "fp32_p99_ms": q.a.p99_ms,
+            "measured_by": f"edgemm bench --decide (each artifact in its own process, {q.rounds} interleaved rounds)",
+            "previous": {key: old.get(key) for key in ("vs_fp32", "slower", "verdict", "interval", "measured_by") if key in old}})
+    return out  # stream and throughput runs are paced or contended on purpose
 
 
 def machine_state_now() -> dict:

@@ -167,6 +167,24 @@ def ratio_of_medians(a_rounds: Sequence[Sequence[float]], b_rounds: Sequence[Seq
     return Ratio(value, min(low, value), max(high, value), confidence, spread(ra), spread(rb))
 
 
+def verdict_text(r: Ratio, tolerance: float, a_name: str = "fp32", b_name: str = "int8", kept: str = "int8") -> str:
+    """The verdict in words, with the interval it rests on: ``int8 0.98x-1.06x of fp32: within noise, keeping int8
+    as asked``; ``int8 1.08x-1.15x of fp32: int8 is slower with 95 % confidence, beyond the 5 % tolerance``."""
+    head = f"{b_name} {r.span()} of {a_name}"
+    v = r.verdict(tolerance)
+    if v == "slower":
+        return f"{head}: {b_name} is slower with {r.confidence:.0%} confidence, beyond the {tolerance:.0%} tolerance"
+    if v == "faster":
+        return f"{head}: faster with {r.confidence:.0%} confidence"
+    if r.rounds < MIN_ROUNDS:
+        why = f"too few rounds ({r.rounds}) to tell"
+    elif r.low > 1.0:
+        why = f"slower, but not clearly beyond the {tolerance:.0%} tolerance"
+    else:
+        why = "within noise"
+    return f"{head}: {why}, keeping {kept} as asked"
+
+
 # --------------------------------------------------------------------------- the machine while measuring
 
 
@@ -218,6 +236,11 @@ def unstable_line(what: str, spreads: Sequence[tuple[str, Spread]], problems: Se
     if not shown and not problems:
         return None
     return f"{what}: timings unstable ({'; '.join([*shown, *problems])}); ratios from them are marked ~; {fix}"
+
+
+def fmt_ms(v: float) -> str:
+    """A latency for a sentence: two decimals from 1 ms up, three significant digits below (0.0171, 0.51, 12.35)."""
+    return f"{v:.2f}" if v >= 1 else f"{v:.3g}"
 
 
 def mark(ratio: float | None, stable: bool, digits: int = 2) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import metrics
 from ..backends.base import RunnerOptions
+from ..bench.stats import fmt_ms
 from ..backends.registry import get_backend, reference_backend
 from ..bundle import Artifact, Bundle
 from ..compare import Comparator
@@ -119,13 +120,12 @@ def latency_lines(lat: dict) -> list[str]:
         mark = "~" if not r.get("stable", True) else " "
         how = "=" if r.get("source", "").startswith("int8-vs-fp32") else " "
         lines.append(f" {how}{r['artifact'] + ' (' + r['backend'] + ' ' + r['precision'] + ')':<42} "
-                     f"{mark}{r['p50_ms']:.2f} / {r['p90_ms']:.2f}")
+                     f"{mark}{fmt_ms(r['p50_ms'])} / {fmt_ms(r['p90_ms'])}")
         v = speed.get(r["artifact"])
         if v and v.get("text"):
-            lines.append(f"    {v['text']} (x{v['vs_fp32']:.2f} = {r['p50_ms']:.2f} / {_p50(lat, v['fp32']):.2f} ms)")
+            lines.append(f"    {v['text']} (x{v['vs_fp32']:.2f} = {fmt_ms(r['p50_ms'])} / {fmt_ms(_p50(lat, v['fp32']))} ms)")
     if paired:
-        lines.append("  = int8 and its fp32 timed interleaved in one process (the measurement the manifest's speed verdict "
-                     "and `edgemm.load` follow); the others each in its own process")
+        lines.append("  =: int8 and its fp32 timed together, interleaved in one process: the speed verdict's measurement")
     return lines
 
 

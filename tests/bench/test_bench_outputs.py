@@ -44,10 +44,28 @@ def test_json_runs_and_end_to_end_stages(bench_files):
         assert set(v) == {"p50", "p90", "p99"} and 0 <= v["p50"] <= v["p90"] <= v["p99"], k
     # the stages are parts of one frame: their medians cannot add up to much more than the frame's
     assert sum(v["p50"] for v in e2e["stages_ms"].values()) <= 1.5 * e2e["p50_ms"]
-    # the model alone was timed in the end_to_end worker processes (same peak RSS), and the ratio is reported
+    # the model alone was timed in the end_to_end worker processes (same peak RSS), and both ratios are reported:
+    # over the model stage of the same frames (>= 1: every frame contains its model call) and over the model alone
     model = next(r for r in runs if r["mode"] == "model")
     assert model["peak_rss_mb"] == e2e["peak_rss_mb"]
-    assert e2e["over_model"] == pytest.approx(e2e["p50_ms"] / model["p50_ms"], abs=1e-3)
+    assert e2e["over_model"] == pytest.approx(e2e["p50_ms"] / e2e["stages_ms"]["model"]["p50"], abs=2e-3)
+    assert e2e["over_model"] >= 0.999
+    assert e2e["over_model_alone"] == pytest.approx(e2e["p50_ms"] / model["p50_ms"], abs=1e-3)
+
+
+def test_every_timing_carries_its_stability(bench_files):
+    """Noise made visible: spread of the calls (p90/p50) and of the round medians per run, the machine's load and
+    clock before and after, and a ratio marked as unsteady whenever one of its inputs is."""
+    result = bench_files["result"]
+    for r in result["runs"]:
+        st = r["stability"]
+        assert st["tail"] == pytest.approx(st["p90_ms"] / st["p50_ms"], rel=1e-3) and st["rounds"] >= 2
+        assert st["p50_ms"] == pytest.approx(r["p50_ms"], rel=1e-4) and isinstance(st["stable"], bool)
+    s = result["stability"]
+    assert s["machine"]["before"]["cores"] >= 1 and "loadavg" in s["machine"]["after"]
+    assert set(s["thresholds"]) == {"tail_max", "drift_max", "load_per_core_max"}
+    assert (s["warning"] is None) == (not s["unstable"] and not s["problems"])
+    assert result["config"]["rounds"] == 2 + s["extra_rounds"]
 
 
 def test_csv_has_one_row_per_run_matching_the_json(bench_files):
@@ -62,6 +80,14 @@ def test_csv_has_one_row_per_run_matching_the_json(bench_files):
             assert float(row["preprocess_audio_p50_ms"]) == pytest.approx(run["stages_ms"]["preprocess_audio"]["p50"])
         else:
             assert row["preprocess_audio_p50_ms"] == ""
+
+
+def test_the_terminal_table_fits_100_columns(bench_files):
+    from edgemm.bench.report import format_table
+
+    text = format_table(bench_files["result"])
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "p50 ms" in text and "speedup" in text and "top-1" in text
 
 
 def test_markdown_tables(bench_files):

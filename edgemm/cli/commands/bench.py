@@ -46,7 +46,8 @@ def cmd_bench(args) -> int:
                                      ("--seconds", args.seconds, args.seconds > 0, "--seconds 1.5"),
                                      ("--fps", args.fps, args.fps > 0, "--fps 30"),
                                      ("--stream-seconds", args.stream_seconds, args.stream_seconds > 0, "--stream-seconds 4"),
-                                     ("--threads", args.threads, args.threads is None or args.threads >= 1, "--threads 4")):
+                                     ("--threads", args.threads, args.threads is None or args.threads >= 1, "--threads 4"),
+                                     ("--extra-rounds", args.extra_rounds, args.extra_rounds >= 0, "--extra-rounds 3")):
         if not ok:
             raise EdgemmError(f"{flag} {value}: must be positive, e.g. {example}")
     if args.plot:  # checked before minutes of measuring
@@ -63,10 +64,20 @@ def cmd_bench(args) -> int:
     cfg = BenchConfig(backends=args.backends, precisions=args.precisions, batches=batches, threads=args.threads,
                       modes=args.modes, seconds=args.seconds, rounds=args.rounds, fps=args.fps, stream_fps=stream_fps,
                       stream_seconds=args.stream_seconds, streams=_ints(args.streams, "--streams"),
-                      progress=not args.no_progress and sys.stderr.isatty())
-    with allow_code(args.trust_code):
-        result = benchmark(args.bundle, cfg)
+                      progress=not args.no_progress and sys.stderr.isatty(), extra_rounds=args.extra_rounds,
+                      decide=args.decide)
+    from ...modelfile import bench_source
+
+    with allow_code(args.trust_code), bench_source(args.bundle) as bundle:  # a bare .onnx/.xml: a bundle of that file
+        result = benchmark(bundle, cfg)
     print(format_table(result))
+    if args.decide:
+        from ...bench.decide import lines, record
+
+        for line in lines(result["decisions"]):
+            print(line)
+        if result["decisions"]:
+            record(args.bundle, result["decisions"], result["machine"])
     for flag, write in (("json", write_json), ("csv", write_csv), ("markdown", write_markdown), ("plot", write_plot)):
         f = getattr(args, flag)
         if f:
@@ -97,7 +108,7 @@ def register(sub) -> None:
                                    "each measurement in a fresh process, rounds interleaved; the baseline (the original model "
                                    "in PyTorch eager fp32) is measured in the same run.",
                        epilog="example: edgemm bench build/avnet --batch 1,8 --json build/avnet-bench.json")
-    b.add_argument("bundle", metavar="BUNDLE_DIR")
+    b.add_argument("bundle", metavar="BUNDLE_DIR", help="a bundle, or a bare model file (.onnx, OpenVINO .xml) timed as it is")
     b.add_argument("--backends", type=_csv, default=None, metavar="B1,B2", help="torch,onnxruntime,openvino (default: all available)")
     b.add_argument("--precisions", type=_csv, default=None, metavar="P1,P2", help="fp32,fp16,int8 (default: all)")
     b.add_argument("--batch", default=(1, 8), metavar="N1,N2", help="batch sizes for model timing (default 1,8)")
@@ -108,7 +119,14 @@ def register(sub) -> None:
                         "per-call latency); default model,end_to_end")
     b.add_argument("--threads", type=int, default=None, help="intra-op threads (default min(4, cores))")
     b.add_argument("--seconds", type=float, default=1.5, help="timed seconds per measurement and round (default 1.5)")
-    b.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
+    b.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2; at least 6 with --decide)")
+    b.add_argument("--extra-rounds", type=int, default=3,
+                   help="while a model/end_to_end timing is unsteady (p90/p50 > 1.5 or round medians spread > 15 %%), up to "
+                        "this many more rounds, within twice the planned time (default 3; 0: never)")
+    b.add_argument("--decide", action="store_true",
+                   help="re-make each int8 artifact's int8-vs-fp32 verdict on this machine from this run's paired rounds "
+                        "(95 %% interval of the ratio of medians; slower only beyond the 5 %% tolerance with confidence) "
+                        "and record it in the bundle's manifest (speed), which edgemm.load follows")
     b.add_argument("--fps", type=float, default=30.0, help="end_to_end: the stream's frame rate (default 30)")
     b.add_argument("--stream-fps", default="15,30,60", metavar="F1,F2", help="stream: frame rates (default 15,30,60)")
     b.add_argument("--streams", default="1,2,4,8", metavar="N1,N2",

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from ...backends.base import version_of
+from ...bench.stats import fmt_ms
 from ...backends.registry import get_backend
 from ... import layout
 from ...bundle import Artifact
@@ -122,7 +123,7 @@ def slower_line(res: TargetResult, cpu=None, pruned: bool = False) -> str | None
         return None
     c, f = res.candidate.latency_ms, res.fp32_latency_ms
     batch = (res.speed_report or {}).get("batch", 1)
-    measured = f"int8 {c:.2f} ms vs fp32 {f:.2f} ms at batch {batch}, {pair.ratio.rounds} interleaved rounds"
+    measured = f"int8 {fmt_ms(c)} ms vs fp32 {fmt_ms(f)} ms at batch {batch}, {pair.ratio.rounds} interleaved rounds"
     if pair.verdict != "slower":
         return f"{res.target}: {pair.verdict_text()} ({measured})"
     cpu = cpu or cpu_int8()
