@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import linecache
 import logging
+import re
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from .lazy import lazy_import
-from .errors import EdgemmError
+from .errors import EdgemmError, one_line
 from .iospec import IOSpec
 
 
@@ -53,8 +55,6 @@ def call_module(module, args: Sequence[Any], names: Sequence[str]):
     except (EdgemmError, KeyboardInterrupt):
         raise
     except Exception as exc:  # the user's code on the user's inputs: their error, in one line (-v: the traceback)
-        from .stages.export_errors import call_failure
-
         inputs = ", ".join(f"{n} {list(a.shape)} {str(a.dtype).replace('torch.', '')}" for n, a in zip(names, args))
         raise EdgemmError(call_failure(exc, module, inputs, f"{type(module).__name__}.forward")) from exc
 
@@ -94,6 +94,86 @@ def output_items(out, single: str = "output_0", what: str = "the model") -> tupl
     if items and items[0][0] == "" and len(items) == 1:
         items = [(single, items[0][1])]
     return items, dropped
+
+
+_DTYPE_ERROR = re.compile(r"dtype|scalar type|Expected tensor for argument|expected .*(Float|Double|Long|Int)", re.I)
+
+
+def call_failure(exc: BaseException, model, inputs: str, what: str) -> str:
+    """The line for forward() raising on the example inputs (``inputs``: ``x [2, 4] float64, ...``): where in the
+    user's model, and for a dtype mismatch the dtypes to pass."""
+    where = user_frame(exc, model)
+    at = f" in {where}" if where else ""
+    first = (one_line(exc) or type(exc).__name__)[:300]
+    if _DTYPE_ERROR.search(first):
+        params = [p.dtype for p in model.parameters()] if hasattr(model, "parameters") else []
+        weights = str(params[0]).replace("torch.", "") if params else "float32"
+        fix = (f"pass example inputs of the dtypes forward() computes with: {weights} for values (the model's weights are "
+               f"{weights}: x.astype(np.{weights})), int64 for token ids and indices")
+    else:
+        fix = "make forward() run on inputs of these shapes and dtypes, or pass example inputs it takes"
+    return f"{what} fails on the example inputs ({inputs}){at}: {type(exc).__name__}: {first}; {fix} (`edgemm -v export` shows the traceback)"
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then its cause (or context), theirs ... each once."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def traceback_frames(exc: BaseException):
+    """(frame, line number) of every traceback entry along the exception chain."""
+    for e in exception_chain(exc):
+        tb = e.__traceback__
+        while tb is not None:
+            yield tb.tb_frame, tb.tb_lineno
+            tb = tb.tb_next
+
+
+def _short(path: str) -> str:
+    p = Path(path)
+    return str(p.relative_to(Path.cwd())) if p.is_absolute() and Path.cwd() in p.parents else p.name
+
+
+def _in_torch(filename: str) -> bool:
+    import torch
+
+    return Path(filename).resolve().is_relative_to(Path(torch.__file__).resolve().parent)
+
+
+def module_path(path: str, cls: str) -> str:
+    """``model.encoder.gate (Gate)``: the module's place in the user's model, as named_modules() names it."""
+    return f"{'model' + ('.' + path if path else '')} ({cls})"
+
+
+def user_frame(exc: BaseException, model) -> str | None:
+    """The innermost ``forward`` of a module of ``model`` the failure passed through: ``model.gate (Gate) at
+    file.py:11: `if x.sum() > 0:```; None when the failure happened outside the user's modules."""
+    if model is None or not hasattr(model, "named_modules"):
+        return None
+    codes: dict[Any, list[tuple[str, Any]]] = {}
+    for path, mod in model.named_modules():
+        code = getattr(getattr(type(mod), "forward", None), "__code__", None)
+        if code is not None:
+            codes.setdefault(code, []).append((path, mod))
+    found = None
+    for frame, line in traceback_frames(exc):
+        entries = codes.get(frame.f_code)
+        if not entries:
+            continue
+        me = frame.f_locals.get(frame.f_code.co_varnames[0]) if frame.f_code.co_varnames else None
+        for path, mod in entries:
+            if mod is me:
+                if _in_torch(frame.f_code.co_filename):  # torch's own layer (Linear, Embedding): its path says enough
+                    found = module_path(path, type(mod).__name__)
+                    continue
+                src = linecache.getline(frame.f_code.co_filename, line).strip()
+                found = (f"{module_path(path, type(mod).__name__)} at {_short(frame.f_code.co_filename)}:{line}"
+                         + (f": `{src[:120]}`" if src else ""))
+    return found
 
 
 def dynamic_shapes(spec: IOSpec):

@@ -9,16 +9,15 @@ Situations an exported graph cannot hold, and inputs the model cannot take, are 
 - an ONNX op a target cannot run (``torch.linalg.det`` -> ``Det``, which OpenVINO has no conversion for):
   :func:`target_rejects`, named with the torch op and module it came from (the exported program knows them);
 - forward() failing on the example inputs (a float64 array into float32 weights, float token ids):
-  :func:`call_failure`, with the dtype to pass.
+  ``edgemm.torchutil.call_failure``, with the dtype to pass (it runs the model, below the stages).
 """
 from __future__ import annotations
 
-import linecache
 import re
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import one_line
+from ..torchutil import exception_chain, module_path, traceback_frames, user_frame
 
 VERBOSE = "`edgemm -v export` shows the exporter's traceback"
 _OP_PATTERNS = (
@@ -28,69 +27,10 @@ _OP_PATTERNS = (
 )
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
-def _frames(exc: BaseException):
-    for e in _chain(exc):
-        tb = e.__traceback__
-        while tb is not None:
-            yield tb.tb_frame, tb.tb_lineno
-            tb = tb.tb_next
-
-
-def _short(path: str) -> str:
-    p = Path(path)
-    return str(p.relative_to(Path.cwd())) if p.is_absolute() and Path.cwd() in p.parents else p.name
-
-
-def _in_torch(filename: str) -> bool:
-    import torch
-
-    return Path(filename).resolve().is_relative_to(Path(torch.__file__).resolve().parent)
-
-
-def module_path(path: str, cls: str) -> str:
-    """``model.encoder.gate (Gate)``: the module's place in the user's model, as named_modules() names it."""
-    return f"{'model' + ('.' + path if path else '')} ({cls})"
-
-
-def user_frame(exc: BaseException, model) -> str | None:
-    """The innermost ``forward`` of a module of ``model`` the failure passed through: ``model.gate (Gate) at
-    file.py:11: `if x.sum() > 0:```; None when the failure happened outside the user's modules."""
-    if model is None or not hasattr(model, "named_modules"):
-        return None
-    codes: dict[Any, list[tuple[str, Any]]] = {}
-    for path, mod in model.named_modules():
-        code = getattr(getattr(type(mod), "forward", None), "__code__", None)
-        if code is not None:
-            codes.setdefault(code, []).append((path, mod))
-    found = None
-    for frame, line in _frames(exc):
-        entries = codes.get(frame.f_code)
-        if not entries:
-            continue
-        me = frame.f_locals.get(frame.f_code.co_varnames[0]) if frame.f_code.co_varnames else None
-        for path, mod in entries:
-            if mod is me:
-                if _in_torch(frame.f_code.co_filename):  # torch's own layer (Linear, Embedding): its path says enough
-                    found = module_path(path, type(mod).__name__)
-                    continue
-                src = linecache.getline(frame.f_code.co_filename, line).strip()
-                found = (f"{module_path(path, type(mod).__name__)} at {_short(frame.f_code.co_filename)}:{line}"
-                         + (f": `{src[:120]}`" if src else ""))
-    return found
-
-
 def fx_node_origin(exc: BaseException) -> tuple[str | None, str | None]:
     """(op, module path) of the graph node the ONNX exporter failed on, from the node it was translating."""
     node = None
-    for frame, _ in _frames(exc):
+    for frame, _ in traceback_frames(exc):
         candidate = frame.f_locals.get("node")
         if candidate is not None and hasattr(candidate, "meta") and hasattr(candidate, "target"):
             node = candidate
@@ -127,7 +67,7 @@ def node_module(node) -> str | None:
 
 
 def op_from_messages(exc: BaseException) -> str | None:
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         for pattern in _OP_PATTERNS:
             m = pattern.search(str(e))
             if m:
@@ -137,7 +77,7 @@ def op_from_messages(exc: BaseException) -> str | None:
 
 def is_data_dependent(exc: BaseException) -> bool:
     return any(type(e).__name__ in ("GuardOnDataDependentSymNode", "DataDependentOutputException")
-               or "data-dependent" in str(e) for e in _chain(exc))
+               or "data-dependent" in str(e) for e in exception_chain(exc))
 
 
 def trace_failure(exc: BaseException, model, what: str, shapes: str) -> str:
@@ -222,7 +162,7 @@ _REJECTED = (
 def rejected_ops(exc: BaseException) -> list[str]:
     """ONNX op types a target said it cannot run (``Det`` from OpenVINO's ``Det-18``), in the order named."""
     ops: list[str] = []
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         for pattern in _REJECTED:
             for m in pattern.finditer(str(e)):
                 for op in m.group(1).split(", "):
@@ -259,21 +199,3 @@ def target_rejects(exc: BaseException, target: str, what: str, program=None) -> 
     return (f"{target} cannot run the ONNX op {ops[0]}{more}" + (f" (from {origin})" if origin else "") + f" of {what}: "
             f"{target} has no implementation of it; compute that part outside the model, replace it with ops {target} "
             f"runs, or export without {target} (--target without it) (`edgemm -v export` shows {target}'s error)")
-
-
-_DTYPE_ERROR = re.compile(r"dtype|scalar type|Expected tensor for argument|expected .*(Float|Double|Long|Int)", re.I)
-
-
-def call_failure(exc: BaseException, model, inputs: str, what: str) -> str:
-    """The line for forward() raising on the example inputs (``inputs``: ``x [2, 4] float64, ...``)."""
-    where = user_frame(exc, model)
-    at = f" in {where}" if where else ""
-    first = (one_line(exc) or type(exc).__name__)[:300]
-    if _DTYPE_ERROR.search(first):
-        params = [p.dtype for p in model.parameters()] if hasattr(model, "parameters") else []
-        weights = str(params[0]).replace("torch.", "") if params else "float32"
-        fix = (f"pass example inputs of the dtypes forward() computes with: {weights} for values (the model's weights are "
-               f"{weights}: x.astype(np.{weights})), int64 for token ids and indices")
-    else:
-        fix = "make forward() run on inputs of these shapes and dtypes, or pass example inputs it takes"
-    return f"{what} fails on the example inputs ({inputs}){at}: {type(exc).__name__}: {first}; {fix} (`edgemm -v export` shows the traceback)"
