@@ -135,7 +135,6 @@ def configure(
 
     ``resolved``: an already resolved model (skips loading it again)."""
     resolved = resolved or resolve_model(model_or_path, example_inputs, spec)
-    _check_model_file(resolved, qat=qat, prune=prune, quantizer=quantizer)
     if axes:
         _apply_axes(resolved, axes)
     recipe = resolved.recipe
@@ -178,6 +177,7 @@ def configure(
         prune_cfg = parse_prune(prune_opts, recipe.spec.input_names if len(resolved.graphs) == 1 else None)
     elif prune is True:
         raise ConfigError("edgemm.export(prune=True): give the ratio: 0.5, 'image=0.5,audio=0.3' or '2:4' (or a recipe [prune] ratio)")
+    _check_model_file(resolved, qat=qat, prune=prune_cfg, quantizer=sections["quantize"].quantizer if int8 else None)
     wanted = tuple(dict.fromkeys([*recipe.stages, *_stage_names(stages)]))
     if wanted:
         from .stages.registry import get_stage
@@ -200,7 +200,7 @@ def _check_model_file(resolved: ResolvedModel, *, qat, prune, quantizer) -> None
     model = resolved.model
     if not is_model_file(model):
         return
-    needs_torch = [(switch("qat"), bool(qat)), (setting("prune"), prune is not None and prune is not False),
+    needs_torch = [(switch("qat"), bool(qat)), (setting("prune"), prune is not None),
                    (setting("quantizer", "inc"), quantizer == "inc" or isinstance(quantizer, Mapping) and "inc" in quantizer.values())]
     for what, given in needs_torch:
         if given:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+import numpy as np
+
 from .bundle import MODEL_FILE_SUFFIXES, Artifact, BundleWriter
 from .errors import EdgemmError, SpecError, close_match_hint
 from .files import sha256_file
@@ -271,8 +273,11 @@ def _file_bundle(mf: ModelFile, spec: IOSpec, out: Path):
                                     toolchain={b.name: version_of(b.name) or "?"}), files=files)
         if not w.artifacts:
             raise EdgemmError(f"no installed backend runs {mf.format} files on this CPU; pip install onnxruntime openvino")
+        samples = layout.parity_samples_path(layout.MAIN)  # what the timing workers feed: random, of the graph's shapes
+        np.savez(w.path(samples), **spec.example_feeds(batch=8, seed=0))
+        parity = {"path": samples, "source": "random feeds (a bare model file: no data)"}
         manifest = {"model": {"name": mf.path.stem, "source": f"{mf.format} file {mf.name}", "sha256": mf.sha256},
-                    "graphs": {layout.MAIN: {**spec.to_manifest(), "parity": {}}},
+                    "graphs": {layout.MAIN: {**spec.to_manifest(), "parity": parity}},
                     "calibration": {"source": None, "sha256": None, "samples": 0, "method": None}, "reports": {}}
         return w.commit(manifest)
 

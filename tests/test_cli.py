@@ -1,6 +1,7 @@
 """The `edgemm` command line: verbs, help, and one-line errors with exit code 2.
 
-`run`, `bench` and `compile` are being implemented elsewhere and are not asserted on here.
+`compile` is asserted on for what it verifies (only what it added); `run` and `bench` messages are in
+test_error_messages.py.
 """
 from __future__ import annotations
 
@@ -160,7 +161,30 @@ def test_not_a_model_file(tmp_path, capsys):
     f = tmp_path / "model.onnx"
     f.write_bytes(b"x")
     assert main(["export", str(f), "-o", str(tmp_path / "b")]) == 2
-    assert "cannot export" in _error_line(capsys)
+    assert "is not a readable ONNX model" in _error_line(capsys)
+    f = tmp_path / "model.bin"
+    f.write_bytes(b"x")
+    assert main(["export", str(f), "-o", str(tmp_path / "b")]) == 2
+    line = _error_line(capsys)
+    assert "cannot export" in line and "an ONNX model (.onnx)" in line
+    assert not (tmp_path / "b").exists()
+
+
+def test_compile_verifies_and_times_only_what_it_added(avnet_bundle_copy, capsys):
+    before = {k: json.loads((avnet_bundle_copy / "reports" / f"{k}.json").read_text()) for k in ("parity", "latency")}
+    assert main(["compile", str(avnet_bundle_copy), "--target", "onnxruntime"]) == 0
+    captured = capsys.readouterr()
+    verified = [ln for ln in captured.err.splitlines() if ln.startswith("verifying ")]
+    assert len(verified) == 1 and "ort-extended" in verified[0], captured.err  # not the other artifacts again
+    assert "added onnx/model.fp32.ort-extended.onnx" in captured.out
+    parity = json.loads((avnet_bundle_copy / "reports" / "parity.json").read_text())
+    latency = json.loads((avnet_bundle_copy / "reports" / "latency.json").read_text())
+    new = "onnx/model.fp32.ort-extended.onnx"
+    assert set(parity["artifacts"]) == set(before["parity"]["artifacts"]) | {new}
+    old_rows = {r["artifact"]: r for r in before["latency"]["runs"]}
+    rows = {r["artifact"]: r for r in latency["runs"]}
+    assert set(rows) == set(old_rows) | {new}
+    assert all(rows[a] == r for a, r in old_rows.items())  # the others' rows kept as their last verification wrote them
 
 
 @pytest.mark.parametrize("verb", ["info", "verify"])

@@ -46,12 +46,16 @@ def _quantizer_help() -> str:
 
 def register(sub) -> None:
     e = sub.add_parser("export", help="export a model to a verified bundle",
-                       description="Export a recipe (.toml), a torch.export program (.pt2) or a model folder to a bundle: torch reference, fp32 ONNX, "
-                                   "per-target artifacts (OpenVINO IR fp32/fp16), parity + accuracy + latency reports. Every "
-                                   "[section] option below is also a recipe key and an edgemm.export(options=...) entry.",
-                       epilog="example: edgemm export export/avnet.toml -o build/avnet")
-    e.add_argument("model", metavar="RECIPE_OR_MODEL", help="recipe .toml, torch.export .pt2 file, or a model folder (Hugging Face "
-                   "save_pretrained, timm, or a torch.save'd module with --trust-code; see edgemm.families)")
+                       description="Export a recipe (.toml), a torch.export program (.pt2), an fp32 ONNX model (.onnx) or a model "
+                                   "folder to a bundle: torch reference, fp32 ONNX, per-target artifacts (OpenVINO IR fp32/fp16), "
+                                   "parity + accuracy + latency reports. From an .onnx file the IOSpec is the graph's and the "
+                                   "fp32 ONNX is the reference (no torch); a recipe whose [model] path names the .onnx adds "
+                                   "modality, pre-processing and labels per input/output. Every [section] option below is also a "
+                                   "recipe key and an edgemm.export(options=...) entry.",
+                       epilog="examples: edgemm export export/avnet.toml -o build/avnet; "
+                              "edgemm export model.onnx --int8 --calib feeds.npz -o build/model")
+    e.add_argument("model", metavar="RECIPE_OR_MODEL", help="recipe .toml, torch.export .pt2 file, fp32 .onnx model, or a model "
+                   "folder (Hugging Face save_pretrained, timm, or a torch.save'd module with --trust-code; see edgemm.families)")
     e.add_argument("--trust-code", action="store_true", help="allow loading a model folder that needs unpickling (torch.save)")
     e.add_argument("-o", "--output", required=True, metavar="BUNDLE_DIR", help="bundle directory (replaced if it is a bundle)")
     e.add_argument("--axis", action="append", type=axis_range, metavar="NAME=MIN:OPT:MAX",
