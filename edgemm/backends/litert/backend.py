@@ -81,7 +81,8 @@ class LiteRtBackend(Backend):
                 raise SpecError("litert int8 needs calibration data; pass --calib or set [data] calibration")
             from ...torchutil import dynamic_shapes
 
-            convert_int8(module, args, out, calibration, dynamic=dynamic_shapes(spec), per_channel=opts.per_channel, method=method, float_parts=float_parts,
+            convert_int8(module, args, out, calibration, dynamic=dynamic_shapes(spec), per_channel=opts.per_channel, method=method,
+                         calibration_batch=opts.calibration_batch, float_parts=float_parts,
                          exclude_ops=exclude_ops)
             extra = {"compiled_from": "torch", "batch": 1, "quantizer": "litert-torch pt2e", "calibration_method": method, "per_channel": opts.per_channel,
                      "kept_float": {"parts": list(float_parts), "ops": list(exclude_ops)}}

@@ -12,7 +12,6 @@ from ...errors import EdgemmError
 from ...lazy import lazy_import
 from ...torchutil import quiet
 
-CALIBRATION_BATCH = 32
 
 CONVERT_INSTALL = ("pip install 'edgemm[litert-convert]' (litert-torch pulls ~0.9 GB and pins typing_extensions < 4.13: "
                    "install it in a virtual environment of its own)")
@@ -80,7 +79,7 @@ def quantization_config(per_channel: bool, method: str):
 
 
 def convert_int8(module, args: Sequence, out: Path, calibration: Iterable[tuple], *, dynamic=None, per_channel: bool = True,
-                 method: str = "minmax",
+                 method: str = "minmax", calibration_batch: int = 32,
                  float_parts: Iterable[str] = (), exclude_ops: Iterable[str] = ()) -> Path:
     """Static int8 (weights and activations) through litert-torch's PT2E quantizer, its ranges observed on
     ``calibration`` (tuples of torch tensors in the model's argument order, any batch). ``args``: batch >= 2
@@ -102,15 +101,15 @@ def convert_int8(module, args: Sequence, out: Path, calibration: Iterable[tuple]
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         with torch.no_grad(), quiet():
-            # Traced with a dynamic batch so that calibration runs CALIBRATION_BATCH samples a call (litert-torch's
+            # Traced with a dynamic batch so that calibration runs ``calibration_batch`` samples a call (litert-torch's
             # HistogramObserver costs the same per call at any batch: 256 single samples took 4 min on avnet);
             # the quantized graph is then converted at batch 1.
             graph = torch.export.export(module, tuple(args), dynamic_shapes=dynamic, strict=False).module()
             prepared = prepare_pt2e(graph, quantizer)
             seen = 0
             for batch in calibration:
-                for i in range(0, len(batch[0]), CALIBRATION_BATCH):
-                    chunk = tuple(t[i:i + CALIBRATION_BATCH] for t in batch)
+                for i in range(0, len(batch[0]), calibration_batch):
+                    chunk = tuple(t[i:i + calibration_batch] for t in batch)
                     if len(chunk[0]) < 2:  # the traced batch axis starts at 2
                         chunk = tuple(torch.cat([t, t]) for t in chunk)
                     prepared(*chunk)
