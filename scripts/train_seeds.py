@@ -4,6 +4,8 @@
     python scripts/train_seeds.py --data-only                 # build export/seeds/{eval,calib}.npz + tokenizers
     python scripts/train_seeds.py --model seed_text_image     # train one model (or --model all), save, evaluate
     python scripts/train_seeds.py --eval-only --model all     # evaluate the shipped checkpoints
+    python scripts/train_seeds.py --results benchmarks/results/seeds-2026-12-05.json --out build/seeds
+                                                              # export every recipe --int8, collect the eval metrics
 
 Training material: calibration_data/avmnist/train-material.npz (FSDD takes 0-39, MNIST 0-7999), rendered
 ``--renders`` times by edgemm.zoo.avmnist.training_pairs (fresh frames, noise and corruption per render), with
@@ -135,6 +137,44 @@ def train(name: str, train_t: dict[str, torch.Tensor], eval_t: dict[str, torch.T
     return report
 
 
+def export_results(names, out_dir: Path, results: Path, targets) -> None:
+    """Export each seed recipe with --int8 through the pipeline and write the eval metrics of every artifact."""
+    import subprocess
+    import sys
+
+    rows = {}
+    for name in names:
+        bundle = out_dir / name
+        recipe = ROOT / "export" / f"{name}.toml"
+        if name == "seed_dual_encoder":
+            cmd = [sys.executable, "-m", "edgemm.zoo.seeds.dual_bundle", str(recipe.relative_to(ROOT)), "-o", str(bundle),
+                   "--int8", "--target", targets, "--json", str(bundle.with_suffix(".zero_shot.json"))]
+        else:
+            cmd = [sys.executable, "-m", "edgemm", "export", str(recipe.relative_to(ROOT)), "-o", str(bundle), "--int8",
+                   "--target", targets]
+        t0 = time.time()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        print(f"{name}: exit {proc.returncode} ({time.time() - t0:.0f}s)", flush=True)
+        row = {"command": " ".join(["python" if c == sys.executable else c for c in cmd]), "exit": proc.returncode,
+               "export_seconds": round(time.time() - t0, 1)}
+        if proc.returncode != 0:
+            row["stderr_tail"] = proc.stderr[-2000:]
+        elif name == "seed_dual_encoder":
+            row["zero_shot"] = json.loads(bundle.with_suffix(".zero_shot.json").read_text())
+        else:
+            acc = json.loads((bundle / "reports" / "accuracy.json").read_text())
+            row["reference"] = acc["reference"]["metrics"]
+            row["artifacts"] = {aid: {k: a[k] for k in ("backend", "precision", "method", "metrics", "drop")}
+                                for aid, a in acc["artifacts"].items()}
+        row["trained"] = json.loads(MODULES[name].CHECKPOINT.with_suffix(".json").read_text())
+        rows[name] = row
+    report = {"date": time.strftime("%Y-%m-%d"), "split": "export/seeds/eval.npz (600 pairs: FSDD takes 40-49, MNIST 8000-9999)",
+              "chance_top1": 0.1, "budgets": {"top1": "1.0 point", "regression_mae": "5 % relative", "zero_shot_top1": "1.0 point"},
+              "models": rows}
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="all", choices=("all", *SEEDS))
@@ -150,8 +190,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", type=Path, default=None,
                     help="keep the rendered training features in this .npz (read it when it exists: same renders and seed)")
+    ap.add_argument("--results", type=Path, default=None, help="export every recipe --int8 and write the metrics here")
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "seeds", help="bundles of --results")
+    ap.add_argument("--targets", default="onnxruntime,openvino", help="targets of --results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.results:
+        export_results(SEEDS if args.model == "all" else (args.model,), args.out, args.results, args.targets)
+        return
     if args.data_only:
         build_data(args.recordings)
         return
