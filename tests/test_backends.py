@@ -145,3 +145,23 @@ def test_onnxruntime_spinning_is_the_librarys_default_unless_asked(tiny_bundle_d
         runner = get_backend("onnxruntime").create_runner(b.root / art.path, b.spec, RunnerOptions(threads=cores, spin=spin))
         assert runner.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == entry
         runner.close()
+
+
+def test_onnxruntime_static_batch_session_and_the_dynamic_fallback(tiny_bundle_dir):
+    """OrtRunner(static_batch=1): the batch axis fixed by a free-dimension override (an unfixed model's other batch
+    fails in that session: the override took), and other batches run on a dynamic session made on first need."""
+    from edgemm.backends.onnxruntime.backend import OrtRunner
+
+    b = Bundle.open(tiny_bundle_dir)
+    art = b.select(backend="onnxruntime", precision="fp32")[0]
+    dynamic = OrtRunner(b.root / art.path, b.spec, RunnerOptions(threads=1))
+    static = OrtRunner(b.root / art.path, b.spec, RunnerOptions(threads=1), static_batch=1)
+    with pytest.raises(Exception):
+        static.session.run(b.spec.output_names, tiny_feeds(3, seed=1))
+    for n in (1, 3, 1):
+        feeds = tiny_feeds(n, seed=n)
+        for got, want in zip(static.infer(feeds).values(), dynamic.infer(feeds).values()):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert static._dynamic is not None and static._dynamic is not static.session  # noqa: SLF001 - made for batch 3
+    dynamic.close()
+    static.close()

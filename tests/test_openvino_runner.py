@@ -66,3 +66,25 @@ def test_int8_artifacts_stay_on_the_dynamic_model(tiny_bundle_dir):
         assert runner._requests == {}
     finally:
         runner.close()
+
+
+def test_the_recorded_deployment_batch_is_compiled_at_load(tiny_bundle_dir, tmp_path):
+    """[compile.openvino] static_batch (default 1) is stored in the IR; the runner compiles that batch's fixed-shape
+    model when it loads, and static_batch = none leaves fixed shapes to the first call of each."""
+    from edgemm.backends.openvino.options import OpenVinoOptions
+
+    bundle = Bundle.open(tiny_bundle_dir)
+    onnx = bundle.root / next(a for a in bundle.artifacts if a.backend == "onnxruntime" and a.precision == "fp32").path
+    backend = get_backend("openvino")
+    for batch, folder in ((2, "b2"), (None, "none")):
+        out = tmp_path / folder
+        out.mkdir()
+        (compiled,) = backend.compile(onnx, out, bundle.spec, "fp32", options=OpenVinoOptions(static_batch=batch))
+        runner = backend.create_runner(out / compiled.main, bundle.spec, RunnerOptions(threads=2, precision="fp32"))
+        try:
+            assert [k[0][0] for k in runner._requests] == ([2] if batch else [])
+            feeds = tiny_feeds(2, seed=3)
+            np.testing.assert_allclose(runner.infer(feeds)["cls"], torch_outputs(TinyAV(0), feeds)[0], atol=1e-5, rtol=1e-4)
+        finally:
+            runner.close()
+    assert OpenVinoOptions().static_batch == 1

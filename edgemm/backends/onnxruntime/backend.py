@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ...lazy import INSTALL_HINTS, lazy_import
 from ...errors import BundleError, SpecError
 from ...iospec import IOSpec
@@ -62,6 +64,11 @@ def _tensors(graph):
                 yield from _tensors(g)
 
 
+def batch_dim_names(spec: IOSpec) -> list[str]:
+    """The names of the dynamic batch axes of the inputs (ONNX ``dim_param``s), for free-dimension overrides."""
+    return sorted({t.shape[0] for t in spec.inputs if t.shape and isinstance(t.shape[0], str)})
+
+
 class OrtRunner(Runner):
     """Runs an ONNX file in ONNX Runtime's CPU execution provider. Thread-safe as it is: ``InferenceSession.run``
     may be called from several threads at once (each run gets its own execution frame; tests/runtime/
@@ -70,32 +77,46 @@ class OrtRunner(Runner):
 
     backend = "onnxruntime"
 
-    def __init__(self, path: Path, spec: IOSpec, options: RunnerOptions):
+    def __init__(self, path: Path, spec: IOSpec, options: RunnerOptions, static_batch: int | None = None):
         super().__init__(spec)
-        ort = lazy_import("onnxruntime")
-        so = ort.SessionOptions()
-        if options.threads:
-            so.intra_op_num_threads = options.threads
-            so.inter_op_num_threads = 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning(options) else "0")
-        so.log_severity_level = 3
+        self._path, self._options, self._static_batch = path, options, static_batch
         try:
-            model = model_in_memory(path)
+            self._model = model_in_memory(path)
         except OSError as exc:
             raise BundleError(f"cannot read {path} ({exc.strerror or exc}); re-export the bundle") from exc
-        try:
-            self.session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise BundleError(f"onnxruntime cannot load {path} ({str(exc).splitlines()[0]}); re-export the bundle") from exc
+        self.session = self._session(static_batch)
+        # With a static batch, feeds of another batch run on a dynamic session made on first need.
+        self._dynamic = None if static_batch else self.session
         names = [o.name for o in self.session.get_outputs()]
         if names != spec.output_names:
             raise SpecError(f"{path} has outputs {names}, the bundle's IOSpec says {spec.output_names}; re-export the bundle")
 
+    def _session(self, static_batch: int | None):
+        ort = lazy_import("onnxruntime")
+        so = ort.SessionOptions()
+        if self._options.threads:
+            so.intra_op_num_threads = self._options.threads
+            so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning(self._options) else "0")
+        so.log_severity_level = 3
+        if static_batch:
+            for name in batch_dim_names(self.spec):
+                so.add_free_dimension_override_by_name(name, int(static_batch))
+        try:
+            return ort.InferenceSession(self._model, so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise BundleError(f"onnxruntime cannot load {self._path} ({str(exc).splitlines()[0]}); re-export the bundle") from exc
+
     def _infer(self, feeds):
+        if self._static_batch and any(np.shape(feeds[t.name])[0] != self._static_batch for t in self.spec.inputs
+                                      if isinstance(t.shape[0], str)):
+            if self._dynamic is None:
+                self._dynamic = self._session(None)
+            return self._dynamic.run(self.spec.output_names, feeds)
         return self.session.run(self.spec.output_names, feeds)
 
     def close(self):
-        self.session = None
+        self.session = self._dynamic = None
 
 
 class OnnxRuntimeBackend(Backend):

@@ -1,0 +1,89 @@
+"""The realistic-size reference model avnet_m: model, recipe and shipped checkpoint (fast), and its INT8 export
+(slow: fp32 + int8 for onnxruntime and openvino, the accuracy budget, the speed entry, edgemm.load's pick)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import edgemm  # noqa: E402
+from edgemm.errors import EdgemmError  # noqa: E402
+from edgemm.recipe import load_recipe  # noqa: E402
+from edgemm.zoo import avnet_m  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "export" / "avnet_m.toml"
+CHECKPOINTS = ROOT / "edgemm" / "zoo" / "checkpoints"
+
+
+def test_recipe_matches_the_model_and_outputs_have_its_shapes():
+    recipe = load_recipe(RECIPE)
+    assert recipe.spec == avnet_m.iospec()
+    assert recipe.spec.inputs[0].shape == ("batch", 3, 160, 160)
+    model = avnet_m.AVNetM().eval()
+    with torch.no_grad():
+        digit, speaker = model(torch.randn(2, 3, 160, 160), torch.randn(2, 1, 64, 98))
+    assert digit.shape == (2, 10) and speaker.shape == (2, 6)
+
+
+def test_size_is_the_realistic_range():
+    tp = pytest.importorskip("torch_pruning")
+    model = avnet_m.AVNetM().eval()
+    macs, params = tp.utils.count_ops_and_params(model, (torch.randn(1, 3, 160, 160), torch.randn(1, 1, 64, 98)))
+    assert 0.3e9 <= 2 * macs <= 1.0e9  # FLOPs = 2 x multiply-adds, as pruning.json counts them
+    assert 1.5e6 <= params <= 4e6
+
+
+def test_shipped_checkpoint_loads_fp32_and_beats_avnet():
+    ckpt = CHECKPOINTS / "avnet_m.pt"
+    assert ckpt.stat().st_size < 10e6
+    stored = torch.load(ckpt, weights_only=True)["model"]
+    assert {v.dtype for v in stored.values() if torch.is_floating_point(v)} == {torch.float16}
+    model = avnet_m.build()
+    assert not model.training
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    mine = json.loads((CHECKPOINTS / "avnet_m.json").read_text())["eval"]
+    avnet = json.loads((CHECKPOINTS / "avnet.json").read_text())["eval"]
+    assert mine["samples"] == avnet["samples"] == 600
+    assert mine["digit_top1_fused"] >= avnet["digit_top1_fused"]
+    assert mine["speaker_top1"] >= avnet["speaker_top1"]
+
+
+def test_missing_or_foreign_checkpoint_is_one_line(tmp_path):
+    with pytest.raises(EdgemmError, match="train_avnet_m.py"):
+        avnet_m.build(tmp_path / "nope.pt")
+    from edgemm.zoo import avnet
+
+    foreign = tmp_path / "avnet.pt"
+    torch.save({"model": avnet.AVNet().state_dict()}, foreign)
+    with pytest.raises(EdgemmError, match="does not fit the avnet_m model"):
+        avnet_m.build(foreign)
+
+
+@pytest.mark.slow
+def test_int8_export_is_within_budget_and_picked(tmp_path):
+    """`edgemm export export/avnet_m.toml --int8`: the int8 artifacts stay within 1 point on both heads, carry
+    the measured speed, and edgemm.load picks an int8 artifact where the export measured it faster."""
+    from edgemm.cpu import cpu_int8
+
+    out = tmp_path / "avnet_m"
+    edgemm.export(str(RECIPE), output=out, int8=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    acc = json.loads((out / manifest["reports"]["accuracy"]).read_text())
+    int8 = [a for a in manifest["artifacts"] if a["precision"] == "int8"]
+    assert {a["backend"] for a in int8} == {"onnxruntime", "openvino"}
+    for art in acc["artifacts"].values():
+        if art["precision"] == "int8":
+            assert max(art["drop"].values()) <= 0.01 + 1e-9
+    speeds = [a["extra"]["speed"] for a in int8]
+    assert all(s["vs_fp32"] is not None and s["batch"] == 1 for s in speeds)
+    rt = edgemm.load(out)
+    if cpu_int8().vnni and any(not s["slower"] for s in speeds):
+        assert rt.artifact.precision == "int8"
+    feeds = rt.preprocess(image=np.zeros((64, 64, 3), np.uint8), audio=np.zeros(8000, np.float32), sample_rate=8000)
+    outs = rt.run(feeds)
+    assert list(outs) == ["digit", "speaker"] and outs["digit"].shape == (1, 10)
