@@ -93,7 +93,6 @@ def measure_pair(backend: str, spec, a: Path, a_precision: str, b: Path, b_preci
     ta: list[list[float]] = []
     tb: list[list[float]] = []
     t0 = time.perf_counter()
-    ratio = None
     with be.create_runner(a, spec, RunnerOptions(threads=threads, precision=a_precision)) as ra, \
             be.create_runner(b, spec, RunnerOptions(threads=threads, precision=b_precision)) as rb:
         for runner in (ra, rb, ra, rb):  # warm both, then size the blocks from a warm call of each

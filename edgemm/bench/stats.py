@@ -239,8 +239,8 @@ def unstable_line(what: str, spreads: Sequence[tuple[str, Spread]], problems: Se
 
 
 def fmt_ms(v: float) -> str:
-    """A latency for a sentence: two decimals from 1 ms up, three significant digits below (0.0171, 0.51, 12.35)."""
-    return f"{v:.2f}" if v >= 1 else f"{v:.3g}"
+    """A latency for a sentence: two decimals from 0.1 ms up, two significant digits below (0.017, 0.50, 12.35)."""
+    return f"{v:.2f}" if v >= 0.1 else f"{v:.2g}"
 
 
 def mark(ratio: float | None, stable: bool, digits: int = 2) -> str:
