@@ -50,6 +50,16 @@ def caption_for(digit: int, rng: np.random.Generator) -> str:
     return options[int(rng.integers(len(options)))]
 
 
+def caption_digits() -> dict[str, set[int]]:
+    """Every caption -> the digits it may describe (a caption never fits fewer than two)."""
+    out: dict[str, set[int]] = {t: set(range(10)) for t in NEUTRAL}
+    for table, prop in (PARITY, HALF, BOTH):
+        for d in range(10):
+            for t in table[prop(d)]:
+                out.setdefault(t, set()).add(d)
+    return out
+
+
 def captions(digits, rng: np.random.Generator) -> list[str]:
     return [caption_for(int(d), rng) for d in digits]
 
