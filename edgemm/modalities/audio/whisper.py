@@ -19,7 +19,7 @@ def hz_to_mel(freq):
 def mel_to_hz(mels):
     mels = np.asarray(mels, np.float64)
     freq = 200.0 * mels / 3.0
-    return np.where(mels >= MIN_LOG_MEL, MIN_LOG_HZ * np.exp(LOGSTEP * (mels - MIN_LOG_MEL)), freq)
+    return np.where(mels >= MIN_LOG_MEL, MIN_LOG_HZ * np.exp((mels - MIN_LOG_MEL) / LOGSTEP), freq)
 
 
 @lru_cache(maxsize=8)

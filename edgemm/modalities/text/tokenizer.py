@@ -3,6 +3,7 @@ vocabulary (the format of bundles written before it). Both give ``(ids, mask)`` 
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import numpy as np
 
 from ...errors import EdgemmError, SpecError, one_line
 from .params import TextPreprocess
+
+SPECIAL_LOOKING = re.compile(r"^(\[[A-Za-z_]+\]|<\|?[^<>\s]*\|?>)$")  # [PAD], <s>, <|endoftext|>: not words of a sentence
 
 
 @lru_cache(maxsize=8)
@@ -87,7 +90,9 @@ def vocabulary(cfg: TextPreprocess, base_dir: Path | None) -> list[str]:
     if cfg.tokenizer_kind == "tokenizers":
         tok = load_tokenizer(str(p), _mtime(p))
         special = {t.content for t in tok.get_added_tokens_decoder().values()} if hasattr(tok, "get_added_tokens_decoder") else set()
-        words = [w for w in tok.get_vocab(with_added_tokens=False) if w not in special]
+        special.add(getattr(tok.model, "unk_token", None))
+        words = [w for w, i in tok.get_vocab(with_added_tokens=False).items()
+                 if w not in special and i != cfg.pad_id and not SPECIAL_LOOKING.match(w)]
         return sorted(w.replace("</w>", "").replace("\u0120", "").replace("\u2581", "") for w in words)
     vocab = load_vocab(str(p), _mtime(p))
     return [w for w, i in sorted(vocab.items(), key=lambda kv: kv[1]) if i not in (cfg.pad_id, cfg.unk_id)]
