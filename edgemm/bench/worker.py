@@ -150,8 +150,8 @@ def _end_to_end(job: dict, bundle, runner) -> dict:
     frontend: resample the new audio, new STFT hops, the window that ends at the frame), written
     into feed buffers that are reused frame after frame, as Stream's pool does -> model ->
     post-processing (top label per head). Per-stage times are recorded for every frame."""
-    from ..iospec import AudioPreprocess, ImagePreprocess
     from ..frontends import native
+    from ..modalities.registry import get_modality
     from ..runtime.runtime import Runtime
 
     raw = dict(np.load(job["raw"], allow_pickle=False))
@@ -160,19 +160,29 @@ def _end_to_end(job: dict, bundle, runner) -> dict:
     fps = float(job.get("fps") or 30.0)
     feeds_fixed, images, audio = {}, None, None
     for t in bundle.spec.inputs:
-        if isinstance(t.preprocessing, ImagePreprocess):
-            images = (t.name, raw[t.name], native.ImageKernel(t.preprocessing))
-        elif isinstance(t.preprocessing, AudioPreprocess):
+        if t.preprocessing is None:
+            continue
+        modality = get_modality(t.modality)
+        if images is None and modality.paced:  # the stream's adapter: the C image kernel, a clip buffer, a plugin's
+            images = (t.name, raw[t.name], modality.stream_adapter(t))
+        elif t.modality == "audio" and t.preprocessing.features == "log_mel":
             from ..frontends.audio import to_float_waveform
 
-            rate = int(raw.get(f"{t.name}.sample_rate", t.preprocessing.sample_rate))
+            if f"{t.name}.sample_rate" not in raw:
+                raise SystemExit(f"end_to_end: the raw audio of {t.name!r} has no {t.name}.sample_rate")
+            rate = int(raw[f"{t.name}.sample_rate"])
             stream = np.ascontiguousarray(to_float_waveform(raw[t.name]).reshape(-1))
             audio = (t.name, stream, rate, native.StreamingLogMel(t.preprocessing, rate))
-        else:  # other inputs (text): pre-processed once, as a stream would keep them
-            feeds_fixed[t.name] = rt.preprocess(**{t.name: raw[t.name][0]})[t.name]
+        else:  # other inputs (text, other audio features): pre-processed once, as a stream would keep them
+            value = raw[t.name][0]
+            if t.modality == "audio":
+                value = (value, int(raw[f"{t.name}.sample_rate"]))
+            elif t.modality == "text":
+                value = str(value)
+            feeds_fixed.update(rt.preprocess(**{t.name: value}))
     if images is None:
-        raise SystemExit("end_to_end needs an image input (frames set the pace)")
-    img_buf = images[2].new_output()
+        raise SystemExit("end_to_end needs a paced input (an image, a clip, a sensor: frames set the pace)")
+    img_buf = np.empty(images[2].out_shape, np.float32)
     audio_buf = np.empty(audio[3].out_shape, np.float32) if audio is not None else None
     top = native.TopLabels(bundle.spec.outputs)  # what Stream does per frame (Runtime.labels' answer for sample 0)
     state = {"i": 0, "fed": 0}

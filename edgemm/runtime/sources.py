@@ -42,7 +42,8 @@ class SourceError(EdgemmError):
 @dataclass
 class Frame:
     """One video frame. ``image`` is HxWx3 uint8 in channel order ``order`` (OpenCV decodes BGR;
-    the pre-processing fuses the swap to the model's order)."""
+    the pre-processing fuses the swap to the model's order). A plugin modality's source (edgemm.modalities)
+    delivers its own items the same way: ``image`` is then what its stream adapter takes (a sensor window)."""
 
     image: np.ndarray
     t: float
