@@ -193,3 +193,28 @@ def test_avnet_fp32_parity_and_int8_within_one_point(tmp_path):
             assert _cosine(digit, ref) >= 0.9999 and top1 == ref_top1
         else:
             assert ref_top1 - top1 <= 0.01, (ref_top1, top1)
+
+
+@needs_litert
+def test_export_lists_verifies_benches_and_loads_the_litert_artifact(tmp_path):
+    """``edgemm.export(..., targets=[..., "litert"])``: the fp32 .tflite is converted from the torch model, listed in
+    the manifest, verified against the torch reference and timed by ``edgemm bench`` like every artifact."""
+    import json
+
+    import edgemm
+    from edgemm.bench.run import benchmark
+
+    out = tmp_path / "b"
+    edgemm.export(TinyAV(0), example_inputs=tiny_feeds(2), spec=tiny_spec(), output=out, targets=["onnxruntime", "litert"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    arts = [a for a in manifest["artifacts"] if a["backend"] == "litert"]
+    assert [(a["path"], a["format"], a["precision"]) for a in arts] == [("litert/model.fp32.tflite", "tflite", "fp32")]
+    assert arts[0]["toolchain"]["litert-torch"] and arts[0]["toolchain"]["ai-edge-litert"]
+    parity = json.loads((out / manifest["reports"]["parity"]).read_text())["artifacts"]["litert/model.fp32.tflite"]
+    assert parity["backend"] == "litert" and min(o["cosine"] for o in parity["outputs"].values()) >= 0.9999
+    rt = edgemm.load(out, backend="litert")
+    feeds = tiny_feeds(3, seed=5)
+    got, want = rt.run(feeds), torch_outputs(TinyAV(0), feeds)
+    assert all(_cosine(got[n], w) >= 0.9999 for n, w in zip(tiny_spec().output_names, want))
+    runs = benchmark(out, backends=("litert",), batches=(1,), rounds=1, seconds=0.2, modes=("model",))["runs"]
+    assert [(r["backend"], r["precision"], r["batch"]) for r in runs] == [("litert", "fp32", 1)] and runs[0]["p50_ms"] > 0
