@@ -44,9 +44,10 @@ def cmd_info(args) -> int:
     for a in b.artifacts:  # the INT8 speed verdict measured at export (issue: never silently slower)
         speed = a.extra.get("speed") if isinstance(a.extra, dict) else None
         if a.precision == "int8" and isinstance(speed, dict) and speed.get("vs_fp32"):
-            verdict = "SLOWER than fp32 here: edgemm.load prefers another artifact" if speed.get("slower") else "not slower than fp32"
-            print(f"  int8 speed {a.path}: x{speed['vs_fp32']:.2f} vs fp32 at batch {speed.get('batch', 1)} on the export "
-                  f"machine ({verdict})")
+            text = speed.get("text") or f"x{speed['vs_fp32']:.2f} vs fp32"
+            pick = "; edgemm.load prefers another artifact" if speed.get("slower") else ""
+            print(f"  int8 speed {a.path}: {text} at batch {speed.get('batch', 1)}, measured by "
+                  f"{speed.get('measured_by', 'export')}{pick}")
     cal = m["calibration"]
     print(f"calibration {cal.get('source') or 'none'} ({cal.get('samples', 0)} samples, method {cal.get('method')})")
     print("reports    " + (", ".join(f"{k}: {v}" for k, v in m["reports"].items()) or "none (run `edgemm verify`)"))
