@@ -218,3 +218,31 @@ def test_export_lists_verifies_benches_and_loads_the_litert_artifact(tmp_path):
     assert all(_cosine(got[n], w) >= 0.9999 for n, w in zip(tiny_spec().output_names, want))
     runs = benchmark(out, backends=("litert",), batches=(1,), rounds=1, seconds=0.2, modes=("model",))["runs"]
     assert [(r["backend"], r["precision"], r["batch"]) for r in runs] == [("litert", "fp32", 1)] and runs[0]["p50_ms"] > 0
+
+
+@needs_litert
+@pytest.mark.slow
+def test_cli_export_int8_target_litert_writes_verifies_and_times_fp32_and_int8(tmp_path):
+    """``edgemm export export/avnet.toml --int8 --target litert``: fp32 and int8 .tflite in the bundle, fp32 at
+    cosine >= 0.9999, int8 within 1.0 point of the torch reference on the evaluation split, and the int8 artifact's
+    speed measured against its fp32 sibling (the manifest's ``speed``)."""
+    import json
+    import subprocess
+    import sys
+
+    from models.paths import RECIPE
+
+    out = tmp_path / "b"
+    p = subprocess.run([sys.executable, "-m", "edgemm", "export", str(RECIPE), "--int8", "--target", "litert", "-o", str(out)],
+                       capture_output=True, text=True, timeout=1800)
+    assert p.returncode == 0, p.stderr[-2000:]
+    m = json.loads((out / "manifest.json").read_text())
+    lite = {a["precision"]: a for a in m["artifacts"] if a["backend"] == "litert"}
+    assert sorted(lite) == ["fp32", "int8"] and all(a["format"] == "tflite" for a in lite.values())
+    speed = lite["int8"]["extra"]["speed"]
+    assert speed["int8_ms"] > 0 and speed["fp32_ms"] > 0 and speed["batch"] == 1
+    parity = json.loads((out / m["reports"]["parity"]).read_text())["artifacts"]
+    assert min(o["cosine"] for o in parity[lite["fp32"]["path"]]["outputs"].values()) >= 0.9999
+    acc = json.loads((out / m["reports"]["accuracy"]).read_text())
+    int8 = next(a for a in acc["artifacts"].values() if a["backend"] == "litert" and a["precision"] == "int8")
+    assert int8["drop"]["digit"] <= 0.01 and int8["drop"]["speaker"] <= 0.01
