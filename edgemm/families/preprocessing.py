@@ -165,3 +165,29 @@ def audio_record(config: Mapping[str, Any] | None, kind: str) -> dict:
     data = {k: v for k, v in dict(config or {}).items() if k in keep}
     return {"input": kind, **data, "exact": False,
             "not_expressed": [f"{kind}: the bundle's audio pre-processing cannot express this feature extractor yet"]}
+
+
+def audio_from_extractor(config: Mapping[str, Any] | None) -> tuple[Any, dict]:
+    """A Hugging Face audio feature extractor's config -> ``(AudioPreprocess or None, what the graph records)``:
+    ``Wav2Vec2FeatureExtractor`` -> the raw waveform (zero-mean unit-variance when ``do_normalize``),
+    ``WhisperFeatureExtractor`` -> Whisper's log-mel of ``chunk_length`` seconds. None for other extractors."""
+    from ..iospec import AudioPreprocess
+
+    config = dict(config or {})
+    kind = config.get("feature_extractor_type")
+    rate = config.get("sampling_rate", 16000)
+    record = {k: v for k, v in config.items() if k in ("feature_extractor_type", "sampling_rate", "do_normalize", "feature_size",
+                                                        "n_fft", "hop_length", "chunk_length")}
+    if not isinstance(rate, int) or isinstance(rate, bool) or rate < 1:
+        return None, {**record, "exact": False, "not_expressed": [f"sampling_rate {rate!r}"]}
+    if kind == "Wav2Vec2FeatureExtractor":
+        pre = AudioPreprocess(sample_rate=rate, features="waveform", normalize=bool(config.get("do_normalize", True)),
+                              fmax=rate / 2)
+        return pre, {**record, "exact": True}
+    if kind == "WhisperFeatureExtractor":
+        n_fft, hop = int(config.get("n_fft", 400)), int(config.get("hop_length", 160))
+        pre = AudioPreprocess(sample_rate=rate, features="whisper_log_mel", window_s=float(config.get("chunk_length", 30)),
+                              n_fft=n_fft, win_length=n_fft, hop=hop, n_mels=int(config.get("feature_size", 80)), fmin=0.0,
+                              fmax=min(8000.0, rate / 2))
+        return pre, {**record, "exact": True}
+    return None, {**record, "exact": False, "not_expressed": [f"{kind}: no audio features of edgemm say the same"]}

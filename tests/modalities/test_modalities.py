@@ -160,3 +160,24 @@ def test_valid_feeds_cover_every_builtin():
     m = feeds["attention_mask"]
     assert all((row[: int(row.sum())] == 1).all() for row in m)  # prefix masks, not random {0, 1}
     assert np.isfinite(feeds["audio"]).all() and feeds["image"].std() > 0.1
+
+
+def test_hf_audio_extractors_are_expressed_exactly():
+    transformers = pytest.importorskip("transformers")
+    from edgemm.families.preprocessing import audio_from_extractor
+
+    wav = (np.random.default_rng(2).standard_normal(20000) * 0.2).astype(np.float32)
+    w2v = transformers.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False)
+    pre, data = audio_from_extractor(w2v.to_dict())
+    assert data["exact"] and pre.features == "waveform"
+    t = TensorSpec("input_values", "float32", ("batch", "samples"), "audio", pre)
+    want = w2v(wav, sampling_rate=16000, return_tensors="np")["input_values"]
+    np.testing.assert_allclose(preprocess_input(t, wav, base_dir=".", sample_rate=16000), want, atol=1e-5)
+    wh = transformers.WhisperFeatureExtractor(feature_size=80)
+    pre, data = audio_from_extractor(wh.to_dict())
+    assert data["exact"] and pre.features == "whisper_log_mel" and pre.n_frames == 3000
+    t = TensorSpec("input_features", "float32", ("batch", 80, 3000), "audio", pre)
+    want = wh(wav, sampling_rate=16000, return_tensors="np")["input_features"]
+    assert np.abs(preprocess_input(t, wav, base_dir=".", sample_rate=16000) - want).max() < 1e-4
+    # an 8 kHz recording is resampled to the extractor's 16 kHz first
+    assert preprocess_input(t, wav[::2].copy(), base_dir=".", sample_rate=8000).shape == (1, 80, 3000)
