@@ -181,3 +181,29 @@ def test_hf_audio_extractors_are_expressed_exactly():
     assert np.abs(preprocess_input(t, wav, base_dir=".", sample_rate=16000) - want).max() < 1e-4
     # an 8 kHz recording is resampled to the extractor's 16 kHz first
     assert preprocess_input(t, wav[::2].copy(), base_dir=".", sample_rate=8000).shape == (1, 80, 3000)
+
+
+def test_broken_modality_plugins_are_listed_with_a_reason(tmp_path):
+    """Entry points that fail to import, name something that is not a Modality, or take a built-in's name are
+    listed by broken_modalities() with one reason each; the built-ins keep working."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    dist = tmp_path / "broken_modalities-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-modalities\nVersion: 0.1\n")
+    (tmp_path / "taken_mod.py").write_text("from edgemm.modalities.image import ImageModality\n\nclass Taken(ImageModality):\n    pass\n")
+    (dist / "entry_points.txt").write_text("[edgemm.modalities]\nmissing = no_such_module_xyz:Modality\nnotone = json:loads\n"
+                                           "taken = taken_mod:Taken\n")
+    code = ("import json; from edgemm.modalities.registry import all_modalities, broken_modalities; "
+            "print(json.dumps({'ok': sorted(all_modalities()), 'broken': broken_modalities()}))")
+    r = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(tmp_path)), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert {"image", "audio", "text", "video", "tensor"} <= set(out["ok"])
+    assert "importing it fails" in out["broken"]["missing"] and "no_such_module_xyz" in out["broken"]["missing"]
+    assert "not an edgemm Modality" in out["broken"]["notone"]
+    assert "taken by another modality" in out["broken"]["taken"]
