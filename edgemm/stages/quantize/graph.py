@@ -341,3 +341,49 @@ def mask_like(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]]) ->
 def mask_like_nodes(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]]) -> dict[str, str]:
     """The nodes of :func:`mask_like` (node name -> why it stays float)."""
     return mask_like(model, ranges)[0]
+
+
+# ------------------------------------------------------------------ Adds that are not residual
+
+SCALAR_ADD_REASON = "an Add of a scalar constant (GELU's erf(x) + 1, x + eps): no int8 kernel, kept float"
+
+
+def scalar_constant_adds(model: onnx.ModelProto) -> dict[str, str]:
+    """Add nodes one of whose inputs is a one-element constant -> why they stay float. The Q/DQ schemes quantize
+    ``Add`` for residual connections (two activations); an Add of a scalar has no int8 kernel to feed, and ONNX
+    Runtime's quantizer then puts one Q/DQ pair on the constant that every such Add shares. OpenVINO 2026.4 runs
+    GELU's erf form (``x * 0.5 * (erf(x / sqrt 2) + 1)``) wrongly with that pair on its ``+ 1``: a random-init
+    Wav2Vec2 (feature encoder and encoder GELUs) fell to cosine 0.33 vs fp32 in OpenVINO while onnxruntime ran the
+    same Q/DQ file at 0.999; with those Adds float, OpenVINO gives 0.999 too."""
+    from onnx import numpy_helper
+
+    scalars = {t.name for t in model.graph.initializer if int(np.prod(t.dims)) == 1}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if (a.name == "value" and a.type == onnx.AttributeProto.TENSOR and numpy_helper.to_array(a.t).size == 1) \
+                        or a.name in ("value_float", "value_int"):
+                    scalars.add(n.output[0])
+    return {n.name: SCALAR_ADD_REASON for n in model.graph.node if n.op_type == "Add" and any(x in scalars for x in n.input)}
+
+
+
+GROUPED_CONV_REASON = "a grouped (not depthwise) convolution: OpenVINO's int8 kernel for it is wrong, kept float"
+
+
+def grouped_convs(model: onnx.ModelProto) -> dict[str, str]:
+    """Grouped Conv nodes that are not depthwise (1 < group < input channels) -> why they stay float. OpenVINO
+    2026.4's CPU plugin computes them wrongly in int8: a Conv1d 32 -> 32, groups 2, kernel 8 to 16 (Wav2Vec2's
+    positional convolution) quantized with symmetric Q/DQ gave cosine 0.04-0.13 vs fp32 in OpenVINO and 0.9999 in
+    onnxruntime on the same file (kernels <= 6, groups 1, depthwise, and 32 channels per group were right); in the
+    random-init Wav2Vec2 it took the whole model to 0.954."""
+    weights = {t.name: t for t in model.graph.initializer}
+    out = {}
+    for n in model.graph.node:
+        if n.op_type != "Conv":
+            continue
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        w = weights.get(n.input[1]) if len(n.input) > 1 else None
+        if group > 1 and w is not None and len(w.dims) >= 2 and w.dims[1] > 1:  # dims[1]: input channels per group
+            out[n.name] = GROUPED_CONV_REASON
+    return out

@@ -37,11 +37,13 @@ class QdqScheme:
     activation: str  # "uint8" | "int8"
     symmetric_activations: bool
     op_types: tuple[str, ...] | None  # None: ORT's default set
+    float_grouped_convs: bool = False  # grouped, not depthwise, convolutions kept float (graph.grouped_convs)
 
 
 SCHEMES = {
     "ort": QdqScheme("ort", "uint8", False, None),
-    "trt": QdqScheme("trt", "int8", True, ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")),
+    # the scheme OpenVINO is quantized with too: its int8 grouped convolutions are wrong (graph.grouped_convs)
+    "trt": QdqScheme("trt", "int8", True, ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add"), float_grouped_convs=True),
 }
 
 
@@ -156,11 +158,25 @@ def quantize_qdq(model_path: Path, out_path: Path, calib: CalibrationSource, sch
     kwargs = {}
     if scheme.op_types is not None:
         kwargs["op_types_to_quantize"] = list(scheme.op_types)
+    float_nodes = always_float(lazy_import("onnx").load(str(model_path)), scheme)
+    nodes_to_exclude = sorted(set(nodes_to_exclude) | set(float_nodes))
     if nodes_to_quantize is not None:
-        kwargs["nodes_to_quantize"] = list(nodes_to_quantize)
+        kwargs["nodes_to_quantize"] = [n for n in nodes_to_quantize if n not in float_nodes]
     with _ort_logs_quiet():
         _quantize_static(q, model_path, out_path, calib, act, nodes_to_exclude, extra, dict(kwargs, reduce_range=reduce_range))
     return out_path
+
+
+def always_float(model, scheme: QdqScheme) -> dict[str, str]:
+    """Nodes ``scheme`` never quantizes -> why: Adds of a scalar constant, and (a scheme OpenVINO runs) grouped
+    convolutions that are not depthwise (stages/quantize/graph.py: each broke OpenVINO's int8 Wav2Vec2 while
+    onnxruntime ran the same Q/DQ file fine)."""
+    from .graph import grouped_convs, scalar_constant_adds
+
+    out = scalar_constant_adds(model)
+    if scheme.float_grouped_convs:
+        out.update(grouped_convs(model))
+    return out
 
 
 def _quantize_static(q, model_path, out_path, calib, act, nodes_to_exclude, extra, kwargs):
