@@ -105,9 +105,8 @@ def evaluate(name: str, model, t: dict[str, torch.Tensor]) -> dict:
 def train(name: str, train_t: dict[str, torch.Tensor], eval_t: dict[str, torch.Tensor], epochs: int, batch: int,
           lr: float, seed: int) -> dict:
     torch.manual_seed(seed)
-    model = {"seed_dual_encoder": dual_encoder.DualEncoder}.get(name, None)
-    model = model() if model else {"seed_text_image": text_image.TextImageNet, "seed_multitask": multitask.MultitaskNet,
-                                   "seed_av_text": av_text.AVTextNet}[name]()
+    model = {"seed_text_image": text_image.TextImageNet, "seed_multitask": multitask.MultitaskNet,
+             "seed_av_text": av_text.AVTextNet, "seed_dual_encoder": dual_encoder.DualEncoder}[name]()
     n = len(train_t["digit"])
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
     steps = epochs * ((n + batch - 1) // batch)

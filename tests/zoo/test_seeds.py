@@ -173,9 +173,8 @@ def test_caption_seeds_export_quantize_and_load(seed_bundle, eval_split, name):
     for row in _int8_rows(acc):
         assert row["drop"]["digit"] <= 0.01 + 1e-9, row
     with edgemm.load(out, backend="onnxruntime", precision="int8") as rt:
-        feeds = rt.preprocess(image=eval_split["image"][0], **({"audio": eval_split["audio"][0].astype(np.float32) / 32768,
-                                                                 "sample_rate": 8000} if name == "seed_av_text" else {}))
-        feeds["caption"] = eval_split["caption"][:1]
+        audio = {"audio": eval_split["audio"][0].astype(np.float32) / 32768, "sample_rate": 8000} if name == "seed_av_text" else {}
+        feeds = rt.preprocess(image=eval_split["image"][0], caption=eval_split["caption"][:1], **audio)  # ids pass through
         assert rt.run(feeds)["digit"].shape == (1, 10)
 
 
