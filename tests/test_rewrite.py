@@ -205,3 +205,61 @@ def test_export_has_fewer_layout_nodes_and_the_same_outputs(tmp_path):
     layout = lambda c: c["Transpose"] + c["Reshape"] + c["Squeeze"] + c["Unsqueeze"] + c["Gather"]  # noqa: E731
     assert layout(counts[True]) < layout(counts[False]), (counts[True], counts[False])
     assert sum(counts[True].values()) < sum(counts[False].values())
+
+
+class TokenGRU(nn.Module):
+    """A user's text model, not shaped for edgemm: token ids -> Embedding (+ learned positions) -> a batch-first
+    TransformerEncoder with a padding mask from the ids -> masked mean pool, beside a GRU over the embeddings -> head."""
+
+    def __init__(self, vocab: int = 60, width: int = 32, length: int = 12):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(vocab, width, padding_idx=0)
+        self.pos = nn.Parameter(torch.randn(1, length, width) * 0.1)
+        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(width, 4, 64, dropout=0.1, batch_first=True), 2)
+        self.gru = nn.GRU(width, 24, batch_first=True)
+        self.head = nn.Linear(width + 24, 5)
+
+    def forward(self, tokens):
+        pad = tokens == 0
+        x = self.emb(tokens) + self.pos
+        h = self.enc(x, src_key_padding_mask=pad)
+        keep = (~pad).unsqueeze(-1).float()
+        pooled = (h * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+        _, last = self.gru(x)
+        return self.head(torch.cat([pooled, last[0]], 1))
+
+
+def _token_ids(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, 60, size=(n, 12))
+    for i, length in enumerate(rng.integers(4, 13, size=n)):
+        ids[i, length:] = 0  # right padding, as a tokenizer pads
+    return ids.astype(np.int64)
+
+
+@pytest.mark.slow
+def test_token_model_exports_int8_on_onnxruntime_and_openvino(tmp_path):
+    import json
+
+    import edgemm
+
+    np.savez(tmp_path / "calib.npz", tokens=_token_ids(64, 1))
+    model = TokenGRU().eval()
+    b = edgemm.export(model, example_inputs={"tokens": _token_ids(2, 0)}, output=tmp_path / "b", int8=True,
+                      calibration=tmp_path / "calib.npz", targets="onnxruntime,openvino")
+    onnx_entry = next(a for a in b.manifest["artifacts"] if a["path"].endswith("fp32.onnx"))
+    assert onnx_entry["extra"]["rewritten_attention"] == ["enc.layers.0.self_attn", "enc.layers.1.self_attn"]
+    parity = json.loads((tmp_path / "b/reports/parity.json").read_text())["artifacts"]
+    seen = set()
+    for entry in parity.values():
+        cos = entry["outputs"]["output_0"]["cosine"]
+        seen.add((entry["backend"], entry["precision"]))
+        assert cos >= (0.9999 if entry["precision"] == "fp32" else 0.98), entry
+    assert {("onnxruntime", "fp32"), ("openvino", "fp32"), ("onnxruntime", "int8"), ("openvino", "int8")} <= seen
+    feeds = {"tokens": _token_ids(5, 7)}
+    with torch.no_grad():
+        want = model(torch.from_numpy(feeds["tokens"])).numpy()
+    for backend in ("onnxruntime", "openvino"):
+        with edgemm.load(tmp_path / "b", backend=backend, precision="fp32") as rt:
+            np.testing.assert_allclose(rt.run(feeds)["output_0"], want, atol=1e-5)
