@@ -167,7 +167,7 @@ def export_results(names, out_dir: Path, results: Path, targets) -> None:
                                 for aid, a in acc["artifacts"].items()}
         row["trained"] = json.loads(MODULES[name].CHECKPOINT.with_suffix(".json").read_text())
         rows[name] = row
-    report = {"date": time.strftime("%Y-%m-%d"), "split": "export/seeds/eval.npz (600 pairs: FSDD takes 40-49, MNIST 8000-9999)",
+    report = {"command": "python " + " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "split": "export/seeds/eval.npz (600 pairs: FSDD takes 40-49, MNIST 8000-9999)",
               "chance_top1": 0.1, "budgets": {"top1": "1.0 point", "regression_mae": "5 % relative", "zero_shot_top1": "1.0 point"},
               "models": rows}
     results.parent.mkdir(parents=True, exist_ok=True)
