@@ -34,7 +34,7 @@ from edgemm.bench.machine import machine_info
 from edgemm.bundle import Bundle
 
 BACKENDS = ("onnxruntime", "openvino")
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def feeds_for(spec, batch: int, seed: int = 0) -> dict[str, np.ndarray]:

@@ -273,6 +273,6 @@ class OpenVinoBackend(Backend):
         store_runtime_options(model, opts)
         stem = f"model.{precision}"
         ov.save_model(model, str(out_dir / f"{stem}.xml"), compress_to_fp16=(precision == "fp16"))
-        extra = {"compiled_from": source_precision, "runtime_options": opts.runtime()}
+        extra = {"compiled_from": source_precision, "runtime_options": opts.runtime(), "static_batch": opts.static_batch}
         return [Compiled(f"{stem}.xml", (f"{stem}.xml", f"{stem}.bin"), {"openvino": self.availability().version or "?"},
                          "openvino-ir", extra)]
