@@ -6,6 +6,7 @@ test_error_messages.py.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -170,13 +171,28 @@ def test_not_a_model_file(tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
+class _Lines(logging.Handler):
+    """The edgemm logger's lines (its own stderr handler is bound to whichever stderr the first command had)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def test_compile_verifies_and_times_only_what_it_added(avnet_bundle_copy, capsys):
     before = {k: json.loads((avnet_bundle_copy / "reports" / f"{k}.json").read_text()) for k in ("parity", "latency")}
-    assert main(["compile", str(avnet_bundle_copy), "--target", "onnxruntime"]) == 0
-    captured = capsys.readouterr()
-    verified = [ln for ln in captured.err.splitlines() if ln.startswith("verifying ")]
-    assert len(verified) == 1 and "ort-extended" in verified[0], captured.err  # not the other artifacts again
-    assert "added onnx/model.fp32.ort-extended.onnx" in captured.out
+    log = _Lines()
+    logging.getLogger("edgemm").addHandler(log)
+    try:
+        assert main(["compile", str(avnet_bundle_copy), "--target", "onnxruntime"]) == 0
+    finally:
+        logging.getLogger("edgemm").removeHandler(log)
+    verified = [m for m in log.lines if m.startswith("verifying ")]
+    assert len(verified) == 1 and "ort-extended" in verified[0], log.lines  # not the other artifacts again
+    assert "added onnx/model.fp32.ort-extended.onnx" in capsys.readouterr().out
     parity = json.loads((avnet_bundle_copy / "reports" / "parity.json").read_text())
     latency = json.loads((avnet_bundle_copy / "reports" / "latency.json").read_text())
     new = "onnx/model.fp32.ort-extended.onnx"
