@@ -215,3 +215,18 @@ def test_op_a_target_cannot_run(tmp_path):
                     "openvino runs, or export without openvino (--target without it) (`edgemm -v export` shows "
                     "openvino's error)")
     assert target_rejects(RuntimeError("out of memory"), "openvino", "Shapes", program) is None
+
+
+@pytest.mark.openvino
+def test_export_to_a_target_that_cannot_run_an_op_is_that_line(tmp_path):
+    """The same model through edgemm.export with both targets: the compile stage says which op OpenVINO rejects and
+    where it came from, and no bundle is left behind."""
+    import edgemm
+    from edgemm.errors import EdgemmError
+
+    with pytest.raises(EdgemmError) as info:
+        edgemm.export(Shapes().eval(), example_inputs={"x": np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)},
+                      output=tmp_path / "B", targets=["onnxruntime", "openvino"])
+    line = str(info.value)
+    assert line.startswith("openvino cannot run the ONNX op Det") and "graph main" in line and "\n" not in line, line
+    assert not (tmp_path / "B").exists()

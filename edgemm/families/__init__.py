@@ -45,15 +45,18 @@ def resolve_folder(path: Path, example_inputs=None, spec=None):
 
 
 def resolve_module(obj, example_inputs=None, spec=None):
-    """A live model of a known family (or a model folder's path) -> ResolvedModel; None for anything else (the
-    generic nn.Module path, recipes and .pt2 files)."""
+    """A live model of a known family (or a model folder's path), or a plain module whose outputs have names (a dict,
+    namedtuple, ModelOutput, nested) -> ResolvedModel; None for anything else (the generic nn.Module path of tensor
+    and tuple outputs, recipes and .pt2 files)."""
     if isinstance(obj, (str, os.PathLike)):
         return resolve_folder(Path(obj), example_inputs, spec) if Path(obj).is_dir() else None
     from .registry import family_for_module
     from .resolve import resolve_family
 
     family = family_for_module(obj)
-    if family is None:
-        return None
+    if family is None:  # a plain module: its dict / namedtuple / ModelOutput outputs named by their keys
+        from .resolve import resolve_generic
+
+        return resolve_generic(obj, example_inputs, spec)
     source = f"python {type(obj).__module__}.{type(obj).__qualname__} ({family.name} family)"
     return resolve_family(family, obj, None, example_inputs, spec, source=source)

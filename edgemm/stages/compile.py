@@ -19,6 +19,7 @@ from ..backends.registry import get_backend, target_names
 from ..bundle import Artifact, Bundle, BundleUpdate, make_work_folder, sha256_file, sigterm_as_interrupt
 from ..errors import BundleError, EdgemmError, close_match_hint
 from ..log import logger, step
+from .export_errors import target_rejects
 
 
 def compile_targets(ctx, targets, fp16: bool, onnx_backend: str) -> None:
@@ -36,8 +37,14 @@ def compile_targets(ctx, targets, fp16: bool, onnx_backend: str) -> None:
         options = ctx.options(f"compile.{backend.name}")
         for precision in precisions:
             with step(f"compiling for {target} ({precision})"):
-                made = backend.compile(ctx.path(onnx_art.path), ctx.path(folder + "/x").parent, ctx.graph.spec, precision,
-                                       options=options)
+                try:
+                    made = backend.compile(ctx.path(onnx_art.path), ctx.path(folder + "/x").parent, ctx.graph.spec,
+                                           precision, options=options)
+                except Exception as exc:  # an op the target cannot take: named with the torch op and module it came from
+                    line = target_rejects(exc, target, f"graph {ctx.graph.name}", ctx.graph.program)
+                    if line is None:
+                        raise
+                    raise EdgemmError(line) from exc
             for c in made:
                 ctx.add_artifact(Artifact(f"{folder}/{c.main}", c.format, precision, backend.name, target, toolchain=c.toolchain,
                                           extra=dict(c.extra)), files=[f"{folder}/{f}" for f in c.files])
