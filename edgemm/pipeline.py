@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -65,6 +65,8 @@ def resolve_model(model_or_path, example_inputs=None, spec: IOSpec | Mapping[str
 
     family = resolve_module(model_or_path, example_inputs, spec)  # None: not a family model (the generic path)
     if family is not None:
+        if isinstance(model_or_path, (str, os.PathLike)) and Path(model_or_path).is_dir():
+            family.recipe = replace(family.recipe, base_dir=Path(model_or_path))  # its tokenizer.json travels into the bundle
         return family
     if isinstance(spec, Mapping):
         raise SpecError("spec= is a mapping of graph names, but the model is a single module; pass one IOSpec")

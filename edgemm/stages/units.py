@@ -275,6 +275,7 @@ class ParityStage(Stage):
 
         g, vcfg = ctx.graph, ctx.config.verify
         n = vcfg.parity_samples
+        g.spec = self.ship_assets(ctx)
         if g.eval_samples is not None:
             parity = g.eval_samples.take(slice(0, n)).feeds
             kind = f"first {min(n, len(g.eval_samples))} samples of {Path(str(ctx.config.data.evaluation)).name}"  # no host path
@@ -284,7 +285,7 @@ class ParityStage(Stage):
             _, held, kind = held_out(g.calibration, None)  # the samples INT8 was checked on, not calibrated on
             parity = {k: v[:n] for k, v in held.items()}
         else:
-            parity, kind = self.valid_feeds(g, n)
+            parity, kind = self.valid_feeds(g, n, ctx.writer.tmp)
         samples_rel, ref_rel = layout.parity_samples_path(g.name), layout.parity_reference_path(g.name)
         np.savez_compressed(ctx.path(samples_rel), **parity)
         if is_model_file(g.model):
@@ -305,10 +306,21 @@ class ParityStage(Stage):
             g.entry["family"] = family
 
     @staticmethod
-    def valid_feeds(g, n: int) -> tuple[dict, str]:
+    def ship_assets(ctx: StageContext):
+        """Copy the files the graph's pre-processing reads (a tokenizer.json) into the bundle; the spec naming the
+        copies, so that ``rt.preprocess`` needs the bundle alone. Paths are relative to the recipe's folder (a model
+        folder for a family model; the working directory for a model from Python)."""
+        from ..modalities.assets import ship_assets
+
+        base = getattr(ctx.recipe, "base_dir", None) or Path(".")
+        return ship_assets(ctx.graph.spec, base, ctx.writer.tmp, ctx.graph.name)
+
+    @staticmethod
+    def valid_feeds(g, n: int, bundle_root=None) -> tuple[dict, str]:
         """Parity samples without evaluation or calibration data: a family's valid feeds (token ids inside the
         vocabulary, prefix masks, waveforms, images), else the user's example inputs where random feeds are no
-        valid input (integer inputs: random ids are 0 or 1) or where they are as many, else random feeds."""
+        valid input (integer inputs: random ids are 0 or 1) or where they are as many, else the feeds the inputs'
+        modalities make (sentences of the input's own tokenizer, read from ``bundle_root``), else random feeds."""
         make = getattr(g.module, "edgemm_valid_feeds", None)
         if callable(make):
             family = (getattr(g.module, "edgemm_family", None) or {}).get("name", "the model's")
@@ -319,6 +331,9 @@ class ParityStage(Stage):
             if integer or rows >= n:
                 return ({k: np.asarray(v)[:n] for k, v in g.examples.items()},
                         f"the {min(rows, n)} example inputs given to export (no evaluation data given)")
+        if any(t.preprocessing is not None for t in g.spec.inputs):
+            feeds = g.spec.valid_feeds(n, 1, base_dir=bundle_root)
+            return g.spec.check_feeds(feeds, "parity feeds: "), f"{n} valid feeds made by the inputs' modalities (no evaluation data given)"
         return g.spec.example_feeds(batch=n, seed=1), "random feeds (no evaluation data given)"
 
 
