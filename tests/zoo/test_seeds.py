@@ -66,6 +66,25 @@ def test_shipped_tokenizers_give_the_stored_token_ids(eval_split):
         np.testing.assert_array_equal(captions.encode(tok, eval_split[f"{key}_text"]), eval_split[key])
 
 
+@pytest.mark.parametrize("name", ["seed_text_image", "seed_av_text"])
+def test_caption_recipes_take_strings(eval_split, name):
+    """The recipe declares the caption's tokenizer: strings become the stored token ids, and the parity generator's
+    feeds are sentences of the tokenizer's own words (ids inside the vocabulary, not 0/1)."""
+    from edgemm.data.preprocess import preprocess_input
+    from edgemm.recipe import load_recipe
+
+    r = load_recipe(EXPORT / f"{name}.toml")
+    t = r.spec.input("caption")
+    assert t.modality == "text" and t.preprocessing.tokenizer == f"seeds/{name}.tokenizer.json"
+    assert (t.preprocessing.max_length, t.preprocessing.pad_id) == (8, 0)
+    ids = preprocess_input(t, list(eval_split["caption_text"][:64]), base_dir=r.base_dir, batched=True)
+    np.testing.assert_array_equal(ids, eval_split["caption"][:64])
+    vocab = captions.load_tokenizer(EXPORT / "seeds" / f"{name}.tokenizer.json").get_vocab_size()
+    feeds = r.spec.valid_feeds(32, 1, base_dir=r.base_dir)["caption"]
+    assert feeds.dtype == np.int64 and feeds.shape == (32, 8) and feeds.max() < vocab and feeds.max() > 1
+    assert (feeds[:, 0] > 1).all()  # every row starts with a real word
+
+
 def test_captions_never_name_the_digit(eval_split):
     """Every caption fits at least two digits (the caption alone cannot give the label), and each eval caption is
     true of its sample's digit."""
@@ -174,7 +193,38 @@ def test_caption_seeds_export_quantize_and_load(seed_bundle, eval_split, name):
         assert row["drop"]["digit"] <= 0.01 + 1e-9, row
     with edgemm.load(out, backend="onnxruntime", precision="int8") as rt:
         audio = {"audio": eval_split["audio"][0].astype(np.float32) / 32768, "sample_rate": 8000} if name == "seed_av_text" else {}
-        feeds = rt.preprocess(image=eval_split["image"][0], caption=eval_split["caption"][:1], **audio)  # ids pass through
+        feeds = rt.preprocess(image=eval_split["image"][0], caption=[str(eval_split["caption_text"][0])], **audio)
+        np.testing.assert_array_equal(feeds["caption"], eval_split["caption"][:1])  # the bundle's own tokenizer
+        assert rt.run(feeds)["digit"].shape == (1, 10)
+    assert (out / "assets" / f"{name}.tokenizer.json").is_file()
+
+
+@pytest.mark.slow
+def test_text_image_without_data_ships_its_tokenizer_and_checks_parity_on_sentences(tmp_path):
+    """No evaluation or calibration data: parity runs on sentences of the recipe's tokenizer (ids inside the
+    vocabulary), and the bundle alone tokenizes a caption (its tokenizer.json copied under assets/)."""
+    (tmp_path / "seeds").mkdir()
+    tok = EXPORT / "seeds" / "seed_text_image.tokenizer.json"
+    (tmp_path / "seeds" / tok.name).write_bytes(tok.read_bytes())
+    text = (EXPORT / "seed_text_image.toml").read_text()
+    text = text.replace('checkpoint = "../', f'checkpoint = "{ROOT.as_posix()}/')
+    text = text.split("[data]")[0] + "[export]" + text.split("[export]")[1]
+    recipe = tmp_path / "seed_text_image.toml"
+    recipe.write_text(text)
+    out = tmp_path / "bundle"
+    edgemm.export(recipe, output=out, targets=["onnxruntime"], threads=1)
+    manifest = json.loads((out / "manifest.json").read_text())
+    entry = manifest["graphs"]["main"]
+    assert "valid feeds made by the inputs' modalities" in entry["parity"]["source"]
+    vocab = captions.load_tokenizer(tok).get_vocab_size()
+    ids = np.load(out / entry["parity"]["path"])["caption"]
+    assert ids.max() < vocab and (ids[:, 0] > 1).all()
+    assert {i["name"]: i.get("preprocessing", {}).get("tokenizer") for i in entry["inputs"]}["caption"] == \
+        "assets/seed_text_image.tokenizer.json"
+    (tmp_path / "seeds" / tok.name).unlink()  # the bundle needs nothing beside it
+    with edgemm.load(out, backend="onnxruntime") as rt:
+        feeds = rt.preprocess(caption=["an odd digit"], image=np.zeros((32, 32, 3), np.uint8))
+        assert feeds["caption"].shape == (1, 8) and feeds["caption"][0, 3] == 0 and (feeds["caption"][0, :3] > 1).all()
         assert rt.run(feeds)["digit"].shape == (1, 10)
 
 
