@@ -160,6 +160,8 @@ def _executorch_model(path: str, threads: int):
     import torch
     from executorch.runtime import Runtime
 
+    import executorch.kernels.quantized  # noqa: F401 - the quantized ops an int8 program calls (else: "Failed to load method")
+
     try:  # the XNNPACK thread pool's size (ExecuTorch's pybindings; the default is one thread per core)
         from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
