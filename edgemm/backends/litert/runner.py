@@ -57,6 +57,9 @@ class _Interpreter:
                             f"{len(spec.outputs)}; re-export the bundle")
         self.inputs = self._ordered(ins, spec.input_names, "args_")
         self.outputs = self._ordered(outs, spec.output_names, "output_")
+        # Per call only what changes: the tensor indices, and for quantized inputs 1/scale, zero-point and range.
+        self._set = [(d["index"], self._quantizer(d)) for d in self.inputs]
+        self._get = [(d["index"], d) for d in self.outputs]
         for detail, t in zip(self.inputs, spec.inputs):
             have = [int(x) for x in detail["shape"]]
             if len(have) != len(t.shape) or any(isinstance(d, int) and d != h for d, h in zip(t.shape[1:], have[1:])):
@@ -79,12 +82,32 @@ class _Interpreter:
 
         return sorted(details, key=position)
 
+    @staticmethod
+    def _quantizer(detail: dict):
+        """A function float feed -> the input's integer type (quantize_feed's arithmetic with its constants bound),
+        or None for an input the model takes as it is."""
+        dtype = np.dtype(detail["dtype"])
+        scale, zero = detail["quantization"]
+        if not np.issubdtype(dtype, np.integer) or scale == 0:
+            return None
+        inv, info = np.float32(1.0 / scale), np.iinfo(dtype)
+
+        def quantize(array: np.ndarray) -> np.ndarray:
+            if np.issubdtype(array.dtype, np.integer):
+                return array.astype(dtype, copy=False)
+            q = np.multiply(array, inv, dtype=np.float32)
+            np.rint(q, out=q)
+            q += zero
+            np.clip(q, info.min, info.max, out=q)
+            return q.astype(dtype)
+        return quantize
+
     def run_one(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
         interp = self.interp
-        for detail, array in zip(self.inputs, feeds):
-            interp.set_tensor(detail["index"], quantize_feed(array, detail))
+        for (index, quantize), array in zip(self._set, feeds):
+            interp.set_tensor(index, quantize(array) if quantize is not None else array)
         interp.invoke()
-        return [dequantize_output(interp.get_tensor(d["index"]), d) for d in self.outputs]
+        return [dequantize_output(interp.get_tensor(index), d) for index, d in self._get]
 
 
 class LiteRtRunner(Runner):
@@ -123,11 +146,14 @@ class LiteRtRunner(Runner):
             raise SpecError(f"the inputs of {self._path.name} must share their batch axis; got "
                             f"{[list(a.shape) for a in arrays]}")
         interp = self._acquire()
+        if batch == 1:  # the deployed shape: no slicing, no stacking
+            outs = interp.run_one(arrays)
+            with self._lock:
+                self._idle.append(interp)
+            return outs
         rows = [interp.run_one([a[i:i + 1] for a in arrays]) for i in range(batch)]
         with self._lock:  # back to the pool only after clean runs: an interpreter whose invoke raised is dropped
             self._idle.append(interp)
-        if batch == 1:
-            return rows[0]
         return [np.concatenate([r[k] for r in rows]) for k in range(len(rows[0]))]
 
     def close(self):
