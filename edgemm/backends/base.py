@@ -146,6 +146,10 @@ class Backend(ABC):
     load_priority: ClassVar[int] = 50
     order: ClassVar[int] = 50
     options: ClassVar[type[Options] | None] = None
+    # The backend converts the torch model itself (``compile_module``; LiteRT through litert-torch) instead of
+    # compiling the fp32 ONNX: the compile stage hands it the deployed module, and its INT8 comes from its own
+    # converter (a quantizer with works_on == "module").
+    converts_module: ClassVar[bool] = False
 
     @property
     def folder(self) -> str:
@@ -187,6 +191,13 @@ class Backend(ABC):
         backend's own artifact(s) of ``precision`` inside ``out_dir``. ``options``: an instance of
         ``self.options`` (None: its defaults). The default: nothing to compile."""
         raise UnsupportedFeature(f"backend {self.name!r} has nothing to compile: it runs {', '.join(self.formats)} files as they are")
+
+    def compile_module(self, module, args, out_dir: Path, spec: IOSpec, precision: str, *, calibration=None,
+                       method: str = "minmax", float_parts=(), exclude_ops=(), options: Options | None = None) -> list[Compiled]:
+        """(``converts_module`` backends) the torch ``module`` (``args``: example tensors, batch >= 2) as this backend's
+        artifact of ``precision`` in ``out_dir``; int8 calibrated on ``calibration`` (tuples of tensors) with
+        ``method``, ``float_parts`` (submodule names) and ``exclude_ops`` (ONNX op types) kept float."""
+        raise UnsupportedFeature(f"backend {self.name!r} compiles ONNX files, not torch modules")
 
 
 def version_of(dist: str) -> str | None:

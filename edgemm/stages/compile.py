@@ -38,8 +38,13 @@ def compile_targets(ctx, targets, fp16: bool, onnx_backend: str) -> None:
         for precision in precisions:
             with step(f"compiling for {target} ({precision})"):
                 try:
-                    made = backend.compile(ctx.path(onnx_art.path), ctx.path(folder + "/x").parent, ctx.graph.spec,
-                                           precision, options=options)
+                    if backend.converts_module:  # converts the deployed torch model itself (litert), not the ONNX file
+                        made = backend.compile_module(ctx.graph.deployed_module, ctx.graph.args,
+                                                      ctx.path(folder + "/x").parent, ctx.graph.spec, precision,
+                                                      options=options)
+                    else:
+                        made = backend.compile(ctx.path(onnx_art.path), ctx.path(folder + "/x").parent, ctx.graph.spec,
+                                               precision, options=options)
                 except Exception as exc:  # an op the target cannot take: named with the torch op and module it came from
                     line = target_rejects(exc, target, f"graph {ctx.graph.name}", ctx.graph.program)
                     if line is None:

@@ -51,6 +51,9 @@ def _toolchain(res: TargetResult) -> dict[str, str]:
     toolchain = {"onnxruntime": version_of("onnxruntime") or "?", "onnx": version_of("onnx") or "?"}
     if res.quantizer == "inc":
         toolchain.update({"neural-compressor": version_of("neural-compressor") or "?", "torch": version_of("torch") or "?"})
+    if res.format == "tflite":  # converted from the torch model by litert-torch, run by the LiteRT interpreter
+        return {"litert-torch": version_of("litert-torch") or "?", "ai-edge-litert": version_of("ai-edge-litert") or "?",
+                "torch": version_of("torch") or "?"}
     if res.format == "openvino-ir":
         toolchain.update(nncf=version_of("nncf") or "?", openvino=version_of("openvino") or "?")
     return toolchain

@@ -251,6 +251,8 @@ def quantize_target(
     backend = check_backend(target_backend, qz)
     if qz.works_on == "torch":
         return _quantize_inc(target, backend, fp32_onnx, spec, calib, samples, reference, cfg, workdir, progress, model)
+    if qz.works_on == "module":
+        return _quantize_module(target, qz.name, fp32_onnx, spec, calib, samples, reference, cfg, workdir, progress, model, checks)
     clock = SearchClock(cfg.search_minutes)
     workdir.mkdir(parents=True, exist_ok=True)
     pre = preprocess_for_quantization(fp32_onnx, workdir / "pre.onnx")
@@ -502,6 +504,71 @@ def _quantize_inc(target: str, backend: str, fp32_onnx: Path, spec: IOSpec, cali
     speed_met = cand.speed.verdict != "slower" if cand.speed is not None else None
     return TargetResult(target, backend, "inc", cand, fp32_ms, res.kept_float, [], budget_met, speed_met,
                         tasks=dict(tasks), reference=dict(reference or {}))
+
+
+def _quantize_module(target: str, quantizer: str, fp32_onnx: Path, spec: IOSpec, calib: CalibrationSource, samples: Samples | None,
+                     reference: dict[str, float] | None, cfg: PTQConfig, workdir: Path, progress, model,
+                     checks: dict | None) -> TargetResult:
+    """A target that converts the torch model itself (``Backend.converts_module``: LiteRT): its converter quantizes
+    with the calibration split, ``cfg.method`` and the precision policy's float parts and op types; the result is
+    measured on the target like every INT8 candidate (accuracy vs the reference, cosine and agreement vs the same
+    converter's fp32 artifact, interleaved speed vs that fp32). No fallback search: float parts come from the policy."""
+    from ...torchutil import example_args, is_program
+
+    torch = lazy_import("torch")
+    be = get_backend(target)
+    module = model.module() if is_program(model) else model
+    args = example_args(spec, {k: v[:2] for k, v in calib.feeds.items()})
+    batches = [tuple(torch.from_numpy(np.ascontiguousarray(f[n])) for n in spec.input_names) for f in calib.iter_batches(64)]
+    policy = cfg.policy
+    progress(f"  {target}: quantizing the torch model with {quantizer} (PT2E static, calibration {cfg.method}, {len(calib)} samples"
+             + (f"; float: {', '.join([*policy.float_parts, *policy.exclude_ops])}" if policy.float_parts or policy.exclude_ops else "")
+             + ")")
+    made = {}
+    # the fp32 artifact the compile stage converted from the same module, beside the ONNX in the bundle being written
+    compiled = fp32_onnx.parent.parent / be.folder / "model.fp32.tflite"
+    if compiled.is_file():
+        made["fp32"] = compiled
+    for precision in [p for p in ("fp32", "int8") if p not in made]:
+        out = workdir / precision
+        c = be.compile_module(module, args, out, spec, precision, calibration=batches if precision == "int8" else None,
+                              method=cfg.method, float_parts=policy.float_parts, exclude_ops=policy.exclude_ops)[0]
+        made[precision] = out / c.main
+    cand = Candidate(made["int8"], [made["int8"]], {})
+    labelled = samples is not None and bool(samples.labels)
+    check_feeds = samples.feeds if samples is not None else checks
+    tasks: dict = {}
+    if check_feeds is not None:
+        comparator = Comparator(spec, check_feeds, samples.labels if labelled else None)
+        tasks = comparator.tasks
+        fp32_out = comparator.run_artifact(target, made["fp32"], RunnerOptions(threads=cfg.threads, precision="fp32"))
+        out = comparator.run_artifact(target, made["int8"], RunnerOptions(threads=cfg.threads, precision="int8"))
+        cand.cosine = min(v["cosine"] for v in comparator.parity(fp32_out, out).values())
+        cand.agreement = min(comparator.agreement(fp32_out, out, classification_only=True).values(), default=None)
+        if labelled:
+            cand.scores = comparator.scores(out)
+            cand.metrics = {h: sc[PRIMARY[tasks[h]]] for h, sc in cand.scores.items()}
+            if reference:
+                cand.drops = cfg.budget.drops(reference, cand.metrics, tasks)
+                cand.drop = cfg.budget.drop(reference, cand.metrics, tasks)
+    fp32_ms = None
+    if cfg.speed_guard and be.device == "cpu":
+        one = {k: v[:1] for k, v in calib.feeds.items()}
+        cand.speed = measure_speed(target, spec, made["fp32"], "fp32", made["int8"], "int8", one, cfg.threads,
+                                   tolerance=cfg.speed_tolerance)
+        fp32_ms = cand.fp32_ms = cand.speed.a_ms
+        cand.latency_ms = cand.speed.b_ms
+        progress(f"  {target}: {cand.speed.describe()} at batch 1")
+    budget_met = within_budget(cand.drop, cfg.max_drop) if labelled and reference and cfg.max_drop is not None \
+        and cand.drop is not None else None
+    if budget_met is not None:
+        progress(f"  {target}: drop {cand.drop:+.4f} (budget {cfg.max_drop}{' relative' if cfg.relative else ''})")
+    floor_met = cand.cosine >= cfg.parity_floor if check_feeds is not None and not labelled and cand.cosine is not None else None
+    speed_met = cand.speed.verdict != "slower" if cand.speed is not None else None
+    kept = [{"reason": "policy", "nodes": len(policy.float_parts) + len(policy.exclude_ops),
+             "layers": [*policy.float_parts, *policy.exclude_ops]}] if policy.float_parts or policy.exclude_ops else []
+    return TargetResult(target, target, quantizer, cand, fp32_ms, kept, [], budget_met, speed_met, format="tflite",
+                        floor_met=floor_met, tasks=dict(tasks), reference=dict(reference or {}))
 
 
 def _fallback_search(cand: Candidate, excluded: dict[str, str], sensitivity: list[dict], make, weighted: set[str],

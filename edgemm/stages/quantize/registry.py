@@ -7,7 +7,8 @@ this one set; a plugin that fails in any way is left out and named by ``broken_q
 
 ``works_on`` says what the PTQ algorithm hands the quantizer: ``onnx-qdq`` (ONNX Runtime's Q/DQ
 insertion on the fp32 ONNX with ``scheme``), ``openvino`` (NNCF on the OpenVINO model) or
-``torch`` (the user's nn.Module: INC's PT2E flow with its own accuracy-driven search).
+``torch`` (the user's nn.Module: INC's PT2E flow with its own accuracy-driven search) or ``module`` (the target
+backend's own converter quantizes the torch model: ``Backend.compile_module``, LiteRT).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class Quantizer:
     name: str
     description: str
     produces: str  # artifact format: "onnx" (Q/DQ) | "openvino-ir"
-    works_on: str  # "onnx-qdq" | "openvino" | "torch"
+    works_on: str  # "onnx-qdq" | "openvino" | "torch" | "module"
     symmetric_activations: bool  # int8 activations with zero-point 0 (TensorRT-valid)
     targets: tuple[str, ...] | None = None  # backends it serves; None: any backend that runs what it produces
     scheme: QdqScheme | None = None  # for works_on == "onnx-qdq"
@@ -45,6 +46,8 @@ BUILTIN = (
               targets=("openvino",), extra="openvino"),
     Quantizer("inc", "Intel Neural Compressor 3.x PT2E static PTQ on the torch model (+ autotune under the budget) -> Q/DQ ONNX, "
               "uint8 activations", "onnx", "torch", False, extra="inc"),
+    Quantizer("litert", "litert-torch PT2E static int8 on the torch model (symmetric int8 activations, per-channel weights) "
+              "-> .tflite", "tflite", "module", True, targets=("litert",), extra="litert-convert"),
 )
 
 
