@@ -66,3 +66,22 @@ def test_compile_tensorrt_without_tensorrt_is_one_line(avnet_bundle_copy, capsys
 def test_compile_unknown_target_has_a_hint(avnet_bundle_copy, capsys):
     assert main(["compile", str(avnet_bundle_copy), "--target", "openvno"]) == 2
     assert "did you mean 'openvino'" in capsys.readouterr().err
+
+
+def test_compile_from_python_verifies_only_what_it_added(tiny_bundle_dir, tmp_path):
+    import shutil
+
+    out = tmp_path / "b"
+    shutil.copytree(tiny_bundle_dir, out)
+    before_parity = _verify_rows(out)
+    before_runs = json.loads((out / "reports/latency.json").read_text())["runs"]
+    b = edgemm.compile(out, "onnxruntime", threads=2)
+    added = "onnx/model.fp32.ort-extended.onnx"
+    assert any(a.path == added for a in b.artifacts)
+    after_parity = _verify_rows(out)
+    assert added in after_parity and added not in before_parity
+    # every other artifact's row is the one the export's verification wrote, not a re-measurement
+    assert {k: v for k, v in after_parity.items() if k != added} == before_parity
+    after_runs = json.loads((out / "reports/latency.json").read_text())["runs"]
+    assert [r for r in after_runs if r["artifact"] != added] == before_runs
+    assert any(r["artifact"] == added for r in after_runs)
