@@ -207,3 +207,37 @@ def test_quantization_preprocessing_writes_nothing_in_the_working_directory(tmp_
     except Exception:  # whether ORT then optimises this toy graph is not the point: what it leaves behind is
         pass
     assert list(work.iterdir()) == []
+
+
+def test_verify_an_onnx_bundle_against_its_onnx(avnet_onnx, tmp_path):
+    """A bundle exported from ONNX has no torch program: --trust-code runs its fp32 ONNX as the reference, every label
+    says onnxruntime fp32, and --eval needs no --trust-code (the same data is matched by its bytes; other data runs
+    the fp32 ONNX)."""
+    from edgemm.errors import command_line
+    from edgemm.stages.verify import verify
+
+    recipe = tmp_path / "avnet-onnx.toml"
+    shipped = RECIPE.read_text()
+    tables = shipped[shipped.index("[[inputs]]"):shipped.index("[data]")]
+    tables = "\n".join(line for line in tables.splitlines() if not line.startswith(("dtype", "shape")))
+    recipe.write_text(f'[model]\nname = "avnet-onnx"\npath = "{avnet_onnx}"\n\n{tables}\n'
+                      f'[data]\nevaluation = "{EVAL_NPZ}"\n\n[export]\ntargets = ["onnxruntime"]\n')
+    b = edgemm.export(recipe, output=tmp_path / "bundle")
+    assert b.manifest["evaluation"]["source"] == "data/evaluation.npz"
+    with command_line():
+        trusted = verify(b.root, trust_code=True, latency=False, threads=2)
+    assert trusted.parity["reference"] == "onnx/model.fp32.onnx (onnxruntime fp32)"
+    assert trusted.accuracy["reference"]["backend"] == "onnxruntime" and trusted.accuracy["reference"]["metrics"]["digit"] > 0.9
+    assert "reference onnxruntime fp32" in trusted.summary() and "torch" not in trusted.summary()
+    stored = verify(b.root, latency=False, threads=2)
+    assert "onnxruntime fp32 reference stored at export" in stored.parity["reference"]
+    assert stored.accuracy["reference"]["backend"] == "onnxruntime"
+    # the same evaluation data by another path (the user's file): the same bytes, so the stored reference holds
+    again = verify(b.root, evaluation=EVAL_NPZ, latency=False, threads=2)
+    assert again.accuracy["reference"]["metrics"] == stored.accuracy["reference"]["metrics"]
+    other = tmp_path / "other-eval.npz"
+    with np.load(EVAL_NPZ) as z:
+        np.savez(other, **{k: z[k][:50] if z[k].ndim else z[k] for k in z.files})
+    # other data: the fp32 ONNX is run on it (no torch program to trust)
+    fresh = verify(b.root, evaluation=other, latency=False, threads=2)
+    assert fresh.accuracy["samples"] == 50 and fresh.parity["reference"] == "onnx/model.fp32.onnx (onnxruntime fp32)"

@@ -26,7 +26,7 @@ from ..compare import Comparator
 from ..data.datasets import Samples, load_samples, read_outputs
 from ..safeio import read_npz
 from ..data.preprocess import preprocess_input
-from ..errors import EdgemmError, ParityError
+from ..errors import EdgemmError, ParityError, switch
 from ..iospec import AudioPreprocess, ImagePreprocess, IOSpec
 from ..log import logger, step
 from .options.verify import VerifyConfig
@@ -89,7 +89,8 @@ class VerifyResult:
                 return "drop not measured" if d is None else f"{'MAE' if name(h) == 'mae' else 'drop'} {d:+.4f}"
 
             lines.append(f"accuracy on {acc['samples']} held-out samples ({acc['source']}):")
-            lines.append(f"  {'reference torch fp32':<42} " + "  ".join(f"{h} {name(h)} {v:.4f}" for h, v in ref.items()))
+            ref_of = f"reference {acc['reference'].get('backend', 'torch')} {acc['reference'].get('precision', 'fp32')}"
+            lines.append(f"  {ref_of:<42} " + "  ".join(f"{h} {name(h)} {v:.4f}" for h, v in ref.items()))
             for label, ab in acc.get("ablation", {}).items():
                 lines.append(f"  {'  ' + label:<42} " + "  ".join(f"{h} {name(h)} {v:.4f}" for h, v in ab.items()))
             for aid, a in acc["artifacts"].items():
@@ -235,9 +236,15 @@ def _verify_bundle(bundle, evaluation, samples, config, reference_module, thread
         elif src:
             logger.warning("warning: evaluation data %s recorded at export is not on this machine; parity only (pass --eval PATH)", src)
     eval_cmp = Comparator(spec, samples.feeds, samples.labels, batch=cfg.batch, source=samples.source) if samples is not None else None
-    if evaluation and reference_module is None and not trust_code and stored and str(evaluation) != m.get("evaluation", {}).get("source"):
-        raise EdgemmError(f"evaluating on {evaluation} needs the reference model run on it: pass --trust-code (it loads the "
-                          "bundle's torch program, which unpickles), or verify on the evaluation data recorded at export")
+    # A bundle exported from the user's ONNX has no torch program: its fp32 ONNX is the reference, run by its backend
+    # with nothing to unpickle, so new evaluation data needs no trust there.
+    ref_art = reference_artifact(bundle)
+    ref_name = ref_art.backend if ref_art is not None else ref_backend.name
+    onnx_reference = ref_art is not None and ref_art.backend != ref_backend.name
+    new_eval = bool(evaluation) and reference_module is None and not same_evaluation(evaluation, bundle)
+    if new_eval and not trust_code and stored and not onnx_reference:
+        raise EdgemmError(f"evaluating on {evaluation} needs the reference model run on it: pass {switch('trust_code')} (it "
+                          "loads the bundle's torch program, which unpickles), or verify on the evaluation data recorded at export")
 
     # The reference: the user's live module (at export), else the bundle's torch program when the user trusts it,
     # else the reference outputs stored at export (a bundle is data: nothing in it is unpickled unless asked).
@@ -245,18 +252,18 @@ def _verify_bundle(bundle, evaluation, samples, config, reference_module, thread
     stored = parity_meta.get("reference_outputs")
     if reference_module is not None:
         reference = ref_backend.runner_for_module(reference_module, spec, options)
-        ref_label = "the user's model (torch eager fp32)"
-    elif trust_code or not stored:
-        refs = bundle.select(backend=ref_backend.name, precision="fp32")
-        if not refs:
-            raise EdgemmError(f"bundle {bundle.root} has no {ref_backend.name} fp32 reference artifact; re-export it")
-        reference = ref_backend.create_runner(bundle.file(refs[0].path, "artifact path"), spec, options)
-        ref_label = f"{refs[0].path} ({ref_backend.name} fp32)"
+        ref_label, ref_name = f"the user's model ({ref_backend.name} eager fp32)", ref_backend.name
+    elif trust_code or not stored or (onnx_reference and new_eval):
+        if ref_art is None:
+            raise EdgemmError(f"bundle {bundle.root} has no fp32 reference artifact ({ref_backend.name} program or the "
+                              "fp32 ONNX it was exported from); re-export it")
+        reference = get_backend(ref_art.backend).create_runner(bundle.file(ref_art.path, "artifact path"), spec, options)
+        ref_label = f"{ref_art.path} ({ref_art.backend} fp32)"
     else:
-        ref_label = f"{stored} (outputs of the torch fp32 reference stored at export)"
+        ref_label = f"{stored} (outputs of the {ref_name} fp32 reference stored at export)"
     try:
         return _verify(bundle, spec, cfg, options, threads, reference, ref_label, parity_cmp, eval_cmp, stored,
-                       reference_module is not None, latency, trust_code)
+                       reference_module is not None, latency, trust_code, ref_name)
     finally:
         if reference is not None:
             reference.close()
@@ -264,7 +271,7 @@ def _verify_bundle(bundle, evaluation, samples, config, reference_module, thread
 
 def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOptions, threads: int, reference, ref_label: str,
             parity_cmp: Comparator, eval_cmp: Comparator | None, stored: str | None, live_reference: bool,
-            latency: bool, trust_code: bool) -> VerifyResult:
+            latency: bool, trust_code: bool, ref_name: str) -> VerifyResult:
     m = bundle.manifest
     has_labels = eval_cmp is not None and eval_cmp.labelled
     if reference is not None:
@@ -285,7 +292,7 @@ def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOpti
         ref_scores = _embedding_scores(parity_cmp, tasks, ref_parity, ref_parity)
         ref_metrics = {**ref_metrics, **{h: sc[metrics.PRIMARY["embedding"]] for h, sc in ref_scores.items()}}
         accuracy = {"split": "eval", "samples": len(eval_cmp), "source": samples_source(eval_cmp, m),
-                    "reference": {"backend": reference_backend().name, "precision": "fp32", "metrics": ref_metrics,
+                    "reference": {"backend": ref_name, "precision": "fp32", "metrics": ref_metrics,
                                   "task": {h: tasks.get(h, "classification") for h in ref_metrics}},
                     "ablation": ablation, "artifacts": {}, "sensitivity": []}
 
@@ -380,6 +387,34 @@ def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOpti
                            "; ".join([*problems, *([f"wide tails: {', '.join(shaky[:3])}"] if shaky else [])]))
     return VerifyResult(parity, accuracy, {"batch": 1, "threads": threads, "mode": "model", "runs": runs,
                                            **({"speed": speed} if speed else {})}, breaches)
+
+
+def reference_artifact(bundle) -> Artifact | None:
+    """The artifact the fp32 reference is: the torch program, else the fp32 ONNX the user exported from (marked
+    ``reference`` in its extra); None when the bundle has neither."""
+    refs = bundle.select(backend=reference_backend().name, precision="fp32")
+    if refs:
+        return refs[0]
+    own = [a for a in bundle.artifacts if a.precision == "fp32" and isinstance(a.extra, dict) and a.extra.get("reference")]
+    return own[0] if own else None
+
+
+def same_evaluation(evaluation: str | os.PathLike, bundle) -> bool:
+    """Whether ``evaluation`` is the data recorded at export: the same bytes (sha256), or the recorded path itself (the
+    copy inside the bundle, whose bytes the manifest may not hash)."""
+    from ..files import sha256_file
+
+    ev = bundle.manifest.get("evaluation", {})
+    path = Path(evaluation)
+    if ev.get("sha256") and path.is_file() and sha256_file(path) == ev["sha256"]:
+        return True
+    src = ev.get("source")
+    if not src:
+        return False
+    if str(evaluation) == src:
+        return True
+    recorded = Path(src) if Path(src).is_absolute() else bundle.root / src
+    return path.exists() and recorded.exists() and path.resolve() == recorded.resolve()
 
 
 def _timed_elsewhere(bundle, excluded: tuple[str, ...]) -> bool:
