@@ -127,3 +127,36 @@ def test_setting_spells_flags_on_the_command_line_and_keywords_in_python():
     with command_line():
         assert (setting("max_drop"), setting("calibration", "F"), switch("qat")) == ("--max-drop", "--calib F", "--qat")
     assert setting("max_drop") == "max_drop="
+
+
+def test_int8_without_calibration_names_the_keyword_in_python_and_the_flag_on_the_cli(tmp_path, capsys, tiny_model):
+    from models.tiny import tiny_feeds, tiny_spec
+
+    with pytest.raises(SpecError) as exc:
+        edgemm.export(tiny_model(), example_inputs=tiny_feeds(2), spec=tiny_spec(), output=tmp_path / "b", int8=True,
+                      targets="onnxruntime")
+    said = str(exc.value)
+    assert said.startswith("int8=True needs calibration data: pass calibration=DIR_OR_NPZ") and "--calib" not in said
+    assert 'calibration="synthetic"' in said
+    assert not (tmp_path / "b").exists()
+    onnx = _tiny_onnx(tmp_path / "relu.onnx")
+    assert main(["export", str(onnx), "--int8", "--target", "onnxruntime", "-o", str(tmp_path / "b")]) == 2
+    line = _one_error_line(capsys)
+    assert "--int8 needs calibration data: pass --calib DIR_OR_NPZ" in line and "--calib synthetic" in line
+    assert "calibration=" not in line and "int8=True" not in line
+    assert not (tmp_path / "b").exists()
+
+
+def test_quantize_budget_errors_name_keyword_or_flag():
+    from edgemm.errors import command_line
+    from edgemm.stages.options.quantize import parse_mae_increase, parse_max_drop
+
+    with pytest.raises(edgemm.EdgemmError, match=r"^max_drop='lots' is not a number"):
+        parse_max_drop("lots")
+    with pytest.raises(edgemm.EdgemmError, match=r"^max_mae_increase=-1 must be"):
+        parse_mae_increase(-1)
+    with command_line():
+        with pytest.raises(edgemm.EdgemmError, match=r"^--max-drop 'lots' is not a number"):
+            parse_max_drop("lots")
+        with pytest.raises(edgemm.EdgemmError, match=r"^--max-mae-increase -1 must be"):
+            parse_mae_increase(-1)

@@ -15,7 +15,7 @@ from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
-from ..errors import SpecError
+from ..errors import SpecError, on_command_line, setting, switch
 from ..iospec import IOSpec
 from ..log import logger
 from .datasets import load_samples
@@ -106,8 +106,9 @@ def _from_iterable(items: Iterable[Mapping[str, np.ndarray]], spec: IOSpec) -> d
 def calibration_source(data, spec: IOSpec, *, min_samples: int = MIN_SAMPLES, limit: int | None = None) -> CalibrationSource:
     """Resolve ``data`` (path, iterable of feeds, or "synthetic") into a validated CalibrationSource."""
     if data is None:
-        raise SpecError("--int8 needs calibration data: pass --calib DIR_OR_NPZ (samples with every input), "
-                        "or --calib synthetic for a speed-only model with no accuracy claim")
+        synthetic = "synthetic" if on_command_line() else '"synthetic"'
+        raise SpecError(f"{switch('int8')} needs calibration data: pass {setting('calibration', 'DIR_OR_NPZ')} (samples with "
+                        f"every input), or {setting('calibration', synthetic)} for a speed-only model with no accuracy claim")
     if isinstance(data, str) and data == "synthetic":
         logger.warning("warning: calibrating on synthetic random feeds: the INT8 model is for speed measurements only; "
                        "its accuracy is not representative")

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..lazy import lazy_import
 from ..distributed import FollowerDone, current as distributed_session
-from ..errors import EdgemmError
+from ..errors import EdgemmError, on_command_line, setting, switch
 from ..iospec import IOSpec
 from ..log import logger
 from .options.qat import MAX_SAMPLES, QATConfig, QATOptions, default_epochs  # noqa: F401  (the [qat] options seam)
@@ -118,7 +118,7 @@ def qat_finetune(model, spec: IOSpec, feeds: dict[str, np.ndarray], labels: dict
     import torch.nn.functional as F
 
     if not isinstance(model, torch.nn.Module):
-        raise EdgemmError("--qat needs the model as an nn.Module (a recipe factory or the Python API), not a .pt2 program")
+        raise EdgemmError(f"{switch('qat')} needs the model as an nn.Module (a recipe factory or the Python API), not a .pt2 program")
     from ..torchutil import torch_threads
 
     session = distributed_session()
@@ -219,10 +219,11 @@ def add_qat_artifacts(ctx, ptq_results, ptq=None):
     from .quantize.registry import quantizer_for
 
     if is_program(model):
-        raise EdgemmError("--qat needs the model as an nn.Module (a recipe factory or the Python API), not a .pt2 program")
+        raise EdgemmError(f"{switch('qat')} needs the model as an nn.Module (a recipe factory or the Python API), not a .pt2 program")
     train = training.read()
     if train is None:
-        raise EdgemmError("--qat needs training data: set [data] training (or calibration) in the recipe, or pass --calib")
+        raise EdgemmError(f"{switch('qat')} needs training data: set [data] training (or calibration) in the recipe, or pass "
+                          f"{setting('calibration', 'DIR_OR_NPZ') if on_command_line() else 'training= or calibration='}")
     ptq = ptq or cfg.ptq  # the PTQ stage's rules (edgemm.stages.units.ptq_config)
     symmetric = all(quantizer_for(get_backend(t), ptq.quantizers.get(t)).symmetric_activations for t in cfg.export.targets)
     from ..cpu import cpu_int8

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from ...errors import EdgemmError, close_match_hint
+from ...errors import EdgemmError, close_match_hint, setting
 from ...options import Options, option, options
 
 
@@ -18,19 +18,19 @@ def parse_max_drop(value) -> tuple[float | None, bool]:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "off")):
         return None, False
     if isinstance(value, bool):
-        raise EdgemmError(f"--max-drop {value!r} is not a number; write 0.01 (1 point absolute), 2% (relative) or none")
+        raise EdgemmError(f"{setting('max_drop', repr(value))} is not a number; write 0.01 (1 point absolute), 2% (relative) or none")
     text = str(value).strip()
     try:
         if text.endswith("%"):
             v = float(text[:-1])
             if not math.isfinite(v) or not 0 <= v <= 100:
-                raise EdgemmError(f"--max-drop {value!r} is outside [0%, 100%]; a relative budget is a percentage of the reference top-1")
+                raise EdgemmError(f"{setting('max_drop', repr(value))} is outside [0%, 100%]; a relative budget is a percentage of the reference top-1")
             return v / 100.0, True
         v = float(text)
     except ValueError as exc:
-        raise EdgemmError(f"--max-drop {value!r} is not a number; write 0.01 (1 point absolute), 2% (relative) or none") from exc
+        raise EdgemmError(f"{setting('max_drop', repr(value))} is not a number; write 0.01 (1 point absolute), 2% (relative) or none") from exc
     if not math.isfinite(v) or not 0 <= v <= 1:
-        raise EdgemmError(f"--max-drop {v} is outside [0, 1]; top-1 drops are fractions (0.01 = 1 point)")
+        raise EdgemmError(f"{setting('max_drop', str(v))} is outside [0, 1]; top-1 drops are fractions (0.01 = 1 point)")
     return v, False
 
 
@@ -40,14 +40,14 @@ def parse_mae_increase(value) -> tuple[float | None, bool]:
     if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "off")):
         return None, False
     if isinstance(value, bool):
-        raise EdgemmError(f"--max-mae-increase {value!r} is not a number; write 0.05 (in the targets' units), 5% or none")
+        raise EdgemmError(f"{setting('max_mae_increase', repr(value))} is not a number; write 0.05 (in the targets' units), 5% or none")
     text = str(value).strip()
     try:
         v = float(text[:-1] if text.endswith("%") else text)
     except ValueError as exc:
-        raise EdgemmError(f"--max-mae-increase {value!r} is not a number; write 0.05 (in the targets' units), 5% or none") from exc
+        raise EdgemmError(f"{setting('max_mae_increase', repr(value))} is not a number; write 0.05 (in the targets' units), 5% or none") from exc
     if not math.isfinite(v) or v < 0:
-        raise EdgemmError(f"--max-mae-increase {value!r} must be a finite number >= 0; write 0.05, 5% or none")
+        raise EdgemmError(f"{setting('max_mae_increase', repr(value))} must be a finite number >= 0; write 0.05, 5% or none")
     return (v / 100.0, True) if text.endswith("%") else (v, False)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ...lazy import lazy_import
 from ...data.datasets import Samples
-from ...errors import EdgemmError
+from ...errors import EdgemmError, on_command_line
 from ...iospec import IOSpec
 from .branches import describe, example_args, module_branches
 from .config import ALL, FUSION, PruneConfig, parse_prune
@@ -77,7 +77,11 @@ def prune_model(model, spec: IOSpec, cfg: PruneConfig | float | str | dict, trai
     cfg = cfg if isinstance(cfg, PruneConfig) else parse_prune(cfg)
     cfg.check_branches(spec.input_names)
     if cfg.criterion == "taylor" and cfg.structured and (train is None or len(train) == 0):
-        raise EdgemmError("the taylor criterion needs a training split (gradients); give [data] training / --calib, or use --prune-criterion magnitude")
+        if on_command_line():
+            data, other = "[data] training / --calib", "--prune-criterion magnitude"
+        else:
+            data, other = "training= / calibration=", "prune_options={'criterion': 'magnitude'}"
+        raise EdgemmError(f"the taylor criterion needs a training split (gradients); give {data}, or use {other}")
     torch.manual_seed(cfg.seed)
     teacher = model
     was_training = teacher.training

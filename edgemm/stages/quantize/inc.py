@@ -27,7 +27,7 @@ import numpy as np
 from ...lazy import lazy_import
 from ...data.calibration import CalibrationSource
 from ...data.datasets import Samples
-from ...errors import EdgemmError
+from ...errors import EdgemmError, on_command_line, setting
 from ...iospec import IOSpec
 from ...log import logger
 from ...compare import Comparator
@@ -100,10 +100,14 @@ def inc_quantize(model, spec: IOSpec, calib: CalibrationSource, workdir: Path, *
     from neural_compressor.torch.quantization import INT8StaticQuantConfig, TuningConfig, autotune, convert, prepare
 
     if model is None or is_program(model):
+        word = (lambda v: v) if on_command_line() else repr
         raise EdgemmError("the inc quantizer needs the model as an nn.Module (a recipe factory or the Python API), "
-                          "not a .pt2 program; use --quantizer ort (or trt/nncf) for a .pt2 input")
+                          f"not a .pt2 program; use {setting('quantizer', word('ort'))} (or {word('trt')}/{word('nncf')}) "
+                          "for a .pt2 input")
     if method not in ACT_ALGO:
-        raise EdgemmError(f"the inc quantizer has no {method!r} calibration; use --calib-method minmax or entropy")
+        word = (lambda v: v) if on_command_line() else repr
+        raise EdgemmError(f"the inc quantizer has no {method!r} calibration; use {setting('calibration_method', word('minmax'))} "
+                          f"or {word('entropy')}")
     workdir.mkdir(parents=True, exist_ok=True)
     names = spec.input_names
     args = example_args(spec, {k: v[:2] for k, v in calib.feeds.items()})

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from ...backends.base import Backend
-from ...errors import EdgemmError, close_match_hint
+from ...errors import EdgemmError, close_match_hint, on_command_line, setting, switch
 from ...plugins import (BrokenPluginInfo, PluginRejected, check_name, check_strings, check_type, entry_point_values,
                         load_entry_points, plugins_enabled)
 from .qdq import SCHEMES, QdqScheme
@@ -110,8 +110,9 @@ def quantizer_for(backend: Backend, chosen: str | None = None) -> Quantizer:
     """The quantizer for ``backend`` (``chosen`` or the backend's default), checked against what the backend takes."""
     name = chosen or backend.default_quantizer
     if name is None:
-        raise EdgemmError(f"backend {backend.name!r} declares no INT8 quantizer; pass --quantizer {backend.name}=NAME "
-                          f"({', '.join(quantizer_names())}) or drop it from --target for --int8")
+        pick = f"--quantizer {backend.name}=NAME" if on_command_line() else f"quantizer={{{backend.name!r}: NAME}}"
+        raise EdgemmError(f"backend {backend.name!r} declares no INT8 quantizer; pass {pick} ({', '.join(quantizer_names())}) "
+                          f"or drop it from {setting('targets')} for {switch('int8')}")
     q = get_quantizer(name)
     if q.targets is not None and backend.name not in q.targets:
         raise EdgemmError(f"the {q.name} quantizer serves {', '.join(q.targets)}, not {backend.name}; "
