@@ -45,6 +45,8 @@ class ModelFolder:
         config = read_json(path / "config.json", "model config", error=FolderError, fix=fix) if "config.json" in files else None
         pre = (read_json(path / "preprocessor_config.json", "pre-processing config", error=FolderError, fix=fix)
                if "preprocessor_config.json" in files else None)
+        if pre is None and "processor_config.json" in files:  # transformers 5 saves a processor's parts in one file
+            pre = nested_processor(read_json(path / "processor_config.json", "processor config", error=FolderError, fix=fix))
         tok = path / "tokenizer.json" if "tokenizer.json" in files else None
         return cls(path, config, pre, tok, files)
 
@@ -98,6 +100,18 @@ class ModelFolder:
             parts.append(f"{f} (model_type {self.model_type!r})" if f == "config.json" and self.model_type else f)
         more = len(self.files) - 6
         return ", ".join(parts) + (f" and {more} more" if more > 0 else "") if parts else "no files"
+
+
+def nested_processor(config) -> dict | None:
+    """The image processor (or audio feature extractor) inside a ``processor_config.json`` (``{"image_processor":
+    {...}, ...}``); None when it holds neither."""
+    if not isinstance(config, dict):
+        return None
+    for key in ("image_processor", "feature_extractor"):
+        part = config.get(key)
+        if isinstance(part, dict):
+            return part
+    return None
 
 
 def load_pickled_module(path: Path):

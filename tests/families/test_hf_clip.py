@@ -69,7 +69,8 @@ def test_parity_runs_on_valid_feeds(clip_bundle):
 
 
 def test_preprocessing_from_the_folder(clip_bundle):
-    """preprocessor_config.json: crop size and mean/std into the IOSpec; resize/crop/bicubic kept as data."""
+    """preprocessor_config.json: shortest-edge resize, centre crop, bicubic and mean/std, all in the IOSpec (exact);
+    the processor's settings also kept as data."""
     _, out = clip_bundle
     b = Bundle.open(out)
     pre = b.graph("vision").spec.input("pixel_values").preprocessing
@@ -79,9 +80,65 @@ def test_preprocessing_from_the_folder(clip_bundle):
     data = family["preprocessing"]["pixel_values"]
     assert family["name"] == "hf-clip"
     assert data["resample"] == "bicubic" and data["center_crop"] == [IMAGE, IMAGE] and data["resize_shortest_edge"] == IMAGE
-    assert data["exact"] is False
+    assert data["exact"] is True and "not_expressed" not in data
+    assert (pre.resize, pre.fit, pre.shortest_edge) == ("bicubic", "center_crop", IMAGE)
     text = b.manifest["graphs"]["text"]["family"]
     assert text["tokenizer"] == {"file": "tokenizer.json", "present": False, "shipped": False}
+
+
+def save_clip_with_processor(folder):
+    """A CLIP folder as transformers 5 writes it with a CLIPProcessor: ``processor_config.json`` (the image processor
+    nested in it, no preprocessor_config.json) and the tokenizer's ``tokenizer.json`` (a character-level BPE whose
+    start/end-of-text ids are the model's BOS/EOS)."""
+    from transformers import CLIPImageProcessor, CLIPProcessor, CLIPTokenizer
+
+    model = tiny_clip(3)
+    model.save_pretrained(folder)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    tokens = [*letters, *(c + "</w>" for c in letters)]
+    tokens += [f"<unused{i}>" for i in range(BOS - len(tokens))] + ["<|startoftext|>", "<|endoftext|>"]
+    src = folder.parent / "bpe"
+    src.mkdir()
+    (src / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    (src / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(src / "vocab.json"), str(src / "merges.txt"))
+    image = CLIPImageProcessor(size={"shortest_edge": IMAGE}, crop_size={"height": IMAGE, "width": IMAGE})
+    CLIPProcessor(image_processor=image, tokenizer=tokenizer).save_pretrained(folder)
+    assert not (folder / "preprocessor_config.json").exists() and (folder / "processor_config.json").is_file()
+    return model, tokenizer
+
+
+def test_processor_folder_ships_the_tokenizer(tmp_path):
+    """transformers 5's processor_config.json gives the image pre-processing; the folder's tokenizer.json travels into
+    the bundle, so rt.preprocess(input_ids=[strings]) gives the Hugging Face tokenizer's ids and mask from the bundle
+    alone, and the text graph run on them matches CLIPModel."""
+    import shutil
+
+    model, tokenizer = save_clip_with_processor(tmp_path / "clip")
+    out = tmp_path / "bundle"
+    assert main(["-q", "export", str(tmp_path / "clip"), "-o", str(out), "--target", "onnxruntime", "--threads", "2"]) == 0
+    shutil.rmtree(tmp_path / "clip")  # the bundle needs nothing beside it
+    b = Bundle.open(out)
+    pre = b.graph("vision").spec.input("pixel_values").preprocessing
+    assert pre.size == (IMAGE, IMAGE) and pre.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+    assert b.manifest["graphs"]["vision"]["family"]["preprocessing"]["pixel_values"]["center_crop"] == [IMAGE, IMAGE]
+    text_pre = b.graph("text").spec.input("input_ids").preprocessing
+    assert text_pre.tokenizer == "graphs/text/assets/tokenizer.json" and (out / text_pre.tokenizer).is_file()
+    assert text_pre.max_length == TEXT_LEN and text_pre.attention_mask == "attention_mask"
+    assert b.manifest["graphs"]["text"]["family"]["tokenizer"]["shipped"] is True
+    texts = ["a photo of a cat", "dog"]
+    want = tokenizer(texts, padding="max_length", max_length=TEXT_LEN, truncation=True, return_tensors="np")
+    with edgemm.load(out, graph="text", backend="onnxruntime", precision="fp32") as rt:
+        feeds = rt.preprocess(input_ids=texts)
+        np.testing.assert_array_equal(feeds["input_ids"], want["input_ids"])
+        np.testing.assert_array_equal(feeds["attention_mask"], want["attention_mask"])
+        assert feeds["input_ids"][0, 0] == BOS and EOS in feeds["input_ids"][1]
+        got = rt.run(feeds)["text_embeds"]
+    with torch.no_grad():
+        ref = model.get_text_features(input_ids=torch.from_numpy(feeds["input_ids"]), attention_mask=torch.from_numpy(feeds["attention_mask"]))
+    ref = getattr(ref, "text_embeds", getattr(ref, "pooler_output", ref)) if not isinstance(ref, torch.Tensor) else ref
+    ref = ref / ref.norm(dim=-1, keepdim=True)
+    assert cosine(got, ref.numpy()) > 0.99999
 
 
 def test_verify_and_runtime_match_clipmodel(clip_bundle, capsys):

@@ -7,8 +7,8 @@ from __future__ import annotations
 from ...iospec import ImagePreprocess, TensorSpec
 from ..base import AttentionPattern, Family, FamilyGraph, hf_model_type, mro_names
 from ..folder import ModelFolder
-from ..hf import load_pretrained, text_data, text_feeds_for
-from ..preprocessing import image_from_processor
+from ..hf import load_pretrained, text_feeds_for
+from ..preprocessing import image_from_processor, text_from_tokenizer
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
@@ -62,9 +62,11 @@ class CLIPFamily(Family):
     @staticmethod
     def _text(module, tc, folder: ModelFolder | None) -> FamilyGraph:
         length = int(tc.max_position_embeddings)  # CLIP's tokenizer pads to this length
-        inputs = (TensorSpec("input_ids", "int64", ("batch", length), "text"),
+        # the folder's tokenizer.json (shipped in the bundle): rt.preprocess(input_ids=["a photo of a cat"]) fills both inputs
+        pre, data = text_from_tokenizer(folder, length, "attention_mask", getattr(tc, "pad_token_id", None))
+        inputs = (TensorSpec("input_ids", "int64", ("batch", length), "text", pre),
                   TensorSpec("attention_mask", "int64", ("batch", length), "tensor"))
-        return FamilyGraph(module, inputs, text_feeds_for(tc, length), keep=("text_embeds",), data=text_data(folder, length))
+        return FamilyGraph(module, inputs, text_feeds_for(tc, length), keep=("text_embeds",), data=data)
 
 
 FAMILY = CLIPFamily()

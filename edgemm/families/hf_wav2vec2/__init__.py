@@ -2,12 +2,14 @@
 extractor's sampling rate) -> ``last_hidden_state`` (the base model) or the head's ``logits``."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ...iospec import TensorSpec
 from ... import layout
 from ..base import AttentionPattern, Family, FamilyGraph, hf_model_type, mro_names
 from ..folder import ModelFolder
 from ..hf import load_pretrained
-from ..preprocessing import audio_record
+from ..preprocessing import audio_from_extractor
 
 WINDOW_S = 1.0  # seconds of audio per inference: the input's fixed length
 
@@ -39,8 +41,11 @@ class Wav2Vec2Family(Family):
         def feeds(batch: int, seed: int):
             return {"input_values": waveforms(batch, samples, rate, seed, normalize)}
 
-        data = {"preprocessing": {"input_values": audio_record(pre, "raw waveform")}, "window_s": WINDOW_S, "samples": samples}
-        inputs = (TensorSpec("input_values", "float32", ("batch", samples), "audio"),)
+        audio, record = audio_from_extractor(folder.preprocessor if folder is not None else None)
+        if audio is not None:  # the extractor's waveform, one window of the input's fixed length
+            audio = replace(audio, window_s=WINDOW_S)
+        data = {"preprocessing": {"input_values": record}, "window_s": WINDOW_S, "samples": samples}
+        inputs = (TensorSpec("input_values", "float32", ("batch", samples), "audio", audio),)
         return {layout.MAIN: FamilyGraph(InputValues(model), inputs, feeds, keep=("last_hidden_state",) if base else None, data=data)}
 
 

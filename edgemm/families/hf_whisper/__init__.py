@@ -2,11 +2,13 @@
 ``2 * max_source_positions`` frames) -> ``last_hidden_state``. The decoder is not exported (graph ``encoder``)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ...iospec import TensorSpec
 from ..base import AttentionPattern, Family, FamilyGraph, hf_model_type, mro_names
 from ..folder import ModelFolder
 from ..hf import load_pretrained
-from ..preprocessing import audio_record
+from ..preprocessing import audio_from_extractor
 
 
 class WhisperEncoderFamily(Family):
@@ -35,9 +37,26 @@ class WhisperEncoderFamily(Family):
         def feeds(batch: int, seed: int):
             return {"input_features": whisper_log_mel(batch, n_mels, frames, seed, rate, n_fft, hop)}
 
-        data = {"preprocessing": {"input_features": audio_record(pre, "Whisper log-mel")}, "frames": frames, "n_mels": n_mels}
-        inputs = (TensorSpec("input_features", "float32", ("batch", n_mels, frames), "audio"),)
+        audio, record = audio_from_extractor(folder.preprocessor if folder is not None else None)
+        if audio is not None:
+            audio, record = _fit_encoder(audio, record, n_mels, frames)
+        data = {"preprocessing": {"input_features": record}, "frames": frames, "n_mels": n_mels}
+        inputs = (TensorSpec("input_features", "float32", ("batch", n_mels, frames), "audio", audio),)
         return {"encoder": FamilyGraph(InputFeatures(encoder), inputs, feeds, keep=("last_hidden_state",), data=data)}
+
+
+def _fit_encoder(audio, record: dict, n_mels: int, frames: int):
+    """The extractor's log-mel sized to what the encoder takes: ``frames`` frames (the first ``frames * hop`` samples;
+    the extractor's own ``chunk_length`` gives as many for a real Whisper) and ``n_mels`` bands; a change is recorded."""
+    window_s = frames * audio.hop / audio.sample_rate
+    notes = []
+    if abs(window_s - audio.window_s) > 1e-9:
+        notes.append(f"chunk_length {audio.window_s:g} s gives {audio.n_frames} frames; the encoder takes {frames}: the first {window_s:g} s")
+    if n_mels != audio.n_mels:
+        notes.append(f"feature_size {audio.n_mels} differs from the model's num_mel_bins {n_mels} (the model's used)")
+    if not notes:
+        return audio, record
+    return replace(audio, window_s=window_s, n_mels=n_mels), {**record, "exact": False, "not_expressed": notes}
 
 
 FAMILY = WhisperEncoderFamily()
