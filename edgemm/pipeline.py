@@ -61,6 +61,10 @@ def resolve_model(model_or_path, example_inputs=None, spec: IOSpec | Mapping[str
     A module or folder of a known family (edgemm.families: Hugging Face, timm, ...) is resolved by its family."""
     if isinstance(model_or_path, Mapping):
         return _resolve_graphs(model_or_path, example_inputs, spec)
+    if isinstance(model_or_path, (str, os.PathLike)) and Path(model_or_path).suffix == ".toml":
+        recipe = load_recipe(model_or_path)
+        if recipe.graphs:  # [graphs.<name>] tables: one bundle with a graph per table
+            return _resolve_recipe_graphs(recipe, example_inputs, spec)
     from .families import resolve_module
 
     family = resolve_module(model_or_path, example_inputs, spec)  # None: not a family model (the generic path)
@@ -146,6 +150,19 @@ def _resolve_graphs(models: Mapping, example_inputs, spec) -> ResolvedModel:
     recipe = Recipe(ModelConfig(name="_".join(graphs)), first.spec)
     source = "python " + ", ".join(f"{g}: {type(gm.model).__module__}.{type(gm.model).__qualname__}" for g, gm in graphs.items())
     return ResolvedModel(graphs, recipe, source, "")
+
+
+def _resolve_recipe_graphs(recipe: Recipe, example_inputs, spec) -> ResolvedModel:
+    """A recipe's ``[graphs.<name>]`` -> the graphs (each factory's module, its spec) with the recipe's data and options."""
+    specs = {name: g.spec for name, g in recipe.graphs.items()}
+    if spec is not None and not isinstance(spec, Mapping):
+        raise SpecError(f"{recipe.source} has several graphs ({', '.join(specs)}): pass spec= keyed by graph name, or none")
+    specs.update(spec or {})
+    resolved = _resolve_graphs(recipe.build_graphs(), example_inputs, specs)
+    sha = ""
+    if recipe.model.checkpoint and recipe.resolve(recipe.model.checkpoint).is_file():
+        sha = sha256_file(recipe.resolve(recipe.model.checkpoint))
+    return ResolvedModel(resolved.graphs, recipe, f"recipe {Path(recipe.source).name}", sha)
 
 
 def _graph_state(name: str, gm: GraphModel, cfg: PipelineConfig, multi: bool, recipe: Recipe, shared: dict) -> GraphState:

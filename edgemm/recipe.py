@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ConfigError, RecipeError, SpecError, close_match_hint
+from .errors import ConfigError, EdgemmError, RecipeError, SpecError, close_match_hint
 from .iospec import IOSpec
 from .options import Options, build_options, option, options
 from .stages.options.export import ExportConfig, ExportOptions  # noqa: F401  (ExportConfig: the name before the seam)
@@ -119,6 +119,17 @@ def parse_precision(table: dict, source: str):
 
 
 @dataclass(frozen=True)
+class GraphRecipe:
+    """One graph of a multi-graph recipe (``[graphs.<name>]``): its factory (called as ``factory(checkpoint=...)``
+    with the graph's or ``[model]``'s checkpoint) and its IOSpec (``[[graphs.<name>.inputs]]`` / ``outputs``)."""
+
+    name: str
+    factory: str
+    spec: IOSpec
+    checkpoint: str | None = None
+
+
+@dataclass(frozen=True)
 class Recipe:
     model: ModelConfig
     spec: IOSpec
@@ -134,6 +145,7 @@ class Recipe:
     stage_options: Mapping[str, Options] = field(default_factory=dict)  # stage name -> its [stages.<name>] options
     base_dir: Path = Path(".")
     source: str = ""
+    graphs: Mapping[str, GraphRecipe] = field(default_factory=dict)  # [graphs.<name>]: one bundle, several graphs
 
     def resolve(self, rel: str | None) -> Path | None:
         if rel is None:
@@ -150,6 +162,23 @@ class Recipe:
         out.update({f"stages.{name}": o for name, o in self.stage_options.items()})
         return out
 
+    def build_graphs(self) -> dict:
+        """``{graph name: nn.Module}`` of a multi-graph recipe, each from its factory and checkpoint."""
+        out = {}
+        for name, g in self.graphs.items():
+            out[name] = self._call(g.factory, g.checkpoint or self.model.checkpoint, f"[graphs.{name}]")
+        return out
+
+    def _call(self, factory: str, checkpoint: str | None, where: str):
+        fn = import_callable(factory)
+        kwargs = {}
+        if checkpoint:
+            ckpt = self.resolve(checkpoint)
+            if not ckpt.is_file():
+                raise RecipeError(f"checkpoint {ckpt} not found (recipe {self.source} {where}); fix its checkpoint or train it first")
+            kwargs["checkpoint"] = ckpt
+        return fn(**kwargs)
+
     def build_model(self):
         """The user's nn.Module (factory + checkpoint) or the loaded .pt2 program's module."""
         if self.model.path:
@@ -162,14 +191,7 @@ class Recipe:
             return load_pt2(self.resolve(self.model.path))
         if not self.model.factory:
             raise RecipeError(f"{self.source}: [model] needs 'factory' (\"module:callable\") or 'path' (a .pt2 file)")
-        fn = import_callable(self.model.factory)
-        kwargs = {}
-        if self.model.checkpoint:
-            ckpt = self.resolve(self.model.checkpoint)
-            if not ckpt.is_file():
-                raise RecipeError(f"checkpoint {ckpt} not found (recipe {self.source}); fix [model] checkpoint or train it first")
-            kwargs["checkpoint"] = ckpt
-        return fn(**kwargs)
+        return self._call(self.model.factory, self.model.checkpoint, "[model]")
 
 
 def _table(raw: dict, section: str, source: str) -> dict:
@@ -276,7 +298,49 @@ def _recipe_spec(raw: dict, path: Path, src: str) -> IOSpec:
         raise RecipeError(f"{src}: {exc}") from exc
 
 
-SECTIONS = ("model", "inputs", "outputs", "axes", "data", "export", "verify", "quantize", "precision", "prune", "qat", "compile", "stages")
+SECTIONS = ("model", "inputs", "outputs", "axes", "graphs", "data", "export", "verify", "quantize", "precision", "prune", "qat",
+            "compile", "stages",
+            # read by the tool that measures it, not by the export (edgemm.zoo.seeds.dual_bundle: zero-shot top-1)
+            "zero_shot")
+GRAPH_KEYS = ("factory", "checkpoint", "inputs", "outputs")
+
+
+def _graphs(raw: dict, path: Path, src: str) -> dict[str, GraphRecipe]:
+    """``[graphs.<name>]`` tables (factory, optional checkpoint, ``[[graphs.<name>.inputs]]`` / ``outputs``)."""
+    from .layout import check_graph_name
+
+    table = _table(raw, "graphs", src)
+    if not table:
+        raise RecipeError(f"{src}: [graphs] is empty; give one [graphs.<name>] table per graph (factory, inputs, outputs)")
+    for key in ("inputs", "outputs"):
+        if key in raw:
+            raise RecipeError(f"{src}: [[{key}]] and [graphs.<name>] together; move the tables under each graph "
+                              f"([[graphs.<name>.{key}]])")
+    if isinstance(raw.get("model"), dict) and (raw["model"].get("factory") or raw["model"].get("path")):
+        raise RecipeError(f"{src}: [model] names a factory/path and [graphs.<name>] tables too; give each graph its factory")
+    out = {}
+    for name, t in table.items():
+        where = f"{src} [graphs.{name}]"
+        if not isinstance(t, dict):
+            raise RecipeError(f"{src}: [graphs] holds [graphs.<name>] tables, not {name} = {t!r}")
+        try:
+            check_graph_name(name)
+        except EdgemmError as exc:  # a name a bundle folder cannot have
+            raise RecipeError(f"{where}: {exc}") from exc
+        unknown = [k for k in t if k not in GRAPH_KEYS]
+        if unknown:
+            raise RecipeError(f"{where}: unknown key {unknown[0]!r}{close_match_hint(unknown[0], GRAPH_KEYS)}; keys: "
+                              f"{', '.join(GRAPH_KEYS)}")
+        factory = t.get("factory")
+        if not isinstance(factory, str) or not factory:
+            raise RecipeError(f"{where}: missing factory = \"package.module:callable\" (returns the graph's nn.Module)")
+        checkpoint = t.get("checkpoint")
+        if checkpoint is not None and not isinstance(checkpoint, str):
+            raise RecipeError(f"{where}: checkpoint must be a path string, not {checkpoint!r}")
+        spec = _recipe_spec({"inputs": t["inputs"], "outputs": t.get("outputs", []), "axes": raw.get("axes", {})}
+                            if "inputs" in t else {}, path, where)
+        out[name] = GraphRecipe(name, factory, spec, checkpoint)
+    return out
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -293,7 +357,8 @@ def load_recipe(path: str | Path) -> Recipe:
             raise RecipeError(f"{src}: unknown section [{key}]{close_match_hint(key, SECTIONS)}; sections: {', '.join(SECTIONS)}")
     if "model" not in raw:
         raise RecipeError(f"{src}: missing [model] section (name + factory/checkpoint or path)")
-    spec = _recipe_spec(raw, path, src)
+    graphs = _graphs(raw, path, src) if "graphs" in raw else {}
+    spec = next(iter(graphs.values())).spec if graphs else _recipe_spec(raw, path, src)
     prune = _prune(raw, src)
     if prune is not None and isinstance(prune.ratio, dict):  # branch names checked against the model's inputs now
         known = [*spec.input_names, FUSION]
@@ -317,4 +382,5 @@ def load_recipe(path: str | Path) -> Recipe:
         stage_options=stage_options,
         base_dir=path.parent.resolve(),
         source=src,
+        graphs=graphs,
     )

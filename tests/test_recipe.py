@@ -221,3 +221,53 @@ def test_old_config_names_stay_importable():
 
     assert (ExportConfig, QuantizeConfig, VerifyConfig) == (ExportOptions, QuantizeOptions, VerifyOptions)
     assert parse_max_drop("2%") == (pytest.approx(0.02), True) and parse_max_drop("none") == (None, False)
+
+
+# --------------------------------------------------------------------------- [graphs.<name>]: one bundle, several graphs
+
+DUAL = ROOT / "export" / "seed_dual_encoder.toml"
+
+
+def test_graph_tables_give_one_spec_per_graph():
+    r = load_recipe(DUAL)
+    assert list(r.graphs) == ["image", "text"]
+    assert r.graphs["image"].factory == "edgemm.zoo.seeds.dual_encoder:build_image"
+    assert r.graphs["text"].spec.input("prompt").preprocessing.tokenizer == "seeds/seed_dual_encoder.tokenizer.json"
+    assert r.graphs["image"].spec.output("image_embedding").task == "embedding"
+    assert r.spec == r.graphs["image"].spec  # the first graph's (the bundle's default graph)
+    assert r.data.calibration == "seeds/calib.npz"
+
+
+def test_graph_tables_build_each_graph_from_the_model_checkpoint():
+    torch = pytest.importorskip("torch")
+    models = load_recipe(DUAL).build_graphs()
+    assert set(models) == {"image", "text"}
+    with torch.no_grad():
+        assert models["text"](torch.zeros((2, 8), dtype=torch.int64)).shape == (2, 32)
+
+
+def _dual(tmp_path: Path, old: str, new: str) -> Path:
+    text = DUAL.read_text()
+    assert old in text
+    return _write(tmp_path, text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize("old, new, says", [
+    ('factory = "edgemm.zoo.seeds.dual_encoder:build_text"', 'factroy = "x:y"', r"\[graphs.text\]: unknown key 'factroy'.*factory"),
+    ('factory = "edgemm.zoo.seeds.dual_encoder:build_text"', "", r"\[graphs.text\]: missing factory"),
+    ("[graphs.text]", "[graphs.'te xt']", r"graph name 'te xt' is not allowed"),
+    ("[model]", '[[inputs]]\nname = "x"\nshape = [1]\ndtype = "float32"\n\n[model]', r"\[\[inputs\]\] and \[graphs.<name>\] together"),
+    ('name = "seed_dual_encoder"', 'name = "seed_dual_encoder"\nfactory = "a:b"', r"\[model\] names a factory/path and \[graphs"),
+])
+def test_graph_table_mistakes_are_one_line(tmp_path, old, new, says):
+    with pytest.raises(RecipeError, match=says):
+        load_recipe(_dual(tmp_path, old, new))
+
+
+def test_graph_table_without_inputs(tmp_path):
+    text = DUAL.read_text()
+    start = text.index("[[graphs.text.inputs]]")
+    end = text.index("[[graphs.text.outputs]]")
+    p = _write(tmp_path, text[:start] + text[end:])
+    with pytest.raises(RecipeError, match=r"\[graphs.text\]: missing \[\[inputs\]\]"):
+        load_recipe(p)

@@ -1,9 +1,9 @@
 """The dual encoder's two-graph bundle: its recipe, its export and its zero-shot accuracy per artifact.
 
-A recipe holds one ``[model]``, so ``export/seed_dual_encoder.toml`` describes its graphs in ``[graphs.<name>]``
-tables (a ``factory`` plus the graph's ``inputs`` / ``outputs`` in the recipe syntax) and this module exports
-them through the normal pipeline, ``edgemm.export({"image": tower, "text": tower}, ...)``: one bundle with
-fp32 (and ``--int8``) artifacts per graph and target, verified. The pipeline budgets what it can measure per
+``export/seed_dual_encoder.toml`` describes its graphs in ``[graphs.<name>]`` tables (a ``factory`` plus the
+graph's ``inputs`` / ``outputs`` in the recipe syntax); ``edgemm export`` reads them (edgemm.recipe) into one
+bundle with fp32 (and ``--int8``) artifacts per graph and target, verified, the prompt tokenizer shipped in it.
+This module is that export plus the zero-shot check. The pipeline budgets what it can measure per
 graph (parity; embeddings have no labels); the accuracy that matters here, zero-shot top-1 on the evaluation
 split, needs both graphs together: :func:`zero_shot_report` measures it from the bundle's artifacts (the text
 graph embeds the class prompts once, the image graph every frame) and checks ``[zero_shot] max_drop``.
@@ -104,40 +104,12 @@ def _model_level(t, arr: np.ndarray) -> np.ndarray:
 
 
 def export(recipe_path, output, *, int8: bool = False, targets=None, threads: int | None = None):
-    """Export the dual encoder's graphs into one bundle at ``output`` (``edgemm.export``), then ship the prompt
-    tokenizer in it (:func:`ship_tokenizer`) -> Bundle."""
+    """Export the recipe's graphs into one bundle at ``output`` (``edgemm.export`` of the recipe: its
+    ``[graphs.<name>]`` tables) -> Bundle; the same as ``edgemm export RECIPE -o OUTPUT``."""
     import edgemm
-    from ...bundle import Bundle
 
-    recipe = read_recipe(recipe_path)
-    models = recipe.build()
-    edgemm.export(models, example_inputs=example_inputs(recipe), spec=recipe.specs, output=output, int8=int8,
-                  calibration=recipe.calibration if int8 else None, name=recipe.name, targets=targets,
-                  threads=threads, options=recipe.options)
-    text_input = recipe.specs["text"].inputs[0]
-    ship_tokenizer(output, "text", text_input.name, recipe.tokenizer, int(text_input.shape[1]))
-    return Bundle.open(output)
-
-
-def ship_tokenizer(bundle_dir, graph: str, input_name: str, tokenizer: Path, max_length: int) -> None:
-    """Copy ``tokenizer`` into the bundle (``layout.asset_path``) and name it in the text input's pre-processing, so
-    ``rt.preprocess(prompt=[...])`` and ``Stream(constants=...)`` take strings. The export pipeline does not copy a
-    recipe's pre-processing files into the bundle yet; this does it for this graph, after the export."""
-    import shutil
-
-    from ... import layout
-
-    root = Path(bundle_dir)
-    rel = layout.asset_path(graph, "tokenizer.json")
-    (root / rel).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(tokenizer, root / rel)
-    manifest_path = root / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    for t in manifest["graphs"][graph]["inputs"]:  # (the top-level inputs mirror the default graph, the first: image)
-        if t["name"] == input_name:
-            t["modality"] = "text"
-            t["preprocessing"] = {"tokenizer": rel, "max_length": max_length, "pad_id": 0, "kind": "tokenizers"}
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    read_recipe(recipe_path)  # the zero-shot tables checked before minutes of export
+    return edgemm.export(Path(recipe_path), output=output, int8=int8, targets=targets, threads=threads)
 
 
 def _frames(spec: IOSpec, split: dict) -> np.ndarray:
