@@ -86,8 +86,8 @@ WARMUP_CALLS = 3  # a runtime's first calls allocate and pick kernels (tens of m
 
 
 def _runtime(args):
-    """The bundle loaded for streaming, checked against the sources given (in CLI words), warmed up, and named in one
-    line on stderr: which artifact, backend and precision runs (stdout may carry --json-lines -)."""
+    """The bundle loaded for streaming, checked against the sources given (in CLI words) and warmed up.
+    -> (runtime, warm-up milliseconds)."""
     import time
 
     from ...errors import EdgemmError
@@ -111,11 +111,14 @@ def _runtime(args):
     except BaseException:
         rt.close()
         raise
-    if not args.quiet:
-        a = rt.artifact
-        print(f"edgemm run: {a.path} ({a.backend} {a.precision}{', graph ' + a.graph if a.graph != 'main' else ''}) from "
-              f"{rt.bundle.root}; warmed up with {WARMUP_CALLS} calls in {warm_ms:.0f} ms", file=sys.stderr, flush=True)
-    return rt
+    return rt, warm_ms
+
+
+def _say_started(rt, warm_ms: float) -> None:
+    """One line on stderr (stdout may carry --json-lines -): which artifact, backend and precision runs, and its warm-up."""
+    a = rt.artifact
+    print(f"edgemm run: {a.path} ({a.backend} {a.precision}{', graph ' + a.graph if a.graph != 'main' else ''}) from "
+          f"{rt.bundle.root}; warmed up with {WARMUP_CALLS} calls in {warm_ms:.0f} ms", file=sys.stderr, flush=True)
 
 
 def cmd_run(args) -> int:
@@ -128,7 +131,7 @@ def cmd_run(args) -> int:
         _check_json_lines(args.json_lines)
     out = None
     with allow_code(args.trust_code):
-        rt = _runtime(args)
+        rt, warm_ms = _runtime(args)
     try:
         stream = Stream(rt, video=args.video, audio=args.audio, policy=args.policy, realtime=args.realtime, stall=args.stall,
                         stall_ms=args.stall_ms, max_frames=args.max_frames, keep_frames=args.show,
@@ -136,6 +139,8 @@ def cmd_run(args) -> int:
     except BaseException:
         rt.close()
         raise
+    if not args.quiet:  # only once the sources opened: a run refused before its first frame prints its one error line
+        _say_started(rt, warm_ms)
     try:
         if args.json_lines:
             out = _open_json_lines(args.json_lines)
