@@ -133,3 +133,28 @@ def test_shared_input_names_need_graph_keys(tmp_path):
     with pytest.raises(EdgemmError, match="key it per graph.*a/pixels"):
         edgemm.export(models, example_inputs=ex, output=tmp_path / "b", int8=True, calibration=calib, targets=["onnxruntime"])
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_recipe_with_graph_tables_exports_one_bundle_from_the_cli(tmp_path):
+    """`edgemm export export/seed_dual_encoder.toml`: a [graphs.<name>] table per graph -> one bundle; the text
+    graph's tokenizer shipped (strings work from the bundle alone), parity on the inputs' modality feeds."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "b"
+    assert main(["-q", "export", str(root / "export" / "seed_dual_encoder.toml"), "-o", str(out),
+                 "--target", "onnxruntime", "--threads", "2"]) == 0
+    b = Bundle.open(out)
+    assert b.graphs() == ["image", "text"] and b.manifest["model"]["source"] == "recipe seed_dual_encoder.toml"
+    assert b.manifest["model"]["checkpoint"] == "edgemm:zoo/checkpoints/seed_dual_encoder.pt"
+    text = b.manifest["graphs"]["text"]
+    assert "valid feeds made by the inputs' modalities" in text["parity"]["source"]
+    with np.load(out / text["parity"]["path"]) as f:
+        ids = f["prompt"]
+    assert ids.shape == (32, 8) and (ids[:, 0] > 1).all()  # tokenizer words, not 0/1
+    with edgemm.load(out, graph="text", backend="onnxruntime", precision="fp32") as rt:
+        feeds = rt.preprocess(prompt=["a photo of the digit seven", "a handwritten 7"])
+        assert feeds["prompt"].shape == (2, 8) and (feeds["prompt"][:, :3] > 1).all()
+        emb = rt.run(feeds)["text_embedding"]
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-4)
