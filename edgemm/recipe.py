@@ -20,6 +20,10 @@ size = [64, 64]
 name = "digit"
 labels = ["0", "1", ...]
 
+# [graphs.image]                            # or, for several graphs in one bundle, a table per graph instead of
+# factory = "pkg.towers:build_image"        # [[inputs]]/[[outputs]]: its factory (+ checkpoint, default [model]'s)
+# [[graphs.image.inputs]] ...               # and its [[graphs.<name>.inputs]] / [[graphs.<name>.outputs]]
+
 [axes]                                      # optional: the sizes each named dynamic axis may take
 batch = { min = 1, opt = 1, max = 64 }      # (default 1..4096, opt 1): export ranges, TensorRT profiles, feed checks
 

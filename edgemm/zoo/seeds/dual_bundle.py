@@ -86,15 +86,6 @@ def read_recipe(path) -> DualRecipe:
     )
 
 
-def example_inputs(recipe: DualRecipe, rows: int = 2) -> dict:
-    """Valid example feeds per graph from the calibration file (real frames, real prompt token ids)."""
-    d = np.load(recipe.calibration)
-    out = {}
-    for g, spec in recipe.specs.items():
-        out[g] = {t.name: _model_level(t, d[t.name][:rows]) for t in spec.inputs}
-    return out
-
-
 def _model_level(t, arr: np.ndarray) -> np.ndarray:
     if t.preprocessing is not None and arr.dtype == np.uint8:
         from ...frontends.image import preprocess_image
