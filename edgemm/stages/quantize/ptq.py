@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 
 from ...lazy import lazy_import
 from ...backends.base import Backend, RunnerOptions
