@@ -27,7 +27,6 @@ from typing import Callable
 
 import numpy as np
 
-
 from ...lazy import lazy_import
 from ...backends.base import Backend, RunnerOptions
 from ...backends.registry import get_backend
