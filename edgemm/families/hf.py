@@ -60,12 +60,6 @@ def text_feeds_for(config, length: int) -> Callable[[int, int], dict[str, np.nda
     return feeds
 
 
-def text_data(folder: ModelFolder | None, length: int) -> dict[str, Any]:
-    """What a text graph records: the tokenizer file (its presence; the bundle does not ship it yet) and the length."""
-    present = folder is not None and folder.tokenizer is not None
-    return {"tokenizer": {"file": "tokenizer.json", "present": present, "shipped": False}, "max_length": length}
-
-
 def read_safetensors(path) -> dict:
     """A safetensors file's tensors (no code runs; a corrupt file is one line)."""
     from .deps import import_optional

@@ -35,7 +35,7 @@ def test_wav2vec2_folder(tmp_path):
     entry = b.manifest["graphs"]["main"]
     assert "valid feeds" in entry["parity"]["source"]
     pre = entry["family"]["preprocessing"]["input_values"]
-    assert pre["sampling_rate"] == 16000 and pre["do_normalize"] is True and pre["exact"] is False
+    assert pre["sampling_rate"] == 16000 and pre["do_normalize"] is True and pre["exact"] is True  # the extractor is expressed exactly (modalities.audio)
     with np.load(b.root / entry["parity"]["path"]) as f:  # normalised waveforms: zero mean, unit variance per row
         wave = f["input_values"]
     np.testing.assert_allclose(wave.mean(1), 0, atol=1e-4)
