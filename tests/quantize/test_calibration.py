@@ -74,7 +74,7 @@ def test_too_few_samples_warns(edgemm_log):
 
 
 def test_no_calibration_is_an_error_naming_the_fix():
-    with pytest.raises(EdgemmError, match="--calib.*synthetic"):
+    with pytest.raises(EdgemmError, match='calibration=.*"synthetic"'):
         calibration_source(None, SPEC)
 
 
@@ -87,7 +87,7 @@ def test_synthetic_is_marked_and_warned(edgemm_log):
 def test_int8_export_without_calibration_leaves_nothing(two_branch_data, tmp_path):
     model, spec, _, evaluation = two_branch_data()
     out = tmp_path / "b"
-    with pytest.raises(EdgemmError, match="--int8 needs calibration data"):
+    with pytest.raises(EdgemmError, match="int8=True needs calibration data"):
         edgemm.export(model, spec=spec, output=out, int8=True, evaluation=evaluation, targets=["onnxruntime"])
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".b.tmp")]
