@@ -116,6 +116,23 @@ def load_entry_points(group: str, kind_check: Callable[[Any], str | None],
     return loaded, broken
 
 
+def named_plugins(group: str, kind_check: Callable[[Any], str | None], builtins: dict[str, Any], kind: str,
+                  plugins_first: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
+    """The objects of ``group``'s entry points (made with :func:`instantiate`, checked by ``kind_check``) merged with
+    ``builtins`` by their ``name`` attribute -> (usable by name, broken entry point -> why). A plugin whose name a
+    built-in or an earlier plugin holds is listed as broken; ``plugins_first`` puts plugins before the built-ins (the
+    order in which they are asked)."""
+    loaded, broken_info = load_entry_points(group, kind_check, make=instantiate)
+    broken = {n: b.reason for n, b in broken_info.items()}
+    plugins: dict[str, Any] = {}
+    for name, obj in loaded.items():
+        if obj.name in builtins or obj.name in plugins:
+            broken[name] = f"its {kind} name {obj.name!r} is taken by another {kind}"
+            continue
+        plugins[obj.name] = obj
+    return ({**plugins, **builtins} if plugins_first else {**builtins, **plugins}), broken
+
+
 def instantiate(obj: Any) -> Any:
     """A ``make`` for ``load_entry_points``: an entry point may name a class or an instance; a class is instantiated."""
     return obj() if isinstance(obj, type) else obj

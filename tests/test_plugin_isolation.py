@@ -214,7 +214,7 @@ def test_broken_quantizer_plugins_are_left_out_with_their_reason(broken_env):
     r = subprocess.run([sys.executable, "-c", code], env=broken_env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     lines = r.stdout.splitlines()
-    assert lines[0] == "ort,trt,nncf,inc"
+    assert lines[0] == "ort,trt,nncf,inc,litert"
     reasons = dict(l.split(" | ", 1) for l in lines[1:-1])
     assert reasons["not-a-quantizer"].startswith("it is a dict, not an edgemm Quantizer")
     assert "must work on ONNX Q/DQ" in reasons["bad-q"]

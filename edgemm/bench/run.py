@@ -61,6 +61,7 @@ class BenchConfig:
     extra_rounds: int = 3  # while a model / end_to_end measurement is unstable, up to this many more rounds ...
     time_cap_s: float | None = None  # ... within this many seconds in all (None: twice what the planned rounds took)
     decide: bool = False  # re-make each int8 artifact's int8-vs-fp32 verdict here and record it (edgemm bench --decide)
+    warn_unstable: bool = True  # one warning line when timings are unstable (off where a caller warns for its own table)
 
 
 def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None, notes: list[str], media: dict | None = None):
@@ -368,7 +369,7 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
     shaky = [(f"{r['id']} {r['backend']} {r['mode']} b{r['batch']}", stats.spread(by_round[i])) for i, r in enumerate(runs)
              if r["stability"] is not None and not r["stability"]["stable"]]
     warning = stats.unstable_line("bench", shaky, problems, "rerun on a quiet machine or with more --rounds")
-    if warning:
+    if warning and cfg.warn_unstable:
         logger.warning("warning: %s", warning)
     decisions = _decisions(bundle, runs, by_round, problems) if cfg.decide else None
     stability = {"machine": {"before": before, "after": after}, "problems": problems, "extra_rounds": extra,

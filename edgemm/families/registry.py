@@ -43,18 +43,9 @@ def _discover() -> tuple[dict[str, Family], dict[str, str]]:
 
 @lru_cache(maxsize=1)
 def _with_plugins() -> tuple[dict[str, Family], dict[str, str]]:
-    from ..plugins import instantiate, load_entry_points
+    from ..plugins import named_plugins
 
-    builtins = _builtins()
-    loaded, broken_info = load_entry_points("edgemm.families", _check_family, make=instantiate)
-    broken = {n: b.reason for n, b in broken_info.items()}
-    plugins: dict[str, Family] = {}
-    for name, family in loaded.items():
-        if family.name in builtins or family.name in plugins:
-            broken[name] = f"its family name {family.name!r} is taken by another family"
-            continue
-        plugins[family.name] = family
-    return {**plugins, **builtins}, broken
+    return named_plugins("edgemm.families", _check_family, _builtins(), "family", plugins_first=True)
 
 
 def all_families() -> dict[str, Family]:

@@ -44,18 +44,9 @@ def _discover() -> tuple[dict[str, Modality], dict[str, str]]:
 
 @lru_cache(maxsize=1)
 def _with_plugins() -> tuple[dict[str, Modality], dict[str, str]]:
-    from ..plugins import instantiate, load_entry_points
+    from ..plugins import named_plugins
 
-    builtins = _builtins()
-    loaded, broken_info = load_entry_points("edgemm.modalities", _check_modality, make=instantiate)
-    broken = {n: b.reason for n, b in broken_info.items()}
-    plugins: dict[str, Modality] = {}
-    for name, modality in loaded.items():
-        if modality.name in builtins or modality.name in plugins:
-            broken[name] = f"its modality name {modality.name!r} is taken by another modality"
-            continue
-        plugins[modality.name] = modality
-    return {**builtins, **plugins}, broken
+    return named_plugins("edgemm.modalities", _check_modality, _builtins(), "modality")
 
 
 def all_modalities() -> dict[str, Modality]:

@@ -40,7 +40,8 @@ def _quantizer_help() -> str:
     # (they load plugins' code). tests/test_plugin_isolation.py checks the names against the built-in quantizers.
     return ("one quantizer for every target, or TARGET=Q,... per target. Built in: ort (ONNX Runtime Q/DQ, uint8 "
             "activations), trt (TensorRT-valid symmetric int8 Q/DQ), nncf (NNCF on the OpenVINO model -> INT8 IR), "
-            "inc (Intel Neural Compressor PT2E on the torch model); plugins add more. Default: each target's own "
+            "inc (Intel Neural Compressor PT2E on the torch model), litert (litert-torch PT2E on the torch model -> "
+            ".tflite); plugins add more. Default: each target's own "
             "(default_quantizer in `edgemm backends --json`)")
 
 
