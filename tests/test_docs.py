@@ -43,7 +43,7 @@ def _prose_lines(path: Path):
 
 def _slug(heading: str) -> str:
     # What mkdocs' toc extension and GitHub both make of a heading (for the headings these files use).
-    text = re.sub(r"`|\*\*?|_(?=\w)|(?<=\w)_", "", heading)
+    text = re.sub(r"`|\*\*?|(?<!\w)_(?=\w)|(?<=\w)_(?!\w)", "", heading)  # emphasis underscores, not snake_case
     text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
     text = re.sub(r"[^\w\s-]", "", text.lower()).strip()
     return re.sub(r"[\s]+", "-", text)
