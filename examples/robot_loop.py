@@ -36,21 +36,24 @@ def load_controller(ref: str):
     """``path/to/file.py:function`` or ``package.module:function``."""
     where, _, name = ref.rpartition(":")
     if not where or not name:
-        raise SystemExit(f"robot_loop: error: --controller {ref!r} must look like my_robot.py:control or pkg.mod:control")
+        raise LookupError(f"--controller {ref!r} must look like my_robot.py:control or pkg.mod:control")
     if where.endswith(".py"):
         spec = importlib.util.spec_from_file_location("robot_controller", where)
         if spec is None or spec.loader is None:
-            raise SystemExit(f"robot_loop: error: --controller {ref!r}: cannot load {where}; give an existing .py file")
+            raise LookupError(f"--controller {ref!r}: cannot load {where}; give an existing .py file")
         module = importlib.util.module_from_spec(spec)
         try:
             spec.loader.exec_module(module)
         except FileNotFoundError:
-            raise SystemExit(f"robot_loop: error: --controller {ref!r}: no such file {where}") from None
+            raise LookupError(f"--controller {ref!r}: no such file {where}; give an existing .py file") from None
     else:
-        module = importlib.import_module(where)
+        try:
+            module = importlib.import_module(where)
+        except ImportError as exc:
+            raise LookupError(f"--controller {ref!r}: cannot import {where} ({exc}); is it on PYTHONPATH?") from None
     fn = getattr(module, name, None)
     if not callable(fn):
-        raise SystemExit(f"robot_loop: error: --controller {ref!r}: {where} has no function {name!r}")
+        raise LookupError(f"--controller {ref!r}: {where} has no function {name!r}; name one it defines")
     return fn
 
 
@@ -87,7 +90,10 @@ def main() -> int:
     ap.add_argument("--controller", help="your callback, FILE.py:function or package.module:function (default: built-in)")
     ap.add_argument("-v", "--verbose", action="store_true", help="a failing controller's traceback")
     args = ap.parse_args()
-    control, name = (load_controller(args.controller), args.controller) if args.controller else (act, "robot_loop.py:act")
+    try:
+        control, name = (load_controller(args.controller), args.controller) if args.controller else (act, "robot_loop.py:act")
+    except LookupError as exc:
+        ap.error(str(exc))  # one line, exit 2
     loop = Deadline(control, name, args.deadline_ms)
     try:
         # keep_frames: the result carries its frame, whose t_wall dates the capture for the deadline.

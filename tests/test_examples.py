@@ -142,3 +142,15 @@ def test_robot_loop_reports_a_failing_controller_as_the_users_error(avnet_bundle
     v = run_example("robot_loop.py", str(avnet_bundle_dir), "--video", VIDEO, "--audio", AUDIO,
                     "--controller", "my_robot.py:broken", "-v", cwd=tmp_path)
     assert v.returncode == 1 and "Traceback" in v.stderr and 'raise ValueError("wheel jammed")' in v.stderr
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("my_robot.py:nofn", "--controller 'my_robot.py:nofn': my_robot.py has no function 'nofn'; name one it defines"),
+    ("missing.py:control", "--controller 'missing.py:control': no such file missing.py; give an existing .py file"),
+    ("control", "--controller 'control' must look like my_robot.py:control or pkg.mod:control"),
+])
+def test_robot_loop_refuses_a_controller_it_cannot_find(avnet_bundle_dir, tmp_path, ref, message):
+    (tmp_path / "my_robot.py").write_text(CONTROLLER)
+    p = run_example("robot_loop.py", str(avnet_bundle_dir), "--controller", ref, cwd=tmp_path)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines()[-1] == f"robot_loop.py: error: {message}"
