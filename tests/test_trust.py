@@ -596,7 +596,7 @@ first.close(); second.close()
 del first; gc.collect()
 del second; gc.collect()
 try:
-    os.kill(os.getpid(), signal.SIGINT)
+    signal.raise_signal(signal.SIGINT)  # to this (the main) thread: os.kill may land on a runtime's worker thread
 except KeyboardInterrupt:
     print("interrupted", flush=True)
 """

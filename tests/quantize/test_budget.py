@@ -48,7 +48,7 @@ def test_budget_forces_layers_float_and_the_report_names_them(two_branch_data, t
 def test_impossible_budget_is_a_clear_error_and_keeps_the_best_model(two_branch_data, tmp_path):
     model, spec, calib, evaluation = two_branch_data(outliers=("a", "b"))
     out = tmp_path / "b"
-    with pytest.raises(BudgetNotMet, match=r"budget 0\.0 not met for onnxruntime: best drop .* raise --max-drop"):
+    with pytest.raises(BudgetNotMet, match=r"budget 0\.0 not met for onnxruntime: best drop .* raise max_drop="):
         _export(model, spec, calib, evaluation, out, max_drop=0.0)
     bundle = edgemm.Bundle.open(out)  # complete and loadable
     _, art = _int8(out)

@@ -77,7 +77,9 @@ def test_int8_export_is_within_budget_and_picked(tmp_path):
     from edgemm.cpu import cpu_int8
 
     out = tmp_path / "avnet_m"
-    edgemm.export(str(RECIPE), output=out, int8=True)
+    # fp16 off: the OpenVINO fp16 IR (bf16 on AMX) is timed in its own process, the int8/fp32 pairs in the
+    # export's paired rounds, and the two are not comparable (issue 26, open); this checks verdict -> load
+    edgemm.export(str(RECIPE), output=out, int8=True, options={"export": {"fp16": False}})
     manifest = json.loads((out / "manifest.json").read_text())
     acc = json.loads((out / manifest["reports"]["accuracy"]).read_text())
     int8 = [a for a in manifest["artifacts"] if a["precision"] == "int8"]
