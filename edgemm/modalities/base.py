@@ -47,7 +47,7 @@ class Context:
         return f"{self.where}: " if self.where else ""
 
 
-class StreamAdapter:
+class StreamAdapter(ABC):
     """Turns a source's item (a ``Frame``, a sensor window ...) into one input's tensor, frame after frame.
 
     ``out_shape``: the tensor it writes (batch 1); ``__call__(item, out)`` fills ``out`` (or returns a new array);
@@ -56,8 +56,9 @@ class StreamAdapter:
     out_shape: tuple[int, ...] = ()
     ready: bool = True
 
-    def __call__(self, item, out: np.ndarray | None = None) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def __call__(self, item, out: np.ndarray | None = None) -> np.ndarray:
+        """``item`` as this input's tensor (written into ``out`` when given)."""
 
 
 class Modality(ABC):
