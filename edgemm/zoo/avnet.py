@@ -91,18 +91,22 @@ class CrossAttention(nn.Module):
         return self.norm(query + out)
 
 
-class AVNet(nn.Module):
-    def __init__(self, dim: int = 96, heads: int = 4, n_digits: int = 10, n_speakers: int = 6):
+class AVFusion(nn.Module):
+    """Two token branches, positional embeddings, cross-attention both ways, mean-pooled concatenation and two
+    heads: avnet's fusion, shared by avnet_m (its branches and widths differ)."""
+
+    def __init__(self, image: nn.Module, audio: nn.Module, image_tokens: int, audio_tokens: int, dim: int, heads: int,
+                 width: int, n_digits: int, n_speakers: int):
         super().__init__()
-        self.image = ImageBranch(dim)
-        self.audio = AudioBranch(dim)
-        self.img_pos = nn.Parameter(torch.zeros(1, 64, dim))
-        self.aud_pos = nn.Parameter(torch.zeros(1, 52, dim))
+        self.image = image
+        self.audio = audio
+        self.img_pos = nn.Parameter(torch.zeros(1, image_tokens, dim))
+        self.aud_pos = nn.Parameter(torch.zeros(1, audio_tokens, dim))
         self.img_from_aud = CrossAttention(dim, heads)
         self.aud_from_img = CrossAttention(dim, heads)
-        self.fuse = nn.Sequential(nn.Linear(4 * dim, 128), nn.ReLU(inplace=True), nn.Dropout(0.2))
-        self.digit = nn.Linear(128, n_digits)
-        self.speaker = nn.Linear(128, n_speakers)
+        self.fuse = nn.Sequential(nn.Linear(4 * dim, width), nn.ReLU(inplace=True), nn.Dropout(0.2))
+        self.digit = nn.Linear(width, n_digits)
+        self.speaker = nn.Linear(width, n_speakers)
 
     def forward(self, image: torch.Tensor, audio: torch.Tensor):
         it = self.image(image) + self.img_pos
@@ -112,6 +116,11 @@ class AVNet(nn.Module):
         z = torch.cat([it.mean(1), at.mean(1), ic.mean(1), ac.mean(1)], dim=1)
         z = self.fuse(z)
         return self.digit(z), self.speaker(z)
+
+
+class AVNet(AVFusion):
+    def __init__(self, dim: int = 96, heads: int = 4, n_digits: int = 10, n_speakers: int = 6):
+        super().__init__(ImageBranch(dim), AudioBranch(dim), 64, 52, dim, heads, 128, n_digits, n_speakers)
 
 
 def build(checkpoint: str | Path | None = CHECKPOINT) -> AVNet:

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..iospec import AudioPreprocess, ImagePreprocess, IOSpec, TensorSpec
 from .avmnist import DIGITS, SPEAKERS
-from .avnet import CrossAttention
+from .avnet import AVFusion
 
 CHECKPOINT = Path(__file__).parent / "checkpoints" / "avnet_m.pt"
 IMAGE_SIZE = 160
@@ -122,27 +122,9 @@ class AudioBranch(nn.Module):
         return self.body(self.norm(x)).flatten(2).transpose(1, 2)  # [B, 52 tokens, dim]
 
 
-class AVNetM(nn.Module):
+class AVNetM(AVFusion):
     def __init__(self, dim: int = 128, heads: int = 4, n_digits: int = 10, n_speakers: int = 6):
-        super().__init__()
-        self.image = ImageBranch(dim)
-        self.audio = AudioBranch(dim)
-        self.img_pos = nn.Parameter(torch.zeros(1, IMAGE_TOKENS, dim))
-        self.aud_pos = nn.Parameter(torch.zeros(1, AUDIO_TOKENS, dim))
-        self.img_from_aud = CrossAttention(dim, heads)
-        self.aud_from_img = CrossAttention(dim, heads)
-        self.fuse = nn.Sequential(nn.Linear(4 * dim, 256), nn.ReLU(inplace=True), nn.Dropout(0.2))
-        self.digit = nn.Linear(256, n_digits)
-        self.speaker = nn.Linear(256, n_speakers)
-
-    def forward(self, image: torch.Tensor, audio: torch.Tensor):
-        it = self.image(image) + self.img_pos
-        at = self.audio(audio) + self.aud_pos
-        ic = self.img_from_aud(it, at)
-        ac = self.aud_from_img(at, it)
-        z = torch.cat([it.mean(1), at.mean(1), ic.mean(1), ac.mean(1)], dim=1)
-        z = self.fuse(z)
-        return self.digit(z), self.speaker(z)
+        super().__init__(ImageBranch(dim), AudioBranch(dim), IMAGE_TOKENS, AUDIO_TOKENS, dim, heads, 256, n_digits, n_speakers)
 
 
 def build(checkpoint: str | Path | None = CHECKPOINT) -> AVNetM:
