@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
@@ -149,18 +150,23 @@ class TensorSpec:
         """Shape with every named axis set to ``batch`` (the only dynamic axis we bind by default)."""
         return tuple(d if isinstance(d, int) else batch for d in self.shape)
 
+    @cached_property
+    def _check_consts(self) -> tuple[np.dtype, int, tuple[tuple[int, int], ...]]:
+        """What ``check`` compares on every call: the numpy dtype, the rank and the fixed axes (index, size)."""
+        return np.dtype(self.dtype), len(self.shape), tuple((i, d) for i, d in enumerate(self.shape) if isinstance(d, int))
+
     def check(self, array: Any, where: str = "") -> np.ndarray:
         """Return ``array`` as an ndarray if it matches this spec, else raise a one-line SpecError."""
         if not isinstance(array, np.ndarray):
             raise SpecError(f"{where}input {self.name!r} must be a numpy array, got {type(array).__name__}")
-        if array.dtype != np.dtype(self.dtype):
+        dtype, rank, fixed = self._check_consts
+        if array.dtype != dtype:
             raise SpecError(
                 f"{where}input {self.name!r} has dtype {array.dtype}, expected {self.dtype}; "
                 f"convert it with .astype(np.{self.dtype})"
             )
-        if array.ndim != len(self.shape) or any(
-            isinstance(want, int) and got != want for got, want in zip(array.shape, self.shape)
-        ):
+        shape = array.shape
+        if len(shape) != rank or any(shape[i] != want for i, want in fixed):
             raise SpecError(
                 f"{where}input {self.name!r} has shape {list(array.shape)}, expected {list(self.shape)} "
                 f"(named axes are free)"
@@ -262,10 +268,28 @@ class IOSpec:
                 return t
         raise SpecError(f"no output named {name!r}{close_match_hint(name, self.output_names)}; outputs: {', '.join(self.output_names)}")
 
+    @cached_property
+    def _feed_consts(self) -> tuple[frozenset, tuple[tuple[str, int, str], ...], dict[str, tuple[int, int]]]:
+        """What ``check_feeds`` needs on every call: the input names, every named axis of an input as
+        (input, axis index, axis name), and each axis name's (min, max)."""
+        named = tuple((t.name, i, d) for t in self.inputs for i, d in enumerate(t.shape) if isinstance(d, str))
+        ranges = {d: (self.axis_range(d).min, self.axis_range(d).max) for _, _, d in named}
+        return frozenset(t.name for t in self.inputs), named, ranges
+
     def check_feeds(self, feeds: Mapping[str, Any], where: str = "") -> dict[str, np.ndarray]:
         """Validate a feed dict (names, dtypes, shapes, one batch size); return it in input order."""
         if not isinstance(feeds, Mapping):
             raise SpecError(f"{where}feeds must be a dict of input name -> numpy array, got {type(feeds).__name__}")
+        names, named, ranges = self._feed_consts
+        if len(feeds) == len(names) and all(n in names for n in feeds):  # the usual call: exactly the inputs
+            out = {t.name: t.check(feeds[t.name], where) for t in self.inputs}
+            sizes: dict[str, int] = {}
+            for tname, axis, axis_name in named:
+                if sizes.setdefault(axis_name, out[tname].shape[axis]) != out[tname].shape[axis]:
+                    break  # the full check below names both inputs
+            else:
+                if all(ranges[a][0] <= n <= ranges[a][1] for a, n in sizes.items()):
+                    return out
         for name in feeds:
             if name not in self.input_names:
                 raise SpecError(

@@ -201,6 +201,8 @@ def test_compile_verifies_and_times_only_what_it_added(avnet_bundle_copy, capsys
     rows = {r["artifact"]: r for r in latency["runs"]}
     assert set(rows) == set(old_rows) | {new}
     assert all(rows[a] == r for a, r in old_rows.items())  # the others' rows kept as their last verification wrote them
+    # edgemm.load's ranking gains the new artifact and keeps the others' medians
+    assert latency["ranking"]["p50_ms"] == {**before["latency"]["ranking"]["p50_ms"], new: latency["ranking"]["p50_ms"][new]}
 
 
 @pytest.mark.parametrize("verb", ["info", "verify"])

@@ -175,6 +175,29 @@ def test_load_picks_an_available_artifact(avnet_bundle_dir):
         assert rt.run(rt.spec.example_feeds(batch=2))["digit"].shape == (2, 10)
 
 
+def test_load_orders_by_the_ranking_not_by_the_table(avnet_bundle_copy):
+    """The latency table may hold rows timed apart (an int8 artifact and its fp32 sibling show the paired rounds
+    of the speed verdict); edgemm.load orders by the report's ranking, where every artifact was timed the same
+    way in one benchmark."""
+    path = avnet_bundle_copy / "reports/latency.json"
+    lat = json.loads(path.read_text())
+    m = json.loads((avnet_bundle_copy / "manifest.json").read_text())
+    ranked = lat["ranking"]["p50_ms"]
+    assert set(ranked) == {a["path"] for a in m["artifacts"] if a["backend"] != "torch"}
+    fp32 = {a["backend"]: a["path"] for a in m["artifacts"] if a["precision"] == "fp32" and a["backend"] != "torch"}
+    assert {"onnxruntime", "openvino"} <= set(fp32)
+    for table_fast, ranked_fast in (("onnxruntime", "openvino"), ("openvino", "onnxruntime")):
+        lat["runs"] = [{**r, "p50_ms": 0.01 if r["artifact"] == fp32[table_fast] else 9.0} for r in lat["runs"]]
+        lat["ranking"]["p50_ms"] = {a: 0.01 if a == fp32[ranked_fast] else 9.0 for a in ranked}
+        path.write_text(json.dumps(lat))
+        with edgemm.load(avnet_bundle_copy) as rt:
+            assert (rt.backend, rt.precision) == (ranked_fast, "fp32")
+    del lat["ranking"]  # a bundle written before the ranking: the table's rows order it
+    path.write_text(json.dumps(lat))
+    with edgemm.load(avnet_bundle_copy) as rt:
+        assert rt.backend == "openvino"  # the last table above made openvino's row the fast one
+
+
 def test_runtime_rejects_bad_feeds(avnet_bundle_dir):
     from edgemm.errors import BundleError, SpecError
 

@@ -183,9 +183,12 @@ class GraphRuntimes:
 
 
 def _rank(bundle: Bundle, candidates: list[Artifact]) -> list[Artifact]:
-    """Fastest first by the bundle's latency report (batch 1), else by backend preference."""
+    """Fastest first by the bundle's latency report (batch 1), else by backend preference. The report's
+    ``ranking`` times every artifact the same way, in one benchmark; its table rows need not (an int8 artifact
+    and its fp32 sibling show the paired rounds of the speed verdict), so they rank only bundles without it."""
     lat = bundle.report("latency") or {}
-    p50 = {r["artifact"]: r["p50_ms"] for r in lat.get("runs", [])}
+    ranking = (lat.get("ranking") or {}).get("p50_ms")
+    p50 = dict(ranking) if isinstance(ranking, dict) and ranking else {r["artifact"]: r["p50_ms"] for r in lat.get("runs", [])}
 
     def key(a: Artifact):
         measured = p50.get(bundle.artifact_id(a))

@@ -55,6 +55,10 @@ def _merged(bundle: Bundle, result, full_id: dict[str, str]) -> dict[str, dict]:
     timed = {r["artifact"] for r in runs}
     out["latency"] = {**latency, "runs": [r for r in latency.get("runs", []) if r.get("artifact") not in timed] + runs} \
         if latency else {**new["latency"], "runs": runs}
+    added = {full_id.get(k, k): v for k, v in ((new["latency"].get("ranking") or {}).get("p50_ms") or {}).items()}
+    if added:  # the same method (each artifact in its own process), at another time: the best this command has
+        old = ((latency or {}).get("ranking") or {}).get("p50_ms") or {}
+        out["latency"]["ranking"] = {**new["latency"]["ranking"], "p50_ms": {**old, **added}}
     if "accuracy" in new:
         accuracy = bundle.report("accuracy")
         rows = {full_id.get(k, k): v for k, v in new["accuracy"]["artifacts"].items()}

@@ -181,3 +181,36 @@ def test_top_labels_match_runtime_labels(avnet_runtime):
         assert set(got) == set(want) == {"digit", "speaker"}
         for h in want:
             assert got[h][0] == want[h][0] and abs(got[h][1] - want[h][1]) < 1e-6
+
+
+@pytest.mark.parametrize("dtype,zero", [(np.int8, -1), (np.int8, 7), (np.uint8, 128), (np.uint8, 0)])
+@pytest.mark.parametrize("scale", [0.0156862754, 0.05, 1.0, 3e-4])
+@pytest.mark.parametrize("use_ext", [True, False])
+def test_int8_codec_matches_numpy(dtype, zero, scale, use_ext, monkeypatch):
+    """The int8 feed/output mapping of a quantized model (LiteRT int8 artifacts): the C kernels and the numpy
+    fallback both equal numpy's formula, exact halves (round half to even) and out-of-range values included."""
+    if use_ext and not native.available():
+        pytest.skip(f"C extension not in use: {native.reason()}")
+    if not use_ext:
+        monkeypatch.setattr(native, "_ext", None)
+    rng = np.random.default_rng(int(scale * 1e4) + zero)
+    codec = native.Int8Codec(dtype, scale, zero)
+    x = (rng.standard_normal((3, 1000)) * rng.choice([0.1, 1.0, 10.0, 1e4])).astype(np.float32)
+    x[0, :200] = ((np.arange(200) - 100) * 0.5 * np.float32(scale)).astype(np.float32)  # ties
+    info = np.iinfo(dtype)
+    want = np.clip(np.rint(np.multiply(x, np.float32(1.0 / scale), dtype=np.float32)) + zero, info.min, info.max).astype(dtype)
+    out = np.empty(x.shape, dtype)
+    assert codec.quantize(x, out) is out
+    np.testing.assert_array_equal(out, want)
+    q = rng.integers(info.min, info.max + 1, (2, 17)).astype(dtype)
+    got = codec.dequantize(q)
+    assert got.dtype == np.float32 and got.shape == q.shape
+    np.testing.assert_array_equal(got, (q.astype(np.float32) - np.float32(zero)) * np.float32(scale))
+
+
+def test_int8_codec_refuses_what_it_cannot_map():
+    with pytest.raises(ValueError, match="int8 or uint8"):
+        native.Int8Codec(np.int16, 0.1, 0)
+    if native.available():
+        with pytest.raises(ValueError, match="float32 values into"):
+            native._ext.quantize(np.zeros(4, np.float32), np.empty(3, np.int8), 10.0, 0.0, True)

@@ -466,3 +466,41 @@ class TopLabels:
                 score = 1.0 / float(np.exp(row - row[i]).sum())
             out[name] = (labels[i], score)
         return out
+
+
+# ------------------------------------------------------------------------------------- int8 feeds and outputs
+
+class Int8Codec:
+    """The float <-> int8/uint8 mapping of one quantized model input or output (scale, zero-point), computed the
+    way numpy's reference does (``q = clip(rint(x * float32(1 / scale)) + zero)``, ``x = (q - zero) * scale`` in
+    float32), by the C kernels ``quantize`` / ``dequantize`` (one pass each) or numpy when they are not built."""
+
+    def __init__(self, dtype, scale: float, zero: int):
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.int8), np.dtype(np.uint8)):
+            raise ValueError(f"Int8Codec takes int8 or uint8, not {self.dtype}")
+        self.signed = self.dtype == np.dtype(np.int8)
+        self.scale, self.inv, self.zero = np.float32(scale), np.float32(1.0 / scale), int(zero)
+        info = np.iinfo(self.dtype)
+        self.lo, self.hi = info.min, info.max
+
+    def quantize(self, array: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """float32 ``array`` into ``out`` (C-contiguous, of this dtype, as many elements); returns ``out``."""
+        if _ext is not None and array.dtype == np.float32 and array.flags.c_contiguous:
+            _ext.quantize(array, out, self.inv, float(self.zero), self.signed)
+            return out
+        q = np.multiply(array, self.inv, dtype=np.float32)
+        np.rint(q, out=q)
+        q += np.float32(self.zero)
+        np.clip(q, self.lo, self.hi, out=q)
+        np.copyto(out, q.reshape(out.shape), casting="unsafe")
+        return out
+
+    def dequantize(self, array: np.ndarray) -> np.ndarray:
+        """int8/uint8 ``array`` -> a new float32 array of its shape."""
+        out = np.empty(array.shape, np.float32)
+        if _ext is not None and array.dtype == self.dtype and array.flags.c_contiguous:
+            _ext.dequantize(array, out, self.scale, float(self.zero), self.signed)
+            return out
+        np.multiply(np.subtract(array, np.float32(self.zero), dtype=np.float32), self.scale, out=out)
+        return out
