@@ -54,18 +54,43 @@ def test_outputs_are_copies_and_inputs_are_not_kept(tiny_bundle_dir):
         runner.close()
 
 
-def test_int8_artifacts_stay_on_the_dynamic_model(tiny_bundle_dir):
-    """OpenVINO's low-precision passes can crash the process compiling an int8 graph at static shapes: never tried."""
+def test_int8_artifacts_are_static_only_where_the_export_probed_them(tiny_bundle_dir):
+    """OpenVINO's low-precision passes have crashed the process compiling int8 graphs at static shapes: an int8
+    runner compiles static only with the export's probe recorded for this very OpenVINO version."""
+    from edgemm.backends.openvino.backend import OpenVinoBackend
+
     bundle = Bundle.open(tiny_bundle_dir)
     art = next(a for a in bundle.artifacts if a.backend == "openvino" and a.precision == "fp32")
-    runner = get_backend("openvino").create_runner(bundle.root / art.path, bundle.spec, RunnerOptions(threads=2, precision="int8"))
-    try:
-        for b in (1, 2):
-            feeds = tiny_feeds(b)
-            np.testing.assert_allclose(runner.infer(feeds)["cls"], torch_outputs(TinyAV(0), feeds)[0], atol=1e-5, rtol=1e-4)
-        assert runner._requests == {}
-    finally:
-        runner.close()
+    here = OpenVinoBackend._version()
+    for probe, static in ((None, False), ("2020.1.0-other-build", False), (here, True)):
+        runner = get_backend("openvino").create_runner(bundle.root / art.path, bundle.spec,
+                                                       RunnerOptions(threads=2, precision="int8", static_probe=probe))
+        try:
+            for b in (1, 2):
+                feeds = tiny_feeds(b)
+                np.testing.assert_allclose(runner.infer(feeds)["cls"], torch_outputs(TinyAV(0), feeds)[0], atol=1e-5, rtol=1e-4)
+            assert (sorted(k[0][0] for k in runner._requests) == [1, 2]) == static, probe
+            assert (runner._requests == {}) == (not static), probe
+        finally:
+            runner.close()
+
+
+def test_static_probe_compiles_in_a_child_and_reports_its_death(tiny_bundle_dir, tmp_path, monkeypatch):
+    """The probe answers None for a model that compiles, and one line naming the signal when the child dies (a
+    child killed by SIGFPE, as OpenVINO's passes did) or the compiler's last error line."""
+    from edgemm.backends.openvino import probe
+
+    bundle = Bundle.open(tiny_bundle_dir)
+    art = next(a for a in bundle.artifacts if a.backend == "openvino" and a.precision == "fp32")
+    shapes = probe.static_shapes(bundle.spec)
+    assert shapes == {t.name: [1, *t.shape[1:]] for t in bundle.spec.inputs}
+    assert probe.static_compile_failure(bundle.root / art.path, shapes) is None
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<net>not a model</net>")
+    assert probe.static_compile_failure(bad, shapes).startswith("OpenVINO cannot compile it for static shapes (")
+    monkeypatch.setattr(probe, "_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGFPE)")
+    assert probe.static_compile_failure(bundle.root / art.path, shapes) == \
+        "OpenVINO's compiler died with SIGFPE compiling it for static shapes"
 
 
 def test_the_recorded_deployment_batch_is_compiled_at_load(tiny_bundle_dir, tmp_path):

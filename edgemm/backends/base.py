@@ -45,12 +45,19 @@ class RunnerOptions:
     # Many threads will call this runner at once (a server, edgemm bench --modes throughput): backends that can run
     # calls in parallel set themselves up for total throughput rather than single-call latency (OpenVINO's hint).
     throughput: bool = False
+    # (OpenVINO int8) the OpenVINO version under which the export compiled this artifact for static shapes in a
+    # child process (edgemm.backends.openvino.probe); None: not probed, run it on its dynamic shapes.
+    static_probe: str | None = None
 
     @classmethod
     def for_artifact(cls, artifact, device: str, **kwargs) -> "RunnerOptions":
         """Options for running ``artifact`` (an edgemm.bundle.Artifact) on a backend whose device is ``device``:
         its precision, and the device it records (``extra["device"]``, e.g. ``cuda:1``), else the backend's."""
-        recorded = artifact.extra.get("device") if isinstance(artifact.extra, dict) else None
+        extra = artifact.extra if isinstance(artifact.extra, dict) else {}
+        recorded = extra.get("device")
+        probed = extra.get("runner") if isinstance(extra.get("runner"), dict) else {}  # Backend.probe_runner's answer
+        if isinstance(probed.get("static_probe"), str):
+            kwargs.setdefault("static_probe", probed["static_probe"])
         return cls(precision=artifact.precision, device=recorded if isinstance(recorded, str) and recorded else device, **kwargs)
 
 
@@ -180,6 +187,11 @@ class Backend(ABC):
     @abstractmethod
     def create_runner(self, path: Path, spec: IOSpec, options: RunnerOptions = RunnerOptions()) -> Runner:
         """A runner for the artifact at ``path``."""
+
+    def probe_runner(self, path: Path, spec: IOSpec, precision: str) -> dict:
+        """RunnerOptions fields this backend can run the new artifact at ``path`` with, found out at export (e.g. in
+        a child process) and recorded in the artifact (``extra["runner"]``); {}: the defaults."""
+        return {}
 
     def runner_for_module(self, module, spec: IOSpec, options: RunnerOptions = RunnerOptions()) -> Runner:
         """A runner for a live in-memory model (only the reference backend has one)."""

@@ -81,10 +81,11 @@ def _block(runner, feeds, iters: int) -> list[float]:
 
 def measure_pair(backend: str, spec, a: Path, a_precision: str, b: Path, b_precision: str, feeds, threads: int, *,
                  seconds: float = 15.0, tolerance: float = 0.05, min_rounds: int = MIN_ROUNDS,
-                 max_rounds: int = MAX_ROUNDS, warmup: int = 5) -> PairResult:
+                 max_rounds: int = MAX_ROUNDS, warmup: int = 5, b_options: dict | None = None) -> PairResult:
     """Time ``b`` against ``a`` (both on ``backend``, ``threads`` intra-op threads, the same ``feeds``) in interleaved
     rounds until the verdict against ``tolerance`` is clear and steady, or ``seconds`` have passed (at least two
-    rounds, one in each order, whatever the cap)."""
+    rounds, one in each order, whatever the cap). ``b_options``: RunnerOptions fields for ``b`` (what the export
+    probed and records for it, Backend.probe_runner)."""
     from ..backends.base import RunnerOptions
     from ..backends.registry import get_backend
 
@@ -94,7 +95,7 @@ def measure_pair(backend: str, spec, a: Path, a_precision: str, b: Path, b_preci
     tb: list[list[float]] = []
     t0 = time.perf_counter()
     with be.create_runner(a, spec, RunnerOptions(threads=threads, precision=a_precision)) as ra, \
-            be.create_runner(b, spec, RunnerOptions(threads=threads, precision=b_precision)) as rb:
+            be.create_runner(b, spec, RunnerOptions(threads=threads, precision=b_precision, **(b_options or {}))) as rb:
         for runner in (ra, rb, ra, rb):  # warm both, then size the blocks from a warm call of each
             for _ in range(warmup):
                 runner.infer(feeds, check=False)

@@ -49,6 +49,22 @@ def test_int8_artifacts_are_at_most_30_percent_of_fp32(int8_bundle):
             assert a.size_bytes(b.root) <= 0.30 * fp32, (a.path, a.size_bytes(b.root), fp32)
 
 
+def test_openvino_int8_artifacts_record_their_static_probe(int8_bundle):
+    """Each OpenVINO int8 artifact (PTQ and QAT) was compiled for batch-1 shapes in a child process at export, and
+    a runtime under the same OpenVINO compiles it static (fixed shapes: less work per call)."""
+    from edgemm.backends.openvino.backend import OpenVinoBackend
+    from edgemm.runtime.runtime import Runtime
+
+    b = edgemm.Bundle.open(int8_bundle)
+    ov_int8 = [a for a in b.artifacts if a.backend == "openvino" and a.precision == "int8"]
+    assert len(ov_int8) == 2
+    for a in ov_int8:
+        assert a.extra["runner"] == {"static_probe": OpenVinoBackend._version()}, a.path
+        with Runtime(b, a, threads=2) as rt:
+            rt.run(rt.spec.example_feeds(batch=1))
+            assert [k[0][0] for k in rt._runner._requests] == [1]
+
+
 def test_tensorrt_qdq_model_is_valid(int8_bundle):
     b = edgemm.Bundle.open(int8_bundle)
     trt = [a for a in b.artifacts if a.target == "tensorrt" and a.precision == "int8"]

@@ -94,13 +94,11 @@ def test_missing_or_foreign_checkpoint_is_one_line(tmp_path):
 @pytest.mark.slow
 def test_int8_export_is_within_budget_and_picked(tmp_path):
     """`edgemm export export/avnet_m.toml --int8`: the int8 artifacts stay within 1 point on both heads, carry
-    the measured speed, and edgemm.load picks an int8 artifact where the export measured it faster."""
-    from edgemm.cpu import cpu_int8
-
+    the measured speed, and edgemm.load picks the fastest artifact of the report's ranking (every artifact timed
+    the same way, in one benchmark) that no verdict marks slower. Which one that is depends on the CPU (on AMX
+    the OpenVINO fp16 IR computes in bf16 and can beat int8): never asserted."""
     out = tmp_path / "avnet_m"
-    # fp16 off: the OpenVINO fp16 IR (bf16 on AMX) is timed in its own process, the int8/fp32 pairs in the
-    # export's paired rounds, and the two are not comparable (issue 26, open); this checks verdict -> load
-    edgemm.export(str(RECIPE), output=out, int8=True, options={"export": {"fp16": False}})
+    edgemm.export(str(RECIPE), output=out, int8=True)
     manifest = json.loads((out / "manifest.json").read_text())
     acc = json.loads((out / manifest["reports"]["accuracy"]).read_text())
     int8 = [a for a in manifest["artifacts"] if a["precision"] == "int8"]
@@ -110,9 +108,14 @@ def test_int8_export_is_within_budget_and_picked(tmp_path):
             assert max(art["drop"].values()) <= 0.01 + 1e-9
     speeds = [a["extra"]["speed"] for a in int8]
     assert all(s["vs_fp32"] is not None and s["batch"] == 1 for s in speeds)
+    ranking = json.loads((out / manifest["reports"]["latency"]).read_text())["ranking"]["p50_ms"]
+    slower = {a["path"] for a in int8 if a["extra"]["speed"]["slower"]}
     rt = edgemm.load(out)
-    if cpu_int8().vnni and any(not s["slower"] for s in speeds):
-        assert rt.artifact.precision == "int8"
+    allowed = {a: ms for a, ms in ranking.items() if a not in slower}
+    best = min(allowed, key=allowed.get)
+    fp32 = {a["backend"]: a["path"] for a in manifest["artifacts"] if a["precision"] == "fp32"}
+    # an int8 whose verdict is inside the noise ranks as fast as its fp32 sibling, and before it
+    assert rt.artifact.path == best or (rt.precision == "int8" and best == fp32[rt.backend])
     feeds = rt.preprocess(image=np.zeros((64, 64, 3), np.uint8), audio=np.zeros(8000, np.float32), sample_rate=8000)
     outs = rt.run(feeds)
     assert list(outs) == ["digit", "speaker"] and outs["digit"].shape == (1, 10)

@@ -130,9 +130,9 @@ class OpenVinoRunner(Runner):
         self._inputs = [i.get_any_name() for i in self._model.inputs]
         dynamic = any(i.get_partial_shape().is_dynamic for i in self._model.inputs)
         self._dynamic = self._slot(self.compiled, static=False) if dynamic else None
-        # Not for int8: OpenVINO 2026.4's low-precision passes die with SIGFPE (ReshapeTransformation, no exception to
-        # catch) compiling avnet's int8 Q/DQ graph at a static batch size, which they compile fine with a dynamic one.
-        self._specialise = dynamic and options.precision != "int8"
+        # int8 only where the export compiled it static in a child process under this OpenVINO (probe.py): its
+        # low-precision passes have died with SIGFPE (no exception to catch) on int8 graphs at a static batch.
+        self._specialise = dynamic and (options.precision != "int8" or options.static_probe == OpenVinoBackend._version())
         self._requests: dict[tuple, _Compiled] = {}  # input shapes -> the model compiled for them
         self._compile_lock = threading.Lock()  # one compile per new shape set, however many threads bring it
         if not dynamic:
@@ -253,6 +253,26 @@ class OpenVinoBackend(Backend):
     def create_runner(self, path: Path, spec: IOSpec, options: RunnerOptions = RunnerOptions()) -> Runner:
         self.require()
         return OpenVinoRunner(path, spec, options)
+
+    def probe_runner(self, path: Path, spec: IOSpec, precision: str) -> dict:
+        """An int8 model compiles for its batch-1 shapes in a child process: runners may then compile it static
+        (probe.py says why they may not without this)."""
+        if precision != "int8":
+            return {}
+        from .probe import static_compile_failure, static_shapes
+
+        shapes = static_shapes(spec)
+        if shapes is None:
+            return {}
+        why = static_compile_failure(path, shapes, OpenVinoRunner._compile_config(RunnerOptions(precision="int8")))
+        if why:
+            logger.warning("warning: %s: %s; it runs on its dynamic shapes (slower per call)", path.name, why)
+            return {}
+        return {"static_probe": self._version()}
+
+    @staticmethod
+    def _version() -> str:
+        return lazy_import("openvino").__version__
 
     def compile(self, source: Path, out_dir: Path, spec: IOSpec, precision: str, *, source_precision: str = "fp32",
                 options: OpenVinoOptions | None = None) -> list[Compiled]:

@@ -201,6 +201,9 @@ def add_int8_artifacts(ctx, fp32: Path, calib: CalibrationSource, targets, cfg: 
             }
             if res.search:
                 extra["search"] = res.search
+            runner = c.runner if c.runner is not None else backend.probe_runner(files[0], spec, "int8")
+            if runner:  # how this backend may run it (RunnerOptions.for_artifact reads it back)
+                extra["runner"] = runner
             if res.quantizer == "inc":  # measured and reported; INC keeps ops float for accuracy only
                 extra["speed"].update(guard=False, note="inc: latency measured, no speed fallback")
             extra.update(extra_info or {})

@@ -111,6 +111,7 @@ class Candidate:
     qdq_removed: int = 0  # Q/DQ pairs dropped because no int8 kernel consumed them
     scores: dict = field(default_factory=dict)  # head -> every task metric (top1 | mae, rmse | cosine, recall@k)
     drops: dict = field(default_factory=dict)  # head -> its drop in its budget's unit
+    runner: dict | None = None  # RunnerOptions fields its backend probed for it (Backend.probe_runner); None: not yet
 
 
 @dataclass
@@ -173,14 +174,15 @@ SPEED_CHECK_S = 15.0  # time cap of one int8-vs-fp32 measurement (it stops earli
 
 
 def measure_speed(backend: str, spec: IOSpec, a: Path, a_precision: str, b: Path, b_precision: str, feeds, threads: int,
-                  *, seconds: float | None = None, tolerance: float = 0.05, max_rounds: int | None = None):
+                  *, seconds: float | None = None, tolerance: float = 0.05, max_rounds: int | None = None,
+                  b_options: dict | None = None):
     """``b`` against ``a`` in interleaved rounds with a 95 % interval on median(b) / median(a) (a PairResult)."""
     from ...bench.paired import MAX_ROUNDS, MIN_ROUNDS, measure_pair
 
     cap = SPEED_CHECK_S if seconds is None else max(0.0, min(seconds, SPEED_CHECK_S))
     top = MAX_ROUNDS if max_rounds is None else max(2, max_rounds)
     return measure_pair(backend, spec, a, a_precision, b, b_precision, feeds, threads, seconds=cap, tolerance=tolerance,
-                        min_rounds=min(MIN_ROUNDS, top), max_rounds=top)
+                        min_rounds=min(MIN_ROUNDS, top), max_rounds=top, b_options=b_options)
 
 
 def check_backend(target: Backend, quantizer: Quantizer) -> str:
@@ -348,9 +350,15 @@ def quantize_target(
         """int8/fp32 latency ratio at the deployed batch, from interleaved rounds with a 95 % interval
         (edgemm.bench.paired): rounds go on until "slower by more than the tolerance?" has a clear answer, or the cap."""
         c.speed = measure_speed(backend, spec, fp32_onnx, "fp32", c.path, "int8", one, cfg.threads,
-                                seconds=max(clock.left(), 0.0), tolerance=cfg.speed_tolerance)
+                                seconds=max(clock.left(), 0.0), tolerance=cfg.speed_tolerance, b_options=probed(c))
         c.fp32_ms, c.latency_ms = c.speed.a_ms, c.speed.b_ms
         return c.latency_ms / c.fp32_ms
+
+    def probed(c: Candidate) -> dict:
+        """How its backend can run it (timed as it will be run)."""
+        if c.runner is None:
+            c.runner = get_backend(backend).probe_runner(c.path, spec, "int8")
+        return c.runner
 
     def slower(c: Candidate) -> bool:  # slower than fp32 by more than the tolerance, with confidence
         return c.speed is not None and c.speed.verdict == "slower"
