@@ -69,7 +69,7 @@ def test_int8_artifacts_are_static_only_where_the_export_probed_them(tiny_bundle
             for b in (1, 2):
                 feeds = tiny_feeds(b)
                 np.testing.assert_allclose(runner.infer(feeds)["cls"], torch_outputs(TinyAV(0), feeds)[0], atol=1e-5, rtol=1e-4)
-            assert (sorted(k[0][0] for k in runner._requests) == [1, 2]) == static, probe
+            assert (sorted(k[0][0] for k in runner._requests) == [1]) == static, probe  # batch 1: the probed shapes
             assert (runner._requests == {}) == (not static), probe
         finally:
             runner.close()

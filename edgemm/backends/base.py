@@ -52,12 +52,16 @@ class RunnerOptions:
     @classmethod
     def for_artifact(cls, artifact, device: str, **kwargs) -> "RunnerOptions":
         """Options for running ``artifact`` (an edgemm.bundle.Artifact) on a backend whose device is ``device``:
-        its precision, and the device it records (``extra["device"]``, e.g. ``cuda:1``), else the backend's."""
+        its precision, the device it records (``extra["device"]``, e.g. ``cuda:1``), else the backend's, and what
+        the export found out about running it (``extra["runner"]``: a static-shape probe, a thread count used
+        where ``kwargs`` give none)."""
         extra = artifact.extra if isinstance(artifact.extra, dict) else {}
         recorded = extra.get("device")
         probed = extra.get("runner") if isinstance(extra.get("runner"), dict) else {}  # Backend.probe_runner's answer
         if isinstance(probed.get("static_probe"), str):
             kwargs.setdefault("static_probe", probed["static_probe"])
+        if isinstance(probed.get("threads"), int) and kwargs.get("threads") is None:  # the export's measured count,
+            kwargs["threads"] = probed["threads"]  # unless the caller gives one (edgemm.stages.threads)
         return cls(precision=artifact.precision, device=recorded if isinstance(recorded, str) and recorded else device, **kwargs)
 
 

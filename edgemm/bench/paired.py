@@ -81,11 +81,13 @@ def _block(runner, feeds, iters: int) -> list[float]:
 
 def measure_pair(backend: str, spec, a: Path, a_precision: str, b: Path, b_precision: str, feeds, threads: int, *,
                  seconds: float = 15.0, tolerance: float = 0.05, min_rounds: int = MIN_ROUNDS,
-                 max_rounds: int = MAX_ROUNDS, warmup: int = 5, b_options: dict | None = None) -> PairResult:
+                 max_rounds: int = MAX_ROUNDS, warmup: int = 5, a_options: dict | None = None,
+                 b_options: dict | None = None) -> PairResult:
     """Time ``b`` against ``a`` (both on ``backend``, ``threads`` intra-op threads, the same ``feeds``) in interleaved
     rounds until the verdict against ``tolerance`` is clear and steady, or ``seconds`` have passed (at least two
-    rounds, one in each order, whatever the cap). ``b_options``: RunnerOptions fields for ``b`` (what the export
-    probed and records for it, Backend.probe_runner)."""
+    rounds, one in each order, whatever the cap). ``a_options`` / ``b_options``: RunnerOptions fields for each side
+    over ``threads`` and its precision (what the export probed and records for it, Backend.probe_runner; another
+    thread count)."""
     from ..backends.base import RunnerOptions
     from ..backends.registry import get_backend
 
@@ -94,8 +96,10 @@ def measure_pair(backend: str, spec, a: Path, a_precision: str, b: Path, b_preci
     ta: list[list[float]] = []
     tb: list[list[float]] = []
     t0 = time.perf_counter()
-    with be.create_runner(a, spec, RunnerOptions(threads=threads, precision=a_precision)) as ra, \
-            be.create_runner(b, spec, RunnerOptions(threads=threads, precision=b_precision, **(b_options or {}))) as rb:
+    def options(precision: str, extra: dict | None) -> RunnerOptions:
+        return RunnerOptions(**{"threads": threads, "precision": precision, **(extra or {})})
+
+    with be.create_runner(a, spec, options(a_precision, a_options)) as ra, be.create_runner(b, spec, options(b_precision, b_options)) as rb:
         for runner in (ra, rb, ra, rb):  # warm both, then size the blocks from a warm call of each
             for _ in range(warmup):
                 runner.infer(feeds, check=False)

@@ -62,6 +62,9 @@ class BenchConfig:
     time_cap_s: float | None = None  # ... within this many seconds in all (None: twice what the planned rounds took)
     decide: bool = False  # re-make each int8 artifact's int8-vs-fp32 verdict here and record it (edgemm bench --decide)
     warn_unstable: bool = True  # one warning line when timings are unstable (off where a caller warns for its own table)
+    # each artifact at the thread count its export measured and recorded (extra.runner.threads), where it has one:
+    # as edgemm.load runs it (verify's ranking); off: every artifact at ``threads``
+    recorded_threads: bool = False
 
 
 def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None, notes: list[str], media: dict | None = None):
@@ -104,10 +107,11 @@ def _jobs(bundle: Bundle, cfg: BenchConfig, threads: int, raw_path: Path | None,
             if mode not in ("model", "throughput") and (raw_path is None or art.graph != bundle.default_graph) \
                     or mode == "stream" and (baseline or not media):
                 continue  # no raw data; the stream mode measures the deployed artifacts
+            recorded = (art.extra.get("runner") or {}).get("threads") if cfg.recorded_threads else None
             for batch, fps, streams in _points(cfg, mode):
                 jobs.append({
                     "bundle": str(bundle.root), "graph": art.graph, "artifact": art.path, "backend": art.backend, "precision": art.precision,
-                    "mode": mode, "batch": batch, "threads": threads, "warmup": cfg.warmup,
+                    "mode": mode, "batch": batch, "threads": recorded if isinstance(recorded, int) else threads, "warmup": cfg.warmup,
                     "raw": str(raw_path) if raw_path else None, "baseline": baseline, "trust_code": trusted,
                     "factory": factory if baseline else None, "checkpoint": checkpoint if baseline else None,
                     "id": bundle.artifact_id(art), "size_mb": art.size_bytes(bundle.root) / 1e6, "fps": fps,
@@ -347,7 +351,7 @@ def benchmark(bundle_dir, config: BenchConfig | None = None, **kwargs) -> dict:
             "id": job["id"], "graph": job["graph"], "artifact": job["artifact"], "backend": job["backend"], "precision": job["precision"], "mode": job["mode"],
             "baseline": job["baseline"], "baseline_source": ("original nn.Module (recipe factory + checkpoint)" if job["factory"]
                                                              else "torch.export program of the original") if job["baseline"] else None,
-            "batch": job["batch"], "threads": threads,
+            "batch": job["batch"], "threads": job["threads"],
             "p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)), "p99_ms": float(np.percentile(a, 99)),
             "mean_ms": float(a.mean()), "throughput": float(job["batch"] * 1000.0 / a.mean()), "iterations": int(a.size),
             "peak_rss_mb": round(rss[i], 1), "size_mb": round(job["size_mb"], 4), "metrics": metrics,

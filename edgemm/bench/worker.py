@@ -40,8 +40,12 @@ def _measure(job: dict) -> dict:
     bundle = Bundle.open(job["bundle"], verify_hashes=False)
     if job.get("graph"):
         bundle = bundle.graph(job["graph"])  # the graph's own spec and parity samples
-    opts = RunnerOptions(threads=job["threads"], precision=job["precision"], spin=job.get("spin"), device=get_backend(job["backend"]).device,
-                         throughput=job["mode"] == "throughput")
+    art = next((a for a in bundle.artifacts if a.path == job["artifact"] and a.backend == job["backend"]), None)
+    common = dict(threads=job["threads"], spin=job.get("spin"), throughput=job["mode"] == "throughput")
+    device = get_backend(job["backend"]).device
+    # the artifact's own recorded options (what the export probed for it, Backend.probe_runner), as edgemm.load runs it
+    opts = RunnerOptions.for_artifact(art, device, **common) if art is not None else \
+        RunnerOptions(precision=job["precision"], device=device, **common)
     if get_backend(job["backend"]).reference and job.get("factory"):
         from ..trust import resolve_factory
 

@@ -239,6 +239,21 @@ class QATStage(Stage):
         g.every_int8 += g.int8_results
 
 
+class ThreadsStage(Stage):
+    """Each CPU artifact timed at the export's threads against one thread; the faster count recorded."""
+
+    name = "threads"
+    description = "time each CPU artifact at 1 thread against --threads and record the faster count ([export] tune_threads)"
+
+    def wanted(self, ctx: StageContext) -> bool:
+        return bool(ctx.config.export.tune_threads)
+
+    def run(self, ctx: StageContext) -> None:
+        from .threads import tune_threads
+
+        tune_threads(ctx)
+
+
 class PruningReportStage(Stage):
     """reports/pruning.json: the pruning stage's report + size, latency per CPU target, accuracy after INT8."""
 
@@ -382,4 +397,4 @@ def _of(graph: str) -> str:
 
 
 BUILTIN: tuple[Stage, ...] = (ReferenceStage(), PruneStage(), OnnxStage(), CompileStage(), PTQStage(), QATStage(),
-                              PruningReportStage(), ParityStage())
+                              ThreadsStage(), PruningReportStage(), ParityStage())

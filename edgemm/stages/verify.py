@@ -120,8 +120,10 @@ def latency_lines(lat: dict) -> list[str]:
     for r in lat["runs"]:
         mark = "~" if not r.get("stable", True) else " "
         how = "=" if r.get("source", "").startswith("int8-vs-fp32") else " "
+        own = f"  ({r['threads']} thread{'s' if r['threads'] != 1 else ''}: the export's choice)" \
+            if r.get("threads") not in (None, lat["threads"]) else ""
         lines.append(f" {how}{r['artifact'] + ' (' + r['backend'] + ' ' + r['precision'] + ')':<42} "
-                     f"{mark}{fmt_ms(r['p50_ms'])} / {fmt_ms(r['p90_ms'])}")
+                     f"{mark}{fmt_ms(r['p50_ms'])} / {fmt_ms(r['p90_ms'])}{own}")
         v = speed.get(r["artifact"])
         if v and v.get("text"):
             lines.append(f"    {v['text']} (x{v['vs_fp32']:.2f} = {fmt_ms(r['p50_ms'])} / {fmt_ms(_p50(lat, v['fp32']))} ms)")
@@ -381,7 +383,7 @@ def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOpti
             broken = tuple(aid for aid, a in parity["artifacts"].items() if "error" in a)  # their breach is on record
             before = machine_state()
             res = benchmark(whole, BenchConfig(batches=(1,), modes=("model",), seconds=0.5, rounds=1, threads=threads, graph=graph,
-                                               exclude=broken, extra_rounds=0, warn_unstable=False,
+                                               exclude=broken, extra_rounds=0, warn_unstable=False, recorded_threads=True,
                                                trust_code=trust_code or live_reference)) \
                 if _timed_elsewhere(bundle, broken) else {"runs": []}
         for r in res["runs"]:
@@ -391,7 +393,7 @@ def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOpti
                 continue  # its table row is the paired measurement
             runs.append({"artifact": "reference" if r["baseline"] else r["id"], "backend": r["backend"], "precision": r["precision"],
                          "baseline": r["baseline"], **{k: round(r[k], 4) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")},
-                         "iterations": r["iterations"], "peak_rss_mb": r["peak_rss_mb"],
+                         "iterations": r["iterations"], "peak_rss_mb": r["peak_rss_mb"], "threads": r["threads"],
                          "stable": (r.get("stability") or {}).get("stable", True), "source": "own process"})
         runs += list(pairs.values())
         problems = state_problems(before, machine_state())

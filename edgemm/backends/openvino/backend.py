@@ -133,6 +133,8 @@ class OpenVinoRunner(Runner):
         # int8 only where the export compiled it static in a child process under this OpenVINO (probe.py): its
         # low-precision passes have died with SIGFPE (no exception to catch) on int8 graphs at a static batch.
         self._specialise = dynamic and (options.precision != "int8" or options.static_probe == OpenVinoBackend._version())
+        # the probe compiled batch-1 shapes only: an int8 model gets no other static compile
+        self._only = (self._batch_shapes(1),) if options.precision == "int8" else None
         self._requests: dict[tuple, _Compiled] = {}  # input shapes -> the model compiled for them
         self._compile_lock = threading.Lock()  # one compile per new shape set, however many threads bring it
         if not dynamic:
@@ -172,7 +174,7 @@ class OpenVinoRunner(Runner):
     def _request_for(self, feeds) -> _Compiled | None:
         key = tuple(tuple(np.shape(feeds[n])) for n in self._inputs)
         entry = self._requests.get(key)
-        if entry is None and self._specialise:
+        if entry is None and self._specialise and (self._only is None or key in self._only):
             with self._compile_lock:
                 entry = self._requests.get(key)
                 if entry is None and len(self._requests) < self.STATIC_SHAPES:

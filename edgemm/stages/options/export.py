@@ -21,6 +21,9 @@ class ExportOptions(Options):
     rewrite_attention: bool = option(True, help="export nn.MultiheadAttention batch-first with split heads: fewer layout ops, "
                                                 "same numbers (default on)")
     fp16: bool = option(True, help="also write fp16-compressed artifacts where the target has them (default on)")
+    tune_threads: bool = option(False, help="time each CPU artifact at 1 thread against --threads at batch 1 (paired rounds, "
+                                            "about 2 s an artifact) and record the faster count, which edgemm.load uses "
+                                            "unless given threads (default off; on in the shipped recipes)")
 
     @field_validator("targets")
     @classmethod
