@@ -1073,37 +1073,26 @@ static PyObject *py_top1(PyObject *self, PyObject *args) {
  * nearbyintf without SSE4.1, vectorises. A NaN feed becomes lo (numpy's cast of NaN is undefined). */
 /* The loops take their constants as arguments: inside py_quantize they would be locals whose address
  * PyArg_ParseTuple took, which a char store may alias, and the loop would not vectorise. */
-static void quantize_s8(const float *restrict x, signed char *restrict q, Py_ssize_t n, float inv, float zero, float lo,
-                        float hi) {
-    const float magic = 12582912.0f; /* 1.5 * 2^23 */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        float v = x[i] * inv;
-        v = v > lo ? v : lo;
-        v = v < hi ? v : hi;
-        v = (v + magic) - magic;
-        q[i] = (signed char)(int)(v + zero);
+#define QUANTIZE_LOOP(NAME, T)                                                                            \
+    static void NAME(const float *restrict x, T *restrict q, Py_ssize_t n, float inv, float zero, float lo, float hi) { \
+        const float magic = 12582912.0f; /* 1.5 * 2^23 */                                                 \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                              \
+            float v = x[i] * inv;                                                                         \
+            v = v > lo ? v : lo;                                                                          \
+            v = v < hi ? v : hi;                                                                          \
+            v = (v + magic) - magic;                                                                      \
+            q[i] = (T)(int)(v + zero);                                                                    \
+        }                                                                                                 \
     }
-}
+QUANTIZE_LOOP(quantize_s8, signed char)
+QUANTIZE_LOOP(quantize_u8, unsigned char)
 
-static void quantize_u8(const float *restrict x, unsigned char *restrict q, Py_ssize_t n, float inv, float zero,
-                        float lo, float hi) {
-    const float magic = 12582912.0f;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        float v = x[i] * inv;
-        v = v > lo ? v : lo;
-        v = v < hi ? v : hi;
-        v = (v + magic) - magic;
-        q[i] = (unsigned char)(int)(v + zero);
+#define DEQUANTIZE_LOOP(NAME, T)                                                                          \
+    static void NAME(const T *restrict q, float *restrict y, Py_ssize_t n, float scale, float zero) {    \
+        for (Py_ssize_t i = 0; i < n; i++) y[i] = ((float)q[i] - zero) * scale;                           \
     }
-}
-
-static void dequantize_s8(const signed char *restrict q, float *restrict y, Py_ssize_t n, float scale, float zero) {
-    for (Py_ssize_t i = 0; i < n; i++) y[i] = ((float)q[i] - zero) * scale;
-}
-
-static void dequantize_u8(const unsigned char *restrict q, float *restrict y, Py_ssize_t n, float scale, float zero) {
-    for (Py_ssize_t i = 0; i < n; i++) y[i] = ((float)q[i] - zero) * scale;
-}
+DEQUANTIZE_LOOP(dequantize_s8, signed char)
+DEQUANTIZE_LOOP(dequantize_u8, unsigned char)
 
 static PyObject *py_quantize(PyObject *self, PyObject *args) {
     Py_buffer s, d;
