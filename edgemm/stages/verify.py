@@ -121,7 +121,7 @@ def latency_lines(lat: dict) -> list[str]:
         mark = "~" if not r.get("stable", True) else " "
         how = "=" if r.get("source", "").startswith("int8-vs-fp32") else " "
         own = f"  ({r['threads']} thread{'s' if r['threads'] != 1 else ''}: the export's choice)" \
-            if r.get("threads") not in (None, lat["threads"]) else ""
+            if r.get("threads_from") == "export" else ""
         lines.append(f" {how}{r['artifact'] + ' (' + r['backend'] + ' ' + r['precision'] + ')':<42} "
                      f"{mark}{fmt_ms(r['p50_ms'])} / {fmt_ms(r['p90_ms'])}{own}")
         v = speed.get(r["artifact"])
@@ -394,6 +394,7 @@ def _verify(bundle: Bundle, spec: IOSpec, cfg: VerifyConfig, options: RunnerOpti
             runs.append({"artifact": "reference" if r["baseline"] else r["id"], "backend": r["backend"], "precision": r["precision"],
                          "baseline": r["baseline"], **{k: round(r[k], 4) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms")},
                          "iterations": r["iterations"], "peak_rss_mb": r["peak_rss_mb"], "threads": r["threads"],
+                         **({"threads_from": "export"} if r["threads"] != res["config"]["threads"] else {}),
                          "stable": (r.get("stability") or {}).get("stable", True), "source": "own process"})
         runs += list(pairs.values())
         problems = state_problems(before, machine_state())

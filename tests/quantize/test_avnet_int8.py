@@ -59,7 +59,7 @@ def test_openvino_int8_artifacts_record_their_static_probe(int8_bundle):
     ov_int8 = [a for a in b.artifacts if a.backend == "openvino" and a.precision == "int8"]
     assert len(ov_int8) == 2
     for a in ov_int8:
-        assert a.extra["runner"] == {"static_probe": OpenVinoBackend._version()}, a.path
+        assert a.extra["runner"]["static_probe"] == OpenVinoBackend._version(), a.path  # (+ threads: tune_threads)
         with Runtime(b, a, threads=2) as rt:
             rt.run(rt.spec.example_feeds(batch=1))
             assert [k[0][0] for k in rt._runner._requests] == [1]
