@@ -2,28 +2,19 @@
 
 A small model at batch 1 can run faster on one thread than on two: a thread pool's fork/join per operator costs
 more than the operator, and which artifacts gain differs by backend and precision
-(benchmarks/results/threads-*.json, benchmarks/bench_threads_per_artifact.py). Each CPU artifact is timed at the export's thread count against
-one thread, interleaved in one process (edgemm.bench.paired); where one thread is faster with 95 % confidence, the
+(benchmarks/results/threads-*.json, benchmarks/bench_threads_per_artifact.py). Each CPU artifact is timed at the
+export's thread count against one thread, interleaved in one process (edgemm.bench.paired); where one thread is faster with 95 % confidence, the
 artifact records ``extra["runner"]["threads"] = 1``, which ``edgemm.load`` (and every runner built through
 ``RunnerOptions.for_artifact``) uses unless the caller gives threads. The measurement itself is kept in
 ``extra["threads"]``.
 """
 from __future__ import annotations
 
-import os
-
 from ..backends.base import RunnerOptions
 from ..backends.registry import get_backend
 from ..log import step
 
 SECONDS = 3.0  # cap of one artifact's measurement (it stops earlier once the answer is clear)
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _probed(art) -> dict:
@@ -35,8 +26,9 @@ def _probed(art) -> dict:
 def tune_threads(ctx) -> None:
     """Time every CPU artifact of the graph that runs here at the export's threads and at one; record the winner."""
     from ..bench.paired import measure_pair
+    from .verify import default_threads
 
-    n = ctx.config.threads or usable_cores()
+    n = ctx.config.threads or default_threads()  # the count the export's speed checks and verify time at
     if n < 2:
         return
     g = ctx.graph

@@ -1,11 +1,11 @@
 """Compile an int8 model for static input shapes in a child process before any runner of this process does.
 
 OpenVINO's CPU plugin runs a model fastest compiled for the shapes it is fed (static shapes: memory planned once,
-no shape inference per call; benchmarks/results/ov-int8-static-*.json). Its low-precision passes have also died
+no shape inference per call; docs/targets/openvino.md quotes the gain on avnet and avnet_m). Its low-precision passes have also died
 with SIGFPE compiling some int8 Q/DQ graphs at a static batch (OpenVINO 2026.4, ReshapeTransformation on a
 MatMul -> Add -> Reshape head split): no exception, the process ends. An embedding application must never meet
 that, so an int8 artifact is compiled static only where this probe, run at export, compiled it in a child process
-under the same OpenVINO version; its answer is recorded in the artifact (``extra["static_probe"]``).
+under the same OpenVINO version; its answer is recorded in the artifact (``extra["runner"]["static_probe"]``).
 """
 from __future__ import annotations
 
